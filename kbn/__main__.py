@@ -1,0 +1,4 @@
+import sys
+from kbn.cli import main
+
+sys.exit(main())

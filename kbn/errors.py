@@ -1,0 +1,17 @@
+"""The small error hierarchy: the CLI prints any KbnError as one line, never a traceback."""
+
+
+class KbnError(Exception):
+    """Base of every error kbn expects and explains."""
+
+    exit_code = 1
+
+
+class ConfigError(KbnError, ValueError):
+    """A setting has a bad value: the message names the field, the value and the choices."""
+
+    exit_code = 2
+
+
+class DataError(KbnError):
+    """A dataset cannot be found or read: the message says how to get it."""

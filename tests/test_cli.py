@@ -1,0 +1,71 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FASHION_DIR
+from kbn import data
+from kbn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["--dataset", "imagenet"], ["dataset", "'imagenet'", "fashion_mnist"]),
+        (["--arch", "resnet"], ["arch", "'resnet'", "deep_mlp"]),
+        (["--norm", "weight"], ["norm", "'weight'", "layer"]),
+        (["--optimizer", "lion"], ["optimizer", "'lion'", "rmsprop"]),
+        (["--lr", "-1"], ["lr", "-1", "positive"]),
+        (["--lr", "0"], ["lr", "positive"]),
+        (["--epochs", "0"], ["epochs", "0"]),
+        (["--epochs", "two"], ["--epochs", "'two'"]),
+        (["--data-dir", "/no/such/folder"], ["data_dir", "/no/such/folder"]),
+    ],
+)
+def test_bad_input_is_one_line_naming_value_and_choices(args, expect, tmp_path, capsys):
+    code = main(["train", "--logdir", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("kbn: error: ") and err.count("\n") == 1, err
+    for part in expect:
+        assert part in err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_missing_data_explains_how_to_get_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(data.DEBIAN_DIRS, "mnist", [])
+    code = main(["train", "--dataset", "mnist", "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "no data for 'mnist'" in err and "IDX" in err and "kbn data prepare mnist" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist")
+def test_the_command_line_trains_on_real_fashion_mnist(tmp_path):
+    env = dict(os.environ, KBN_DATA_DIR=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "kbn", "train", "--dataset", "fashion_mnist", "--arch", "mlp", "--norm", "batch",
+           "--optimizer", "adam", "--lr", "0.001", "--epochs", "2", "--seed", "0", "--subset", "5000",
+           "--logdir", str(tmp_path / "logs")]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = tmp_path / "logs" / "fashion_mnist-mlp-batch-adam-lr0.001-s0-n5000"
+    assert f"logs in {run}" in out.stdout
+    assert "epoch 2/2" in out.stdout
+    acc = float(out.stdout.split("test accuracy ")[1].split(",")[0])
+    assert acc > 0.75  # 5k examples, 2 epochs
+    assert {"config.json", "metrics.csv", "result.json", "train", "validation", "test"} <= {
+        p.name for p in run.iterdir()}
+
+
+def test_data_prepare_reports_splits_and_cache(tmp_path, capsys):
+    from test_data import make_idx_folder
+
+    make_idx_folder(tmp_path / "raw")
+    assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path / "raw")]) == 0
+    out = capsys.readouterr().out
+    assert "mnist: {'train': 50, 'val': 10, 'test': 12}" in out and "mnist.npz" in out

@@ -1,0 +1,138 @@
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FASHION_DIR, make_images
+from kbn import data
+from kbn.errors import ConfigError, DataError
+
+
+def write_idx(path, arr, compress=True):
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    raw = header + arr.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(raw)
+
+
+def make_idx_folder(folder: Path, n_train=60, n_test=12, compress=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    xtr, ytr = make_images(n_train, 0)
+    xte, yte = make_images(n_test, 1)
+    sfx = ".gz" if compress else ""
+    write_idx(folder / f"train-images-idx3-ubyte{sfx}", xtr[..., 0], compress)
+    write_idx(folder / f"train-labels-idx1-ubyte{sfx}", ytr, compress)
+    write_idx(folder / f"t10k-images-idx3-ubyte{sfx}", xte[..., 0], compress)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{sfx}", yte, compress)
+    return xtr, ytr, xte, yte
+
+
+def test_read_idx_roundtrip_and_bad_magic(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", arr)
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz"), arr)
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01" + b"\x00" * 8)
+    with pytest.raises(DataError, match="magic"):
+        data.read_idx(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_folder_gives_thesis_split_then_loads_from_cache(tmp_path, compress):
+    xtr, ytr, xte, yte = make_idx_folder(tmp_path / "raw", compress=compress)
+    ds = data.load("mnist", data_dir=str(tmp_path / "raw"), verbose=False)
+    # The last sixth of the official training set is validation (10k of 60k on the real set).
+    assert ds.sizes() == {"train": 50, "val": 10, "test": 12}
+    assert ds.source == f"local:{tmp_path / 'raw'}"
+    assert ds.x_train.dtype == np.float32 and ds.input_shape == (28, 28, 1)
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() == 1.0
+    np.testing.assert_allclose(ds.x_val, xtr[50:] / 255, atol=1e-6)
+    np.testing.assert_array_equal(ds.y_test, yte)
+    # Second time: from the cache, even without the folder.
+    for p in (tmp_path / "raw").iterdir():
+        p.unlink()
+    again = data.load("mnist", verbose=False)
+    np.testing.assert_array_equal(again.x_train, ds.x_train)
+    assert (Path(os.environ["KBN_DATA_DIR"]) / "mnist.npz").is_file()
+
+
+def test_subset_takes_the_first_training_examples(tmp_path):
+    make_idx_folder(tmp_path / "raw")
+    full = data.load("mnist", data_dir=str(tmp_path / "raw"), verbose=False)
+    sub = data.load("mnist", subset=7, verbose=False)
+    assert sub.sizes() == {"train": 7, "val": 10, "test": 12}
+    np.testing.assert_array_equal(sub.x_train, full.x_train[:7])
+    with pytest.raises(ConfigError, match="subset"):
+        data.load("mnist", subset=51, verbose=False)
+
+
+def test_no_source_says_how_to_get_the_data(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.DEBIAN_DIRS, "fashion_mnist", [str(tmp_path / "nowhere")])
+    with pytest.raises(DataError) as e:
+        data.load("fashion_mnist", verbose=False)
+    msg = str(e.value)
+    assert "apt-get install dataset-fashion-mnist" in msg
+    assert "--data-dir" in msg and "kbn data prepare fashion_mnist" in msg
+    assert "no network" in msg
+
+
+def test_unreadable_data_dir_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="data_dir"):
+        data.load("mnist", data_dir=str(tmp_path / "missing"), verbose=False)
+
+
+def _write_cifar_pickles(folder: Path, per_batch=10):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+             b"labels": list(rng.integers(0, 10, per_batch))}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f)
+
+
+def test_cifar_python_batches_give_40k_10k_style_split(tmp_path):
+    _write_cifar_pickles(tmp_path / "c" / "cifar-10-batches-py")
+    ds = data.load("cifar10", data_dir=str(tmp_path / "c"), verbose=False)
+    assert ds.sizes() == {"train": 40, "val": 10, "test": 10}  # 40k / 10k / 10k on the real set
+    assert ds.input_shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("name,shape,n_train,n_val", [("mnist", (28, 28, 1), 50, 10), ("cifar10", (32, 32, 3), 48, 12)])
+def test_tfds_loader_with_mock_data(name, shape, n_train, n_val, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setenv("KBN_OFFLINE", "0")
+    monkeypatch.setitem(data.DEBIAN_DIRS, name, [])
+    with tfds.testing.mock_data(num_examples=60):
+        ds = data.load(name, verbose=False)
+    assert ds.source == "tfds"
+    assert ds.sizes() == {"train": n_train, "val": n_val, "test": 60}
+    assert ds.input_shape == shape
+    assert ds.x_train.dtype == np.float32 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+    assert set(np.unique(ds.y_train)) <= set(range(10))
+
+
+def test_cluttered_variant_is_deterministic_and_keeps_labels(tmp_path):
+    make_idx_folder(tmp_path / "raw")
+    base = data.load("mnist", data_dir=str(tmp_path / "raw"), verbose=False)
+    c1 = data.load("cluttered_mnist", verbose=False)
+    assert c1.input_shape == (60, 60, 1)
+    assert c1.sizes() == base.sizes()
+    np.testing.assert_array_equal(c1.y_train, base.y_train)
+    # every object pixel survives somewhere: the canvas holds at least as much ink as the digit
+    assert (c1.x_train.sum(axis=(1, 2, 3)) >= base.x_train.sum(axis=(1, 2, 3)) - 1e-3).all()
+    x = (base.x_train * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(data.clutter(x, seed=5), data.clutter(x, seed=5))
+    assert not np.array_equal(data.clutter(x, seed=5), data.clutter(x, seed=6))
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist")
+def test_real_fashion_mnist_from_the_debian_package():
+    ds = data.load("fashion_mnist", verbose=False)
+    assert ds.sizes() == {"train": 50_000, "val": 10_000, "test": 10_000}
+    assert ds.source == f"local:{FASHION_DIR}"
+    assert np.bincount(ds.y_test).tolist() == [1000] * 10
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_val])).tolist() == [6000] * 10

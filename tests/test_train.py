@@ -1,0 +1,124 @@
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kbn.callbacks import METRIC_COLUMNS, read_metrics
+from kbn.config import TrainConfig
+from kbn.train import IndexStream, train
+
+
+def tb_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(folder))
+    ea.Reload()
+    return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+
+
+def test_one_run_is_fully_logged(tiny_dataset, tmp_path):
+    cfg = TrainConfig(arch="mlp", norm="batch", optimizer="adam", lr=3e-3, epochs=3, batch_size=32)
+    res = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    assert res.status == "finished" and res.folder == tmp_path / cfg.run_name()
+    rows = read_metrics(res.folder)
+    with open(res.folder / "metrics.csv") as f:
+        assert tuple(next(csv.reader(f))) == METRIC_COLUMNS
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [16, 32, 48]  # 512 examples / batch 32
+    assert all(r["val_accuracy"] is not None and r["lr"] == pytest.approx(3e-3) for r in rows)
+    assert [r["test_accuracy"] is not None for r in rows] == [False, False, True]
+    assert rows[-1]["val_accuracy"] > 0.5  # the generated classes are learnable
+    config = json.loads((res.folder / "config.json").read_text())
+    assert config["settings"]["norm"] == "batch" and config["backend"] in ("jax", "tensorflow")
+    assert config["versions"]["keras"].startswith("3.")
+    assert config["data"]["source"] == "generated" and config["model"]["params"] == 100_910
+    result = json.loads((res.folder / "result.json").read_text())
+    assert result["metrics"]["test_accuracy"] == pytest.approx(rows[-1]["test_accuracy"])
+    train_tb = tb_scalars(res.folder / "train")
+    assert [s for s, _ in train_tb["epoch_accuracy"]] == [1, 2, 3]
+    assert train_tb["epoch_accuracy"][-1][1] == pytest.approx(rows[-1]["accuracy"], rel=1e-6)
+    assert "learning_rate" in train_tb
+    assert [v for _, v in tb_scalars(res.folder / "validation")["epoch_accuracy"]] == pytest.approx(
+        [r["val_accuracy"] for r in rows], rel=1e-6)
+    assert len(tb_scalars(res.folder / "test")["epoch_accuracy"]) == 1
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tiny_dataset, tmp_path):
+    cfg = TrainConfig(norm="batch", optimizer="sgdm", lr=0.05, epochs=2, batch_size=64, seed=7)
+    a = read_metrics(train(cfg, tmp_path / "a", verbose=False, dataset=tiny_dataset).folder)
+    b = read_metrics(train(cfg, tmp_path / "b", verbose=False, dataset=tiny_dataset).folder)
+    c = read_metrics(train(dataclasses.replace(cfg, seed=8), tmp_path / "c", verbose=False, dataset=tiny_dataset).folder)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+def test_eval_every_steps_gives_the_posters_curve(tiny_dataset, tmp_path):
+    cfg = TrainConfig(arch="ioffe_mlp", norm="layer", optimizer="sgd", lr=0.5, batch_size=60,
+                      eval_every_steps=5, total_steps=23)
+    rows = read_metrics(train(cfg, tmp_path, verbose=False, dataset=tiny_dataset).folder)
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 23]
+    assert all(r["test_accuracy"] is not None for r in rows)
+    assert rows[0]["epoch"] == pytest.approx(5 * 60 / 512, abs=1e-3)
+    steps = [s for s, _ in tb_scalars(tmp_path / cfg.run_name() / "test")["epoch_accuracy"]]
+    assert steps == [5, 10, 15, 20, 23]
+
+
+def test_nan_loss_ends_the_run_marked_diverged(tiny_dataset, tmp_path):
+    # Infinite inputs make the very first loss NaN (a huge learning rate may not: Keras clips the loss).
+    blown = dataclasses.replace(tiny_dataset, x_train=tiny_dataset.x_train * np.float32(np.inf))
+    cfg = TrainConfig(optimizer="sgd", lr=1.0, epochs=4, batch_size=64)
+    res = train(cfg, tmp_path, verbose=False, dataset=blown)
+    assert res.status == "diverged"
+    rows = read_metrics(res.folder)
+    assert len(rows) == 1 and np.isnan(rows[0]["loss"]) and rows[0]["val_accuracy"] is None
+    result = json.loads((res.folder / "result.json").read_text())
+    assert result["status"] == "diverged" and result["metrics"]["val_accuracy"] == pytest.approx(0.1)
+
+
+def test_finished_runs_are_not_redone_and_unfinished_ones_are(tiny_dataset, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=128)
+    first = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    stamp = (first.folder / "result.json").stat().st_mtime_ns
+    again = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    assert again.skipped and (first.folder / "result.json").stat().st_mtime_ns == stamp
+    (first.folder / "result.json").unlink()  # as if killed before the end
+    (first.folder / "stale").write_text("x")
+    redone = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    assert not redone.skipped and not (first.folder / "stale").exists()
+    assert redone.metrics["test_accuracy"] == pytest.approx(first.metrics["test_accuracy"])
+
+
+def test_index_stream_covers_every_example_each_epoch():
+    s = IndexStream(10, seed=0)
+    chunks = np.concatenate([s.take(3) for _ in range(10)])
+    assert sorted(chunks[:10]) == list(range(10)) and sorted(chunks[10:20]) == list(range(10))
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_both_backends_train_and_log(backend, tmp_path):
+    """A fresh process per backend (Keras picks it at import)."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import conftest, numpy as np\n"
+        "from kbn.data import Dataset; from kbn.config import TrainConfig; from kbn.train import train\n"
+        "p = {}\n"
+        "for s, n, seed in (('train', 256, 0), ('val', 64, 1), ('test', 64, 2)):\n"
+        "    x, y = conftest.make_images(n, seed); p['x_'+s] = x.astype('float32')/255; p['y_'+s] = y.astype('int32')\n"
+        "r = train(TrainConfig(norm='batch', epochs=2, batch_size=32), sys.argv[1], verbose=False,"
+        " dataset=Dataset(name='mnist', source='generated', **p))\n"
+        "print(r.status, r.metrics['val_accuracy'])\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, val = out.stdout.split()
+    assert status == "finished" and float(val) > 0.3
+    run = next(tmp_path.iterdir())
+    assert json.loads((run / "config.json").read_text())["backend"] == backend
+    assert tb_scalars(run / "validation")["epoch_accuracy"]
