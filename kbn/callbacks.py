@@ -81,7 +81,7 @@ class RunLog:
         except (OSError, ValueError):
             return None
 
-    def start(self, config: dict) -> None:
+    def start(self, config: dict, hparams: dict | None = None) -> None:
         # An unfinished folder is a run that was interrupted: it is redone from scratch.
         if self.folder.exists():
             shutil.rmtree(self.folder)
@@ -92,6 +92,18 @@ class RunLog:
         self._csv.writeheader()
         self._csv_file.flush()
         self._tb = {split: ScalarWriter(self.folder / d) for split, d in SPLIT_DIRS.items()}
+        if hparams:
+            self._write_hparams(hparams)
+
+    def _write_hparams(self, hparams: dict) -> None:
+        """An HParams session at the run folder's root, so TensorBoard's HParams dashboard lists the
+        run with its settings and the epoch_* scalars of its train/validation/test sub-runs."""
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.plugins.hparams import summary_v2
+
+        w = ScalarWriter(self.folder)
+        w.raw_event(Event(wall_time=time.time(), step=0, summary=summary_v2.hparams_pb(hparams, trial_id=self.folder.name)))
+        w.close()
 
     def row(self, row: dict, tb_step: int) -> None:
         self._csv.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})

@@ -48,11 +48,27 @@ def _add_data(sub):
     p.add_argument("--data-dir", help="folder with the original dataset files")
 
 
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="coarse-then-fine learning-rate search per cell, then the final runs")
+    p.add_argument("file", help="a sweep file, e.g. sweeps/smoke.toml")
+    p.add_argument("--logdir", help="the sweep's folder (default logs/<sweep name>)")
+    p.add_argument("--workers", type=int, help="serve the oracle as chief and start N local workers")
+    p.add_argument("--host", default="127.0.0.1", help="chief: address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="chief: port to serve on (default: a free one)")
+    p.add_argument("--worker", action="store_true",
+                   help="join a chief (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP/_PORT, or --oracle)")
+    p.add_argument("--oracle", metavar="HOST:PORT", help="with --worker: the chief's address")
+
+    s = sub.add_parser("status", help="which cells of a sweep are done, running, pending; chosen learning rates")
+    s.add_argument("logdir")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kbn", description="Does normalization help this optimizer, on this network, and by how much?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_data(sub)
+    _add_sweep(sub)
     return p
 
 
@@ -88,6 +104,49 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _print_status(logdir) -> None:
+    from tabulate import tabulate
+
+    from kbn.tune import STATUS_HEADERS, status_rows
+
+    print(tabulate(status_rows(logdir), headers=STATUS_HEADERS, tablefmt="simple"))
+
+
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from kbn.config import load_sweep
+    from kbn.errors import ConfigError
+
+    sweep = load_sweep(args.file)  # validated before anything trains
+    logdir = Path(args.logdir or Path("logs") / sweep.name)
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"workers: got {args.workers}; it must be 0 or more")
+    from kbn import tune
+
+    if args.worker:
+        if args.oracle:
+            host, _, port = args.oracle.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"oracle: got {args.oracle!r}; give HOST:PORT")
+            os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
+            os.environ.setdefault("KERASTUNER_TUNER_ID", f"worker-{os.getpid()}")
+        failed = tune.run_worker(sweep, logdir)
+        return 1 if failed else 0
+    if args.workers is not None:
+        failed = tune.run_chief(sweep, logdir, args.file, args.workers, args.host, args.port)
+    else:
+        failed = tune.run_sweep(sweep, logdir)
+    print(f"kbn sweep {sweep.name}: finished{f' with {failed} failed trial(s)' if failed else ''}; logs in {logdir}")
+    _print_status(logdir)
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    _print_status(args.logdir)
+    return 0
+
+
 def main(argv=None) -> int:
     if "KERAS_BACKEND" not in os.environ:
         has_jax = importlib.util.find_spec("jax") is not None
@@ -100,7 +159,8 @@ def main(argv=None) -> int:
     from kbn.errors import KbnError
 
     try:
-        return {"train": cmd_train, "data": cmd_data}[args.command](args)
+        commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status}
+        return commands[args.command](args)
     except KbnError as e:
         print(f"kbn: error: {e}", file=sys.stderr)
         return e.exit_code

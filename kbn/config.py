@@ -83,3 +83,191 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- sweep files
+
+SELECT_ON = ("validation", "test")
+PHASES = ("coarse", "fine", "final")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One cell of the study: the learning rate is searched per cell."""
+
+    dataset: str
+    arch: str
+    norm: str
+    optimizer: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}-{self.arch}-{self.norm}-{self.optimizer}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A sweep file, validated: the cells, the learning-rate grids and the final runs."""
+
+    name: str
+    datasets: tuple[str, ...]
+    archs: tuple[str, ...]
+    norms: tuple[str, ...]
+    optimizers: tuple[str, ...]
+    epochs: int
+    seeds: tuple[int, ...] = (0,)
+    batch_size: int = 128
+    subset: int | None = None
+    eval_every_steps: int | None = None
+    total_steps: int | None = None
+    select_on: str = "validation"
+    test_every_epoch: bool = True
+    coarse: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    coarse_by_optimizer: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    fine_per_side: int = 2
+    search_epochs: int | None = None  # None: the sweep's epochs
+    search_total_steps: int | None = None
+
+    def cells(self) -> list[Cell]:
+        return [Cell(d, a, n, o) for d in self.datasets for a in self.archs for n in self.norms for o in self.optimizers]
+
+    def coarse_grid(self, optimizer: str) -> tuple[float, ...]:
+        return dict(self.coarse_by_optimizer).get(optimizer, self.coarse)
+
+    def fine_grid(self, optimizer: str, best: float) -> tuple[float, ...]:
+        """`fine_per_side` log-spaced values between the coarse winner and each neighbour (beyond
+        the grid's edge with the same spacing when the winner is at an edge)."""
+        grid = sorted(self.coarse_grid(optimizer))
+        if self.fine_per_side == 0 or len(grid) < 2:
+            return ()
+        i = grid.index(best)
+        ratio_down = best / grid[i - 1] if i > 0 else grid[i + 1] / best
+        ratio_up = grid[i + 1] / best if i + 1 < len(grid) else best / grid[i - 1]
+        m = self.fine_per_side
+        vals = [best / ratio_down ** (k / (m + 1)) for k in range(m, 0, -1)]
+        vals += [best * ratio_up ** (k / (m + 1)) for k in range(1, m + 1)]
+        return tuple(float(f"{v:.3g}") for v in vals)
+
+    def train_config(self, cell: Cell, lr: float, seed: int, phase: str) -> TrainConfig:
+        search = phase != "final"
+        return TrainConfig(
+            dataset=cell.dataset, arch=cell.arch, norm=cell.norm, optimizer=cell.optimizer, lr=lr,
+            epochs=(self.search_epochs or self.epochs) if search else self.epochs, seed=seed,
+            batch_size=self.batch_size, subset=self.subset, eval_every_steps=self.eval_every_steps,
+            total_steps=(self.search_total_steps or self.total_steps) if search else self.total_steps,
+            test_every_epoch=self.test_every_epoch and not search,
+        )
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["coarse_by_optimizer"] = {k: list(v) for k, v in self.coarse_by_optimizer}
+        return d
+
+
+_TOP_KEYS = (
+    "name", "datasets", "archs", "norms", "optimizers", "epochs", "seeds", "batch_size", "subset",
+    "eval_every_steps", "total_steps", "select_on", "test_every_epoch", "search",
+)
+_SEARCH_KEYS = ("coarse", "coarse_by_optimizer", "fine_per_side", "epochs", "total_steps")
+
+
+def _names(where, field, value, choices) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: {field}: got {value!r}; give a non-empty list from: {', '.join(choices)}")
+    for i, v in enumerate(value):
+        check_choice(f"{field}[{i}]", v, choices)
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: {field}: {value!r} names an entry twice")
+    return tuple(value)
+
+
+def _grid(where, field, value) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: {field}: got {value!r}; give a non-empty list of positive learning rates")
+    out = tuple(check_positive(f"{field}[{i}]", v, float) for i, v in enumerate(value))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{where}: {field}: {value!r} lists a learning rate twice")
+    return out
+
+
+def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep") -> SweepConfig:
+    """Validate a parsed sweep file; every error names the file, the field and what is allowed."""
+    try:
+        for key in raw:
+            if key not in _TOP_KEYS:
+                raise ConfigError(f"unknown field {key!r}; allowed: {', '.join(_TOP_KEYS)}")
+        search = raw.get("search", {})
+        if not isinstance(search, dict):
+            raise ConfigError(f"search: got {search!r}; it must be a table ([search])")
+        for key in search:
+            if key not in _SEARCH_KEYS:
+                raise ConfigError(f"unknown field search.{key}; allowed: {', '.join(_SEARCH_KEYS)}")
+        for key in ("datasets", "archs", "norms", "optimizers", "epochs"):
+            if key not in raw:
+                raise ConfigError(f"{key}: missing; it is required")
+        seeds = raw.get("seeds", [0])
+        if not isinstance(seeds, list) or not seeds or any(
+                not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds: got {seeds!r}; give a non-empty list of distinct non-negative integers")
+        name = raw.get("name", default_name)
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigError(f"name: got {name!r}; give a short name without '/'")
+        select_on = check_choice("select_on", raw.get("select_on", "validation"), SELECT_ON)
+        test_every_epoch = raw.get("test_every_epoch", True)
+        if not isinstance(test_every_epoch, bool):
+            raise ConfigError(f"test_every_epoch: got {test_every_epoch!r}; give true or false")
+        optimizers = _names(where, "optimizers", raw["optimizers"], OPTIMIZERS)
+        by_opt = search.get("coarse_by_optimizer", {})
+        if not isinstance(by_opt, dict):
+            raise ConfigError(f"search.coarse_by_optimizer: got {by_opt!r}; give a table optimizer = [lrs]")
+        for opt in by_opt:
+            check_choice("search.coarse_by_optimizer key", opt, optimizers)
+        fine = search.get("fine_per_side", 2)
+        if not isinstance(fine, int) or isinstance(fine, bool) or fine < 0:
+            raise ConfigError(f"search.fine_per_side: got {fine!r}; give a non-negative integer")
+        cfg = SweepConfig(
+            name=name,
+            datasets=_names(where, "datasets", raw["datasets"], DATASETS),
+            archs=_names(where, "archs", raw["archs"], ARCHS),
+            norms=_names(where, "norms", raw["norms"], NORMS),
+            optimizers=optimizers,
+            epochs=check_positive("epochs", raw["epochs"]),
+            seeds=tuple(seeds),
+            batch_size=check_positive("batch_size", raw.get("batch_size", 128)),
+            subset=check_positive("subset", raw.get("subset"), allow_none=True),
+            eval_every_steps=check_positive("eval_every_steps", raw.get("eval_every_steps"), allow_none=True),
+            total_steps=check_positive("total_steps", raw.get("total_steps"), allow_none=True),
+            select_on=select_on,
+            test_every_epoch=test_every_epoch,
+            coarse=_grid(where, "search.coarse", search.get("coarse", list(SweepConfig.coarse))),
+            coarse_by_optimizer=tuple(
+                (o, _grid(where, f"search.coarse_by_optimizer.{o}", v)) for o, v in sorted(by_opt.items())),
+            fine_per_side=fine,
+            search_epochs=check_positive("search.epochs", search.get("epochs"), allow_none=True),
+            search_total_steps=check_positive("search.total_steps", search.get("total_steps"), allow_none=True),
+        )
+        # Every cell must make a valid run (e.g. total_steps needs eval_every_steps).
+        for cell in cfg.cells()[:1]:
+            cfg.train_config(cell, cfg.coarse_grid(cell.optimizer)[0], cfg.seeds[0], "coarse")
+            cfg.train_config(cell, cfg.coarse_grid(cell.optimizer)[0], cfg.seeds[0], "final")
+        return cfg
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(f"{where}:") else f"{where}: {msg}") from None
+
+
+def load_sweep(path) -> SweepConfig:
+    """Read and validate a sweep TOML file."""
+    import tomllib
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the sweep file ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return sweep_from_dict(raw, where=str(path), default_name=p.stem)

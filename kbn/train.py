@@ -68,7 +68,7 @@ def _fmt(v, spec=".4f"):
 
 
 def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose: bool = True,
-          dataset: kdata.Dataset | None = None, log=print) -> RunResult:
+          dataset: kdata.Dataset | None = None, log=print, hparams: dict | None = None) -> RunResult:
     """Train `cfg` into `logdir/<run name>/`; a finished identical run is returned, not redone."""
     folder = Path(logdir) / cfg.run_name()
     runlog = RunLog(folder)
@@ -106,7 +106,9 @@ def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    runlog.start(config)
+    if hparams is None:
+        hparams = {k: cfg.to_dict()[k] for k in ("dataset", "arch", "norm", "optimizer", "lr", "seed", "batch_size")}
+    runlog.start(config, hparams)
     result = None
     try:
         result = _loop(cfg, model, ds, runlog, steps_per_epoch, total_steps, periods, verbose, log)
@@ -121,7 +123,7 @@ def _loop(cfg, model, ds, runlog, steps_per_epoch, total_steps, periods, verbose
     stopper = StopOnNonFinite()
     step, t0, status, last = 0, time.perf_counter(), "finished", {}
     test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
-    label = folder_label = runlog.folder.name
+    label = runlog.folder.name
     for p in range(periods):
         if cfg.eval_every_steps:
             k = min(cfg.eval_every_steps, total_steps - step)
@@ -157,14 +159,14 @@ def _loop(cfg, model, ds, runlog, steps_per_epoch, total_steps, periods, verbose
         if verbose:
             where = f"step {step}/{total_steps}" if cfg.eval_every_steps else f"epoch {p + 1}/{periods}"
             eta = row["wall_time"] / (p + 1) * (periods - p - 1)
-            log(f"{folder_label} {where}  loss {_fmt(row['loss'])} acc {_fmt(acc)}  "
+            log(f"{label} {where}  loss {_fmt(row['loss'])} acc {_fmt(acc)}  "
                 f"val_acc {_fmt(row.get('val_accuracy'))}"
                 + (f"  test_acc {_fmt(row['test_accuracy'])}" if row.get("test_accuracy") is not None else "")
                 + f"  ({row['wall_time']:.1f} s, ~{eta:.0f} s left)")
         if diverged:
             status = "diverged"
             if verbose:
-                log(f"{folder_label}: loss is not finite at step {step}: run marked diverged")
+                log(f"{label}: loss is not finite at step {step}: run marked diverged")
             break
     metrics = {
         "loss": last.get("loss"),
