@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test tensorboard clean
+.PHONY: install data demo test tensorboard clean status \
+	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion
 
 install: $(VENV)/.installed
 
@@ -23,10 +24,28 @@ data:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "data: no apt-get; put the Fashion-MNIST IDX files in a folder and pass --data-dir"; fi
 
-demo: install data
-	$(BIN)/kbn train --dataset fashion_mnist --arch mlp --norm batch --optimizer adam --lr 0.001 \
-	  --epochs 5 --seed 0 --logdir $(LOGDIR)/demo
-	@echo "TensorBoard: $(BIN)/tensorboard --logdir $(LOGDIR)/demo   (or: make tensorboard)"
+# The main job: a small real sweep (Fashion-MNIST, ~1 min on 2 cores), its chosen learning rates,
+# and where its TensorBoard logs are.
+demo: sweep-smoke
+	@echo "TensorBoard logs: $(LOGDIR)/smoke   (make tensorboard, then http://127.0.0.1:6006)"
+
+# Each sweep resumes where it stopped when run again. WORKERS=N spreads it over N local processes.
+SWEEP_ARGS = $(if $(WORKERS),--workers $(WORKERS))
+sweep-smoke: install data
+	$(BIN)/kbn sweep sweeps/smoke.toml --logdir $(LOGDIR)/smoke $(SWEEP_ARGS)
+sweep-shallow: install
+	$(BIN)/kbn sweep sweeps/thesis-shallow.toml --logdir $(LOGDIR)/thesis-shallow $(SWEEP_ARGS)
+sweep-deep: install
+	$(BIN)/kbn sweep sweeps/thesis-deep.toml --logdir $(LOGDIR)/thesis-deep $(SWEEP_ARGS)
+sweep-norms: install data
+	$(BIN)/kbn sweep sweeps/poster-norms.toml --logdir $(LOGDIR)/poster-norms $(SWEEP_ARGS)
+sweep-fashion: install data
+	$(BIN)/kbn sweep sweeps/fashion-full.toml --logdir $(LOGDIR)/fashion-full $(SWEEP_ARGS)
+
+# make status SWEEP=smoke
+SWEEP ?= smoke
+status: install
+	$(BIN)/kbn status $(LOGDIR)/$(SWEEP)
 
 # pytest exits 5 when it collects nothing: that is not a failure of the project.
 test: install data

@@ -107,7 +107,7 @@ def cmd_data(args) -> int:
 def _print_status(logdir) -> None:
     from tabulate import tabulate
 
-    from kbn.tune import STATUS_HEADERS, status_rows
+    from kbn.plan import STATUS_HEADERS, status_rows
 
     print(tabulate(status_rows(logdir), headers=STATUS_HEADERS, tablefmt="simple"))
 

@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from kbn import __version__, data as kdata, models, optim
-from kbn.callbacks import Heartbeat, RunLog, StopOnNonFinite, is_finite
+from kbn.callbacks import Heartbeat, StopOnNonFinite
+from kbn.runlog import RunLog, is_finite
 from kbn.config import TrainConfig
 
 EVAL_BATCH = 1000

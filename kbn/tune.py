@@ -35,9 +35,10 @@ from keras_tuner.src.engine import base_tuner
 from keras_tuner.src.engine import trial as trial_module
 
 from kbn import data as kdata
-from kbn.callbacks import write_json_atomic
-from kbn.config import Cell, SweepConfig, sweep_from_dict
+from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
+from kbn.plan import trial_key, cell_progress, planned_trials
+from kbn.runlog import write_json_atomic
 from kbn.train import train
 
 Status = trial_module.TrialStatus
@@ -46,68 +47,6 @@ ENDED = (Status.COMPLETED, Status.FAILED)
 
 class SweepBusy(KbnError):
     """Another live sweep holds the folder."""
-
-
-# ---------------------------------------------------------------- the plan, derived from results
-
-
-def _item(cell: Cell, phase: str, lr: float, seed: int) -> dict:
-    return {"cell": cell.key, "phase": phase, "lr": float(lr), "seed": int(seed)}
-
-
-def _key(values: dict) -> tuple:
-    return values["cell"], values["phase"], float(values["lr"]), int(values["seed"])
-
-
-def _best(candidates: list[tuple[float, float]]) -> float:
-    """The learning rate with the highest score; ties go to the earlier one (grid order)."""
-    return max(candidates, key=lambda c: c[1])[0]
-
-
-def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float]) -> dict:
-    """Where a cell stands, from the scores of its ended trials (`_key` -> score; -inf if failed).
-
-    Returns todo (items runnable now, in order), counts per phase, the coarse winner and chosen lr."""
-    s0 = sweep.seeds[0]
-    out = {"todo": [], "coarse": [0, 0], "fine": [0, 0], "final": [0, len(sweep.seeds)],
-           "coarse_best": None, "chosen": None, "final_scores": []}
-
-    def phase(name, lrs):
-        keys = [(cell.key, name, float(lr), s0) for lr in lrs]
-        done = [k for k in keys if k in scores]
-        out[name] = [len(done), len(keys)]
-        out["todo"] += [_item(cell, name, lr, s0) for lr, k in zip(lrs, keys) if k not in scores]
-        return None if len(done) < len(keys) else [(k[2], scores[k]) for k in keys]
-
-    coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
-    if coarse is None:
-        return out
-    out["coarse_best"] = _best(coarse)
-    fine_grid = sweep.fine_grid(cell.optimizer, out["coarse_best"])
-    out["fine"] = [0, len(fine_grid)]
-    fine = phase("fine", fine_grid)
-    if fine is None:
-        return out
-    out["chosen"] = chosen = _best(coarse + fine)
-    for seed in sweep.seeds:
-        k = (cell.key, "final", float(chosen), seed)
-        if k in scores:
-            out["final"][0] += 1
-            out["final_scores"].append(scores[k])
-        else:
-            out["todo"].append(_item(cell, "final", chosen, seed))
-    return out
-
-
-def planned_trials(sweep: SweepConfig) -> int:
-    n_fine = 0 if sweep.fine_per_side == 0 else 2 * sweep.fine_per_side
-    return sum(len(sweep.coarse_grid(c.optimizer)) + (n_fine if len(sweep.coarse_grid(c.optimizer)) > 1 else 0)
-               + len(sweep.seeds) for c in sweep.cells())
-
-
-def _score(trial_state: dict) -> float:
-    s = trial_state.get("score")
-    return -math.inf if s is None or (isinstance(s, float) and math.isnan(s)) else float(s)
 
 
 # ---------------------------------------------------------------- Keras Tuner pieces
@@ -128,7 +67,7 @@ class SweepOracle(kt.Oracle):
         self.sweep = sweep
 
     def scores(self) -> dict[tuple, float]:
-        return {_key(t.hyperparameters.values): (-math.inf if t.score is None or math.isnan(t.score) else t.score)
+        return {trial_key(t.hyperparameters.values): (-math.inf if t.score is None or math.isnan(t.score) else t.score)
                 for t in self.trials.values() if t.status in ENDED and "cell" in t.hyperparameters.values}
 
     def progress(self) -> dict[str, dict]:
@@ -136,10 +75,10 @@ class SweepOracle(kt.Oracle):
         return {c.key: cell_progress(self.sweep, c, scores) for c in self.sweep.cells()}
 
     def populate_space(self, trial_id):
-        busy = {_key(t.hyperparameters.values) for t in self.ongoing_trials.values()}
+        busy = {trial_key(t.hyperparameters.values) for t in self.ongoing_trials.values()}
         for prog in self.progress().values():
             for item in prog["todo"]:
-                if _key(item) not in busy:
+                if trial_key(item) not in busy:
                     return {"status": Status.RUNNING, "values": item}
         if self.ongoing_trials:  # others still run trials whose results decide what comes next
             return {"status": Status.IDLE, "values": None}
@@ -300,7 +239,7 @@ def sweep_lock(logdir: Path):
 def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     """Record the sweep in its folder; resuming with a different sweep file is refused."""
     stored = logdir / "sweep.json"
-    current = sweep.to_dict()
+    current = json.loads(json.dumps(sweep.to_dict()))  # tuples -> lists, as stored
     if stored.exists():
         old = json.loads(stored.read_text())
         changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
@@ -309,75 +248,6 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
                               "use another --logdir, or the sweep file it was started with")
     else:
         write_json_atomic(stored, current)
-
-
-def load_folder_sweep(logdir: Path) -> SweepConfig:
-    try:
-        raw = json.loads((Path(logdir) / "sweep.json").read_text())
-    except OSError:
-        raise ConfigError(f"{logdir}: no sweep.json here; is it a sweep's log folder?") from None
-    raw["seeds"] = list(raw["seeds"])
-    search = {"coarse": list(raw.pop("coarse")), "coarse_by_optimizer": raw.pop("coarse_by_optimizer"),
-              "fine_per_side": raw.pop("fine_per_side")}
-    for a, b in (("search_epochs", "epochs"), ("search_total_steps", "total_steps")):
-        if raw.get(a) is not None:
-            search[b] = raw[a]
-        raw.pop(a, None)
-    raw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in raw.items() if v is not None}
-    return sweep_from_dict({**raw, "search": search}, where=str(logdir / "sweep.json"))
-
-
-def folder_progress(logdir: Path) -> tuple[SweepConfig, dict[str, dict], dict[tuple, int]]:
-    """Per-cell progress read straight from the trial files (no Keras Tuner needed), and the
-    number of trials running now per (cell, phase)."""
-    sweep = load_folder_sweep(logdir)
-    scores, running = {}, collections.Counter()
-    for fname in glob.glob(str(Path(logdir) / "tuner" / "trial_*" / "trial.json")):
-        try:
-            state = json.loads(Path(fname).read_text())
-        except (OSError, ValueError):
-            continue
-        values = state["hyperparameters"]["values"]
-        if state["status"] in ENDED:
-            scores[_key(values)] = _score(state)
-        else:
-            running[(values["cell"], values["phase"])] += 1
-    return sweep, {c.key: cell_progress(sweep, c, scores) for c in sweep.cells()}, running
-
-
-def status_rows(logdir: Path, live: bool | None = None) -> list[list]:
-    sweep, prog, running = folder_progress(logdir)
-    if live is None:
-        live = _locked(Path(logdir))
-    rows = []
-    for key, p in prog.items():
-        n_run = sum(v for (c, _), v in running.items() if c == key)
-        if p["final"][0] == p["final"][1]:
-            state = "done"
-        elif live and (n_run or p["coarse"][0] or p["fine"][0] or p["final"][0]):
-            state = "running"
-        elif p["coarse"][0] or n_run:
-            state = "stopped" if not live else "running"
-        else:
-            state = "pending"
-        final = "-" if not p["final_scores"] else f"{sum(p['final_scores']) / len(p['final_scores']):.4f}"
-        rows.append([key, state, "{}/{}".format(*p["coarse"]), "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
-                     "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.4g}", final])
-    return rows
-
-
-STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "select score"]
-
-
-def _locked(logdir: Path) -> bool:
-    try:
-        with open(logdir / ".lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- running a sweep

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kbn.callbacks import METRIC_COLUMNS, read_metrics
+from kbn.runlog import METRIC_COLUMNS, read_metrics
 from kbn.config import TrainConfig
 from kbn.train import IndexStream, train
 

@@ -1,0 +1,492 @@
+"""The thesis's and the poster's tables, from a sweep's final runs or from published numbers.
+
+Everything starts from one long table of accuracies (LONG_COLUMNS: one accuracy, a fraction, per
+dataset, arch, norm, optimizer, seed, epoch or step, and split). `collect_runs` builds it from run
+folders, `read_long_csv` from a file in the same format (`kbn export` writes it), and the table
+builders turn it into `Table`s that render as text, markdown, LaTeX or tidy CSV.
+
+Relative improvement of adding a norm (x: accuracy % without, y: with): rel = (y - x) / (100 - x).
+With several seeds, accuracies are seed means (shown mean ± std) and rel carries a 95% bootstrap
+interval over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kbn.runlog import read_metrics
+from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZERS
+from kbn.errors import KbnError
+from kbn.optim import DISPLAY
+
+LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "epoch", "split", "accuracy"]
+TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "quantity", "value"]
+SPLITS = ("train", "validation", "test")
+THESIS_EPOCHS = (2, 5, 20, 35, 50)
+BOOTSTRAP = 2000
+MISSING = "—"
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+ARCH_NAMES = {"mlp": "MLP", "cnn": "CNN", "deep_mlp": "deep MLP", "deep_cnn": "deep CNN", "ioffe_mlp": "Ioffe MLP"}
+
+
+class ReportError(KbnError):
+    """Input the reporter cannot read: the message names the file and what is wrong."""
+
+
+def nice(dataset: str, arch: str | None = None) -> str:
+    base = dataset.removeprefix("cluttered_")
+    d = DATASET_NAMES.get(base, base) if base == dataset else f"cluttered {DATASET_NAMES.get(base, base)}"
+    return d if arch is None else f"{d} + {ARCH_NAMES.get(arch, arch)}"
+
+
+# ---------------------------------------------------------------- reading results
+
+
+def collect_runs(logdir: str | Path) -> pd.DataFrame:
+    """Long-format accuracies of every finished run under `logdir` (search trials left out).
+    A diverged run counts as chance accuracy for the epochs it did not reach."""
+    logdir = Path(logdir)
+    if not logdir.is_dir():
+        raise ReportError(f"{logdir}: no such folder")
+    records = []
+    for config_path in sorted(logdir.rglob("config.json")):
+        folder = config_path.parent
+        if "search" in folder.relative_to(logdir).parts or not (folder / "result.json").is_file():
+            continue
+        try:
+            config = json.loads(config_path.read_text())
+            result = json.loads((folder / "result.json").read_text())
+            rows = read_metrics(folder)
+        except (OSError, ValueError, KeyError):
+            continue  # a damaged or foreign folder: not a kbn run
+        s = config["settings"]
+        by_step = s.get("eval_every_steps") is not None
+        base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed")}
+        for r in rows:
+            x = {"step": int(r["step"])} if by_step else {"epoch": int(r["epoch"])}
+            for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
+                if r.get(col) is not None and not math.isnan(r[col]):
+                    records.append({**base, **x, "split": split, "accuracy": r[col]})
+        if result.get("status") == "diverged":
+            chance = 0.1
+            sched = config.get("schedule", {})
+            last = int(rows[-1]["step"] if by_step else rows[-1]["epoch"]) if rows else 0
+            if by_step:
+                k = s["eval_every_steps"]
+                points = list(range(last + k - last % k if last % k else last + k, sched.get("total_steps", 0) + 1, k))
+            else:
+                points = list(range(last + 1, s["epochs"] + 1))
+            for p in points:
+                for split in ("validation", "test"):
+                    records.append({**base, ("step" if by_step else "epoch"): p, "split": split, "accuracy": chance})
+    df = pd.DataFrame.from_records(records, columns=LONG_COLUMNS + ["step"])
+    return _normalise(df)
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    if "step" not in df:
+        df["step"] = np.nan
+    if "epoch" not in df:
+        df["epoch"] = np.nan
+    df["seed"] = df["seed"].astype(int)
+    df["accuracy"] = df["accuracy"].astype(float)
+    return df.reset_index(drop=True)
+
+
+_OPT_BY_NAME = {**{k: k for k in OPTIMIZERS}, **{v.lower(): k for k, v in DISPLAY.items()}}
+
+
+def read_long_csv(path: str | Path) -> pd.DataFrame:
+    """Published or exported accuracies: columns dataset,arch,norm,optimizer,seed,epoch|step,split,accuracy."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, comment="#")
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: cannot read it as CSV ({e})") from None
+    need = [c for c in LONG_COLUMNS if c != "epoch"]
+    missing = [c for c in need if c not in df.columns] + ([] if {"epoch", "step"} & set(df.columns) else ["epoch (or step)"])
+    if missing:
+        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(LONG_COLUMNS)}")
+    for col, allowed in (("dataset", DATASETS), ("arch", ARCHS), ("norm", NORMS)):
+        bad = sorted(set(df[col].astype(str)) - set(allowed))
+        if bad:
+            raise ReportError(f"{path}: column {col}: unknown value(s) {bad}; choose from: {', '.join(allowed)}")
+    opts = df["optimizer"].astype(str).str.lower().map(_OPT_BY_NAME)
+    if opts.isna().any():
+        bad = sorted(set(df["optimizer"][opts.isna()].astype(str)))
+        raise ReportError(f"{path}: column optimizer: unknown value(s) {bad}; choose from: {', '.join(OPTIMIZERS)}")
+    df["optimizer"] = opts
+    bad_split = sorted(set(df["split"].astype(str)) - set(SPLITS))
+    if bad_split:
+        raise ReportError(f"{path}: column split: unknown value(s) {bad_split}; choose from: {', '.join(SPLITS)}")
+    acc = pd.to_numeric(df["accuracy"], errors="coerce")
+    if acc.isna().any() or (acc < 0).any() or (acc > 1).any():
+        raise ReportError(f"{path}: column accuracy: every value must be a fraction in [0, 1] (not a percentage)")
+    df["accuracy"] = acc
+    return _normalise(df)
+
+
+def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The long format, split by x axis: {'epoch': ..., 'step': ...} (only those present)."""
+    out = {}
+    for axis in ("epoch", "step"):
+        part = df[df[axis].notna()]
+        if len(part):
+            part = part[LONG_COLUMNS[:5] + [axis, "split", "accuracy"]].copy()
+            part[axis] = part[axis].astype(int)
+            out[axis] = part.sort_values(LONG_COLUMNS[:5] + [axis, "split"]).reset_index(drop=True)
+    return out
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def rel(x, y):
+    """(y - x) / (100 - x) for accuracies in percent; 0 where x is already 100."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x >= 100, 0.0, (y - x) / (100 - x))
+
+
+@dataclasses.dataclass
+class Stat:
+    value: float
+    low: float | None = None
+    high: float | None = None
+    std: float | None = None
+    n: int = 1
+
+
+def acc_stat(values: list[float]) -> Stat:
+    v = np.asarray(values, float) * 100
+    return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v))
+
+
+def rel_stat(xs: list[float], ys: list[float], rng_seed: int = 0) -> Stat:
+    """rel of the seed means; with several seeds, a 95% percentile bootstrap interval (each side's
+    seeds resampled independently: the runs without and with the norm are not paired)."""
+    x, y = np.asarray(xs, float) * 100, np.asarray(ys, float) * 100
+    point = float(rel(x.mean(), y.mean()))
+    if len(x) < 2 and len(y) < 2:
+        return Stat(point, n=1)
+    rng = np.random.default_rng(rng_seed)
+    bx = rng.choice(x, (BOOTSTRAP, len(x))).mean(axis=1)
+    by = rng.choice(y, (BOOTSTRAP, len(y))).mean(axis=1)
+    lo, hi = np.percentile(rel(bx, by), [2.5, 97.5])
+    return Stat(point, float(lo), float(hi), n=min(len(x), len(y)))
+
+
+# ---------------------------------------------------------------- tables
+
+
+@dataclasses.dataclass
+class Table:
+    id: str
+    title: str
+    headers: list[str]
+    rows: list[list]  # cells: str labels, Stat values or None (missing)
+    kind: str = "rel"  # how Stat cells print: rel | acc
+    marks: set = dataclasses.field(default_factory=set)  # (row, col) cells to highlight
+    notes: list[str] = dataclasses.field(default_factory=list)
+    records: list[dict] = dataclasses.field(default_factory=list)  # tidy CSV lines
+
+
+class Results:
+    """Seed-level accuracies indexed for the table builders."""
+
+    def __init__(self, df: pd.DataFrame, epochs: list[int] | None = None):
+        self.df = df
+        self.requested_epochs = epochs
+        ep = df[df["epoch"].notna()]
+        self._acc = {}
+        for key, g in ep.groupby(["dataset", "arch", "norm", "optimizer", "split", "epoch"]):
+            self._acc[key[:5] + (int(key[5]),)] = g.sort_values("seed")["accuracy"].tolist()
+        self.by_step = df[df["step"].notna()]
+
+    def acc(self, dataset, arch, norm, optimizer, split, epoch) -> list[float] | None:
+        return self._acc.get((dataset, arch, norm, optimizer, split, epoch))
+
+    def present(self, col: str, order) -> list[str]:
+        have = set(self.df[self.df["epoch"].notna()][col])
+        return [v for v in order if v in have]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(dataset, arch) pairs in the thesis's order: arch-major, dataset-minor."""
+        ep = self.df[self.df["epoch"].notna()]
+        have = set(zip(ep["dataset"], ep["arch"]))
+        return [(d, a) for a in ARCHS for d in DATASETS if (d, a) in have]
+
+    def epochs(self, dataset, arch, split) -> list[int]:
+        ep = self.df[(self.df["dataset"] == dataset) & (self.df["arch"] == arch) & (self.df["split"] == split)]
+        have = sorted(int(e) for e in ep["epoch"].dropna().unique())
+        if self.requested_epochs:
+            return [e for e in self.requested_epochs if e in have]
+        if len(have) <= 10:
+            return have
+        return sorted(set(e for e in THESIS_EPOCHS if e in have) | {have[-1]})
+
+    def final_epoch(self, dataset, arch, norm, optimizer, split) -> int | None:
+        eps = [k[5] for k in self._acc if k[:5] == (dataset, arch, norm, optimizer, split)]
+        return max(eps) if eps else None
+
+
+def _mark_extremes(table: Table, col_indices, smallest: bool, k: int = 3):
+    for c in col_indices:
+        vals = [(r, row[c].value) for r, row in enumerate(table.rows) if isinstance(row[c], Stat)]
+        vals.sort(key=lambda t: t[1], reverse=not smallest)
+        table.marks |= {(r, c) for r, _ in vals[:k]}
+
+
+def _rec(table, dataset, arch, optimizer, norm, epoch, quantity, stat: Stat | None):
+    """The tidy CSV lines of one cell: the value, and its std / interval where there are seeds."""
+    if stat is None:
+        return
+    base = dict(table=table.id, dataset=dataset, arch=arch, optimizer=optimizer, norm=norm,
+                epoch="" if epoch is None else epoch)
+    lines = [(quantity, stat.value)]
+    if stat.std is not None:
+        lines.append((f"{quantity}_std", stat.std))
+    if stat.low is not None:
+        lines += [(f"{quantity}_ci_low", stat.low), (f"{quantity}_ci_high", stat.high)]
+    table.records += [{**base, "quantity": q, "value": round(v, 6)} for q, v in lines]
+
+
+def _rel_cell(res, d, a, norm, opt, split, epoch):
+    x = res.acc(d, a, "none", opt, split, epoch)
+    y = res.acc(d, a, norm, opt, split, epoch)
+    return None if not x or not y else rel_stat(x, y)
+
+
+def _acc_cell(res, d, a, norm, opt, split, epoch):
+    v = res.acc(d, a, norm, opt, split, epoch)
+    return None if not v else acc_stat(v)
+
+
+def table1(res: Results, norm: str) -> Table | None:
+    pairs = res.pairs()
+    opts = res.present("optimizer", OPTIMIZERS)
+    t = Table("table1", f"Table 1 — relative improvement from {norm} norm, test set, last epoch",
+              ["optimizer"] + [nice(d, a) for d, a in pairs], [])
+    any_value = False
+    for opt in opts:
+        row = [DISPLAY[opt]]
+        for d, a in pairs:
+            e = res.final_epoch(d, a, norm, opt, "test")
+            stat = _rel_cell(res, d, a, norm, opt, "test", e) if e else None
+            any_value |= stat is not None
+            row.append(stat)
+            _rec(t, d, a, opt, norm, None, "rel", stat)
+        t.rows.append(row)
+    return t if any_value else None
+
+
+def tables_2_5(res: Results, norm: str) -> list[Table]:
+    out = []
+    for d, a in res.pairs():
+        eps = res.epochs(d, a, "validation")
+        t = Table("tables2-5", f"Tables 2–5 — {nice(d, a)}: relative improvement from {norm} norm, validation, "
+                  "per epoch (* the 3 smallest in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [])
+        for opt in res.present("optimizer", OPTIMIZERS):
+            row = [DISPLAY[opt]]
+            for e in eps:
+                stat = _rel_cell(res, d, a, norm, opt, "validation", e)
+                row.append(stat)
+                _rec(t, d, a, opt, norm, e, "rel", stat)
+            t.rows.append(row)
+        _mark_extremes(t, range(1, len(eps) + 1), smallest=True)
+        if t.records:
+            out.append(t)
+    return out
+
+
+def table6(res: Results) -> list[Table]:
+    pairs = res.pairs()
+    if not pairs:
+        return []
+    d, a = ("cifar10", "cnn") if ("cifar10", "cnn") in pairs else pairs[0]
+    eps = res.epochs(d, a, "validation")
+    out = []
+    for norm in res.present("norm", NORMS):
+        t = Table("table6", f"Table 6 — {nice(d, a)}, {norm} norm: validation accuracy (%) per epoch "
+                  "(* the top 3 in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc")
+        for opt in res.present("optimizer", OPTIMIZERS):
+            row = [DISPLAY[opt]]
+            for e in eps:
+                stat = _acc_cell(res, d, a, norm, opt, "validation", e)
+                row.append(stat)
+                _rec(t, d, a, opt, norm, e, "accuracy", stat)
+            t.rows.append(row)
+        _mark_extremes(t, range(1, len(eps) + 1), smallest=False)
+        if t.records:
+            out.append(t)
+    return out
+
+
+def tables_7_10(res: Results, norm: str) -> list[Table]:
+    out = []
+    pairs = set(res.pairs())
+    for shallow, deep in (("mlp", "deep_mlp"), ("cnn", "deep_cnn")):
+        for d in DATASETS:
+            if (d, shallow) not in pairs or (d, deep) not in pairs:
+                continue
+            eps = [e for e in res.epochs(d, shallow, "validation") if e in res.epochs(d, deep, "validation")]
+            headers = ["optimizer"]
+            for e in eps:
+                headers += [f"{e}: {ARCH_NAMES[shallow]}", f"{e}: {ARCH_NAMES[deep]}", f"{e}: deep − shallow"]
+            t = Table("tables7-10", f"Tables 7–10 — {nice(d)}: relative improvement from {norm} norm, validation, "
+                      f"{ARCH_NAMES[shallow]} vs {ARCH_NAMES[deep]}", headers, [])
+            for opt in res.present("optimizer", OPTIMIZERS):
+                row = [DISPLAY[opt]]
+                for e in eps:
+                    s = _rel_cell(res, d, shallow, norm, opt, "validation", e)
+                    p = _rel_cell(res, d, deep, norm, opt, "validation", e)
+                    diff = None if s is None or p is None else Stat(p.value - s.value)
+                    row += [s, p, diff]
+                    _rec(t, d, shallow, opt, norm, e, "rel", s)
+                    _rec(t, d, deep, opt, norm, e, "rel", p)
+                    _rec(t, d, deep, opt, norm, e, "rel_diff", diff)
+                t.rows.append(row)
+            if t.records:
+                out.append(t)
+    return out
+
+
+def tables_11_12(res: Results, norm: str) -> list[Table]:
+    out = []
+    for d, a in res.pairs():
+        split = "test" if res.epochs(d, a, "test") and len(res.epochs(d, a, "test")) > 1 else "validation"
+        eps = res.epochs(d, a, split)
+        t = Table("tables11-12", f"Tables 11–12 — {nice(d, a)}: {split} accuracy (%) without and with {norm} norm, "
+                  "and rel", ["optimizer", "row"] + [f"epoch {e}" for e in eps], [], kind="mixed")
+        for opt in res.present("optimizer", OPTIMIZERS):
+            lines = {"none": [], norm: [], "rel": []}
+            for e in eps:
+                for n in ("none", norm):
+                    stat = _acc_cell(res, d, a, n, opt, split, e)
+                    lines[n].append(stat)
+                    _rec(t, d, a, opt, n, e, "accuracy", stat)
+                r = _rel_cell(res, d, a, norm, opt, split, e)
+                lines["rel"].append(r)
+                _rec(t, d, a, opt, norm, e, "rel", r)
+            for label, cells in lines.items():
+                t.rows.append([DISPLAY[opt], label] + cells)
+        if any(q["quantity"] == "rel" for q in t.records):
+            out.append(t)
+    return out
+
+
+def poster_tables(res: Results) -> list[Table]:
+    df = res.by_step
+    out = []
+    for (d, a, opt), g in df[df["split"] == "test"].groupby(["dataset", "arch", "optimizer"]):
+        steps = sorted(int(s) for s in g["step"].unique())
+        t = Table("poster", f"Poster table — {nice(d, a)}, {DISPLAY[opt]}: test accuracy (%) every "
+                  f"{steps[0]} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc")
+        for norm in [n for n in NORMS if n in set(g["norm"])]:
+            row = [norm]
+            for s in steps:
+                v = g[(g["norm"] == norm) & (g["step"] == s)].sort_values("seed")["accuracy"].tolist()
+                stat = acc_stat(v) if v else None
+                row.append(stat)
+                _rec(t, d, a, opt, norm, s, "accuracy", stat)
+            t.rows.append(row)
+        out.append(t)
+    return out
+
+
+def build_tables(df: pd.DataFrame, epochs: list[int] | None = None) -> list[Table]:
+    """Every table of SPEC.md that the results allow, in the thesis's order."""
+    res = Results(df, epochs)
+    norms = [n for n in res.present("norm", NORMS) if n != "none"]
+    has_none = "none" in res.present("norm", NORMS)
+    tables: list[Table] = []
+    if has_none:
+        for norm in norms:
+            t1 = table1(res, norm)
+            tables += [t1] if t1 else []
+        for norm in norms:
+            tables += tables_2_5(res, norm)
+    tables += table6(res)
+    if has_none:
+        for norm in norms:
+            tables += tables_7_10(res, norm)
+        for norm in norms:
+            tables += tables_11_12(res, norm)
+    tables += poster_tables(res)
+    n_seeds = df.groupby(["dataset", "arch", "norm", "optimizer"])["seed"].nunique()
+    multi = bool(len(n_seeds)) and n_seeds.max() > 1
+    for t in tables:
+        if any(c is None for row in t.rows for c in row[1:]):
+            t.notes.append(f"{MISSING}: no finished run for this cell yet (the sweep may still be running).")
+        if t.kind in ("rel", "mixed"):
+            t.notes.append("rel = (y − x) / (100 − x), x = accuracy (%) without the norm, y = with it.")
+        if multi:
+            t.notes.append(f"Accuracies are means ± std over seeds; rel uses the seed means, [low, high] is a 95% "
+                           f"bootstrap interval ({BOOTSTRAP} resamples of each side's seeds, percentile method).")
+    return tables
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _fmt(stat, kind: str, fmt: str) -> str:
+    if stat is None:
+        return MISSING
+    if isinstance(stat, str):
+        return stat
+    if kind == "acc":
+        s = f"{stat.value:.2f}"
+        if stat.std is not None:
+            s += f" ± {stat.std:.2f}"
+    else:
+        s = f"{stat.value:.2f}"
+        if stat.low is not None:
+            s += f" [{stat.low:.2f}, {stat.high:.2f}]"
+    return s
+
+
+def _cells(t: Table, fmt: str) -> list[list[str]]:
+    rows = []
+    for r, row in enumerate(t.rows):
+        out = []
+        for c, cell in enumerate(row):
+            kind = t.kind
+            if kind == "mixed":
+                kind = "rel" if row[1] == "rel" else "acc"
+            s = _fmt(cell, kind, fmt)
+            if fmt == "latex":
+                s = s.replace("±", "$\\pm$").replace(MISSING, "--")
+            if (r, c) in t.marks:
+                s = {"markdown": f"**{s}**", "latex": f"\\textbf{{{s}}}"}.get(fmt, f"{s} *")
+            out.append(s)
+        rows.append(out)
+    return rows
+
+
+def render(tables: list[Table], fmt: str = "text") -> str:
+    from tabulate import tabulate
+
+    if fmt == "csv":
+        recs = [r for t in tables for r in t.records]
+        return pd.DataFrame.from_records(recs, columns=TIDY_COLUMNS).to_csv(index=False)
+    if not tables:
+        return "No finished runs to report yet.\n"
+    tablefmt = {"text": "simple", "markdown": "pipe", "latex": "latex_raw"}[fmt]
+    parts = []
+    for t in tables:
+        body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt=tablefmt, disable_numparse=True)
+        if fmt == "markdown":
+            parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in t.notes))
+        elif fmt == "latex":
+            title = t.title.replace("%", "\\%").replace("&", "\\&")
+            notes = "".join(f"\n% {n}" for n in t.notes)
+            parts.append(f"% {title}\n{body.replace('%', chr(92) + '%')}{notes}\n")
+        else:
+            parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in t.notes))
+    return "\n".join(parts)

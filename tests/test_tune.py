@@ -1,0 +1,268 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_images
+from kbn import data
+from kbn.config import Cell, load_sweep, sweep_from_dict
+from kbn.errors import ConfigError
+from kbn.plan import cell_progress, folder_progress, planned_trials, status_rows
+from kbn.tune import SweepBusy, run_sweep, sweep_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+datasets = ["mnist"]
+archs = ["mlp"]
+norms = ["none", "batch"]
+optimizers = ["sgd"]
+epochs = 1
+seeds = [0, 1]
+batch_size = 32
+[search]
+coarse = [0.01, 0.1, 1.0]
+fine_per_side = 1
+"""
+
+
+def write_cache(name="mnist", inf_pixels=False):
+    """A generated dataset in the kbn cache, so sweeps (and their subprocesses) load it by name."""
+    arrays = {}
+    for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
+        x, y = make_images(n, seed)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    data._write_cache(name, arrays, "generated")
+    if inf_pixels:  # float32 inf after scaling: every training loss is NaN
+        orig = data.load
+
+        def load(*a, **k):
+            ds = orig(*a, **k)
+            ds.x_train[:] = np.inf
+            return ds
+
+        return load
+    return None
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    write_cache()
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY)
+    return f
+
+
+def trial_states(logdir):
+    out = {}
+    for p in sorted(Path(logdir, "tuner").glob("trial_*/trial.json")):
+        s = json.loads(p.read_text())
+        out[s["trial_id"]] = s
+    return out
+
+
+def chosen(logdir):
+    _, prog, _ = folder_progress(Path(logdir))
+    return {k: p["chosen"] for k, p in prog.items()}
+
+
+# ---------------------------------------------------------------- sweep files
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.toml")), ids=lambda p: p.name)
+def test_every_bundled_sweep_file_is_valid(path):
+    sweep = load_sweep(path)
+    assert sweep.name == path.stem and sweep.cells()
+
+
+def test_bundled_sweeps_cover_the_study():
+    shallow = load_sweep(ROOT / "sweeps/thesis-shallow.toml")
+    assert set(shallow.datasets) == {"mnist", "cifar10"} and set(shallow.archs) == {"mlp", "cnn"}
+    assert shallow.optimizers == ("sgd", "sgdm", "adam", "adagrad", "adadelta", "rmsprop") and shallow.epochs == 50
+    assert len(shallow.cells()) == 48
+    deep = load_sweep(ROOT / "sweeps/thesis-deep.toml")
+    assert set(deep.archs) == {"deep_mlp", "deep_cnn"}
+    poster = load_sweep(ROOT / "sweeps/poster-norms.toml")
+    assert poster.norms == ("none", "batch", "layer") and poster.batch_size == 60
+    assert poster.eval_every_steps == 5000 and poster.total_steps == 50000
+    assert set(load_sweep(ROOT / "sweeps/fashion-full.toml").datasets) == {"fashion_mnist"}
+
+
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        ('datasets = ["imagenet"]', ["datasets[0]", "'imagenet'", "cifar10"]),
+        ('norms = ["none", "weight"]', ["norms[1]", "'weight'", "layer"]),
+        ('archs = ["resnet"]', ["archs[0]", "'resnet'", "deep_cnn"]),
+        ('optimizers = ["lion"]', ["optimizers[0]", "'lion'", "adadelta"]),
+        ("epochs = 0", ["epochs", "0"]),
+        ('epochs = "ten"', ["epochs", "'ten'"]),
+        ("colour = 3", ["unknown field 'colour'", "datasets", "select_on"]),
+        ('select_on = "train"', ["select_on", "'train'", "validation, test"]),
+        ("seeds = []", ["seeds"]),
+        ("[search]\ncoarse = []", ["search.coarse", "non-empty"]),
+        ("[search]\ncoarse = [0.1, -1]", ["search.coarse[1]", "-1"]),
+        ("[search]\nfine = 2", ["search.fine", "fine_per_side"]),
+        ("[search.coarse_by_optimizer]\nadam = [0.1]", ["coarse_by_optimizer", "'adam'", "sgd"]),
+    ],
+)
+def test_bad_sweep_files_name_file_field_and_choices(tmp_path, text, expect):
+    base = {"datasets": '["mnist"]', "archs": '["mlp"]', "norms": '["none"]', "optimizers": '["sgd"]', "epochs": "1"}
+    key = text.split("=")[0].strip()
+    lines = [f"{k} = {v}" for k, v in base.items() if k != key]
+    f = tmp_path / "bad.toml"
+    f.write_text("\n".join(lines) + "\n" + text + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_sweep(f)
+    msg = str(e.value)
+    assert msg.startswith(str(f)) and "\n" not in msg
+    for part in expect:
+        assert part in msg, msg
+
+
+def test_unreadable_or_broken_toml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_sweep(tmp_path / "missing.toml")
+    (tmp_path / "b.toml").write_text("datasets = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_sweep(tmp_path / "b.toml")
+
+
+def test_fine_grid_sits_between_the_winner_and_its_neighbours():
+    s = sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                         "epochs": 1, "search": {"coarse": [0.001, 0.01, 0.1, 1.0], "fine_per_side": 2}})
+    assert s.fine_grid("sgd", 0.01) == (0.00215, 0.00464, 0.0215, 0.0464)
+    assert s.fine_grid("sgd", 1.0) == (0.215, 0.464, 2.15, 4.64)  # past the edge, same spacing
+    assert planned_trials(s) == 4 + 4 + 1
+
+
+def test_cell_progress_derives_the_plan_from_scores():
+    s = sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                         "epochs": 1, "seeds": [0, 1], "search": {"coarse": [0.01, 0.1, 1.0], "fine_per_side": 1}})
+    cell = Cell("mnist", "mlp", "none", "sgd")
+    k = cell.key
+    p = cell_progress(s, cell, {})
+    assert [(t["phase"], t["lr"]) for t in p["todo"]] == [("coarse", 0.01), ("coarse", 0.1), ("coarse", 1.0)]
+    scores = {(k, "coarse", 0.01, 0): 0.5, (k, "coarse", 0.1, 0): 0.9, (k, "coarse", 1.0, 0): 0.9}
+    p = cell_progress(s, cell, scores)
+    assert p["coarse_best"] == 0.1  # a tie goes to the earlier grid value
+    assert [(t["phase"], t["lr"]) for t in p["todo"]] == [("fine", 0.0316), ("fine", 0.316)]
+    scores.update({(k, "fine", 0.0316, 0): 0.95, (k, "fine", 0.316, 0): float("-inf")})
+    p = cell_progress(s, cell, scores)
+    assert p["chosen"] == 0.0316
+    assert [(t["phase"], t["lr"], t["seed"]) for t in p["todo"]] == [("final", 0.0316, 0), ("final", 0.0316, 1)]
+
+
+# ---------------------------------------------------------------- running sweeps
+
+
+def test_sweep_searches_then_trains_the_chosen_lr_per_seed(tiny, tmp_path):
+    sweep = load_sweep(tiny)
+    lines = []
+    assert run_sweep(sweep, tmp_path / "out", log=lines.append) == 0
+    states = trial_states(tmp_path / "out")
+    assert len(states) == planned_trials(sweep) == 2 * (3 + 2 + 2)
+    assert all(s["status"] == "COMPLETED" for s in states.values())
+    for cell in sweep.cells():
+        mine = [s for s in states.values() if s["hyperparameters"]["values"]["cell"] == cell.key]
+        search = [s for s in mine if s["hyperparameters"]["values"]["phase"] != "final"]
+        best = max(search, key=lambda s: s["score"])  # trial ids run in grid order: ties go to the first
+        finals = [s["hyperparameters"]["values"] for s in mine if s["hyperparameters"]["values"]["phase"] == "final"]
+        assert {f["lr"] for f in finals} == {best["hyperparameters"]["values"]["lr"]}
+        assert sorted(f["seed"] for f in finals) == [0, 1]
+    runs = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert len(runs) == 4 and all((tmp_path / "out" / "runs" / r / "result.json").exists() for r in runs)
+    assert len(list((tmp_path / "out" / "search" / "coarse").iterdir())) == 6
+    assert sum("[" in line and "/14]" in line for line in lines) == 14
+    assert "left" in lines[-1]
+    # each trial shows up in TensorBoard's HParams dashboard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(tmp_path / "out" / "runs" / runs[0]))
+    ea.Reload()
+    assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
+    rows = status_rows(tmp_path / "out", live=False)
+    assert [r[1] for r in rows] == ["done", "done"] and all(r[5] != "-" for r in rows)
+    # running it again redoes nothing
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json")}
+    assert run_sweep(sweep, tmp_path / "out", log=lines.append) == 0
+    assert len(trial_states(tmp_path / "out")) == 14
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json")}
+
+
+def test_divergent_trials_are_results_and_do_not_abort_the_search(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "load", write_cache(inf_pixels=True))
+    sweep = load_sweep(tiny)
+    assert run_sweep(sweep, tmp_path / "out", log=lambda *_: None) == 0
+    states = trial_states(tmp_path / "out")
+    assert len(states) == 14  # every trial diverged (far more than 3 in a row), none was skipped
+    assert all(s["status"] == "COMPLETED" and s["score"] == pytest.approx(0.1) for s in states.values())
+    assert all(s["metrics"]["metrics"]["diverged"]["observations"][0]["value"] == [1.0] for s in states.values())
+
+
+def test_a_live_sweep_locks_its_folder(tiny, tmp_path):
+    with sweep_lock(tmp_path / "out"):
+        with pytest.raises(SweepBusy, match="in use by a live kbn sweep"):
+            run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
+    assert not (tmp_path / "out" / "tuner").exists()
+
+
+def test_resuming_with_another_sweep_file_is_refused(tiny, tmp_path):
+    run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
+    tiny.write_text(TINY.replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(ConfigError, match="epochs"):
+        run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
+
+
+def _kbn(args, **kw):
+    env = dict(os.environ)
+    return subprocess.Popen([sys.executable, "-m", "kbn", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_kill_9_then_resume_redoes_nothing_finished(tiny, tmp_path):
+    out = tmp_path / "killed"
+    p = _kbn(["sweep", str(tiny), "--logdir", str(out)])
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once a few trials have ended (mid-sweep)
+        ended = [s for s in trial_states(out).values() if s["status"] == "COMPLETED"] if out.exists() else []
+        if len(ended) >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    before = {tid: s for tid, s in trial_states(out).items() if s["status"] == "COMPLETED"}
+    assert 4 <= len(before) < 14
+    stamps = {f: f.stat().st_mtime_ns for f in out.rglob("result.json")}
+    r = _kbn(["sweep", str(tiny), "--logdir", str(out)])
+    text, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, text[-3000:]
+    assert f"({len(before)} already done)" in text
+    after = trial_states(out)
+    assert len(after) == 14 and all(s["status"] == "COMPLETED" for s in after.values())
+    for tid, s in before.items():  # finished trials were not rerun
+        assert after[tid]["score"] == s["score"]
+    for f, t in stamps.items():
+        assert f.stat().st_mtime_ns == t, f"{f} was rewritten"
+    # the outcome equals an uninterrupted sweep's
+    run_sweep(load_sweep(tiny), tmp_path / "straight", log=lambda *_: None)
+    assert chosen(out) == chosen(tmp_path / "straight")
+
+
+def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path):
+    p = _kbn(["sweep", str(tiny), "--logdir", str(tmp_path / "dist"), "--workers", "2"])
+    text, _ = p.communicate(timeout=400)
+    assert p.returncode == 0, text[-3000:]
+    assert "chief serving the oracle on 127.0.0.1:" in text
+    assert {f.name for f in (tmp_path / "dist" / "tuner").glob("tuner*.json")} == {"tuner0.json", "tuner1.json"}
+    assert len(trial_states(tmp_path / "dist")) == 14
+    run_sweep(load_sweep(tiny), tmp_path / "single", log=lambda *_: None)
+    assert chosen(tmp_path / "dist") == chosen(tmp_path / "single")
+    assert None not in chosen(tmp_path / "single").values()
