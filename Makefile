@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test tensorboard clean status \
+.PHONY: install data demo test tensorboard clean status report \
 	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion
 
 install: $(VENV)/.installed
@@ -27,6 +27,7 @@ data:
 # The main job: a small real sweep (Fashion-MNIST, ~1 min on 2 cores), its chosen learning rates,
 # and where its TensorBoard logs are.
 demo: sweep-smoke
+	$(MAKE) --no-print-directory report SWEEP=smoke
 	@echo "TensorBoard logs: $(LOGDIR)/smoke   (make tensorboard, then http://127.0.0.1:6006)"
 
 # Each sweep resumes where it stopped when run again. WORKERS=N spreads it over N local processes.
@@ -42,10 +43,14 @@ sweep-norms: install data
 sweep-fashion: install data
 	$(BIN)/kbn sweep sweeps/fashion-full.toml --logdir $(LOGDIR)/fashion-full $(SWEEP_ARGS)
 
-# make status SWEEP=smoke
+# make status SWEEP=smoke ; make report SWEEP=thesis-shallow
 SWEEP ?= smoke
 status: install
 	$(BIN)/kbn status $(LOGDIR)/$(SWEEP)
+
+report: install
+	$(BIN)/kbn report $(LOGDIR)/$(SWEEP) --out $(LOGDIR)/$(SWEEP)/report
+	$(BIN)/kbn export $(LOGDIR)/$(SWEEP)
 
 # pytest exits 5 when it collects nothing: that is not a failure of the project.
 test: install data

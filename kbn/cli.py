@@ -63,12 +63,31 @@ def _add_sweep(sub):
     s.add_argument("logdir")
 
 
+def _add_report(sub):
+    r = sub.add_parser("report", help="the thesis's and the poster's tables (and, with --out, report.md + pictures)")
+    r.add_argument("logdir", nargs="?", help="a sweep's folder (or any folder of kbn runs)")
+    r.add_argument("--from-csv", metavar="FILE", help="long-format accuracies instead of run logs "
+                   "(dataset,arch,norm,optimizer,seed,epoch|step,split,accuracy)")
+    r.add_argument("--format", default="text", help="text (default), markdown, latex, csv")
+    r.add_argument("--epochs", help="comma-separated epochs to show, e.g. 2,5,20,35,50")
+    r.add_argument("--out", metavar="DIR", help="also write DIR/report.md with every table and picture")
+
+    e = sub.add_parser("export", help="a sweep's final runs as long-format CSV (what --from-csv reads)")
+    e.add_argument("logdir")
+    e.add_argument("--out", metavar="FILE", help="default LOGDIR/report/accuracies.csv; '-' for stdout")
+
+    p = sub.add_parser("plot", help="PNG pictures of a sweep (curves, lr sensitivity, rel heat map, Adam+BN jumps)")
+    p.add_argument("logdir")
+    p.add_argument("--out", metavar="DIR", help="default LOGDIR/report")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kbn", description="Does normalization help this optimizer, on this network, and by how much?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_data(sub)
     _add_sweep(sub)
+    _add_report(sub)
     return p
 
 
@@ -147,6 +166,96 @@ def cmd_status(args) -> int:
     return 0
 
 
+REPORT_FORMATS = ("text", "markdown", "latex", "csv")
+
+
+def _parse_epochs(text):
+    from kbn.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        eps = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        eps = []
+    if not eps or min(eps) < 1:
+        raise ConfigError(f"epochs: got {text!r}; give comma-separated positive integers, e.g. 2,5,20,35,50")
+    return eps
+
+
+def _load_results(args):
+    from kbn import report
+    from kbn.errors import ConfigError
+
+    if args.from_csv:
+        return report.read_long_csv(args.from_csv), None
+    if not args.logdir:
+        raise ConfigError("report: give a sweep folder (kbn report logs/smoke) or --from-csv FILE")
+    runs = report.run_table(args.logdir)
+    return report.long_from_runs(runs), runs
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from kbn import report
+    from kbn.config import check_choice
+
+    fmt = check_choice("format", args.format, REPORT_FORMATS)
+    epochs = _parse_epochs(args.epochs)
+    df, runs = _load_results(args)
+    tables = report.build_tables(df, epochs)
+    print(report.render(tables, fmt), end="")
+    if fmt != "csv" and tables:
+        print("\n" + report.render_findings(report.findings(df), "markdown" if fmt == "markdown" else "text"), end="")
+    if args.out:
+        from kbn import plots
+
+        out = Path(args.out)
+        pictures = plots.plot_all(Path(args.logdir) if args.logdir and not args.from_csv else None, out, df, runs)
+        source = args.from_csv or args.logdir
+        md = [f"# kbn report: {source}\n", report.render(tables, "markdown"),
+              report.render_findings(report.findings(df), "markdown"), "\n## Pictures\n"]
+        md += [f"![{p.stem}]({p.name})\n" for p in pictures]
+        (out / "report.md").write_text("\n".join(md))
+        print(f"kbn: wrote {out / 'report.md'} and {len(pictures)} picture(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from kbn import report
+
+    parts = report.export_long(report.collect_runs(args.logdir))
+    if not parts:
+        print(f"kbn: no finished runs under {args.logdir}", file=sys.stderr)
+        return 1
+    if args.out == "-":
+        for df in parts.values():
+            print(df.to_csv(index=False), end="")
+        return 0
+    out = Path(args.out or Path(args.logdir) / "report" / "accuracies.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for axis, df in parts.items():
+        path = out if axis == "epoch" or len(parts) == 1 else out.with_name(out.stem + "-steps.csv")
+        df.to_csv(path, index=False)
+        print(f"kbn: wrote {len(df)} accuracies ({df[axis].nunique()} {axis}s) to {path}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from kbn import plots, report
+
+    runs = report.run_table(args.logdir)
+    out = Path(args.out or Path(args.logdir) / "report")
+    for p in plots.plot_all(Path(args.logdir), out, report.long_from_runs(runs), runs):
+        print(p)
+    return 0
+
+
 def main(argv=None) -> int:
     if "KERAS_BACKEND" not in os.environ:
         has_jax = importlib.util.find_spec("jax") is not None
@@ -159,7 +268,8 @@ def main(argv=None) -> int:
     from kbn.errors import KbnError
 
     try:
-        commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status}
+        commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status,
+                    "report": cmd_report, "export": cmd_export, "plot": cmd_plot}
         return commands[args.command](args)
     except KbnError as e:
         print(f"kbn: error: {e}", file=sys.stderr)

@@ -15,6 +15,9 @@ NORMS = ("none", "batch", "layer", "group", "rms")
 OPTIMIZERS = ("sgd", "sgdm", "nesterov", "adam", "adamw", "nadam", "adagrad", "adadelta", "rmsprop")
 # The six optimizers the thesis compares, in its table order.
 THESIS_OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad", "adadelta", "rmsprop")
+# How the thesis's tables name the optimizers.
+OPTIMIZER_NAMES = {"sgd": "SGD", "sgdm": "SGDm", "nesterov": "Nesterov", "adam": "Adam", "adamw": "AdamW",
+                   "nadam": "Nadam", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop"}
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "gelu", "selu", "swish")
 
 

@@ -22,9 +22,6 @@ _SPECS = {
 }
 assert tuple(_SPECS) == OPTIMIZERS
 
-# How the thesis's tables name them.
-DISPLAY = {"sgd": "SGD", "sgdm": "SGDm", "nesterov": "Nesterov", "adam": "Adam", "adamw": "AdamW",
-           "nadam": "Nadam", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop"}
 
 
 def make_optimizer(name: str, lr: float, **overrides) -> keras.optimizers.Optimizer:

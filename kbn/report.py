@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from kbn.runlog import read_metrics
-from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZERS
+from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
+
+DISPLAY = OPTIMIZER_NAMES
 from kbn.errors import KbnError
-from kbn.optim import DISPLAY
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "epoch", "split", "accuracy"]
 TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "quantity", "value"]
@@ -48,9 +49,14 @@ def nice(dataset: str, arch: str | None = None) -> str:
 # ---------------------------------------------------------------- reading results
 
 
-def collect_runs(logdir: str | Path) -> pd.DataFrame:
-    """Long-format accuracies of every finished run under `logdir` (search trials left out).
-    A diverged run counts as chance accuracy for the epochs it did not reach."""
+RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "step", "loss", "accuracy",
+               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "status"]
+
+
+def run_table(logdir: str | Path) -> pd.DataFrame:
+    """One row per evaluation of every finished run under `logdir` (search trials left out): the
+    metrics.csv rows with the run's settings. A diverged run is extended to its planned length at
+    chance accuracy, so tables compare it as what it is: a run that learned nothing."""
     logdir = Path(logdir)
     if not logdir.is_dir():
         raise ReportError(f"{logdir}: no such folder")
@@ -61,32 +67,46 @@ def collect_runs(logdir: str | Path) -> pd.DataFrame:
             continue
         try:
             config = json.loads(config_path.read_text())
-            result = json.loads((folder / "result.json").read_text())
+            status = json.loads((folder / "result.json").read_text())["status"]
             rows = read_metrics(folder)
+            s = config["settings"]
         except (OSError, ValueError, KeyError):
             continue  # a damaged or foreign folder: not a kbn run
-        s = config["settings"]
         by_step = s.get("eval_every_steps") is not None
-        base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed")}
+        base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed", "lr")} | {"status": status}
         for r in rows:
-            x = {"step": int(r["step"])} if by_step else {"epoch": int(r["epoch"])}
-            for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
-                if r.get(col) is not None and not math.isnan(r[col]):
-                    records.append({**base, **x, "split": split, "accuracy": r[col]})
-        if result.get("status") == "diverged":
-            chance = 0.1
-            sched = config.get("schedule", {})
-            last = int(rows[-1]["step"] if by_step else rows[-1]["epoch"]) if rows else 0
+            records.append({**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
+                            "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])})
+        if status == "diverged" and rows:
+            chance = {"val_accuracy": 0.1, "test_accuracy": 0.1}
+            records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
             if by_step:
-                k = s["eval_every_steps"]
-                points = list(range(last + k - last % k if last % k else last + k, sched.get("total_steps", 0) + 1, k))
+                k, last, total = s["eval_every_steps"], int(rows[-1]["step"]), config["schedule"]["total_steps"]
+                for step in range((last // k + 1) * k, total + 1, k):
+                    records.append({**base, **chance, "epoch": None, "step": step})
+                if total % k and last < total:
+                    records.append({**base, **chance, "epoch": None, "step": total})
             else:
-                points = list(range(last + 1, s["epochs"] + 1))
-            for p in points:
-                for split in ("validation", "test"):
-                    records.append({**base, ("step" if by_step else "epoch"): p, "split": split, "accuracy": chance})
-    df = pd.DataFrame.from_records(records, columns=LONG_COLUMNS + ["step"])
-    return _normalise(df)
+                for e in range(int(rows[-1]["epoch"]) + 1, s["epochs"] + 1):
+                    records.append({**base, **chance, "epoch": e, "step": None})
+    return pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
+
+
+def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The long format (LONG_COLUMNS plus `step`) from a run table."""
+    parts = []
+    for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
+        part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "seed", "epoch", "step", col]]
+        parts.append(part.rename(columns={col: "accuracy"}).assign(split=split))
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + ["step"])
+    # an epoch-based run's step is not its x axis
+    df.loc[df["epoch"].notna(), "step"] = np.nan
+    return _normalise(df[LONG_COLUMNS + ["step"]])
+
+
+def collect_runs(logdir: str | Path) -> pd.DataFrame:
+    """Long-format accuracies of every finished run under `logdir`."""
+    return long_from_runs(run_table(logdir))
 
 
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
@@ -490,3 +510,118 @@ def render(tables: list[Table], fmt: str = "text") -> str:
         else:
             parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in t.notes))
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- the thesis's findings, checked
+
+
+PLAIN, ADAPTIVE = ("sgd", "sgdm"), ("adam", "adagrad", "adadelta", "rmsprop", "adamw", "nadam")
+DEEP = {"mlp": "deep_mlp", "cnn": "deep_cnn"}
+
+
+def _mean(xs):
+    return float(np.mean(xs)) if len(xs) else float("nan")
+
+
+def findings(df: pd.DataFrame, norm: str = "batch") -> list[dict]:
+    """SPEC.md's Study 1 conclusions (and the poster's), each checked against the data:
+    {claim, verdict: supported | not supported | not testable, evidence}."""
+    res = Results(df)
+    out = []
+
+    def add(claim, ok, evidence):
+        verdict = "not testable" if ok is None else ("supported" if ok else "not supported")
+        out.append({"claim": claim, "verdict": verdict, "evidence": evidence})
+
+    pairs = res.pairs()
+    opts = res.present("optimizer", OPTIMIZERS)
+    first_rel, last_rel, final_test = {}, {}, {}
+
+    def split_of(d, a):  # per-epoch claims read validation, else test (published tables often have only test)
+        return "validation" if res.epochs(d, a, "validation") else "test"
+
+    for d, a in pairs:
+        sp = split_of(d, a)
+        eps = res.epochs(d, a, sp)
+        for opt in opts:
+            if eps:
+                r0 = _rel_cell(res, d, a, norm, opt, sp, eps[0])
+                r1 = _rel_cell(res, d, a, norm, opt, sp, eps[-1])
+                if r0 and r1:
+                    first_rel[(d, a, opt)], last_rel[(d, a, opt)] = r0.value, r1.value
+            e = res.final_epoch(d, a, norm, opt, "test")
+            r = _rel_cell(res, d, a, norm, opt, "test", e) if e else None
+            if r:
+                final_test[(d, a, opt)] = r.value
+    if first_rel:
+        pos = [k for k, v in first_rel.items() if v > 0]
+        worst = min(first_rel, key=first_rel.get)
+        add(f"{norm} norm speeds up convergence for every optimizer (rel > 0 at the first reported epoch)",
+            len(pos) == len(first_rel),
+            f"rel > 0 for {len(pos)} of {len(first_rel)} (network, optimizer) pairs at the first reported epoch; lowest "
+            f"{first_rel[worst]:.2f} ({OPTIMIZER_NAMES[worst[2]]}, {nice(worst[0], worst[1])})")
+        first, last = _mean(list(first_rel.values())), _mean(list(last_rel.values()))
+        add(f"{norm} norm helps most in the first epochs", first > last,
+            f"mean rel {first:.2f} at the first reported epoch vs {last:.2f} at the last")
+    else:
+        add(f"{norm} norm speeds up convergence for every optimizer", None, f"no runs with and without {norm} norm")
+    plain = [v for k, v in final_test.items() if k[2] in PLAIN]
+    adaptive = [v for k, v in final_test.items() if k[2] in ADAPTIVE]
+    if plain and adaptive:
+        add(f"the more sophisticated the optimizer, the less {norm} norm helps",
+            _mean(plain) > _mean(adaptive),
+            f"mean test rel at the last epoch: SGD/SGDm {_mean(plain):.2f} vs adaptive methods {_mean(adaptive):.2f}")
+    else:
+        add(f"the more sophisticated the optimizer, the less {norm} norm helps", None,
+            "needs SGD or SGDm and an adaptive optimizer, with and without the norm")
+    diffs = [final_test[(d, DEEP[a], o)] - v for (d, a, o), v in final_test.items()
+             if a in DEEP and (d, DEEP[a], o) in final_test]
+    add(f"{norm} norm helps more on deep networks", None if not diffs else _mean(diffs) > 0,
+        "no deep and shallow runs of the same dataset and optimizer" if not diffs else
+        f"deep minus shallow test rel, mean over {len(diffs)} pairs: {_mean(diffs):+.2f}")
+    chance = []
+    for d, a in pairs:
+        if a not in ("deep_mlp", "deep_cnn"):
+            continue
+        sp = split_of(d, a)
+        eps = res.epochs(d, a, sp)
+        for opt in ("sgd", "sgdm", "adadelta"):
+            v = res.acc(d, a, "none", opt, sp, eps[0]) if eps else None
+            if v:
+                chance.append((opt, d, a, 100 * _mean(v)))
+    add("deep networks without norm stay near chance (~10%) with SGD, SGDm, Adadelta early on",
+        None if not chance else all(c[3] < 15 for c in chance),
+        "no deep runs without norm" if not chance else
+        "; ".join(f"{OPTIMIZER_NAMES[o]} {nice(d, a)} {v:.1f}%" for o, d, a, v in chance) + " at the first reported epoch")
+    jumps = {}
+    for n in ("none", norm):
+        steps = []
+        for d, a in pairs:
+            sp = split_of(d, a)
+            seq = [res.acc(d, a, n, "adam", sp, e) for e in res.epochs(d, a, sp)]
+            if len(seq) > 1 and all(seq):
+                means = [100 * _mean(s) for s in seq]
+                steps += [abs(b - c) for b, c in zip(means[1:], means[:-1])]
+        jumps[n] = steps
+    if jumps["none"] and jumps[norm]:
+        add(f"Adam + {norm} norm jumps from epoch to epoch more than Adam alone",
+            _mean(jumps[norm]) > _mean(jumps["none"]),
+            f"mean |change| of accuracy between epochs: {_mean(jumps[norm]):.2f} points with "
+            f"{norm} norm vs {_mean(jumps['none']):.2f} without")
+    steps = res.by_step[res.by_step["split"] == "test"]
+    if len(steps) and {"none", "batch", "layer"} <= set(steps["norm"]):
+        first = steps[steps["step"] == steps["step"].min()].groupby("norm")["accuracy"].mean() * 100
+        add("BN and LN converge about equally fast, both faster than no normalization (poster)",
+            min(first["batch"], first["layer"]) > first["none"]
+            and abs(first["batch"] - first["layer"]) < min(first["batch"], first["layer"]) - first["none"],
+            f"test accuracy at the first evaluation: batch {first['batch']:.1f}%, layer {first['layer']:.1f}%, "
+            f"none {first['none']:.1f}%")
+    return out
+
+
+def render_findings(items: list[dict], fmt: str = "text") -> str:
+    if fmt == "markdown":
+        return "### Findings of the thesis, checked\n\n" + "".join(
+            f"- **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
+    return "Findings of the thesis, checked against these results\n\n" + "".join(
+        f"  [{f['verdict']}] {f['claim']}\n      {f['evidence']}\n" for f in items)

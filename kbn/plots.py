@@ -1,0 +1,179 @@
+"""Pictures of a sweep (PNG): learning curves per optimizer with and without each norm (the poster's
+Figures 1-4 style), learning-rate sensitivity from the tuner trials, a heat map of rel, and the
+Adam + BN epoch-to-epoch jumps (the thesis's Figure 7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or wanted
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS  # noqa: E402
+from kbn.report import Results, _rel_cell, nice  # noqa: E402
+
+NORM_COLORS = {"none": "tab:gray", "batch": "tab:blue", "layer": "tab:orange", "group": "tab:green", "rms": "tab:red"}
+
+
+def _grid(n: int):
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 7), 3.2 * rows), squeeze=False, sharex=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Accuracy and loss per epoch (or step), one panel per optimizer, a colour per norm;
+    solid = validation, dashed = training; seed means."""
+    paths = []
+    for (d, a), g in runs.groupby(["dataset", "arch"]):
+        x = "epoch" if g["epoch"].notna().any() else "step"
+        opts = [o for o in OPTIMIZERS if o in set(g["optimizer"])]
+        for metric, train_col, val_col in (("accuracy", "accuracy", "val_accuracy"), ("loss", "loss", "val_loss")):
+            fig, axes = _grid(len(opts))
+            for ax, opt in zip(axes, opts):
+                for norm in [n for n in NORMS if n in set(g["norm"])]:
+                    sel = g[(g["optimizer"] == opt) & (g["norm"] == norm)].groupby(x)[[train_col, val_col]].mean()
+                    if sel.empty:
+                        continue
+                    c = NORM_COLORS[norm]
+                    ax.plot(sel.index, sel[val_col], color=c, label=f"{norm} (validation)")
+                    ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7, label=f"{norm} (train)")
+                ax.set_title(OPTIMIZER_NAMES[opt])
+                ax.set_xlabel(x)
+                ax.set_ylabel(metric)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.grid(alpha=0.3)
+            axes[0].legend(fontsize=7)
+            fig.suptitle(f"{nice(d, a)}: {metric} per {x}, with and without normalization")
+            paths.append(_save(fig, out / f"curves_{metric}_{d}_{a}.png"))
+    return paths
+
+
+def trial_points(logdir: Path) -> pd.DataFrame:
+    """Every search trial of a sweep: cell, phase, lr, score, diverged."""
+    recs = []
+    for f in sorted(Path(logdir).rglob("tuner/trial_*/trial.json")):
+        try:
+            s = json.loads(f.read_text())
+            v = s["hyperparameters"]["values"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if s.get("status") != "COMPLETED" or v.get("phase") not in ("coarse", "fine"):
+            continue
+        m = s.get("metrics", {}).get("metrics", {})
+        div = m.get("diverged", {}).get("observations", [{}])[0].get("value", [0.0])[0]
+        d, a, n, o = v["cell"].split("-")
+        recs.append(dict(dataset=d, arch=a, norm=n, optimizer=o, phase=v["phase"], lr=v["lr"], score=s["score"],
+                         diverged=bool(div)))
+    return pd.DataFrame.from_records(recs, columns=["dataset", "arch", "norm", "optimizer", "phase", "lr",
+                                                    "score", "diverged"])
+
+
+def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
+    """Selection score against learning rate: coarse (o) and fine (s) trials, diverged ones (x)."""
+    paths = []
+    for (d, a), g in points.groupby(["dataset", "arch"]):
+        opts = [o for o in OPTIMIZERS if o in set(g["optimizer"])]
+        fig, axes = _grid(len(opts))
+        for ax, opt in zip(axes, opts):
+            for norm in [n for n in NORMS if n in set(g["norm"])]:
+                s = g[(g["optimizer"] == opt) & (g["norm"] == norm)].sort_values("lr")
+                if s.empty:
+                    continue
+                c = NORM_COLORS[norm]
+                ax.plot(s["lr"], s["score"], color=c, alpha=0.5, label=norm)
+                for phase, marker in (("coarse", "o"), ("fine", "s")):
+                    p = s[(s["phase"] == phase) & ~s["diverged"]]
+                    ax.scatter(p["lr"], p["score"], color=c, marker=marker, s=22)
+                dv = s[s["diverged"]]
+                ax.scatter(dv["lr"], dv["score"], color="black", marker="x", s=40)
+            ax.set_xscale("log")
+            ax.set_title(OPTIMIZER_NAMES[opt])
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel("selection score")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, title="o coarse, s fine, x diverged", title_fontsize=7)
+        fig.suptitle(f"{nice(d, a)}: learning-rate sensitivity of the search trials")
+        paths.append(_save(fig, out / f"lr_sensitivity_{d}_{a}.png"))
+    return paths
+
+
+def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
+    """rel on the test set at the last epoch: optimizer x (network, norm)."""
+    res = Results(df)
+    opts = res.present("optimizer", OPTIMIZERS)
+    cols = [(d, a, n) for d, a in res.pairs() for n in res.present("norm", NORMS) if n != "none"]
+    if not opts or not cols:
+        return []
+    m = np.full((len(opts), len(cols)), np.nan)
+    for i, opt in enumerate(opts):
+        for j, (d, a, n) in enumerate(cols):
+            e = res.final_epoch(d, a, n, opt, "test")
+            r = _rel_cell(res, d, a, n, opt, "test", e) if e else None
+            if r:
+                m[i, j] = r.value
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(cols), 1 + 0.5 * len(opts)))
+    lim = np.nanmax(np.abs(m)) if np.isfinite(m).any() else 1
+    im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(opts)):
+        for j in range(len(cols)):
+            ax.text(j, i, "—" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_yticks(range(len(opts)), [OPTIMIZER_NAMES[o] for o in opts])
+    ax.set_xticks(range(len(cols)), [f"{nice(d, a)}\n{n} norm" for d, a, n in cols], fontsize=8)
+    fig.colorbar(im, ax=ax, label="rel (test, last epoch)")
+    ax.set_title("Relative improvement from normalization")
+    return [_save(fig, out / "rel_heatmap.png")]
+
+
+def adam_jumps(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Train and validation accuracy of every Adam + BN run per epoch (the thesis's Figure 7);
+    cluttered datasets first, as in the thesis."""
+    g = runs[(runs["optimizer"] == "adam") & (runs["norm"] == "batch") & runs["epoch"].notna()]
+    if g.empty:
+        return []
+    keys = sorted(set(zip(g["dataset"], g["arch"])), key=lambda k: (not k[0].startswith("cluttered_"),
+                                                                   DATASETS.index(k[0]), ARCHS.index(k[1])))
+    fig, axes = _grid(len(keys))
+    for ax, (d, a) in zip(axes, keys):
+        s = g[(g["dataset"] == d) & (g["arch"] == a)]
+        for seed, r in s.groupby("seed"):
+            r = r.sort_values("epoch")
+            line, = ax.plot(r["epoch"], 100 * r["val_accuracy"], marker="o", ms=3, label=f"seed {seed} validation")
+            ax.plot(r["epoch"], 100 * r["accuracy"], ls="--", color=line.get_color(), label=f"seed {seed} train")
+        ax.set_title(nice(d, a))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Adam + batch norm: accuracy from epoch to epoch (thesis Figure 7)")
+    return [_save(fig, out / "adam_bn_jumps.png")]
+
+
+def plot_all(logdir: Path | None, out: Path, df: pd.DataFrame, runs: pd.DataFrame | None) -> list[Path]:
+    """Every picture the results allow; `runs` (the run table) is None for published numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if runs is not None and len(runs):
+        paths += curves(runs, out)
+        paths += adam_jumps(runs, out)
+    if logdir is not None:
+        paths += lr_sensitivity(trial_points(logdir), out)
+    paths += rel_heatmap(df, out)
+    return paths

@@ -1,0 +1,223 @@
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbn import report
+from kbn.cli import main
+from kbn.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE11 = ROOT.parent / "shared" / "reference" / "thesis_table11_deep_mlp_mnist.csv"
+
+
+def table11_long(path: Path, out: Path) -> dict:
+    """The reference Table 11 as long-format accuracies; returns its printed rel rows."""
+    rows = [r for r in csv.reader(open(path)) if r and not r[0].startswith("#")]
+    header, rels = rows[0], {}
+    with open(out, "w") as f:
+        f.write("dataset,arch,norm,optimizer,seed,epoch,split,accuracy\n")
+        for r in rows[1:]:
+            epochs = [int(h.split("_")[1]) for h in header[2:]]
+            if r[1] == "rel":
+                rels[r[0]] = dict(zip(epochs, map(float, r[2:])))
+                continue
+            for e, v in zip(epochs, r[2:]):
+                f.write(f"mnist,deep_mlp,{r[1]},{r[0]},0,{e},test,{float(v) / 100}\n")
+    return rels
+
+
+@pytest.mark.skipif(not TABLE11.exists(), reason="../shared/reference is not beside this checkout")
+def test_table_11_rel_row_is_reproduced_exactly(tmp_path, capsys):
+    rels = table11_long(TABLE11, tmp_path / "t11.csv")
+    assert main(["report", "--from-csv", str(tmp_path / "t11.csv"), "--format", "csv"]) == 0
+    tidy = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    got = tidy[(tidy["table"] == "tables11-12") & (tidy["quantity"] == "rel")]
+    assert len(got) == 6 * 5
+    for _, g in got.iterrows():
+        name = report.OPTIMIZER_NAMES[g["optimizer"]]
+        assert round(g["value"], 2) == pytest.approx(rels[name][int(g["epoch"])]), (name, g["epoch"])
+    assert main(["report", "--from-csv", str(tmp_path / "t11.csv")]) == 0
+    text = capsys.readouterr().out
+    printed = {line.split()[0]: [float(v) for v in line.split()[2:]]
+               for line in text.splitlines() if len(line.split()) == 7 and line.split()[1] == "rel"}
+    for name, by_epoch in rels.items():  # the printed rel row, exactly as the thesis prints it (2 places)
+        assert printed[name] == list(by_epoch.values()), name
+
+
+def test_rel_formula():
+    assert report.rel(50, 51) == pytest.approx(0.02)
+    assert report.rel(90, 91) == pytest.approx(0.1)
+    assert report.rel(90, 80) == pytest.approx(-1.0)
+    assert report.rel(100, 100) == 0.0
+    assert float(report.rel(0, 100)) == 1.0
+
+
+def test_bootstrap_interval_contains_the_point_and_is_deterministic():
+    a = report.rel_stat([0.90, 0.91, 0.92], [0.95, 0.96, 0.94])
+    b = report.rel_stat([0.90, 0.91, 0.92], [0.95, 0.96, 0.94])
+    assert a == b and a.low <= a.value <= a.high and a.n == 3
+    assert a.value == pytest.approx(report.rel(91, 95))
+    assert report.rel_stat([0.9], [0.95]).low is None
+
+
+def synthetic(seeds=(0, 1), epochs=(1, 2, 3), archs=("mlp", "deep_mlp"), drop=()):
+    """Accuracies where the norm helps SGD most and deep networks more."""
+    recs = []
+    help_ = {"sgd": 0.5, "sgdm": 0.3, "adam": 0.1, "adagrad": 0.2}
+    for arch in archs:
+        for opt, h in help_.items():
+            for norm in ("none", "batch"):
+                for seed in seeds:
+                    for e in epochs:
+                        base = 0.6 + 0.1 * e - (0.2 if arch == "deep_mlp" else 0)
+                        acc = base + (h * (1 - base) * (1.5 if arch == "deep_mlp" else 1) if norm == "batch" else 0)
+                        acc += 0.002 * seed
+                        for split in ("train", "validation", "test"):
+                            if (arch, opt, norm) not in drop:
+                                recs.append(dict(dataset="mnist", arch=arch, norm=norm, optimizer=opt, seed=seed,
+                                                 epoch=e, split=split, accuracy=min(acc, 1.0)))
+    return report._normalise(pd.DataFrame(recs))
+
+
+def test_every_table_and_its_marks():
+    tables = report.build_tables(synthetic())
+    ids = [t.id for t in tables]
+    assert ids == ["table1", "tables2-5", "tables2-5", "table6", "table6", "tables7-10", "tables11-12", "tables11-12"]
+    t1 = tables[0]
+    assert t1.headers == ["optimizer", "MNIST + MLP", "MNIST + deep MLP"]
+    assert [r[0] for r in t1.rows] == ["SGD", "SGDm", "Adam", "Adagrad"]
+    assert t1.rows[0][1].value == pytest.approx(0.5, abs=0.02) and t1.rows[0][1].low is not None
+    t2 = tables[1]
+    # the 3 smallest rel per column: Adam, Adagrad, SGDm (SGD helps most)
+    assert {r for r, c in t2.marks if c == 1} == {1, 2, 3}
+    t6 = tables[3]
+    assert all(isinstance(c, report.Stat) for row in t6.rows for c in row[1:]) and len(t6.marks) == 3 * 3
+    deep = tables[5]
+    assert deep.headers[1:4] == ["1: MLP", "1: deep MLP", "1: deep − shallow"]
+    sgd = deep.rows[0]
+    assert sgd[3].value == pytest.approx(sgd[2].value - sgd[1].value)
+    assert sgd[3].value > 0  # deep networks gain more here
+    t11 = tables[6]
+    assert [r[1] for r in t11.rows[:3]] == ["none", "batch", "rel"]
+    verdicts = {f["claim"]: f["verdict"] for f in report.findings(synthetic())}
+    assert verdicts["batch norm helps more on deep networks"] == "supported"
+    assert verdicts["the more sophisticated the optimizer, the less batch norm helps"] == "supported"
+
+
+def test_formats():
+    tables = report.build_tables(synthetic(seeds=(0,)))
+    text = report.render(tables, "text")
+    md = report.render(tables, "markdown")
+    tex = report.render(tables, "latex")
+    out = report.render(tables, "csv")
+    assert " *" in text and "**" in md and "\\textbf{" in tex and "\\begin{tabular}" in tex
+    assert "| optimizer" in md and "±" not in text  # one seed: no spread to show
+    df = pd.read_csv(__import__("io").StringIO(out), keep_default_na=False)
+    assert list(df.columns) == report.TIDY_COLUMNS
+    assert set(df["quantity"]) == {"rel", "accuracy", "rel_diff"}
+    assert (df[df["table"] == "table1"]["epoch"] == "").all()
+
+
+def test_partial_results_show_a_dash_and_a_footnote():
+    tables = report.build_tables(synthetic(drop={("mlp", "adam", "batch")}))
+    t1 = tables[0]
+    assert t1.rows[2][1] is None and t1.rows[2][2] is not None
+    text = report.render(tables, "text")
+    assert "—" in text and "no finished run for this cell yet" in text
+    assert report.render([], "text") == "No finished runs to report yet.\n"
+
+
+def test_poster_table_from_steps():
+    recs = [dict(dataset="mnist", arch="ioffe_mlp", norm=n, optimizer="sgd", seed=0, step=s, split="test",
+                 accuracy=a / 100) for n, accs in (("none", (79.2, 92.0)), ("batch", (96.2, 97.2)), ("layer", (95.2, 95.9)))
+            for s, a in zip((5000, 10000), accs)]
+    df = report._normalise(pd.DataFrame(recs))
+    (t,) = report.build_tables(df)
+    assert t.id == "poster" and t.headers == ["norm", "step 5000", "step 10000"]
+    assert [r[0] for r in t.rows] == ["none", "batch", "layer"]
+    assert t.rows[1][1].value == pytest.approx(96.2)
+    f = report.findings(df)[-1]
+    assert f["verdict"] == "supported" and "batch 96.2%" in f["evidence"]
+
+
+@pytest.mark.parametrize("content,expect", [
+    ("dataset,arch,norm,optimizer,seed,split,accuracy\n", "epoch (or step)"),
+    ("dataset,arch,norm,optimizer,seed,epoch,split,accuracy\nmnist,mlp,none,sgd,0,1,test,97.5\n", "fraction"),
+    ("dataset,arch,norm,optimizer,seed,epoch,split,accuracy\nmnist,mlp,none,lion,0,1,test,0.9\n", "'lion'"),
+    ("dataset,arch,norm,optimizer,seed,epoch,split,accuracy\nmnist,mlp,none,sgd,0,1,dev,0.9\n", "'dev'"),
+])
+def test_bad_long_csv_is_one_clear_line(tmp_path, content, expect, capsys):
+    f = tmp_path / "x.csv"
+    f.write_text(content)
+    assert main(["report", "--from-csv", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expect in err and str(f) in err
+
+
+def test_bad_report_options(capsys):
+    assert main(["report", "--from-csv", "x.csv", "--format", "html"]) == 2
+    assert "markdown" in capsys.readouterr().err
+    assert main(["report", "--from-csv", "x.csv", "--epochs", "2,a"]) == 2
+    assert "2,5,20" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """Real kbn runs on generated data: none/batch x sgd/adam x 2 seeds, 2 epochs, one diverged run."""
+    from conftest import make_images
+    from kbn.data import Dataset
+    from kbn.train import train
+
+    parts = {}
+    for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
+        x, y = make_images(n, seed)
+        parts[f"x_{split}"], parts[f"y_{split}"] = x.astype(np.float32) / 255, y.astype(np.int32)
+    ds = Dataset(name="mnist", source="generated", **parts)
+    root = tmp_path_factory.mktemp("report") / "sweep"
+    for norm in ("none", "batch"):
+        for opt in ("sgd", "adam"):
+            for seed in (0, 1):
+                cfg = TrainConfig(dataset="mnist", norm=norm, optimizer=opt, lr=0.05 if opt == "sgd" else 3e-3,
+                                  epochs=2, seed=seed, batch_size=32, test_every_epoch=True)
+                train(cfg, root / "runs", verbose=False, dataset=ds)
+    blown = dataclasses.replace(ds, x_train=ds.x_train * np.float32(np.inf))
+    train(TrainConfig(dataset="mnist", arch="deep_mlp", norm="none", optimizer="sgd", lr=0.1, epochs=3),
+          root / "runs", verbose=False, dataset=blown)
+    (root / "search" / "coarse" / "ignored").mkdir(parents=True)
+    return root
+
+
+def test_runs_to_tables_export_and_back(run_folder, tmp_path, capsys):
+    df = report.collect_runs(run_folder)
+    assert set(df["seed"]) == {0, 1} and set(df["split"]) == {"train", "validation", "test"}
+    div = df[(df["arch"] == "deep_mlp")]
+    held_out = div[div["split"] != "train"]
+    assert sorted(held_out[held_out["split"] == "validation"]["epoch"]) == [1, 2, 3]  # to its planned length
+    assert (held_out["accuracy"] == 0.1).all()  # at chance
+    assert main(["export", str(run_folder), "--out", str(tmp_path / "acc.csv")]) == 0
+    assert "accuracies (3 epochs)" in capsys.readouterr().out
+    exported = pd.read_csv(tmp_path / "acc.csv")
+    assert list(exported.columns) == report.LONG_COLUMNS
+    assert main(["report", str(run_folder), "--format", "csv"]) == 0
+    from_logs = capsys.readouterr().out
+    assert main(["report", "--from-csv", str(tmp_path / "acc.csv"), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == from_logs
+    for fmt in ("text", "markdown", "latex"):
+        assert main(["report", str(run_folder), "--format", fmt]) == 0
+        assert "Table 1" in capsys.readouterr().out
+
+
+def test_report_out_writes_markdown_and_pictures(run_folder, tmp_path, capsys):
+    assert main(["report", str(run_folder), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### Table 1" in md and "Findings" in md
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert pngs == ["adam_bn_jumps.png", "curves_accuracy_mnist_deep_mlp.png", "curves_accuracy_mnist_mlp.png",
+                    "curves_loss_mnist_deep_mlp.png", "curves_loss_mnist_mlp.png", "rel_heatmap.png"]
+    for p in pngs:
+        assert f"]({p})" in md
+        assert (tmp_path / "rep" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
