@@ -11,16 +11,21 @@ from kbn.runlog import is_finite
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop training as soon as the loss is NaN or inf: in a learning-rate search that is a result."""
+    """Notes which of `k` packed trials (k = 1: the run) has a NaN or inf loss; training stops once
+    all have: in a learning-rate search divergence is a result, and the other trials go on."""
 
-    def __init__(self):
+    def __init__(self, k: int = 1):
         super().__init__()
-        self.diverged = False
+        self.k = k
+        self.diverged = [False] * k
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not is_finite(loss):
-            self.diverged = True
+        logs = logs or {}
+        keys = ["loss"] if self.k == 1 else [f"t{i}_loss" for i in range(self.k)]
+        for i, key in enumerate(keys):
+            if key in logs and not is_finite(logs[key]):
+                self.diverged[i] = True
+        if all(self.diverged):
             self.model.stop_training = True
 
 

@@ -6,7 +6,7 @@ maps keep their bias (as the thesis's Keras code did), so adding a norm changes 
 parameters. Every network ends in Dense(num_classes) + softmax.
 
 Norms: none | batch (BatchNormalization) | layer (LayerNormalization) | group (GroupNormalization,
-up to 8 groups of at least 4 channels) | rms (LayerNormalization with rms_scaling: RMSNorm).
+up to 8 groups of at least 4 channels) | rms (RMSNormalization: x / sqrt(mean(x^2) + eps) * scale).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def norm_layer(norm: str, channels: int, name: str):
     if norm == "layer":
         return layers.LayerNormalization(name=name)
     if norm == "rms":
-        return layers.LayerNormalization(rms_scaling=True, name=name)
+        return layers.RMSNormalization(name=name)
     groups = max(g for g in range(1, 9) if g == 1 or (channels % g == 0 and channels // g >= 4))
     return layers.GroupNormalization(groups=groups, name=name)
 

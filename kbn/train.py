@@ -1,4 +1,6 @@
-"""One training run, fully logged: the unit every sweep and report is built from.
+"""One training run, fully logged: the unit every sweep and report is built from. Several runs of
+one cell that differ only in learning rate can train packed into one model (kbn.packed), each still
+logged as its own run.
 
 The run proceeds in *periods*: one epoch each, or `eval_every_steps` optimizer steps (the poster's
 "test accuracy every 5,000 steps"). The training order comes from a seeded permutation stream, so the
@@ -24,6 +26,7 @@ from kbn import __version__, data as kdata, models, optim
 from kbn.callbacks import Heartbeat, StopOnNonFinite
 from kbn.runlog import RunLog, is_finite
 from kbn.config import TrainConfig
+from kbn.packed import build_packed, trial_logs
 
 EVAL_BATCH = 1000
 
@@ -59,9 +62,15 @@ class IndexStream:
         return out
 
 
-def _evaluate(model, x, y) -> tuple[float, float]:
-    r = model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
-    return float(r["loss"]), float(r["accuracy"])
+def _per_trial(logs: dict, k: int, prefix: str = "") -> list[dict]:
+    if k == 1:
+        return [{"loss": logs.get(prefix + "loss"), "accuracy": logs.get(prefix + "accuracy")}]
+    return trial_logs(logs, k, prefix)
+
+
+def _evaluate(model, x, y, k: int) -> list[tuple[float, float]]:
+    r = model.evaluate(x, y if k == 1 else [y] * k, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+    return [(float(t["loss"]), float(t["accuracy"])) for t in _per_trial(r, k)]
 
 
 def _fmt(v, spec=".4f"):
@@ -71,104 +80,160 @@ def _fmt(v, spec=".4f"):
 def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose: bool = True,
           dataset: kdata.Dataset | None = None, log=print, hparams: dict | None = None) -> RunResult:
     """Train `cfg` into `logdir/<run name>/`; a finished identical run is returned, not redone."""
-    folder = Path(logdir) / cfg.run_name()
-    runlog = RunLog(folder)
-    done = runlog.finished()
-    if done is not None and not overwrite:
-        if verbose:
-            log(f"kbn: {folder} already finished ({done['status']}); not redone (use --overwrite to redo)")
-        return RunResult(folder, done["status"], done["metrics"], skipped=True)
+    return train_many([cfg], logdir, overwrite, verbose, dataset, log, [hparams])[0]
 
+
+def _packable(cfgs: list[TrainConfig]) -> None:
+    first = cfgs[0].to_dict()
+    for c in cfgs[1:]:
+        diff = sorted(k for k, v in c.to_dict().items() if k != "lr" and v != first[k])
+        if diff:
+            raise ValueError(f"packed runs must differ only in lr; these differ in {diff}")
+    if len({c.lr for c in cfgs}) != len(cfgs):
+        raise ValueError("packed runs need distinct learning rates")
+
+
+def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
+               dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
+               steps_per_execution: int = 50) -> list[RunResult]:
+    """Train runs of one cell that differ only in learning rate, packed into one model when there
+    are several (each keeps its own weights, statistics, optimizer state and logs)."""
+    _packable(cfgs)
+    hparams = hparams or [None] * len(cfgs)
+    results: list[RunResult | None] = [None] * len(cfgs)
+    todo = []
+    for i, cfg in enumerate(cfgs):
+        folder = Path(logdir) / cfg.run_name()
+        done = RunLog(folder).finished()
+        if done is not None and not overwrite:
+            if verbose:
+                log(f"kbn: {folder} already finished ({done['status']}); not redone (use --overwrite to redo)")
+            results[i] = RunResult(folder, done["status"], done["metrics"], skipped=True)
+        else:
+            todo.append(i)
+    if not todo:
+        return results
+    cfg = cfgs[todo[0]]
     ds = dataset if dataset is not None else kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=verbose)
-    keras.utils.set_random_seed(cfg.seed)
-    model = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
-    model.compile(
-        optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-
+    k = len(todo)
+    singles = []
+    for i in todo:  # each trial starts from exactly the weights its own seed gives a single model
+        keras.utils.set_random_seed(cfgs[i].seed)
+        singles.append(models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation,
+                                    cfg.depth, cfg.width))
     n = len(ds.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     if cfg.eval_every_steps:
         total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
         periods = math.ceil(total_steps / cfg.eval_every_steps)
+        period_steps = cfg.eval_every_steps
     else:
-        total_steps, periods = cfg.epochs * steps_per_epoch, cfg.epochs
-    config = {
-        "settings": cfg.to_dict(),
-        "run": folder.name,
-        "backend": keras.backend.backend(),
-        "versions": versions(),
-        "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
-        "model": {"name": model.name, "params": model.count_params()},
-        "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods},
-        "command": sys.argv,
-        "host": platform.node(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if hparams is None:
-        hparams = {k: cfg.to_dict()[k] for k in ("dataset", "arch", "norm", "optimizer", "lr", "seed", "batch_size")}
-    runlog.start(config, hparams)
-    result = None
+        total_steps, periods, period_steps = cfg.epochs * steps_per_epoch, cfg.epochs, steps_per_epoch
+    # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
+    spe = max(1, min(steps_per_execution, period_steps))
+    if k == 1:
+        model = singles[0]
+        model.compile(optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], steps_per_execution=spe)
+    else:
+        model = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe)
+    runlogs = []
+    for j, i in enumerate(todo):
+        c = cfgs[i]
+        folder = Path(logdir) / c.run_name()
+        config = {
+            "settings": c.to_dict(),
+            "run": folder.name,
+            "backend": keras.backend.backend(),
+            "versions": versions(),
+            "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
+            "model": {"name": singles[j].name, "params": singles[j].count_params()},
+            "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
+                         "steps_per_execution": spe, "packed_with": k},
+            "command": sys.argv,
+            "host": platform.node(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        hp = hparams[i] or {key: c.to_dict()[key] for key in
+                            ("dataset", "arch", "norm", "optimizer", "lr", "seed", "batch_size")}
+        runlog = RunLog(folder)
+        runlog.start(config, hp)
+        runlogs.append(runlog)
+    outcomes: list[dict | None] = [None] * k
     try:
-        result = _loop(cfg, model, ds, runlog, steps_per_epoch, total_steps, periods, verbose, log)
+        _loop([cfgs[i] for i in todo], model, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods,
+              verbose, log)
     finally:
-        runlog.close(result)  # result None (an exception, Ctrl-C): the folder stays unfinished
-    return RunResult(folder, result["status"], result["metrics"])
+        for runlog, outcome in zip(runlogs, outcomes):
+            runlog.close(outcome)  # None (an exception, Ctrl-C): the folder stays unfinished
+    for j, i in enumerate(todo):
+        results[i] = RunResult(runlogs[j].folder, outcomes[j]["status"], outcomes[j]["metrics"])
+    return results
 
 
-def _loop(cfg, model, ds, runlog, steps_per_epoch, total_steps, periods, verbose, log) -> dict:
-    n = len(ds.y_train)
+def _loop(cfgs, model, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods, verbose, log) -> None:
+    """Train all trials together, period by period; a trial whose loss turns NaN/inf is closed as
+    diverged while the others go on. Fills `outcomes` (one result dict per trial)."""
+    cfg, k, n = cfgs[0], len(cfgs), len(ds.y_train)
     order = IndexStream(n, cfg.seed)
-    stopper = StopOnNonFinite()
-    step, t0, status, last = 0, time.perf_counter(), "finished", {}
+    stopper = StopOnNonFinite(k)
+    step, t0 = 0, time.perf_counter()
     test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
-    label = runlog.folder.name
+    alive = list(range(k))
+    last = [{} for _ in range(k)]
     for p in range(periods):
         if cfg.eval_every_steps:
-            k = min(cfg.eval_every_steps, total_steps - step)
-            idx = order.take(k * cfg.batch_size)
+            steps = min(cfg.eval_every_steps, total_steps - step)
+            idx = order.take(steps * cfg.batch_size)
         else:
-            k, idx = steps_per_epoch, order.take(n)
+            steps, idx = steps_per_epoch, order.take(n)
         callbacks = [stopper]
         if verbose:
-            callbacks.append(Heartbeat(label, k))
-        hist = model.fit(
-            ds.x_train[idx], ds.y_train[idx], batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p,
-            shuffle=False, verbose=0, callbacks=callbacks,
-        )
-        step += k
-        loss = float(hist.history["loss"][-1]) if hist.history.get("loss") else float("nan")
-        acc = float(hist.history["accuracy"][-1]) if hist.history.get("accuracy") else None
-        diverged = stopper.diverged or not is_finite(loss)
-        row = {
-            "epoch": round(step * cfg.batch_size / n, 4) if cfg.eval_every_steps else p + 1,
-            "step": step, "loss": loss, "accuracy": acc,
-            "lr": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
-        }
-        if diverged:
-            row["loss"] = float("nan")
-        else:
-            row["val_loss"], row["val_accuracy"] = _evaluate(model, ds.x_val, ds.y_val)
-        is_last = diverged or p == periods - 1
-        if (test_each or is_last) and not diverged:
-            row["test_loss"], row["test_accuracy"] = _evaluate(model, ds.x_test, ds.y_test)
-        row["wall_time"] = round(time.perf_counter() - t0, 3)
-        runlog.row(row, tb_step=step if cfg.eval_every_steps else p + 1)
-        last = row
-        if verbose:
-            where = f"step {step}/{total_steps}" if cfg.eval_every_steps else f"epoch {p + 1}/{periods}"
-            eta = row["wall_time"] / (p + 1) * (periods - p - 1)
-            log(f"{label} {where}  loss {_fmt(row['loss'])} acc {_fmt(acc)}  "
-                f"val_acc {_fmt(row.get('val_accuracy'))}"
-                + (f"  test_acc {_fmt(row['test_accuracy'])}" if row.get("test_accuracy") is not None else "")
-                + f"  ({row['wall_time']:.1f} s, ~{eta:.0f} s left)")
-        if diverged:
-            status = "diverged"
+            callbacks.append(Heartbeat(runlogs[0].folder.name if k == 1 else f"{k} packed runs", steps))
+        y = ds.y_train[idx]
+        hist = model.fit(ds.x_train[idx], y if k == 1 else [y] * k, batch_size=cfg.batch_size, epochs=p + 1,
+                         initial_epoch=p, shuffle=False, verbose=0, callbacks=callbacks)
+        step += steps
+        train_logs = _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
+        diverged = [j for j in alive if stopper.diverged[j] or not is_finite(train_logs[j]["loss"])]
+        healthy = [j for j in alive if j not in diverged]
+        val = _evaluate(model, ds.x_val, ds.y_val, k) if healthy else None
+        is_last = p == periods - 1
+        test = _evaluate(model, ds.x_test, ds.y_test, k) if healthy and (test_each or is_last) else None
+        elapsed = round(time.perf_counter() - t0, 3)
+        for j in alive:
+            row = {
+                "epoch": round(step * cfg.batch_size / n, 4) if cfg.eval_every_steps else p + 1,
+                "step": step, "loss": train_logs[j]["loss"], "accuracy": train_logs[j]["accuracy"],
+                "lr": cfgs[j].lr, "wall_time": elapsed,
+            }
+            if j in diverged:
+                row["loss"] = float("nan")
+            else:
+                row["val_loss"], row["val_accuracy"] = val[j]
+                if test is not None:
+                    row["test_loss"], row["test_accuracy"] = test[j]
+            runlogs[j].row(row, tb_step=step if cfg.eval_every_steps else p + 1)
+            last[j] = row
             if verbose:
-                log(f"{label}: loss is not finite at step {step}: run marked diverged")
+                where = f"step {step}/{total_steps}" if cfg.eval_every_steps else f"epoch {p + 1}/{periods}"
+                eta = elapsed / (p + 1) * (periods - p - 1)
+                log(f"{runlogs[j].folder.name} {where}  loss {_fmt(row['loss'])} acc {_fmt(row['accuracy'])}  "
+                    f"val_acc {_fmt(row.get('val_accuracy'))}"
+                    + (f"  test_acc {_fmt(row['test_accuracy'])}" if row.get("test_accuracy") is not None else "")
+                    + f"  ({elapsed:.1f} s, ~{eta:.0f} s left)")
+                if j in diverged:
+                    log(f"{runlogs[j].folder.name}: loss is not finite at step {step}: run marked diverged")
+        for j in diverged:
+            outcomes[j] = _outcome("diverged", last[j], step, ds.num_classes)
+        alive = healthy
+        if not alive:
             break
+    for j in alive:
+        outcomes[j] = _outcome("finished", last[j], step, ds.num_classes)
+
+
+def _outcome(status: str, last: dict, step: int, num_classes: int) -> dict:
     metrics = {
         "loss": last.get("loss"),
         "accuracy": last.get("accuracy"),
@@ -183,5 +248,5 @@ def _loop(cfg, model, ds, runlog, steps_per_epoch, total_steps, periods, verbose
     }
     # A diverged run scores as chance, so a search ranks it below every run that trained.
     if status == "diverged":
-        metrics["val_accuracy"] = metrics["test_accuracy"] = 1.0 / ds.num_classes
+        metrics["val_accuracy"] = metrics["test_accuracy"] = 1.0 / num_classes
     return {"status": status, "metrics": metrics, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

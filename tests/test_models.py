@@ -41,7 +41,7 @@ def test_norm_sits_between_linear_map_and_activation(arch, norm):
     m = models.build(arch, CIFAR, norm=norm)
     seq = _sequence(m)
     norm_cls = {"batch": "BatchNormalization", "layer": "LayerNormalization",
-                "group": "GroupNormalization", "rms": "LayerNormalization"}[norm]
+                "group": "GroupNormalization", "rms": "RMSNormalization"}[norm]
     n_linear = sum(t in ("Dense", "Conv2D") for t in seq) - 1  # all but the output layer
     positions = [i for i, t in enumerate(seq) if t == norm_cls]
     assert len(positions) == n_linear > 0

@@ -1,0 +1,231 @@
+"""K trials of one cell trained together as one Keras model, in one compiled step.
+
+Small networks are bound by per-step framework overhead, so K learning rates of one cell train at
+once: the packed model holds K independent copies of the network side by side.
+
+  Dense      -> PackedDense: kernel (K, in, out) applied with einsum, bias (K, out)
+  Conv2D     -> Conv2D(K*F, groups=K) on the input repeated K times on the channel axis
+  batch/group norm -> the same layer over the flattened K*units (K*groups) features: per-trial statistics
+  layer/rms norm   -> ops.layer_normalization over the last axis with gamma/beta of shape (K, units)
+  output     -> K outputs, one per trial, each with its own loss and accuracy; the loss is their sum,
+                so each trial's gradient is its own loss's gradient.
+
+Each trial keeps its own weights (copied from the single model its seed builds), BN statistics,
+optimizer state (slots are per element) and learning rate: `packed_optimizer` hands every
+update_step an array of per-trial learning rates shaped like the variable instead of a scalar (every
+Keras update rule here uses the learning rate linearly). Trained packed or one by one, a trial gives
+the same numbers within float tolerance (tests/test_packed.py, every optimizer and norm).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from kbn.optim import _SPECS
+
+
+class PackedDense(layers.Layer):
+    """K Dense layers side by side: (batch, in) or (batch, K, in) -> (batch, K, units)."""
+
+    def __init__(self, k: int, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.k, self.units = k, units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(self.k, input_shape[-1], self.units), name="kernel")
+        self.bias = self.add_weight(shape=(self.k, self.units), name="bias", initializer="zeros")
+
+    def call(self, x):
+        eq = "bi,kio->bko" if len(x.shape) == 2 else "bki,kio->bko"
+        return ops.einsum(eq, x, self.kernel) + self.bias
+
+
+class PackedLayerNorm(layers.Layer):
+    """Layer (or RMS) norm over the last axis of (..., K, units), with per-trial gamma and beta
+    (RMS: one per-trial scale), computed by the same Keras ops as the single layers."""
+
+    def __init__(self, k: int, units: int, epsilon: float, rms: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.k, self.units, self.epsilon, self.rms = k, units, epsilon, rms
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(self.k, self.units), name="gamma", initializer="ones")
+        self.beta = None if self.rms else self.add_weight(shape=(self.k, self.units), name="beta",
+                                                          initializer="zeros")
+
+    def call(self, x):
+        # gamma as (1, ..., K, units): same rank as x, so Keras broadcasts it instead of reshaping it
+        lead = (1,) * (len(x.shape) - 2)
+        gamma = ops.reshape(self.gamma, lead + (self.k, self.units))
+        if self.rms:
+            return ops.rms_normalization(x, gamma, axis=-1, epsilon=self.epsilon)
+        beta = ops.reshape(self.beta, lead + (self.k, self.units))
+        return ops.layer_normalization(x, gamma, beta, axis=-1, epsilon=self.epsilon)
+
+
+class Take(layers.Layer):
+    """Trial k's slice of (batch, K, classes): one output per trial."""
+
+    def __init__(self, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def call(self, x):
+        return x[:, self.index]
+
+
+def _reshape(x, shape, name):
+    return layers.Reshape(shape, name=name)(x)
+
+
+class _Builder:
+    """Walks a single model's layers and builds the packed one, remembering how to copy weights and
+    where each packed variable keeps its trials (for the per-trial learning rates)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.copies = []  # (packed layer, single layer name, how)
+        self.layout = {}  # packed variable path -> how its axes hold the K trials
+
+    def build(self, single: keras.Model) -> keras.Model:
+        k = self.k
+        inputs = keras.Input(single.input_shape[1:], name="image")
+        x, state = inputs, "shared"  # shared: no trial axis yet; dense: (b, K, u); conv: (b, H, W, K*F)
+        for layer in single.layers[1:]:
+            name = layer.name
+            if isinstance(layer, layers.Flatten):
+                if state == "conv":
+                    h, w, c = x.shape[1:]
+                    f = c // k
+                    x = _reshape(x, (h, w, k, f), f"{name}_split")
+                    x = layers.Permute((3, 1, 2, 4), name=f"{name}_trials_first")(x)
+                    x, state = _reshape(x, (k, h * w * f), name), "dense"
+                else:
+                    x = layers.Flatten(name=name)(x)
+            elif isinstance(layer, layers.Dense):
+                out = PackedDense(k, layer.units, name=name)
+                x, state = out(x), "dense"
+                self._track(out, name, "dense")
+                if layer.activation is not None and layer.activation.__name__ != "linear":
+                    x = layers.Activation(layer.activation, name=f"{name}_activation")(x)
+            elif isinstance(layer, layers.Conv2D):
+                if state == "shared":
+                    x = layers.Concatenate(axis=-1, name=f"{name}_repeat")([x] * k) if k > 1 else x
+                conv = layers.Conv2D(k * layer.filters, layer.kernel_size, padding=layer.padding, groups=k, name=name)
+                x, state = conv(x), "conv"
+                self._track(conv, name, "conv")
+            elif isinstance(layer, layers.MaxPooling2D):
+                x = layers.MaxPooling2D(layer.pool_size, padding=layer.padding, name=name)(x)
+            elif isinstance(layer, layers.Activation):
+                x = layers.Activation(layer.activation, name=name)(x)
+            elif isinstance(layer, (layers.BatchNormalization, layers.GroupNormalization)):
+                if state == "dense":
+                    u = x.shape[-1]
+                    x = _reshape(x, (k * u,), f"{name}_flat")
+                if isinstance(layer, layers.BatchNormalization):
+                    norm = layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, name=name)
+                else:
+                    norm = layers.GroupNormalization(groups=k * layer.groups, epsilon=layer.epsilon, name=name)
+                x = norm(x)
+                self._track(norm, name, "blocks")
+                if state == "dense":
+                    x = _reshape(x, (k, u), f"{name}_unflat")
+            elif isinstance(layer, (layers.LayerNormalization, layers.RMSNormalization)):
+                units = x.shape[-1] if state == "dense" else x.shape[-1] // k
+                rms = isinstance(layer, layers.RMSNormalization)
+                norm = PackedLayerNorm(k, units, layer.epsilon, rms, name=name)
+                if state == "conv":
+                    h, w = x.shape[1:3]
+                    x = _reshape(norm(_reshape(x, (h, w, k, units), f"{name}_split")), (h, w, k * units),
+                                 f"{name}_merge")
+                else:
+                    x = norm(x)
+                self._track(norm, name, "dense")
+            else:
+                raise NotImplementedError(f"packing has no rule for {type(layer).__name__} ({name})")
+        outputs = [Take(i, name=f"t{i}")(x) for i in range(k)]
+        return keras.Model(inputs, outputs, name=f"packed{k}_{single.name}")
+
+    def _track(self, layer, single_name, how):
+        self.copies.append((layer, single_name, how))
+
+    def copy_weights(self, packed: keras.Model, singles: list[keras.Model]) -> None:
+        """Trial i starts from exactly the weights of single model i."""
+        for layer, name, how in self.copies:
+            src = [m.get_layer(name).get_weights() for m in singles]
+            if how == "dense":  # (K, ...) leading trial axis
+                new = [np.stack([s[j] for s in src]) for j in range(len(src[0]))]
+            else:  # conv / norm features: K blocks along the last axis
+                new = [np.concatenate([s[j] for s in src], axis=-1) for j in range(len(src[0]))]
+            layer.set_weights(new)
+            for var in layer.trainable_weights:
+                self.layout[var.path] = how
+
+    def lr_arrays(self, packed: keras.Model, lrs: list[float]) -> dict[str, np.ndarray]:
+        """Per-variable learning rates shaped to broadcast against the variable."""
+        lrs = np.asarray(lrs, np.float32)
+        out = {}
+        for var in packed.trainable_weights:
+            how = self.layout[var.path]
+            if how == "dense":
+                out[var.path] = lrs.reshape((self.k,) + (1,) * (len(var.shape) - 1))
+            else:
+                block = var.shape[-1] // self.k
+                out[var.path] = np.broadcast_to(np.repeat(lrs, block), var.shape).astype(np.float32)
+        return out
+
+
+def packed_optimizer(name: str, lr_arrays: dict[str, np.ndarray], **overrides) -> keras.optimizers.Optimizer:
+    """The named optimizer whose learning rate is, per variable, an array of the trials' rates."""
+    base, fixed = _SPECS[name]
+
+    class PerTrialLR(base):
+        def _lr_of(self, variable):
+            # The TF backend hands update_step the raw tf.Variable: go through the optimizer's index.
+            return lr_arrays.get(self._trainable_variables[self._get_variable_index(variable)].path)
+
+        def update_step(self, gradient, variable, learning_rate):
+            lr = self._lr_of(variable)
+            if lr is not None:
+                learning_rate = ops.convert_to_tensor(lr, dtype=variable.dtype)
+            return super().update_step(gradient, variable, learning_rate)
+
+        def _apply_weight_decay(self, variables):  # AdamW decays by lr * wd: per trial too
+            if self.weight_decay is None:
+                return
+            for variable in variables:
+                if self._use_weight_decay(variable):
+                    lr = ops.convert_to_tensor(self._lr_of(variable), dtype=variable.dtype)
+                    wd = ops.cast(self.weight_decay, variable.dtype)
+                    variable.assign(variable - variable * wd * lr)
+
+    PerTrialLR.__name__ = f"Packed{base.__name__}"
+    return PerTrialLR(**{**fixed, **overrides, "learning_rate": 1.0})
+
+
+def build_packed(singles: list[keras.Model], lrs: list[float], optimizer: str, steps_per_execution: int = 1):
+    """A compiled packed model from K single models (already built with their seeds) and their lrs."""
+    k = len(singles)
+    b = _Builder(k)
+    packed = b.build(singles[0])
+    b.copy_weights(packed, singles)
+    opt = packed_optimizer(optimizer, b.lr_arrays(packed, lrs))
+    packed.compile(optimizer=opt, loss=["sparse_categorical_crossentropy"] * k,
+                   metrics=[["accuracy"] for _ in range(k)], steps_per_execution=steps_per_execution)
+    return packed
+
+
+def trial_logs(logs: dict, k: int, prefix: str = "") -> list[dict]:
+    """Split Keras's per-output logs (t3_loss, t3_accuracy, ...) into one dict per trial."""
+    out = []
+    for i in range(k):
+        loss = logs.get(f"{prefix}t{i}_loss")
+        acc = logs.get(f"{prefix}t{i}_accuracy")
+        out.append({"loss": None if loss is None else float(loss), "accuracy": None if acc is None else float(acc)})
+    return out
+
+
+def is_packable(arch: str) -> bool:
+    return arch in ("mlp", "deep_mlp", "ioffe_mlp", "cnn", "deep_cnn")
