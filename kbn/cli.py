@@ -4,11 +4,40 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import os
 import sys
 
-# JAX: 2-3x faster than TensorFlow per epoch on CPU here (README, "Backends"); TF stays selectable.
+# Measured with `kbn bench` (README, "Backends and speed"): JAX trains the MLPs 2-4x faster than
+# TensorFlow on CPU and is what the GPU host has; TensorFlow (oneDNN) runs CNNs ~3x faster on CPU.
 DEFAULT_BACKEND = "jax"
+CONV_ARCHS = ("cnn", "deep_cnn")
+
+
+def choose_backend(archs) -> str:
+    """KERAS_BACKEND if set; else the fastest measured backend for these networks on this machine."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    has_jax = importlib.util.find_spec("jax") is not None
+    has_tf = importlib.util.find_spec("tensorflow") is not None
+    on_gpu = shutil.which("nvidia-smi") is not None
+    if has_tf and (not has_jax or (not on_gpu and any(a in CONV_ARCHS for a in archs))):
+        return "tensorflow"
+    return DEFAULT_BACKEND if has_jax else "tensorflow"
+
+
+def _archs_of(args) -> list[str]:
+    if args.command == "train":
+        return [args.arch]
+    if args.command == "sweep":
+        from kbn.config import load_sweep
+        from kbn.errors import KbnError
+
+        try:
+            return list(load_sweep(args.file).archs)
+        except KbnError:
+            return []  # reported properly by the command itself
+    return []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +87,8 @@ def _add_sweep(sub):
     p.add_argument("--worker", action="store_true",
                    help="join a chief (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP/_PORT, or --oracle)")
     p.add_argument("--oracle", metavar="HOST:PORT", help="with --worker: the chief's address")
+    p.add_argument("--pack", type=int, help="trials of one cell trained together as one model "
+                   "(default: 32 with JAX on a GPU, else 1)")
 
     s = sub.add_parser("status", help="which cells of a sweep are done, running, pending; chosen learning rates")
     s.add_argument("logdir")
@@ -81,6 +112,19 @@ def _add_report(sub):
     p.add_argument("--out", metavar="DIR", help="default LOGDIR/report")
 
 
+def _add_bench(sub):
+    b = sub.add_parser("bench", help="trial-epochs per second: plain fit vs the fast path vs packed trials")
+    b.add_argument("--archs", default="mlp,deep_mlp,cnn")
+    b.add_argument("--norms", default="none,batch")
+    b.add_argument("--ks", default="4,8,16,32", help="packed trial counts")
+    b.add_argument("--backends", help="comma-separated; default: the default backend, then tensorflow")
+    b.add_argument("--examples", type=int, default=50_000, help="examples per epoch for the MLPs")
+    b.add_argument("--cnn-examples", type=int, default=2_000, help="examples per epoch for the CNNs "
+                   "(times are scaled to 50k; use 50000 on a GPU)")
+    b.add_argument("--epochs", type=int, default=2, help="timed epochs after the compiling one")
+    b.add_argument("--out", metavar="FILE", help="also write the table (markdown) and raw JSON next to it")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kbn", description="Does normalization help this optimizer, on this network, and by how much?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_sweep(sub)
     _add_report(sub)
+    _add_bench(sub)
     return p
 
 
@@ -141,6 +186,8 @@ def cmd_sweep(args) -> int:
     logdir = Path(args.logdir or Path("logs") / sweep.name)
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"workers: got {args.workers}; it must be 0 or more")
+    if args.pack is not None and args.pack < 1:
+        raise ConfigError(f"pack: got {args.pack}; it must be 1 or more")
     from kbn import tune
 
     if args.worker:
@@ -150,12 +197,12 @@ def cmd_sweep(args) -> int:
                 raise ConfigError(f"oracle: got {args.oracle!r}; give HOST:PORT")
             os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
             os.environ.setdefault("KERASTUNER_TUNER_ID", f"worker-{os.getpid()}")
-        failed = tune.run_worker(sweep, logdir)
+        failed = tune.run_worker(sweep, logdir, pack=args.pack)
         return 1 if failed else 0
     if args.workers is not None:
-        failed = tune.run_chief(sweep, logdir, args.file, args.workers, args.host, args.port)
+        failed = tune.run_chief(sweep, logdir, args.file, args.workers, args.host, args.port, pack=args.pack)
     else:
-        failed = tune.run_sweep(sweep, logdir)
+        failed = tune.run_sweep(sweep, logdir, pack=args.pack)
     print(f"kbn sweep {sweep.name}: finished{f' with {failed} failed trial(s)' if failed else ''}; logs in {logdir}")
     _print_status(logdir)
     return 1 if failed else 0
@@ -256,20 +303,53 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import json
+    from pathlib import Path
+
+    from tabulate import tabulate
+
+    from kbn import bench
+    from kbn.config import ARCHS, NORMS, check_choice, check_positive
+
+    archs = [check_choice("archs", a, ARCHS) for a in args.archs.split(",")]
+    norms = [check_choice("norms", n, NORMS) for n in args.norms.split(",")]
+    try:
+        ks = [int(k) for k in args.ks.split(",") if k]
+    except ValueError:
+        ks = [0]
+    for k in ks:
+        check_positive("ks", k)
+    backends = args.backends.split(",") if args.backends else list(dict.fromkeys(
+        [os.environ["KERAS_BACKEND"]] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else [])))
+    for b in backends:
+        check_choice("backends", b, ("jax", "tensorflow", "torch"))
+    examples = {"default": args.examples, "cnn": args.cnn_examples, "deep_cnn": args.cnn_examples}
+    results = bench.run(archs, norms, ks, backends, examples, epochs=args.epochs)
+    headers, rows = bench.table(results)
+    md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(md + "\n")
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        print(f"kbn: wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
 def main(argv=None) -> int:
-    if "KERAS_BACKEND" not in os.environ:
-        has_jax = importlib.util.find_spec("jax") is not None
-        os.environ["KERAS_BACKEND"] = DEFAULT_BACKEND if has_jax else "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = parser().parse_args(argv)
     except SystemExit as e:  # --help, or a malformed argument already reported in one line
         return int(e.code or 0)
+    os.environ["KERAS_BACKEND"] = choose_backend(_archs_of(args))  # before anything imports Keras
     from kbn.errors import KbnError
 
     try:
         commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status,
-                    "report": cmd_report, "export": cmd_export, "plot": cmd_plot}
+                    "report": cmd_report, "export": cmd_export, "plot": cmd_plot, "bench": cmd_bench}
         return commands[args.command](args)
     except KbnError as e:
         print(f"kbn: error: {e}", file=sys.stderr)

@@ -62,6 +62,16 @@ class IndexStream:
         return out
 
 
+def fast_compile_args(steps_per_execution: int, arch: str) -> dict:
+    """Several steps per compiled call, so no per-step Python runs between them; on TensorFlow also
+    XLA for the MLPs, where it pays together with steps_per_execution (it slows TF's CNNs on CPU:
+    kbn bench, README)."""
+    args = {"steps_per_execution": steps_per_execution}
+    if keras.backend.backend() == "tensorflow":
+        args["jit_compile"] = arch not in ("cnn", "deep_cnn")
+    return args
+
+
 def _per_trial(logs: dict, k: int, prefix: str = "") -> list[dict]:
     if k == 1:
         return [{"loss": logs.get(prefix + "loss"), "accuracy": logs.get(prefix + "accuracy")}]
@@ -134,7 +144,7 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     if k == 1:
         model = singles[0]
         model.compile(optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], steps_per_execution=spe)
+                      metrics=["accuracy"], **fast_compile_args(spe, cfg.arch))
     else:
         model = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe)
     runlogs = []

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import keras_tuner as kt
@@ -39,7 +40,8 @@ from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import trial_key, cell_progress, planned_trials
 from kbn.runlog import write_json_atomic
-from kbn.train import train
+from kbn.packed import is_packable as packable
+from kbn.train import train, train_many
 
 Status = trial_module.TrialStatus
 ENDED = (Status.COMPLETED, Status.FAILED)
@@ -74,12 +76,21 @@ class SweepOracle(kt.Oracle):
         scores = self.scores()
         return {c.key: cell_progress(self.sweep, c, scores) for c in self.sweep.cells()}
 
+    @kt.synchronized
+    def create_trial(self, tuner_id):
+        self._asking = tuner_id  # populate_space prefers what this tuner's other trials can pack with
+        return super().create_trial(tuner_id)
+
     def populate_space(self, trial_id):
         busy = {trial_key(t.hyperparameters.values) for t in self.ongoing_trials.values()}
-        for prog in self.progress().values():
-            for item in prog["todo"]:
-                if trial_key(item) not in busy:
-                    return {"status": Status.RUNNING, "values": item}
+        todo = [item for prog in self.progress().values() for item in prog["todo"] if trial_key(item) not in busy]
+        # A tuner that trains packed asks as <id>, <id>+1, ...: hand it more of the group it holds.
+        base = str(getattr(self, "_asking", "")).split("+")[0]
+        held = [t.hyperparameters.values for tid, t in self.ongoing_trials.items() if tid.split("+")[0] == base]
+        groups = {group_key(v) for v in held}
+        todo.sort(key=lambda item: group_key(item) not in groups)  # stable: the plan's order otherwise
+        if todo:
+            return {"status": Status.RUNNING, "values": todo[0]}
         if self.ongoing_trials:  # others still run trials whose results decide what comes next
             return {"status": Status.IDLE, "values": None}
         return {"status": Status.STOPPED, "values": None}
@@ -124,10 +135,13 @@ class SweepOracle(kt.Oracle):
 class SweepTuner(base_tuner.BaseTuner):
     """Runs the trials the oracle hands out: each one is a `kbn.train` run."""
 
-    def __init__(self, sweep: SweepConfig, logdir: str | Path, verbose: bool = True, log=print):
+    def __init__(self, sweep: SweepConfig, logdir: str | Path, verbose: bool = True, log=print, pack: int = 1):
         self.sweep, self.logdir, self.verbose, self.log = sweep, Path(logdir), verbose, log
+        self.pack = pack  # trials pulled from the oracle at once and trained packed where they can be
         self.cells = {c.key: c for c in sweep.cells()}
         self._datasets: dict = {}
+        self._results: dict = {}
+        self._carry: list = []
         oracle = SweepOracle(sweep)
         oracle.verbose = 0  # kbn prints one line per trial instead of Keras Tuner's tables
         super().__init__(oracle=oracle, directory=str(self.logdir), project_name="tuner")
@@ -149,19 +163,77 @@ class SweepTuner(base_tuner.BaseTuner):
             self._datasets[key] = kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=self.verbose)
         return self._datasets[key]
 
-    def run_trial(self, trial, *args, **kwargs):
+    def _setup(self, trial):
         v = trial.hyperparameters.values
         cell = self.cells[v["cell"]]
         cfg = self.sweep.train_config(cell, v["lr"], v["seed"], v["phase"])
         folder = self.logdir / ("runs" if v["phase"] == "final" else os.path.join("search", v["phase"]))
         hparams = {**{k: getattr(cell, k) for k in ("dataset", "arch", "norm", "optimizer")},
                    "lr": float(v["lr"]), "seed": int(v["seed"]), "phase": v["phase"]}
-        res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams)
+        return cfg, folder, hparams
+
+    def _metrics(self, res) -> dict:
         m = res.metrics
-        self._last = res
         score = m["val_accuracy"] if self.sweep.select_on == "validation" else m["test_accuracy"]
         return {"score": float(score), "val_accuracy": float(m["val_accuracy"]),
                 "test_accuracy": float(m["test_accuracy"]), "diverged": float(res.status == "diverged")}
+
+    def run_trial(self, trial, *args, **kwargs):
+        """One trial alone (Keras Tuner's own entry point)."""
+        cfg, folder, hparams = self._setup(trial)
+        res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams)
+        self._results[trial.trial_id] = res
+        return self._metrics(res)
+
+    def _run_packed(self, group) -> None:
+        """Trials of one cell, phase and seed (learning rates only differ) trained as one model."""
+        setups = [self._setup(t) for t in group]
+        cfgs = [s[0] for s in setups]
+        try:
+            results = train_many(cfgs, setups[0][1], verbose=False, dataset=self._dataset(cfgs[0]),
+                                 hparams=[s[2] for s in setups])
+        except Exception:  # noqa: BLE001 - like Keras Tuner: a crashed trial is reported, the sweep goes on
+            message = traceback.format_exc()
+            for t in group:
+                t.status, t.message = Status.INVALID, message
+            return
+        for t, res in zip(group, results):
+            self._results[t.trial_id] = res
+            self.oracle.update_trial(t.trial_id, self._metrics(res), step=0)
+            t.status = Status.COMPLETED
+
+    def _pull(self):
+        """Up to `pack` trials of one cell, phase and seed from the oracle, each under its own tuner
+        id (<id>, <id>+1, ...). A trial that cannot join the batch is kept for the next one. None
+        once the oracle says the sweep is done."""
+        batch, self._carry = self._carry, []
+        held = {t.kbn_tuner_id for t in batch}
+
+        def ask():
+            tid = next(t for t in [self.tuner_id] + [f"{self.tuner_id}+{j}" for j in range(1, len(held) + 2)]
+                       if t not in held)
+            trial = self.oracle.create_trial(tid)
+            trial.kbn_tuner_id = tid
+            if trial.status == Status.RUNNING:
+                held.add(tid)
+            return trial
+
+        if not batch:
+            first = ask()
+            if first.status == Status.STOPPED:
+                return None
+            if first.status != Status.RUNNING:
+                return []
+            batch = [first]
+        while len(batch) < self.pack and packable(self.cells[batch[0].hyperparameters.values["cell"]].arch):
+            t = ask()
+            if t.status != Status.RUNNING:
+                break
+            if _group_key(t) != _group_key(batch[0]):
+                self._carry = [t]
+                break
+            batch.append(t)
+        return batch
 
     def search(self):
         """Ask the oracle for trials until it says the sweep is done; one line per trial."""
@@ -169,28 +241,32 @@ class SweepTuner(base_tuner.BaseTuner):
         done0 = 0 if self._is_worker() else len(self.oracle.scores())
         done, t_start, failed = 0, time.perf_counter(), 0
         while True:
-            trial = self.oracle.create_trial(self.tuner_id)
-            if trial.status == Status.STOPPED:
+            batch = self._pull()
+            if batch is None:
                 break
-            if trial.status == Status.IDLE:
+            if not batch:
                 time.sleep(0.5)  # another worker holds the trials that decide what comes next
                 continue
             t0 = time.perf_counter()
-            self._last = None
-            self._try_run_and_update_trial(trial)
-            self.on_trial_end(trial)
-            done += 1
-            if trial.status != Status.COMPLETED:
-                failed += 1
-            if self.verbose:
-                self._progress_line(trial, done0 + done, total, time.perf_counter() - t0,
-                                    time.perf_counter() - t_start, done)
+            if len(batch) == 1:
+                self._try_run_and_update_trial(batch[0])
+            else:
+                self._run_packed(batch)
+            took = (time.perf_counter() - t0) / len(batch)
+            for trial in batch:
+                self.on_trial_end(trial)
+                done += 1
+                failed += trial.status != Status.COMPLETED
+                if self.verbose:
+                    self._progress_line(trial, done0 + done, total, took, time.perf_counter() - t_start, done,
+                                        len(batch))
         return failed
 
-    def _progress_line(self, trial, n, total, took, elapsed, done_here):
+    def _progress_line(self, trial, n, total, took, elapsed, done_here, packed):
         v = trial.hyperparameters.values
-        if trial.status == Status.COMPLETED and self._last is not None:
-            m, status = self._last.metrics, self._last.status
+        res = self._results.pop(trial.trial_id, None)
+        if trial.status == Status.COMPLETED and res is not None:
+            m, status = res.metrics, res.status
             what = f"{self.sweep.select_on[:3]} {m['val_accuracy' if self.sweep.select_on == 'validation' else 'test_accuracy']:.4f}"
             if status == "diverged":
                 what += " (diverged)"
@@ -201,8 +277,18 @@ class SweepTuner(base_tuner.BaseTuner):
             what = "FAILED: " + (msg[-1] if msg else "unknown error")
         left = elapsed / done_here * max(total - n, 0)
         seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
+        together = f" ({packed} packed)" if packed > 1 else ""
         self.log(f"[{n:>3}/{total}] {v['cell']} {v['phase']:<6} lr {v['lr']:<9.4g}{seed} {what}  "
-                 f"{took:.1f} s | elapsed {_hms(elapsed)}, ~{_hms(left)} left")
+                 f"{took:.1f} s{together} | elapsed {_hms(elapsed)}, ~{_hms(left)} left")
+
+
+def group_key(values: dict) -> tuple:
+    """Trials with the same key differ only in learning rate: they can train packed."""
+    return values["cell"], values["phase"], int(values["seed"])
+
+
+def _group_key(trial) -> tuple:
+    return group_key(trial.hyperparameters.values)
 
 
 def _hms(s: float) -> str:
@@ -260,13 +346,26 @@ def _set_distribution_env(tuner_id: str | None, host: str | None = None, port: i
         os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
 
 
-def run_sweep(sweep: SweepConfig, logdir: Path, log=print) -> int:
+def default_pack() -> int:
+    """How many trials to pull and train packed at once, where it pays (kbn bench, README): on a
+    GPU, 32; on CPU, 1 (2 cores are bound by arithmetic, and a smoke sweep ran no faster packed)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.devices()[0].platform == "gpu":
+            return 32
+    return 1
+
+
+def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None) -> int:
     """One process: search every cell, then the final runs. Returns the number of failed trials."""
     logdir = Path(logdir)
     with sweep_lock(logdir):
         prepare_folder(sweep, logdir)
         _set_distribution_env(None)
-        tuner = SweepTuner(sweep, logdir, log=log)
+        tuner = SweepTuner(sweep, logdir, log=log, pack=pack or default_pack())
         _announce(sweep, logdir, tuner.oracle, log)
         failed = tuner.search()
     return failed
@@ -278,14 +377,14 @@ def _announce(sweep, logdir, oracle, log):
         f"({done} already done); logs in {logdir}; tensorboard --logdir {logdir}")
 
 
-def run_worker(sweep: SweepConfig, logdir: Path, log=print) -> int:
+def run_worker(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None) -> int:
     """A worker: Keras Tuner's env (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT) names the chief."""
     for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         if not os.environ.get(k):
             raise ConfigError(f"--worker needs {k} in the environment (or --oracle HOST:PORT)")
     if "chief" in os.environ["KERASTUNER_TUNER_ID"]:
         raise ConfigError("KERASTUNER_TUNER_ID: a worker's id must not contain 'chief'")
-    tuner = SweepTuner(sweep, logdir, log=log)
+    tuner = SweepTuner(sweep, logdir, log=log, pack=pack or default_pack())
     return tuner.search()
 
 
@@ -296,7 +395,7 @@ def _free_port(host: str) -> int:
 
 
 def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, host: str = "127.0.0.1",
-              port: int | None = None, log=print) -> int:
+              port: int | None = None, log=print, pack: int | None = None) -> int:
     """The chief serves the oracle (Keras Tuner's gRPC service) and starts `workers` local workers;
     more may join from other machines. Returns the number of failed trials."""
     import grpc
@@ -323,6 +422,7 @@ def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, h
                 env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{i}", KERASTUNER_ORACLE_IP=host,
                            KERASTUNER_ORACLE_PORT=str(port))
                 cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
+                cmd += ["--pack", str(pack)] if pack else []
                 procs.append(subprocess.Popen(cmd, env=env))
             while True:
                 time.sleep(0.5)

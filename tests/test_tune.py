@@ -266,3 +266,16 @@ def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path):
     run_sweep(load_sweep(tiny), tmp_path / "single", log=lambda *_: None)
     assert chosen(tmp_path / "dist") == chosen(tmp_path / "single")
     assert None not in chosen(tmp_path / "single").values()
+
+
+def test_packed_sweep_trains_each_grid_as_one_model(tiny, tmp_path):
+    sweep = load_sweep(tiny)
+    lines = []
+    assert run_sweep(sweep, tmp_path / "out", log=lines.append, pack=3) == 0
+    states = trial_states(tmp_path / "out")
+    assert len(states) == 14 and all(s["status"] == "COMPLETED" for s in states.values())
+    packed = [json.loads(p.read_text())["schedule"]["packed_with"]
+              for p in (tmp_path / "out" / "search" / "coarse").glob("*/config.json")]
+    assert packed == [3] * 6  # each cell's coarse grid (3 learning rates) trained as one model
+    assert sum("(3 packed)" in line for line in lines) == 6
+    assert None not in chosen(tmp_path / "out").values()

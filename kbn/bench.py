@@ -1,0 +1,122 @@
+"""`kbn bench`: trial-epochs per second of plain `fit` (one trial at a time, Keras defaults), kbn's
+fast single path (steps_per_execution) and packed trials (K learning rates in one model), per
+architecture and norm, with peak memory. Each measurement runs in its own process, so its peak memory
+is its own and the backend can differ. Data is random (speed does not depend on content), so this runs
+where no dataset is installed, e.g. on a GPU host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+EPOCH = 50_000  # times are reported per 50k-example epoch, the thesis's MNIST training split
+
+
+def _child(spec: dict) -> dict:
+    """One measurement, in this process: seconds per trial-epoch and peak memory."""
+    import resource
+
+    import keras
+    import numpy as np
+
+    from kbn import models, optim
+    from kbn.packed import build_packed
+    from kbn.train import fast_compile_args
+
+    rng = np.random.default_rng(0)
+    shape = (32, 32, 3) if spec["arch"] in ("deep_cnn",) else (28, 28, 1)
+    n = spec["examples"]
+    x = rng.random((n,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    k, spe = spec["k"], spec["spe"]
+    singles = []
+    for _ in range(k):
+        keras.utils.set_random_seed(0)
+        singles.append(models.build(spec["arch"], shape, norm=spec["norm"]))
+    lrs = list(np.geomspace(1e-4, 1e-2, k)) if k > 1 else [1e-3]
+    if spec["variant"] == "packed":
+        model = build_packed(singles, lrs, "adam", steps_per_execution=spe)
+        target = [y] * k
+    else:
+        model = singles[0]
+        kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, spec["arch"])
+        model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], **kw)
+        target = y
+    times = []
+    for _ in range(spec["epochs"] + 1):  # the first epoch compiles: not counted
+        t0 = time.perf_counter()
+        model.fit(x, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
+        times.append(time.perf_counter() - t0)
+    per_epoch = min(times[1:]) * EPOCH / n
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device_peak = None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        if dev.platform != "cpu":
+            stats = dev.memory_stats() or {}
+            device_peak = stats.get("peak_bytes_in_use", 0) / 2**20
+    return {**spec, "backend": keras.backend.backend(), "s_per_trial_epoch": per_epoch / k,
+            "peak_mb": peak_mb, "device_peak_mb": device_peak}
+
+
+def _run_child(spec: dict, backend: str, timeout: int) -> dict | None:
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        out = subprocess.run([sys.executable, "-m", "kbn.bench", json.dumps(spec)], env=env, capture_output=True,
+                             text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**spec, "backend": backend, "error": f"over {timeout} s"}
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**spec, "backend": backend, "error": last[:120]}
+    return json.loads(lines[-1])
+
+
+def run(archs, norms, ks, backends, examples: dict, epochs: int = 2, spe: int = 50, timeout: int = 900,
+        log=print) -> list[dict]:
+    """Every measurement; the first backend also gets the packed variants."""
+    results = []
+    for arch in archs:
+        for norm in norms:
+            plan = [(b, "fit", 1) for b in backends] + [(b, "fast", 1) for b in backends]
+            plan += [(backends[0], "packed", k) for k in ks]
+            for backend, variant, k in plan:
+                spec = {"arch": arch, "norm": norm, "variant": variant, "k": k, "spe": spe, "epochs": epochs,
+                        "examples": examples.get(arch, examples["default"])}
+                r = _run_child(spec, backend, timeout)
+                results.append(r)
+                what = r.get("error") or f"{r['s_per_trial_epoch']:.3f} s per trial-epoch, peak {r['peak_mb']:.0f} MB"
+                log(f"bench {backend:<10} {arch:<8} {norm:<5} {variant:<6} K={k:<3} {what}")
+    return results
+
+
+def table(results: list[dict]) -> tuple[list[str], list[list]]:
+    """Rows with trial-epochs per second and the ratio to plain fit (same backend, and TensorFlow's)."""
+    base = {(r["backend"], r["arch"], r["norm"]): r["s_per_trial_epoch"]
+            for r in results if r["variant"] == "fit" and "error" not in r}
+    headers = ["backend", "arch", "norm", "variant", "K", "s / trial-epoch", "trial-epochs / s",
+               "x fit (same backend)", "x fit (tensorflow)", "peak MB (host)", "peak MB (GPU)"]
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["backend"], r["arch"], r["norm"], r["variant"], r["k"], "error: " + r["error"]] + [""] * 5)
+            continue
+        s = r["s_per_trial_epoch"]
+        same = base.get((r["backend"], r["arch"], r["norm"]))
+        tf = base.get(("tensorflow", r["arch"], r["norm"]))
+        rows.append([r["backend"], r["arch"], r["norm"], r["variant"], r["k"], f"{s:.4f}", f"{1 / s:.2f}",
+                     f"{same / s:.2f}" if same else "", f"{tf / s:.2f}" if tf else "", f"{r['peak_mb']:.0f}",
+                     "" if r.get("device_peak_mb") is None else f"{r['device_peak_mb']:.0f}"])
+    return headers, rows
+
+
+if __name__ == "__main__":  # a child measurement: python -m kbn.bench '<json spec>'
+    print(json.dumps(_child(json.loads(sys.argv[1]))), flush=True)
