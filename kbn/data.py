@@ -115,38 +115,31 @@ def read_idx_folder(folder: Path) -> dict[str, np.ndarray] | None:
     return out
 
 
+def _cifar_pickle(p: Path):
+    with open(p, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    return np.asarray(d[b"data"], np.uint8), np.asarray(d[b"labels"], np.uint8)
+
+
+def _cifar_bin(p: Path):
+    rec = np.fromfile(p, dtype=np.uint8).reshape(-1, 1 + 3072)  # label byte, then 3x32x32 pixels
+    return rec[:, 1:], rec[:, 0]
+
+
 def read_cifar_folder(folder: Path) -> dict[str, np.ndarray] | None:
     """CIFAR-10's python pickles or binary batches (either the folder or its cifar-10-batches-* child)."""
     for cand in (folder, folder / "cifar-10-batches-py", folder / "cifar-10-batches-bin"):
-        if all((cand / f"data_batch_{i}").is_file() for i in range(1, 6)) and (cand / "test_batch").is_file():
-
-            def load(p):
-                with open(p, "rb") as f:
-                    d = pickle.load(f, encoding="bytes")
-                x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-                return x, np.asarray(d[b"labels"], np.uint8)
-
-            parts = [load(cand / f"data_batch_{i}") for i in range(1, 6)]
-            xt, yt = load(cand / "test_batch")
+        for suffix, reader in (("", _cifar_pickle), (".bin", _cifar_bin)):
+            names = [f"data_batch_{i}{suffix}" for i in range(1, 6)] + [f"test_batch{suffix}"]
+            if not all((cand / n).is_file() for n in names):
+                continue
+            parts = [reader(cand / n) for n in names]
+            images = [x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) for x, _ in parts]  # to (N, H, W, C)
             return {
-                "x_train": np.concatenate([p[0] for p in parts]),
-                "y_train": np.concatenate([p[1] for p in parts]),
-                "x_test": xt,
-                "y_test": yt,
-            }
-        if all((cand / f"data_batch_{i}.bin").is_file() for i in range(1, 6)) and (cand / "test_batch.bin").is_file():
-
-            def load_bin(p):
-                rec = np.fromfile(p, dtype=np.uint8).reshape(-1, 1 + 3072)
-                return rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), rec[:, 0]
-
-            parts = [load_bin(cand / f"data_batch_{i}.bin") for i in range(1, 6)]
-            xt, yt = load_bin(cand / "test_batch.bin")
-            return {
-                "x_train": np.concatenate([p[0] for p in parts]),
-                "y_train": np.concatenate([p[1] for p in parts]),
-                "x_test": xt,
-                "y_test": yt,
+                "x_train": np.concatenate(images[:5]),
+                "y_train": np.concatenate([y for _, y in parts[:5]]),
+                "x_test": images[5],
+                "y_test": parts[5][1],
             }
     return None
 

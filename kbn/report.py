@@ -305,19 +305,25 @@ def table1(res: Results, norm: str) -> Table | None:
     return t if any_value else None
 
 
+def _per_epoch_rows(t: Table, res: Results, d: str, a: str, eps: list[int], cell, quantity: str, norm: str):
+    """One row per optimizer, one column per epoch, each cell from `cell(opt, epoch)`."""
+    for opt in res.present("optimizer", OPTIMIZERS):
+        row = [DISPLAY[opt]]
+        for e in eps:
+            stat = cell(opt, e)
+            row.append(stat)
+            _rec(t, d, a, opt, norm, e, quantity, stat)
+        t.rows.append(row)
+
+
 def tables_2_5(res: Results, norm: str) -> list[Table]:
     out = []
     for d, a in res.pairs():
         eps = res.epochs(d, a, "validation")
         t = Table("tables2-5", f"Tables 2–5 — {nice(d, a)}: relative improvement from {norm} norm, validation, "
                   "per epoch (* the 3 smallest in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [])
-        for opt in res.present("optimizer", OPTIMIZERS):
-            row = [DISPLAY[opt]]
-            for e in eps:
-                stat = _rel_cell(res, d, a, norm, opt, "validation", e)
-                row.append(stat)
-                _rec(t, d, a, opt, norm, e, "rel", stat)
-            t.rows.append(row)
+        _per_epoch_rows(t, res, d, a, eps, lambda opt, e: _rel_cell(res, d, a, norm, opt, "validation", e), "rel",
+                        norm)
         _mark_extremes(t, range(1, len(eps) + 1), smallest=True)
         if t.records:
             out.append(t)
@@ -334,13 +340,8 @@ def table6(res: Results) -> list[Table]:
     for norm in res.present("norm", NORMS):
         t = Table("table6", f"Table 6 — {nice(d, a)}, {norm} norm: validation accuracy (%) per epoch "
                   "(* the top 3 in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc")
-        for opt in res.present("optimizer", OPTIMIZERS):
-            row = [DISPLAY[opt]]
-            for e in eps:
-                stat = _acc_cell(res, d, a, norm, opt, "validation", e)
-                row.append(stat)
-                _rec(t, d, a, opt, norm, e, "accuracy", stat)
-            t.rows.append(row)
+        _per_epoch_rows(t, res, d, a, eps, lambda opt, e, n=norm: _acc_cell(res, d, a, n, opt, "validation", e),
+                        "accuracy", norm)
         _mark_extremes(t, range(1, len(eps) + 1), smallest=False)
         if t.records:
             out.append(t)
