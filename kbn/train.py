@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import math
+import os
 import platform
 import sys
 import time
@@ -29,6 +30,32 @@ from kbn.config import TrainConfig
 from kbn.packed import build_packed, trial_logs
 
 EVAL_BATCH = 1000
+
+
+def enable_compile_cache() -> str | None:
+    """JAX: keep compiled steps on disk, keyed by the program. Every trial of a cell compiles the same
+    program (the learning rate is a variable, not a constant), so from the second trial on, and in a
+    resumed sweep, the ~1.5 s of XLA compilation per trial becomes a cache hit. KBN_JAX_CACHE_DIR
+    moves it ("off" disables it)."""
+    if keras.backend.backend() != "jax":
+        return None
+    where = os.environ.get("KBN_JAX_CACHE_DIR") or str(kdata.cache_dir().parent / "jax-cache")
+    if where == "off":
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", 2 * 2**30)  # bytes; oldest entries go first
+    # JAX decides once, at its first compilation, whether a cache is in use: let it decide again.
+    from jax.experimental.compilation_cache import compilation_cache
+
+    compilation_cache.reset_cache()
+    return where
+
+
+COMPILE_CACHE = enable_compile_cache()
 
 
 @dataclasses.dataclass
