@@ -39,7 +39,8 @@ def enable_compile_cache() -> str | None:
     moves it ("off" disables it)."""
     if keras.backend.backend() != "jax":
         return None
-    where = os.environ.get("KBN_JAX_CACHE_DIR") or str(kdata.cache_dir().parent / "jax-cache")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    where = os.environ.get("KBN_JAX_CACHE_DIR") or str(Path(base) / "kbn" / "jax-cache")
     if where == "off":
         return None
     import jax
