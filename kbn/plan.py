@@ -73,9 +73,9 @@ def planned_trials(sweep: SweepConfig) -> int:
                + len(sweep.seeds) for c in sweep.cells())
 
 
-def _score(trial_state: dict) -> float:
-    s = trial_state.get("score")
-    return -math.inf if s is None or (isinstance(s, float) and math.isnan(s)) else float(s)
+def score_value(score) -> float:
+    """A trial's score for ranking: a failed trial (no score, or NaN) ranks below every other."""
+    return -math.inf if score is None or math.isnan(score) else float(score)
 
 
 def load_folder_sweep(logdir: Path) -> SweepConfig:
@@ -94,9 +94,9 @@ def load_folder_sweep(logdir: Path) -> SweepConfig:
     return sweep_from_dict({**raw, "search": search}, where=str(logdir / "sweep.json"))
 
 
-def folder_progress(logdir: Path) -> tuple[SweepConfig, dict[str, dict], dict[tuple, int]]:
+def folder_progress(logdir: Path) -> tuple[SweepConfig, dict[str, dict], dict[str, int]]:
     """Per-cell progress read straight from the trial files (no Keras Tuner needed), and the
-    number of trials running now per (cell, phase)."""
+    number of trials not yet ended per cell."""
     sweep = load_folder_sweep(logdir)
     scores, running = {}, collections.Counter()
     for fname in glob.glob(str(Path(logdir) / "tuner" / "trial_*" / "trial.json")):
@@ -106,9 +106,9 @@ def folder_progress(logdir: Path) -> tuple[SweepConfig, dict[str, dict], dict[tu
             continue
         values = state["hyperparameters"]["values"]
         if state["status"] in ENDED:
-            scores[trial_key(values)] = _score(state)
+            scores[trial_key(values)] = score_value(state.get("score"))
         else:
-            running[(values["cell"], values["phase"])] += 1
+            running[values["cell"]] += 1
     return sweep, {c.key: cell_progress(sweep, c, scores) for c in sweep.cells()}, running
 
 
@@ -118,13 +118,11 @@ def status_rows(logdir: Path, live: bool | None = None) -> list[list]:
         live = _locked(Path(logdir))
     rows = []
     for key, p in prog.items():
-        n_run = sum(v for (c, _), v in running.items() if c == key)
+        started = running[key] or p["coarse"][0]  # fine and final trials come after the coarse ones
         if p["final"][0] == p["final"][1]:
             state = "done"
-        elif live and (n_run or p["coarse"][0] or p["fine"][0] or p["final"][0]):
-            state = "running"
-        elif p["coarse"][0] or n_run:
-            state = "stopped" if not live else "running"
+        elif started:
+            state = "running" if live else "stopped"
         else:
             state = "pending"
         final = "-" if not p["final_scores"] else f"{sum(p['final_scores']) / len(p['final_scores']):.4f}"

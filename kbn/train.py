@@ -175,27 +175,24 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
                       metrics=["accuracy"], **fast_compile_args(spe, cfg.arch))
     else:
         model = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe)
+    shared = {  # what every packed run's config.json says alike
+        "backend": keras.backend.backend(),
+        "versions": versions(),
+        "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
+        "model": {"name": singles[0].name, "params": singles[0].count_params()},
+        "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
+                     "steps_per_execution": spe, "packed_with": k},
+        "command": sys.argv,
+        "host": platform.node(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     runlogs = []
-    for j, i in enumerate(todo):
-        c = cfgs[i]
-        folder = Path(logdir) / c.run_name()
-        config = {
-            "settings": c.to_dict(),
-            "run": folder.name,
-            "backend": keras.backend.backend(),
-            "versions": versions(),
-            "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
-            "model": {"name": singles[j].name, "params": singles[j].count_params()},
-            "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
-                         "steps_per_execution": spe, "packed_with": k},
-            "command": sys.argv,
-            "host": platform.node(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        hp = hparams[i] or {key: c.to_dict()[key] for key in
+    for i in todo:
+        settings = cfgs[i].to_dict()
+        runlog = RunLog(Path(logdir) / cfgs[i].run_name())
+        hp = hparams[i] or {key: settings[key] for key in
                             ("dataset", "arch", "norm", "optimizer", "lr", "seed", "batch_size")}
-        runlog = RunLog(folder)
-        runlog.start(config, hp)
+        runlog.start({**shared, "settings": settings, "run": runlog.folder.name}, hp)
         runlogs.append(runlog)
     outcomes: list[dict | None] = [None] * k
     try:

@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import glob
 import json
-import math
 import os
 import socket
 import subprocess
@@ -38,7 +37,7 @@ from keras_tuner.src.engine import trial as trial_module
 from kbn import data as kdata
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
-from kbn.plan import trial_key, cell_progress, planned_trials
+from kbn.plan import cell_progress, planned_trials, score_value, trial_key
 from kbn.runlog import write_json_atomic
 from kbn.packed import is_packable as packable
 from kbn.train import train, train_many
@@ -54,9 +53,6 @@ class SweepBusy(KbnError):
 # ---------------------------------------------------------------- Keras Tuner pieces
 
 
-def _atomic_json(path: str, state: dict) -> None:
-    write_json_atomic(Path(path), state)
-
 
 class SweepOracle(kt.Oracle):
     """Hands out the sweep's trials; the remaining work is always derived from the ended trials."""
@@ -69,7 +65,7 @@ class SweepOracle(kt.Oracle):
         self.sweep = sweep
 
     def scores(self) -> dict[tuple, float]:
-        return {trial_key(t.hyperparameters.values): (-math.inf if t.score is None or math.isnan(t.score) else t.score)
+        return {trial_key(t.hyperparameters.values): score_value(t.score)
                 for t in self.trials.values() if t.status in ENDED and "cell" in t.hyperparameters.values}
 
     def progress(self) -> dict[str, dict]:
@@ -105,10 +101,10 @@ class SweepOracle(kt.Oracle):
 
     # Atomic writes: a kill -9 at any moment never leaves a torn JSON file behind.
     def save(self):
-        _atomic_json(self._get_oracle_fname(), self.get_state())
+        write_json_atomic(Path(self._get_oracle_fname()), self.get_state())
 
     def _save_trial(self, trial):
-        _atomic_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+        write_json_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
 
     def reload(self):
         """Rebuild the state from the trial files alone: ended trials stay ended; a trial that was
@@ -151,7 +147,7 @@ class SweepTuner(base_tuner.BaseTuner):
     def save(self):
         if not self._is_worker():
             self.oracle.save()
-        _atomic_json(self._get_tuner_fname(), self.get_state())
+        write_json_atomic(Path(self._get_tuner_fname()), self.get_state())
 
     def reload(self):
         if not self._is_worker():
