@@ -78,9 +78,10 @@ def score_value(score) -> float:
     return -math.inf if score is None or math.isnan(score) else float(score)
 
 
-def load_folder_sweep(logdir: Path) -> SweepConfig:
+def load_folder_sweep(logdir: Path | str) -> SweepConfig:
+    logdir = Path(logdir)
     try:
-        raw = json.loads((Path(logdir) / "sweep.json").read_text())
+        raw = json.loads((logdir / "sweep.json").read_text())
     except OSError:
         raise ConfigError(f"{logdir}: no sweep.json here; is it a sweep's log folder?") from None
     raw["seeds"] = list(raw["seeds"])

@@ -190,6 +190,10 @@ def test_sweep_searches_then_trains_the_chosen_lr_per_seed(tiny, tmp_path):
     assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
     rows = status_rows(tmp_path / "out", live=False)
     assert [r[1] for r in rows] == ["done", "done"] and all(r[5] != "-" for r in rows)
+    from kbn.cli import main
+
+    assert main(["status", str(tmp_path / "out")]) == 0  # the command line hands over a str
+    assert main(["status", str(tmp_path)]) == 2  # not a sweep folder: one line, no traceback
     # running it again redoes nothing
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json")}
     assert run_sweep(sweep, tmp_path / "out", log=lines.append) == 0
