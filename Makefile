@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test tensorboard clean status report \
+.PHONY: install data demo test tensorboard clean status report bench bench-gpu \
 	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion
 
 install: $(VENV)/.installed
@@ -55,6 +55,15 @@ report: install
 # pytest exits 5 when it collects nothing: that is not a failure of the project.
 test: install data
 	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+# Speed: trial-epochs per second of plain fit, the fast path and packed trials (README, Backends
+# and speed). bench-gpu runs in the Python that has JAX with CUDA (a GPU host may have no
+# TensorFlow; kbn bench needs only keras, jax, numpy, tabulate, tensorboard and filelock there).
+bench: install
+	$(BIN)/kbn bench --seed-ks 8 --out $(LOGDIR)/bench/cpu.md
+bench-gpu:
+	PYTHONPATH=. KERAS_BACKEND=jax $(PYTHON) -m kbn bench --backends jax --cnn-examples 50000 \
+	  --ks 4,8,16,32,64,128 --seed-ks 8,32 --out $(LOGDIR)/bench/gpu.md
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir $(LOGDIR) --host 127.0.0.1

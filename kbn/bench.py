@@ -1,5 +1,6 @@
 """`kbn bench`: trial-epochs per second of plain `fit` (one trial at a time, Keras defaults), kbn's
-fast single path (steps_per_execution) and packed trials (K learning rates in one model), per
+fast single path (steps_per_execution) and packed trials (K learning rates in one model; `seeds`:
+K trials each with its own data order), per
 architecture and norm, with peak memory. Each measurement runs in its own process, so its peak memory
 is its own and the backend can differ. Data is random (speed does not depend on content), so this runs
 where no dataset is installed, e.g. on a GPU host.
@@ -39,8 +40,12 @@ def _child(spec: dict) -> dict:
         singles.append(models.build(spec["arch"], shape, norm=spec["norm"]))
     lrs = list(np.geomspace(1e-4, 1e-2, k)) if k > 1 else [1e-3]
     if spec["variant"] == "packed":
-        model = build_packed(singles, lrs, "adam", steps_per_execution=spe)
+        model = build_packed(singles, lrs, "adam", steps_per_execution=spe).train
         target = [y] * k
+    elif spec["variant"] == "seeds":  # each trial its own data order: indices gathered in the model
+        model = build_packed(singles, lrs, "adam", steps_per_execution=spe, train_examples=x).train
+        x = np.stack([rng.permutation(n) for _ in range(k)], axis=1).astype(np.int32)
+        target = [y[x[:, j]] for j in range(k)]
     else:
         model = singles[0]
         kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, spec["arch"])
@@ -81,13 +86,14 @@ def _run_child(spec: dict, backend: str, timeout: int) -> dict | None:
 
 
 def run(archs, norms, ks, backends, examples: dict, epochs: int = 2, spe: int = 50, timeout: int = 900,
-        log=print) -> list[dict]:
-    """Every measurement; the first backend also gets the packed variants."""
+        log=print, seed_ks=()) -> list[dict]:
+    """Every measurement; the first backend also gets the packed variants (`seeds`: packed trials
+    that each keep their own data order, for K in seed_ks)."""
     results = []
     for arch in archs:
         for norm in norms:
             plan = [(b, "fit", 1) for b in backends] + [(b, "fast", 1) for b in backends]
-            plan += [(backends[0], "packed", k) for k in ks]
+            plan += [(backends[0], "packed", k) for k in ks] + [(backends[0], "seeds", k) for k in seed_ks]
             for backend, variant, k in plan:
                 spec = {"arch": arch, "norm": norm, "variant": variant, "k": k, "spe": spe, "epochs": epochs,
                         "examples": examples.get(arch, examples["default"])}

@@ -116,7 +116,8 @@ def _add_bench(sub):
     b = sub.add_parser("bench", help="trial-epochs per second: plain fit vs the fast path vs packed trials")
     b.add_argument("--archs", default="mlp,deep_mlp,cnn")
     b.add_argument("--norms", default="none,batch")
-    b.add_argument("--ks", default="4,8,16,32", help="packed trial counts")
+    b.add_argument("--ks", default="4,8,16,32", help="packed trial counts (learning rates sharing a data order)")
+    b.add_argument("--seed-ks", default="", help="packed trial counts with a data order each (seeds), e.g. 8,32")
     b.add_argument("--backends", help="comma-separated; default: the default backend, then tensorflow")
     b.add_argument("--examples", type=int, default=50_000, help="examples per epoch for the MLPs")
     b.add_argument("--cnn-examples", type=int, default=2_000, help="examples per epoch for the CNNs "
@@ -303,6 +304,18 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _counts(field: str, text: str) -> list[int]:
+    from kbn.config import check_positive
+
+    try:
+        ks = [int(k) for k in text.split(",") if k]
+    except ValueError:
+        ks = [0]
+    for k in ks:
+        check_positive(field, k)
+    return ks
+
+
 def cmd_bench(args) -> int:
     import json
     from pathlib import Path
@@ -310,22 +323,17 @@ def cmd_bench(args) -> int:
     from tabulate import tabulate
 
     from kbn import bench
-    from kbn.config import ARCHS, NORMS, check_choice, check_positive
+    from kbn.config import ARCHS, NORMS, check_choice
 
     archs = [check_choice("archs", a, ARCHS) for a in args.archs.split(",")]
     norms = [check_choice("norms", n, NORMS) for n in args.norms.split(",")]
-    try:
-        ks = [int(k) for k in args.ks.split(",") if k]
-    except ValueError:
-        ks = [0]
-    for k in ks:
-        check_positive("ks", k)
+    ks, seed_ks = _counts("ks", args.ks), _counts("seed-ks", args.seed_ks)
     backends = args.backends.split(",") if args.backends else list(dict.fromkeys(
         [os.environ["KERAS_BACKEND"]] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else [])))
     for b in backends:
         check_choice("backends", b, ("jax", "tensorflow", "torch"))
     examples = {"default": args.examples, "cnn": args.cnn_examples, "deep_cnn": args.cnn_examples}
-    results = bench.run(archs, norms, ks, backends, examples, epochs=args.epochs)
+    results = bench.run(archs, norms, ks, backends, examples, epochs=args.epochs, seed_ks=seed_ks)
     headers, rows = bench.table(results)
     md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     print(md)

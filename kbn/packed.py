@@ -1,6 +1,6 @@
-"""K trials of one cell trained together as one Keras model, in one compiled step.
+"""K trials of one cell (learning rates, seeds) trained together as one Keras model, in one compiled step.
 
-Small networks are bound by per-step framework overhead, so K learning rates of one cell train at
+Small networks are bound by per-step framework overhead, so K trials of one cell train at
 once: the packed model holds K independent copies of the network side by side.
 
   Dense      -> PackedDense: kernel (K, in, out) applied with einsum, bias (K, out)
@@ -10,6 +10,10 @@ once: the packed model holds K independent copies of the network side by side.
   output     -> K outputs, one per trial, each with its own loss and accuracy; the loss is their sum,
                 so each trial's gradient is its own loss's gradient.
 
+Trials that share a data order (the learning rates of one seed) share the input images. Trials with
+their own data order (seeds) train on (batch, K) indices into the training set, which the model
+holds once (GatherExamples); they are evaluated through the same layers on shared images.
+
 Each trial keeps its own weights (copied from the single model its seed builds), BN statistics,
 optimizer state (slots are per element) and learning rate: `packed_optimizer` hands every
 update_step an array of per-trial learning rates shaped like the variable instead of a scalar (every
@@ -18,6 +22,8 @@ the same numbers within float tolerance (tests/test_packed.py, every optimizer a
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -76,80 +82,126 @@ class Take(layers.Layer):
         return x[:, self.index]
 
 
-def _reshape(x, shape, name):
-    return layers.Reshape(shape, name=name)(x)
+class GatherExamples(layers.Layer):
+    """Per-trial training examples: indices (batch, K) into the training set -> (batch, K, ...).
+    The set lives in the model as one non-trainable variable, so trials with their own data order
+    (seeds) need no K-fold copy of the data on the host or in transfers."""
+
+    def __init__(self, table_shape: tuple, **kwargs):
+        super().__init__(**kwargs)
+        self.table_shape = tuple(table_shape)
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=self.table_shape, name="examples", initializer="zeros",
+                                     trainable=False)
+
+    def call(self, idx):
+        return ops.take(self.table, ops.cast(idx, "int32"), axis=0)
 
 
 class _Builder:
     """Walks a single model's layers and builds the packed one, remembering how to copy weights and
-    where each packed variable keeps its trials (for the per-trial learning rates)."""
+    where each packed variable keeps its trials (for the per-trial learning rates).
+
+    The layers are made once and applied to up to two inputs: the images every trial shares (always
+    used to evaluate, and to train when all trials see one data order) and, for trials with their own
+    data order, per-trial indices into the training set."""
 
     def __init__(self, k: int):
         self.k = k
         self.copies = []  # (packed layer, single layer name, how)
         self.layout = {}  # packed variable path -> how its axes hold the K trials
+        self._made = {}  # name -> layer: the second graph reuses the first one's layers
 
-    def build(self, single: keras.Model) -> keras.Model:
-        k = self.k
-        inputs = keras.Input(single.input_shape[1:], name="image")
-        x, state = inputs, "shared"  # shared: no trial axis yet; dense: (b, K, u); conv: (b, H, W, K*F)
+    def _layer(self, name, make):
+        if name not in self._made:
+            self._made[name] = make()
+        return self._made[name]
+
+    def build(self, single: keras.Model, n_train: int | None = None) -> tuple[keras.Model, keras.Model]:
+        """(train model, eval model). With `n_train`, the train model takes (batch, K) indices into a
+        training set of that size (GatherExamples); otherwise both are one model on shared images."""
+        k, shape = self.k, tuple(single.input_shape[1:])
+        image = keras.Input(shape, name="image")
+        shared = keras.Model(image, self._graph(single, image, "shared"), name=f"packed{k}_{single.name}")
+        if n_train is None:
+            return shared, shared
+        idx = keras.Input((k,), dtype="int32", name="indices")
+        x = self._layer("examples", lambda: GatherExamples((n_train,) + shape, name="examples"))(idx)
+        return keras.Model(idx, self._graph(single, x, "trials"), name=f"packed{k}_seeds_{single.name}"), shared
+
+    def _graph(self, single: keras.Model, x, state: str):
+        """state: shared = (b, ...) with no trial axis yet; trials = (b, K, ...) each trial its own
+        examples; dense = (b, K, units); conv = (b, H, W, K*F)."""
+        k, mk = self.k, self._layer
         for layer in single.layers[1:]:
             name = layer.name
             if isinstance(layer, layers.Flatten):
                 if state == "conv":
                     h, w, c = x.shape[1:]
                     f = c // k
-                    x = _reshape(x, (h, w, k, f), f"{name}_split")
-                    x = layers.Permute((3, 1, 2, 4), name=f"{name}_trials_first")(x)
-                    x, state = _reshape(x, (k, h * w * f), name), "dense"
+                    x = mk(f"{name}_split", lambda: layers.Reshape((h, w, k, f), name=f"{name}_split"))(x)
+                    x = mk(f"{name}_trials_first", lambda: layers.Permute((3, 1, 2, 4), name=f"{name}_trials_first"))(x)
+                    x = mk(name, lambda: layers.Reshape((k, h * w * f), name=name))(x)
+                    state = "dense"
+                elif state == "trials":
+                    size = int(np.prod(x.shape[2:]))
+                    x = mk(f"{name}_per_trial", lambda: layers.Reshape((k, size), name=f"{name}_per_trial"))(x)
                 else:
-                    x = layers.Flatten(name=name)(x)
+                    x = mk(name, lambda: layers.Flatten(name=name))(x)
             elif isinstance(layer, layers.Dense):
-                out = PackedDense(k, layer.units, name=name)
+                out = mk(name, lambda: PackedDense(k, layer.units, name=name))
                 x, state = out(x), "dense"
                 self._track(out, name, "dense")
                 if layer.activation is not None and layer.activation.__name__ != "linear":
-                    x = layers.Activation(layer.activation, name=f"{name}_activation")(x)
+                    x = mk(f"{name}_activation", lambda: layers.Activation(layer.activation, name=f"{name}_activation"))(x)
             elif isinstance(layer, layers.Conv2D):
-                if state == "shared":
-                    x = layers.Concatenate(axis=-1, name=f"{name}_repeat")([x] * k) if k > 1 else x
-                conv = layers.Conv2D(k * layer.filters, layer.kernel_size, padding=layer.padding, groups=k, name=name)
+                if state == "shared" and k > 1:
+                    x = mk(f"{name}_repeat", lambda: layers.Concatenate(axis=-1, name=f"{name}_repeat"))([x] * k)
+                elif state == "trials":  # (b, K, H, W, C) -> (b, H, W, K*C): trial j's channels in block j
+                    h, w, c = x.shape[2:]
+                    x = mk(f"{name}_trials_last", lambda: layers.Permute((2, 3, 1, 4), name=f"{name}_trials_last"))(x)
+                    x = mk(f"{name}_merge_in", lambda: layers.Reshape((h, w, k * c), name=f"{name}_merge_in"))(x)
+                conv = mk(name, lambda: layers.Conv2D(k * layer.filters, layer.kernel_size, padding=layer.padding,
+                                                      groups=k, name=name))
                 x, state = conv(x), "conv"
                 self._track(conv, name, "conv")
             elif isinstance(layer, layers.MaxPooling2D):
-                x = layers.MaxPooling2D(layer.pool_size, padding=layer.padding, name=name)(x)
+                x = mk(name, lambda: layers.MaxPooling2D(layer.pool_size, padding=layer.padding, name=name))(x)
             elif isinstance(layer, layers.Activation):
-                x = layers.Activation(layer.activation, name=name)(x)
+                x = mk(name, lambda: layers.Activation(layer.activation, name=name))(x)
             elif isinstance(layer, (layers.BatchNormalization, layers.GroupNormalization)):
                 if state == "dense":
                     u = x.shape[-1]
-                    x = _reshape(x, (k * u,), f"{name}_flat")
+                    x = mk(f"{name}_flat", lambda: layers.Reshape((k * u,), name=f"{name}_flat"))(x)
                 if isinstance(layer, layers.BatchNormalization):
-                    norm = layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon, name=name)
+                    norm = mk(name, lambda: layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon,
+                                                                      name=name))
                 else:
-                    norm = layers.GroupNormalization(groups=k * layer.groups, epsilon=layer.epsilon, name=name)
+                    norm = mk(name, lambda: layers.GroupNormalization(groups=k * layer.groups, epsilon=layer.epsilon,
+                                                                      name=name))
                 x = norm(x)
                 self._track(norm, name, "blocks")
                 if state == "dense":
-                    x = _reshape(x, (k, u), f"{name}_unflat")
+                    x = mk(f"{name}_unflat", lambda: layers.Reshape((k, u), name=f"{name}_unflat"))(x)
             elif isinstance(layer, (layers.LayerNormalization, layers.RMSNormalization)):
                 units = x.shape[-1] if state == "dense" else x.shape[-1] // k
                 rms = isinstance(layer, layers.RMSNormalization)
-                norm = PackedLayerNorm(k, units, layer.epsilon, rms, name=name)
+                norm = mk(name, lambda: PackedLayerNorm(k, units, layer.epsilon, rms, name=name))
                 if state == "conv":
                     h, w = x.shape[1:3]
-                    x = _reshape(norm(_reshape(x, (h, w, k, units), f"{name}_split")), (h, w, k * units),
-                                 f"{name}_merge")
+                    x = mk(f"{name}_split", lambda: layers.Reshape((h, w, k, units), name=f"{name}_split"))(x)
+                    x = mk(f"{name}_merge", lambda: layers.Reshape((h, w, k * units), name=f"{name}_merge"))(norm(x))
                 else:
                     x = norm(x)
                 self._track(norm, name, "dense")
             else:
                 raise NotImplementedError(f"packing has no rule for {type(layer).__name__} ({name})")
-        outputs = [Take(i, name=f"t{i}")(x) for i in range(k)]
-        return keras.Model(inputs, outputs, name=f"packed{k}_{single.name}")
+        return [mk(f"t{i}", lambda: Take(i, name=f"t{i}"))(x) for i in range(k)]
 
     def _track(self, layer, single_name, how):
-        self.copies.append((layer, single_name, how))
+        if all(layer is not c[0] for c in self.copies):
+            self.copies.append((layer, single_name, how))
 
     def copy_weights(self, packed: keras.Model, singles: list[keras.Model]) -> None:
         """Trial i starts from exactly the weights of single model i."""
@@ -205,16 +257,29 @@ def packed_optimizer(name: str, lr_arrays: dict[str, np.ndarray], **overrides) -
     return PerTrialLR(**{**fixed, **overrides, "learning_rate": 1.0})
 
 
-def build_packed(singles: list[keras.Model], lrs: list[float], optimizer: str, steps_per_execution: int = 1):
-    """A compiled packed model from K single models (already built with their seeds) and their lrs."""
+class Packed(NamedTuple):
+    train: keras.Model  # what `fit` trains: shared images, or per-trial indices (own data orders)
+    evaluate: keras.Model  # shared images, the same layers and variables
+
+
+def build_packed(singles: list[keras.Model], lrs: list[float], optimizer: str, steps_per_execution: int = 1,
+                 train_examples: np.ndarray | None = None) -> Packed:
+    """Compiled packed models from K single models (already built with their seeds) and their lrs.
+    With `train_examples` (the training set), each trial gets its own examples: the train model takes
+    (batch, K) indices into it, so trials of different seeds keep their own data orders."""
     k = len(singles)
     b = _Builder(k)
-    packed = b.build(singles[0])
-    b.copy_weights(packed, singles)
-    opt = packed_optimizer(optimizer, b.lr_arrays(packed, lrs))
-    packed.compile(optimizer=opt, loss=["sparse_categorical_crossentropy"] * k,
-                   metrics=[["accuracy"] for _ in range(k)], steps_per_execution=steps_per_execution)
-    return packed
+    n_train = None if train_examples is None else len(train_examples)
+    train, evaluate = b.build(singles[0], n_train)
+    b.copy_weights(train, singles)
+    if train_examples is not None:
+        train.get_layer("examples").table.assign(np.asarray(train_examples, np.float32))
+    opt = packed_optimizer(optimizer, b.lr_arrays(train, lrs))
+    losses, metrics = ["sparse_categorical_crossentropy"] * k, [["accuracy"] for _ in range(k)]
+    train.compile(optimizer=opt, loss=losses, metrics=metrics, steps_per_execution=steps_per_execution)
+    if evaluate is not train:
+        evaluate.compile(loss=losses, metrics=metrics)
+    return Packed(train, evaluate)
 
 
 def trial_logs(logs: dict, k: int, prefix: str = "") -> list[dict]:

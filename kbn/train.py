@@ -1,6 +1,6 @@
 """One training run, fully logged: the unit every sweep and report is built from. Several runs of
-one cell that differ only in learning rate can train packed into one model (kbn.packed), each still
-logged as its own run.
+one cell that differ only in learning rate and seed can train packed into one model (kbn.packed), each
+still logged as its own run.
 
 The run proceeds in *periods*: one epoch each, or `eval_every_steps` optimizer steps (the poster's
 "test accuracy every 5,000 steps"). The training order comes from a seeded permutation stream, so the
@@ -124,18 +124,18 @@ def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose
 def _packable(cfgs: list[TrainConfig]) -> None:
     first = cfgs[0].to_dict()
     for c in cfgs[1:]:
-        diff = sorted(k for k, v in c.to_dict().items() if k != "lr" and v != first[k])
+        diff = sorted(k for k, v in c.to_dict().items() if k not in ("lr", "seed") and v != first[k])
         if diff:
-            raise ValueError(f"packed runs must differ only in lr; these differ in {diff}")
-    if len({c.lr for c in cfgs}) != len(cfgs):
-        raise ValueError("packed runs need distinct learning rates")
+            raise ValueError(f"packed runs must differ only in lr and seed; these differ in {diff}")
+    if len({(c.lr, c.seed) for c in cfgs}) != len(cfgs):
+        raise ValueError("packed runs need distinct (learning rate, seed) pairs")
 
 
 def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
                dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
                steps_per_execution: int = 50) -> list[RunResult]:
-    """Train runs of one cell that differ only in learning rate, packed into one model when there
-    are several (each keeps its own weights, statistics, optimizer state and logs)."""
+    """Train runs of one cell that differ only in learning rate and seed, packed into one model when
+    there are several (each keeps its own weights, statistics, optimizer state, data order and logs)."""
     _packable(cfgs)
     hparams = hparams or [None] * len(cfgs)
     results: list[RunResult | None] = [None] * len(cfgs)
@@ -169,19 +169,21 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
         total_steps, periods, period_steps = cfg.epochs * steps_per_epoch, cfg.epochs, steps_per_epoch
     # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
     spe = max(1, min(steps_per_execution, period_steps))
+    own_orders = len({cfgs[i].seed for i in todo}) > 1  # seeds: each trial its own data order
     if k == 1:
-        model = singles[0]
+        model = evaluator = singles[0]
         model.compile(optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], **fast_compile_args(spe, cfg.arch))
     else:
-        model = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe)
+        model, evaluator = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe,
+                                        train_examples=ds.x_train if own_orders else None)
     shared = {  # what every packed run's config.json says alike
         "backend": keras.backend.backend(),
         "versions": versions(),
         "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
         "model": {"name": singles[0].name, "params": singles[0].count_params()},
         "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
-                     "steps_per_execution": spe, "packed_with": k},
+                     "steps_per_execution": spe, "packed_with": k, "own_data_orders": own_orders},
         "command": sys.argv,
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -196,8 +198,8 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
         runlogs.append(runlog)
     outcomes: list[dict | None] = [None] * k
     try:
-        _loop([cfgs[i] for i in todo], model, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods,
-              verbose, log)
+        _loop([cfgs[i] for i in todo], model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch,
+              total_steps, periods, verbose, log)
     finally:
         for runlog, outcome in zip(runlogs, outcomes):
             runlog.close(outcome)  # None (an exception, Ctrl-C): the folder stays unfinished
@@ -206,35 +208,39 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     return results
 
 
-def _loop(cfgs, model, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods, verbose, log) -> None:
+def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods,
+          verbose, log) -> None:
     """Train all trials together, period by period; a trial whose loss turns NaN/inf is closed as
-    diverged while the others go on. Fills `outcomes` (one result dict per trial)."""
+    diverged while the others go on. Fills `outcomes` (one result dict per trial). With own_orders
+    the model takes (examples, K) indices: column j is trial j's order, the one its seed gives alone."""
     cfg, k, n = cfgs[0], len(cfgs), len(ds.y_train)
-    order = IndexStream(n, cfg.seed)
+    orders = [IndexStream(n, c.seed) for c in (cfgs if own_orders else cfgs[:1])]
     stopper = StopOnNonFinite(k)
     step, t0 = 0, time.perf_counter()
     test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
     alive = list(range(k))
     last = [{} for _ in range(k)]
     for p in range(periods):
-        if cfg.eval_every_steps:
-            steps = min(cfg.eval_every_steps, total_steps - step)
-            idx = order.take(steps * cfg.batch_size)
-        else:
-            steps, idx = steps_per_epoch, order.take(n)
+        steps = min(cfg.eval_every_steps, total_steps - step) if cfg.eval_every_steps else steps_per_epoch
+        count = steps * cfg.batch_size if cfg.eval_every_steps else n
+        idx = np.stack([o.take(count) for o in orders], axis=1)  # (count, 1 or K)
         callbacks = [stopper]
         if verbose:
             callbacks.append(Heartbeat(runlogs[0].folder.name if k == 1 else f"{k} packed runs", steps))
-        y = ds.y_train[idx]
-        hist = model.fit(ds.x_train[idx], y if k == 1 else [y] * k, batch_size=cfg.batch_size, epochs=p + 1,
-                         initial_epoch=p, shuffle=False, verbose=0, callbacks=callbacks)
+        if own_orders:
+            x, y = idx.astype(np.int32), [ds.y_train[idx[:, j]] for j in range(k)]
+        else:
+            x, y = ds.x_train[idx[:, 0]], ds.y_train[idx[:, 0]]
+            y = y if k == 1 else [y] * k
+        hist = model.fit(x, y, batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p, shuffle=False, verbose=0,
+                         callbacks=callbacks)
         step += steps
         train_logs = _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
         diverged = [j for j in alive if stopper.diverged[j] or not is_finite(train_logs[j]["loss"])]
         healthy = [j for j in alive if j not in diverged]
-        val = _evaluate(model, ds.x_val, ds.y_val, k) if healthy else None
+        val = _evaluate(evaluator, ds.x_val, ds.y_val, k) if healthy else None
         is_last = p == periods - 1
-        test = _evaluate(model, ds.x_test, ds.y_test, k) if healthy and (test_each or is_last) else None
+        test = _evaluate(evaluator, ds.x_test, ds.y_test, k) if healthy and (test_each or is_last) else None
         elapsed = round(time.perf_counter() - t0, 3)
         for j in alive:
             row = {

@@ -182,7 +182,7 @@ class SweepTuner(base_tuner.BaseTuner):
         return self._metrics(res)
 
     def _run_packed(self, group) -> None:
-        """Trials of one cell, phase and seed (learning rates only differ) trained as one model."""
+        """Trials of one cell and phase (learning rates or seeds differ) trained as one model."""
         setups = [self._setup(t) for t in group]
         cfgs = [s[0] for s in setups]
         try:
@@ -199,7 +199,7 @@ class SweepTuner(base_tuner.BaseTuner):
             t.status = Status.COMPLETED
 
     def _pull(self):
-        """Up to `pack` trials of one cell, phase and seed from the oracle, each under its own tuner
+        """Up to `pack` trials of one cell and phase from the oracle, each under its own tuner
         id (<id>, <id>+1, ...). A trial that cannot join the batch is kept for the next one. None
         once the oracle says the sweep is done."""
         batch, self._carry = self._carry, []
@@ -279,8 +279,9 @@ class SweepTuner(base_tuner.BaseTuner):
 
 
 def group_key(values: dict) -> tuple:
-    """Trials with the same key differ only in learning rate: they can train packed."""
-    return values["cell"], values["phase"], int(values["seed"])
+    """Trials with the same key differ only in learning rate and seed: they can train packed (the
+    search's learning rates, or the final runs' seeds, each seed with its own data order)."""
+    return values["cell"], values["phase"]
 
 
 def _group_key(trial) -> tuple:

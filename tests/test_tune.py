@@ -282,4 +282,7 @@ def test_packed_sweep_trains_each_grid_as_one_model(tiny, tmp_path):
               for p in (tmp_path / "out" / "search" / "coarse").glob("*/config.json")]
     assert packed == [3] * 6  # each cell's coarse grid (3 learning rates) trained as one model
     assert sum("(3 packed)" in line for line in lines) == 6
+    # the final runs: each cell's 2 seeds as one model, each seed with its own data order
+    final = [json.loads(p.read_text())["schedule"] for p in (tmp_path / "out" / "runs").glob("*/config.json")]
+    assert [(f["packed_with"], f["own_data_orders"]) for f in final] == [(2, True)] * 4
     assert None not in chosen(tmp_path / "out").values()
