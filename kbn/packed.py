@@ -118,6 +118,9 @@ class _Builder:
             self._made[name] = make()
         return self._made[name]
 
+    def _reshape(self, x, shape, name):
+        return self._layer(name, lambda: layers.Reshape(shape, name=name))(x)
+
     def build(self, single: keras.Model, n_train: int | None = None) -> tuple[keras.Model, keras.Model]:
         """(train model, eval model). With `n_train`, the train model takes (batch, K) indices into a
         training set of that size (GatherExamples); otherwise both are one model on shared images."""
@@ -140,13 +143,13 @@ class _Builder:
                 if state == "conv":
                     h, w, c = x.shape[1:]
                     f = c // k
-                    x = mk(f"{name}_split", lambda: layers.Reshape((h, w, k, f), name=f"{name}_split"))(x)
+                    x = self._reshape(x, (h, w, k, f), f"{name}_split")
                     x = mk(f"{name}_trials_first", lambda: layers.Permute((3, 1, 2, 4), name=f"{name}_trials_first"))(x)
-                    x = mk(name, lambda: layers.Reshape((k, h * w * f), name=name))(x)
+                    x = self._reshape(x, (k, h * w * f), name)
                     state = "dense"
                 elif state == "trials":
                     size = int(np.prod(x.shape[2:]))
-                    x = mk(f"{name}_per_trial", lambda: layers.Reshape((k, size), name=f"{name}_per_trial"))(x)
+                    x = self._reshape(x, (k, size), f"{name}_per_trial")
                 else:
                     x = mk(name, lambda: layers.Flatten(name=name))(x)
             elif isinstance(layer, layers.Dense):
@@ -161,7 +164,7 @@ class _Builder:
                 elif state == "trials":  # (b, K, H, W, C) -> (b, H, W, K*C): trial j's channels in block j
                     h, w, c = x.shape[2:]
                     x = mk(f"{name}_trials_last", lambda: layers.Permute((2, 3, 1, 4), name=f"{name}_trials_last"))(x)
-                    x = mk(f"{name}_merge_in", lambda: layers.Reshape((h, w, k * c), name=f"{name}_merge_in"))(x)
+                    x = self._reshape(x, (h, w, k * c), f"{name}_merge_in")
                 conv = mk(name, lambda: layers.Conv2D(k * layer.filters, layer.kernel_size, padding=layer.padding,
                                                       groups=k, name=name))
                 x, state = conv(x), "conv"
@@ -173,7 +176,7 @@ class _Builder:
             elif isinstance(layer, (layers.BatchNormalization, layers.GroupNormalization)):
                 if state == "dense":
                     u = x.shape[-1]
-                    x = mk(f"{name}_flat", lambda: layers.Reshape((k * u,), name=f"{name}_flat"))(x)
+                    x = self._reshape(x, (k * u,), f"{name}_flat")
                 if isinstance(layer, layers.BatchNormalization):
                     norm = mk(name, lambda: layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon,
                                                                       name=name))
@@ -183,15 +186,15 @@ class _Builder:
                 x = norm(x)
                 self._track(norm, name, "blocks")
                 if state == "dense":
-                    x = mk(f"{name}_unflat", lambda: layers.Reshape((k, u), name=f"{name}_unflat"))(x)
+                    x = self._reshape(x, (k, u), f"{name}_unflat")
             elif isinstance(layer, (layers.LayerNormalization, layers.RMSNormalization)):
                 units = x.shape[-1] if state == "dense" else x.shape[-1] // k
                 rms = isinstance(layer, layers.RMSNormalization)
                 norm = mk(name, lambda: PackedLayerNorm(k, units, layer.epsilon, rms, name=name))
                 if state == "conv":
                     h, w = x.shape[1:3]
-                    x = mk(f"{name}_split", lambda: layers.Reshape((h, w, k, units), name=f"{name}_split"))(x)
-                    x = mk(f"{name}_merge", lambda: layers.Reshape((h, w, k * units), name=f"{name}_merge"))(norm(x))
+                    x = self._reshape(x, (h, w, k, units), f"{name}_split")
+                    x = self._reshape(norm(x), (h, w, k * units), f"{name}_merge")
                 else:
                     x = norm(x)
                 self._track(norm, name, "dense")

@@ -184,7 +184,7 @@ def run_folder(tmp_path_factory):
                 cfg = TrainConfig(dataset="mnist", norm=norm, optimizer=opt, lr=0.05 if opt == "sgd" else 3e-3,
                                   epochs=2, seed=seed, batch_size=32, test_every_epoch=True)
                 train(cfg, root / "runs", verbose=False, dataset=ds)
-    blown = dataclasses.replace(ds, x_train=ds.x_train * np.float32(np.inf))
+    blown = dataclasses.replace(ds, x_train=np.full_like(ds.x_train, np.inf))
     train(TrainConfig(dataset="mnist", arch="deep_mlp", norm="none", optimizer="sgd", lr=0.1, epochs=3),
           root / "runs", verbose=False, dataset=blown)
     (root / "search" / "coarse" / "ignored").mkdir(parents=True)

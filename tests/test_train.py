@@ -71,7 +71,7 @@ def test_eval_every_steps_gives_the_posters_curve(tiny_dataset, tmp_path):
 
 def test_nan_loss_ends_the_run_marked_diverged(tiny_dataset, tmp_path):
     # Infinite inputs make the very first loss NaN (a huge learning rate may not: Keras clips the loss).
-    blown = dataclasses.replace(tiny_dataset, x_train=tiny_dataset.x_train * np.float32(np.inf))
+    blown = dataclasses.replace(tiny_dataset, x_train=np.full_like(tiny_dataset.x_train, np.inf))
     cfg = TrainConfig(optimizer="sgd", lr=1.0, epochs=4, batch_size=64)
     res = train(cfg, tmp_path, verbose=False, dataset=blown)
     assert res.status == "diverged"
