@@ -63,7 +63,7 @@ test: install data
 bench: install
 	$(BIN)/kbn bench --seed-ks 8 --out $(LOGDIR)/bench/cpu.md $(BENCH_ARGS)
 bench-gpu:
-	PYTHONPATH=. KERAS_BACKEND=jax $(PYTHON) -m kbn bench --backends jax --cnn-examples 50000 \
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} KERAS_BACKEND=jax $(PYTHON) -m kbn bench --backends jax --cnn-examples 50000 \
 	  --ks 4,8,16,32,64,128 --seed-ks 8,32 --out $(LOGDIR)/bench/gpu.md $(BENCH_ARGS)
 
 tensorboard: install
