@@ -306,11 +306,12 @@ def cmd_plot(args) -> int:
 
 def _counts(field: str, text: str) -> list[int]:
     from kbn.config import check_positive
+    from kbn.errors import ConfigError
 
     try:
         ks = [int(k) for k in text.split(",") if k]
     except ValueError:
-        ks = [0]
+        raise ConfigError(f"{field}: got {text!r}; give positive integers separated by commas, e.g. 8,32") from None
     for k in ks:
         check_positive(field, k)
     return ks

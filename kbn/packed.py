@@ -87,13 +87,13 @@ class GatherExamples(layers.Layer):
     The set lives in the model as one non-trainable variable, so trials with their own data order
     (seeds) need no K-fold copy of the data on the host or in transfers."""
 
-    def __init__(self, table_shape: tuple, **kwargs):
+    def __init__(self, examples: np.ndarray, **kwargs):
         super().__init__(**kwargs)
-        self.table_shape = tuple(table_shape)
+        self._examples = examples
 
     def build(self, input_shape):
-        self.table = self.add_weight(shape=self.table_shape, name="examples", initializer="zeros",
-                                     trainable=False)
+        self.table = self.add_weight(shape=self._examples.shape, name="examples", trainable=False,
+                                     initializer=lambda shape, dtype=None: ops.convert_to_tensor(self._examples, dtype))
 
     def call(self, idx):
         return ops.take(self.table, ops.cast(idx, "int32"), axis=0)
@@ -109,7 +109,7 @@ class _Builder:
 
     def __init__(self, k: int):
         self.k = k
-        self.copies = []  # (packed layer, single layer name, how)
+        self.copies = {}  # single layer name -> (packed layer, how)
         self.layout = {}  # packed variable path -> how its axes hold the K trials
         self._made = {}  # name -> layer: the second graph reuses the first one's layers
 
@@ -121,16 +121,16 @@ class _Builder:
     def _reshape(self, x, shape, name):
         return self._layer(name, lambda: layers.Reshape(shape, name=name))(x)
 
-    def build(self, single: keras.Model, n_train: int | None = None) -> tuple[keras.Model, keras.Model]:
-        """(train model, eval model). With `n_train`, the train model takes (batch, K) indices into a
-        training set of that size (GatherExamples); otherwise both are one model on shared images."""
+    def build(self, single: keras.Model, train_examples: np.ndarray | None = None) -> tuple[keras.Model, keras.Model]:
+        """(train model, eval model). With `train_examples`, the train model takes (batch, K) indices
+        into them (GatherExamples); otherwise both are one model on shared images."""
         k, shape = self.k, tuple(single.input_shape[1:])
         image = keras.Input(shape, name="image")
         shared = keras.Model(image, self._graph(single, image, "shared"), name=f"packed{k}_{single.name}")
-        if n_train is None:
+        if train_examples is None:
             return shared, shared
         idx = keras.Input((k,), dtype="int32", name="indices")
-        x = self._layer("examples", lambda: GatherExamples((n_train,) + shape, name="examples"))(idx)
+        x = self._layer("examples", lambda: GatherExamples(train_examples, name="examples"))(idx)
         return keras.Model(idx, self._graph(single, x, "trials"), name=f"packed{k}_seeds_{single.name}"), shared
 
     def _graph(self, single: keras.Model, x, state: str):
@@ -203,12 +203,11 @@ class _Builder:
         return [mk(f"t{i}", lambda: Take(i, name=f"t{i}"))(x) for i in range(k)]
 
     def _track(self, layer, single_name, how):
-        if all(layer is not c[0] for c in self.copies):
-            self.copies.append((layer, single_name, how))
+        self.copies[single_name] = (layer, how)  # the second graph tracks the same layer again
 
     def copy_weights(self, packed: keras.Model, singles: list[keras.Model]) -> None:
         """Trial i starts from exactly the weights of single model i."""
-        for layer, name, how in self.copies:
+        for name, (layer, how) in self.copies.items():
             src = [m.get_layer(name).get_weights() for m in singles]
             if how == "dense":  # (K, ...) leading trial axis
                 new = [np.stack([s[j] for s in src]) for j in range(len(src[0]))]
@@ -272,11 +271,8 @@ def build_packed(singles: list[keras.Model], lrs: list[float], optimizer: str, s
     (batch, K) indices into it, so trials of different seeds keep their own data orders."""
     k = len(singles)
     b = _Builder(k)
-    n_train = None if train_examples is None else len(train_examples)
-    train, evaluate = b.build(singles[0], n_train)
+    train, evaluate = b.build(singles[0], train_examples)
     b.copy_weights(train, singles)
-    if train_examples is not None:
-        train.get_layer("examples").table.assign(np.asarray(train_examples, np.float32))
     opt = packed_optimizer(optimizer, b.lr_arrays(train, lrs))
     losses, metrics = ["sparse_categorical_crossentropy"] * k, [["accuracy"] for _ in range(k)]
     train.compile(optimizer=opt, loss=losses, metrics=metrics, steps_per_execution=steps_per_execution)

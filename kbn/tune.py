@@ -37,13 +37,12 @@ from keras_tuner.src.engine import trial as trial_module
 from kbn import data as kdata
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
-from kbn.plan import cell_progress, planned_trials, score_value, trial_key
+from kbn.plan import ENDED, cell_progress, planned_trials, score_value, trial_key
 from kbn.runlog import write_json_atomic
 from kbn.packed import is_packable as packable
 from kbn.train import train, train_many
 
 Status = trial_module.TrialStatus
-ENDED = (Status.COMPLETED, Status.FAILED)
 
 
 class SweepBusy(KbnError):
