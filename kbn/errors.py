@@ -15,3 +15,9 @@ class ConfigError(KbnError, ValueError):
 
 class DataError(KbnError):
     """A dataset cannot be found or read: the message says how to get it."""
+
+
+class Interrupted(KbnError):
+    """SIGINT or SIGTERM: the work stopped between steps and resumes where it stopped."""
+
+    exit_code = 130

@@ -11,6 +11,7 @@ TensorBoard files are written with the `tensorboard` package alone, so the JAX b
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -25,9 +26,20 @@ METRIC_COLUMNS = (
 SPLIT_DIRS = {"train": "train", "val": "validation", "test": "test"}
 
 
+def _strict(obj):
+    """NaN and inf as null: strict JSON, readable by any JSON parser (a diverged loss is NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(_strict(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -72,11 +84,8 @@ class RunLog:
         return self.folder / "result.json"
 
     def finished(self) -> dict | None:
-        """The stored result of a finished run, else None."""
-        try:
-            return json.loads(self.result_path.read_text())
-        except (OSError, ValueError):
-            return None
+        """The stored result of a finished run whose files are whole, else None (unfinished or damaged)."""
+        return check_run(self.folder).result
 
     def start(self, config: dict, hparams: dict | None = None) -> None:
         # An unfinished folder is a run that was interrupted: it is redone from scratch.
@@ -124,6 +133,81 @@ class RunLog:
             self._csv_file.close()
         if result is not None:
             write_json_atomic(self.result_path, result)
+
+
+@dataclasses.dataclass
+class RunCheck:
+    """What a run folder holds: `result` for a finished run whose files are whole; `problem` says
+    why a folder that claims to be finished (it has result.json) cannot be trusted."""
+
+    config: dict | None = None
+    result: dict | None = None
+    problem: str | None = None
+
+    @property
+    def damaged(self) -> bool:
+        return self.problem is not None
+
+
+def check_run(folder: Path) -> RunCheck:
+    """Read a run folder and check that its files agree: config.json and result.json parse,
+    metrics.csv holds one complete row per evaluation period the result claims. A folder without
+    result.json is an unfinished run (no problem: it is simply redone)."""
+    folder = Path(folder)
+    if not (folder / "result.json").exists():
+        return RunCheck()
+    try:
+        result = json.loads((folder / "result.json").read_text())
+        if not isinstance(result, dict) or result.get("status") not in ("finished", "diverged") \
+                or not isinstance(result.get("metrics"), dict):
+            raise ValueError("no status and metrics")
+    except (OSError, ValueError) as e:
+        return RunCheck(problem=f"result.json is unreadable ({_why(e)})")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        periods = int(config["schedule"]["periods"])
+        config["settings"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return RunCheck(result=None, problem=f"config.json is unreadable ({_why(e)})")
+    try:
+        rows = read_metrics(folder)
+    except FileNotFoundError:
+        return RunCheck(config, problem="metrics.csv is missing")
+    except (OSError, ValueError, csv.Error) as e:
+        return RunCheck(config, problem=f"metrics.csv is unreadable ({_why(e)})")
+    finished = result["status"] == "finished"
+    # a finished run's every row was evaluated; a diverged run's last row has no validation
+    need = ("epoch", "step", "val_accuracy") if finished else ("epoch", "step")
+    complete = [r for r in rows if all(r.get(k) is not None for k in need)]
+    expected = periods if finished else None
+    if not rows or len(complete) != len(rows) or (expected is not None and len(rows) != expected) \
+            or len(rows) > periods:
+        want = f"{expected}" if expected is not None else f"1 to {periods}"
+        return RunCheck(config, problem=f"metrics.csv holds {len(complete)} complete row(s) of {want}")
+    if finished and rows[-1]["val_accuracy"] != result["metrics"].get("val_accuracy"):
+        return RunCheck(config, problem="metrics.csv's last row disagrees with result.json")
+    return RunCheck(config, result)
+
+
+def check_writable_dir(field: str, path) -> Path:
+    """A folder kbn will write into: created if absent; one line naming the option if it cannot be."""
+    from kbn.errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{field}: {str(path)!r} is a file, not a folder; give a folder to write into")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".kbn-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{field}: cannot write into {str(path)!r} ({_why(e)}); give a writable folder") from None
+    return p
+
+
+def _why(e: Exception) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def read_metrics(folder: Path) -> list[dict]:
