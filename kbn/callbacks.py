@@ -7,6 +7,7 @@ import time
 
 import keras
 
+from kbn import interrupts
 from kbn.runlog import is_finite
 
 
@@ -47,3 +48,12 @@ class Heartbeat(keras.callbacks.Callback):
             left = (now - self._t0) / done * (self.total - done)
             print(f"  {self.label}: step {done}/{self.total} loss {float(logs.get('loss', float('nan'))):.4f}"
                   f" (~{left:.0f} s left in this epoch)", file=self.stream, flush=True)
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ends `fit` at the next compiled call after Ctrl-C / SIGTERM (kbn.interrupts); the caller then
+    raises Interrupted, so the run stays unfinished and is redone on resume."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if interrupts.requested():
+            self.model.stop_training = True

@@ -12,6 +12,7 @@ import sys
 # TensorFlow on CPU and is what the GPU host has; TensorFlow (oneDNN) runs CNNs ~3x faster on CPU.
 DEFAULT_BACKEND = "jax"
 CONV_ARCHS = ("cnn", "deep_cnn")
+HOST_DEFAULT = "127.0.0.1"
 
 
 def choose_backend(archs) -> str:
@@ -82,7 +83,7 @@ def _add_sweep(sub):
     p.add_argument("file", help="a sweep file, e.g. sweeps/smoke.toml")
     p.add_argument("--logdir", help="the sweep's folder (default logs/<sweep name>)")
     p.add_argument("--workers", type=int, help="serve the oracle as chief and start N local workers")
-    p.add_argument("--host", default="127.0.0.1", help="chief: address to serve on (default 127.0.0.1)")
+    p.add_argument("--host", default=HOST_DEFAULT, help=f"chief: address to serve on (default {HOST_DEFAULT})")
     p.add_argument("--port", type=int, help="chief: port to serve on (default: a free one)")
     p.add_argument("--worker", action="store_true",
                    help="join a chief (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP/_PORT, or --oracle)")
@@ -172,9 +173,14 @@ def cmd_data(args) -> int:
 def _print_status(logdir) -> None:
     from tabulate import tabulate
 
-    from kbn.plan import STATUS_HEADERS, status_rows
+    from kbn.plan import STATUS_HEADERS, folder_progress, problem_lines, status_rows
 
-    print(tabulate(status_rows(logdir), headers=STATUS_HEADERS, tablefmt="simple"))
+    state = folder_progress(logdir)
+    print(tabulate(status_rows(logdir, state=state), headers=STATUS_HEADERS, tablefmt="simple"))
+    problems = problem_lines(state)
+    if problems:
+        print(f"\n{len(problems)} problem(s); run the sweep again to redo these:")
+        print("\n".join(f"  {line}" for line in problems))
 
 
 def cmd_sweep(args) -> int:
@@ -185,28 +191,49 @@ def cmd_sweep(args) -> int:
 
     sweep = load_sweep(args.file)  # validated before anything trains
     logdir = Path(args.logdir or Path("logs") / sweep.name)
-    if args.workers is not None and args.workers < 0:
-        raise ConfigError(f"workers: got {args.workers}; it must be 0 or more")
-    if args.pack is not None and args.pack < 1:
-        raise ConfigError(f"pack: got {args.pack}; it must be 1 or more")
+    _check_sweep_options(args)
     from kbn import tune
 
     if args.worker:
         if args.oracle:
             host, _, port = args.oracle.rpartition(":")
-            if not host or not port.isdigit():
-                raise ConfigError(f"oracle: got {args.oracle!r}; give HOST:PORT")
             os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
             os.environ.setdefault("KERASTUNER_TUNER_ID", f"worker-{os.getpid()}")
         failed = tune.run_worker(sweep, logdir, pack=args.pack)
-        return 1 if failed else 0
+        print(f"kbn worker: no more trials{f' ({failed} failed here)' if failed else ''}")
+        return 0  # failed trials are the chief's to report; non-zero means this worker stopped on an error
     if args.workers is not None:
         failed = tune.run_chief(sweep, logdir, args.file, args.workers, args.host, args.port, pack=args.pack)
     else:
         failed = tune.run_sweep(sweep, logdir, pack=args.pack)
-    print(f"kbn sweep {sweep.name}: finished{f' with {failed} failed trial(s)' if failed else ''}; logs in {logdir}")
     _print_status(logdir)
-    return 1 if failed else 0
+    if failed:
+        print(f"kbn sweep {sweep.name}: stopped with {failed} failed trial(s) (above); the cells they hold have "
+              f"no result. Fix the cause and run the same command: it retries them. Logs in {logdir}")
+        return 1
+    print(f"kbn sweep {sweep.name}: finished; logs in {logdir}")
+    return 0
+
+
+def _check_sweep_options(args) -> None:
+    """Options that conflict or cannot work fail here, before anything starts."""
+    from kbn.errors import ConfigError
+
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"workers: got {args.workers}; it must be 0 or more")
+    if args.pack is not None and args.pack < 1:
+        raise ConfigError(f"pack: got {args.pack}; it must be 1 or more")
+    if args.worker and args.workers is not None:
+        raise ConfigError("--worker and --workers conflict: --workers N starts a chief (and N local workers); "
+                          "--worker joins one")
+    if args.oracle and not args.worker:
+        raise ConfigError(f"--oracle {args.oracle}: only a worker joins a chief; add --worker")
+    if args.workers is None and (args.host != HOST_DEFAULT or args.port is not None):
+        raise ConfigError("--host and --port are where a chief serves: add --workers N (0 for remote workers only)")
+    if args.worker and args.oracle:
+        host, _, port = args.oracle.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"oracle: got {args.oracle!r}; give HOST:PORT with a port from 1 to 65535")
 
 
 def cmd_status(args) -> int:
@@ -356,15 +383,24 @@ def main(argv=None) -> int:
     os.environ["KERAS_BACKEND"] = choose_backend(_archs_of(args))  # before anything imports Keras
     from kbn.errors import KbnError
 
+    from kbn.errors import Interrupted
+
+    if args.command in ("train", "sweep", "bench"):
+        from kbn import interrupts
+
+        interrupts.install()  # Ctrl-C / SIGTERM stop training between steps, resumable
     try:
         commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status,
                     "report": cmd_report, "export": cmd_export, "plot": cmd_plot, "bench": cmd_bench}
         return commands[args.command](args)
+    except Interrupted as e:
+        print(f"kbn: {e}", file=sys.stderr)
+        return e.exit_code
     except KbnError as e:
         print(f"kbn: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("kbn: interrupted; unfinished runs are redone from scratch next time", file=sys.stderr)
+        print("kbn: interrupted; run the same command to resume", file=sys.stderr)
         return 130
 
 

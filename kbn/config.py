@@ -91,6 +91,9 @@ class TrainConfig:
 # ---------------------------------------------------------------- sweep files
 
 SELECT_ON = ("validation", "test")
+# Between two coarse values a decade apart, more fine points than this come closer than the 3
+# significant digits a learning rate is written with: they would repeat each other.
+MAX_FINE_PER_SIDE = 20
 PHASES = ("coarse", "fine", "final")
 
 
@@ -149,7 +152,14 @@ class SweepConfig:
         m = self.fine_per_side
         vals = [best / ratio_down ** (k / (m + 1)) for k in range(m, 0, -1)]
         vals += [best * ratio_up ** (k / (m + 1)) for k in range(1, m + 1)]
-        return tuple(float(f"{v:.3g}") for v in vals)
+        # 3 significant digits: values that round alike (a dense grid) or onto a coarse value are one trial
+        rounded = dict.fromkeys(float(f"{v:.3g}") for v in vals)
+        return tuple(v for v in rounded if v not in grid)
+
+    def nominal_fine(self, optimizer: str) -> int:
+        """The fine grid's size before the coarse winner is known: the largest over possible winners."""
+        grid = self.coarse_grid(optimizer)
+        return max(len(self.fine_grid(optimizer, lr)) for lr in grid)
 
     def train_config(self, cell: Cell, lr: float, seed: int, phase: str) -> TrainConfig:
         search = phase != "final"
@@ -228,8 +238,8 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
         for opt in by_opt:
             check_choice("search.coarse_by_optimizer key", opt, optimizers)
         fine = search.get("fine_per_side", 2)
-        if not isinstance(fine, int) or isinstance(fine, bool) or fine < 0:
-            raise ConfigError(f"search.fine_per_side: got {fine!r}; give a non-negative integer")
+        if not isinstance(fine, int) or isinstance(fine, bool) or not 0 <= fine <= MAX_FINE_PER_SIDE:
+            raise ConfigError(f"search.fine_per_side: got {fine!r}; give an integer from 0 to {MAX_FINE_PER_SIDE}")
         cfg = SweepConfig(
             name=name,
             datasets=_names(where, "datasets", raw["datasets"], DATASETS),

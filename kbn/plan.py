@@ -7,6 +7,7 @@ Pure functions over scores keyed (cell, phase, lr, seed), shared by the oracle t
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fcntl
 import glob
 import json
@@ -15,8 +16,12 @@ from pathlib import Path
 
 from kbn.config import Cell, SweepConfig, sweep_from_dict
 from kbn.errors import ConfigError
+from kbn.runlog import check_run
 
-ENDED = ("COMPLETED", "FAILED")  # Keras Tuner's TrialStatus values for trials that will not run again
+# Keras Tuner's TrialStatus values. Only a COMPLETED trial is a result; a FAILED one (a crash that is not
+# a training outcome) holds no score, so its cell never chooses a learning rate from it, and a resumed
+# sweep runs it again. Divergence is a result: a COMPLETED trial scored as chance.
+COMPLETED, FAILED = "COMPLETED", "FAILED"
 
 
 def _item(cell: Cell, phase: str, lr: float, seed: int) -> dict:
@@ -32,19 +37,23 @@ def _best(candidates: list[tuple[float, float]]) -> float:
     return max(candidates, key=lambda c: c[1])[0]
 
 
-def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float]) -> dict:
-    """Where a cell stands, from the scores of its ended trials (`trial_key` -> score; -inf if failed).
+def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], failed=frozenset()) -> dict:
+    """Where a cell stands, from the scores of its completed trials (`trial_key` -> score) and the
+    keys of its failed ones (never run again by this process; a resumed sweep retries them).
 
-    Returns todo (items runnable now, in order), counts per phase, the coarse winner and chosen lr."""
+    Returns todo (items runnable now, in order), failed (items held up by a failure), counts per
+    phase, the coarse winner and the chosen lr."""
     s0 = sweep.seeds[0]
-    out = {"todo": [], "coarse": [0, 0], "fine": [0, 0], "final": [0, len(sweep.seeds)],
+    out = {"todo": [], "failed": [], "coarse": [0, 0], "fine": [0, 0], "final": [0, len(sweep.seeds)],
            "coarse_best": None, "chosen": None, "final_scores": []}
 
     def phase(name, lrs):
         keys = [(cell.key, name, float(lr), s0) for lr in lrs]
         done = [k for k in keys if k in scores]
         out[name] = [len(done), len(keys)]
-        out["todo"] += [_item(cell, name, lr, s0) for lr, k in zip(lrs, keys) if k not in scores]
+        for lr, k in zip(lrs, keys):
+            if k not in scores:
+                out["failed" if k in failed else "todo"].append(_item(cell, name, lr, s0))
         return None if len(done) < len(keys) else [(k[2], scores[k]) for k in keys]
 
     coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
@@ -63,19 +72,43 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float]) ->
             out["final"][0] += 1
             out["final_scores"].append(scores[k])
         else:
-            out["todo"].append(_item(cell, "final", chosen, seed))
+            out["failed" if k in failed else "todo"].append(_item(cell, "final", chosen, seed))
     return out
 
 
-def planned_trials(sweep: SweepConfig) -> int:
-    n_fine = 0 if sweep.fine_per_side == 0 else 2 * sweep.fine_per_side
-    return sum(len(sweep.coarse_grid(c.optimizer)) + (n_fine if len(sweep.coarse_grid(c.optimizer)) > 1 else 0)
-               + len(sweep.seeds) for c in sweep.cells())
+def planned_trials(sweep: SweepConfig, progress: dict[str, dict] | None = None) -> int:
+    """Trials the sweep runs in all. A cell's fine grid is known once its coarse winner is (rounded
+    values that repeat are one trial); before that, its nominal size is counted."""
+    total = 0
+    for c in sweep.cells():
+        best = (progress or {}).get(c.key, {}).get("coarse_best")
+        n_fine = len(sweep.fine_grid(c.optimizer, best)) if best is not None else sweep.nominal_fine(c.optimizer)
+        total += len(sweep.coarse_grid(c.optimizer)) + n_fine + len(sweep.seeds)
+    return total
 
 
 def score_value(score) -> float:
-    """A trial's score for ranking: a failed trial (no score, or NaN) ranks below every other."""
+    """A completed trial's score for ranking; NaN (Keras Tuner's mark of a broken score) ranks last."""
     return -math.inf if score is None or math.isnan(score) else float(score)
+
+
+def cells_by_key(sweep: SweepConfig) -> dict[str, Cell]:
+    return {c.key: c for c in sweep.cells()}
+
+
+def run_folder(sweep: SweepConfig, logdir: Path, values: dict, cells: dict[str, Cell] | None = None) -> Path:
+    """Where the trial with these hyperparameters keeps its run: runs/ for final runs (what reports
+    read), search/<phase>/ for search trials."""
+    cell = (cells or cells_by_key(sweep))[values["cell"]]
+    cfg = sweep.train_config(cell, values["lr"], values["seed"], values["phase"])
+    sub = "runs" if values["phase"] == "final" else f"search/{values['phase']}"
+    return Path(logdir) / sub / cfg.run_name()
+
+
+def failure_summary(message: str | None) -> str:
+    """The first line of a failed trial's message (kbn stores the exception's line first)."""
+    lines = (message or "").strip().splitlines()
+    return lines[0] if lines else "unknown error"
 
 
 def load_folder_sweep(logdir: Path | str) -> SweepConfig:
@@ -95,41 +128,81 @@ def load_folder_sweep(logdir: Path | str) -> SweepConfig:
     return sweep_from_dict({**raw, "search": search}, where=str(logdir / "sweep.json"))
 
 
-def folder_progress(logdir: Path) -> tuple[SweepConfig, dict[str, dict], dict[str, int]]:
-    """Per-cell progress read straight from the trial files (no Keras Tuner needed), and the
-    number of trials not yet ended per cell."""
+@dataclasses.dataclass
+class FolderState:
+    """A sweep folder as its files tell it: per-cell progress, trials not ended per cell, and every
+    problem found (failed trials, unreadable trial files, damaged run folders), each one line."""
+
+    sweep: SweepConfig
+    progress: dict[str, dict]
+    running: collections.Counter
+    problems: dict[str, list[str]]  # cell key ("" for a file no cell can be named for) -> lines
+
+
+def folder_progress(logdir: Path) -> FolderState:
+    """Per-cell progress read straight from the trial files (no Keras Tuner needed). A completed trial
+    whose run folder is damaged counts as not done (a resume redoes it); a failed one holds its cell."""
+    logdir = Path(logdir)
     sweep = load_folder_sweep(logdir)
-    scores, running = {}, collections.Counter()
-    for fname in glob.glob(str(Path(logdir) / "tuner" / "trial_*" / "trial.json")):
+    cells = cells_by_key(sweep)
+    scores, failed, running = {}, set(), collections.Counter()
+    problems = collections.defaultdict(list)
+    for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
+        tid = Path(fname).parent.name
         try:
             state = json.loads(Path(fname).read_text())
-        except (OSError, ValueError):
+            values, status = state["hyperparameters"]["values"], state["status"]
+            cell = values["cell"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems[""].append(f"tuner/{tid}/trial.json is unreadable ({type(e).__name__}); "
+                                "its trial runs again on resume")
             continue
-        values = state["hyperparameters"]["values"]
-        if state["status"] in ENDED:
-            scores[trial_key(values)] = score_value(state.get("score"))
+        if cell not in cells:
+            problems[""].append(f"tuner/{tid} belongs to no cell of this sweep ({cell})")
+            continue
+        what = f"{values['phase']} lr {values['lr']:.4g}" + (f" seed {values['seed']}" if values["phase"] == "final" else "")
+        if status == COMPLETED:
+            check = check_run(run_folder(sweep, logdir, values, cells))
+            if check.damaged:
+                rel = run_folder(sweep, logdir, values, cells).relative_to(logdir)
+                problems[cell].append(f"{rel}: {check.problem}; redone on resume")
+            else:
+                scores[trial_key(values)] = score_value(state.get("score"))
+        elif status == FAILED:
+            failed.add(trial_key(values))
+            problems[cell].append(f"{tid} ({what}) failed: {failure_summary(state.get('message'))}; "
+                                  "retried on resume")
         else:
-            running[values["cell"]] += 1
-    return sweep, {c.key: cell_progress(sweep, c, scores) for c in sweep.cells()}, running
+            running[cell] += 1
+    progress = {c.key: cell_progress(sweep, c, scores, failed) for c in sweep.cells()}
+    return FolderState(sweep, progress, running, dict(problems))
 
 
-def status_rows(logdir: Path, live: bool | None = None) -> list[list]:
-    sweep, prog, running = folder_progress(logdir)
+def status_rows(logdir: Path, live: bool | None = None, state: FolderState | None = None) -> list[list]:
+    state = state or folder_progress(logdir)
     if live is None:
         live = _locked(Path(logdir))
     rows = []
-    for key, p in prog.items():
-        started = running[key] or p["coarse"][0]  # fine and final trials come after the coarse ones
-        if p["final"][0] == p["final"][1]:
-            state = "done"
+    for key, p in state.progress.items():
+        started = state.running[key] or p["coarse"][0] or key in state.problems
+        if key in state.problems and any("failed" in line for line in state.problems[key]):
+            cell_state = "failed"
+        elif p["final"][0] == p["final"][1]:
+            cell_state = "done"
         elif started:
-            state = "running" if live else "stopped"
+            cell_state = "running" if live else "stopped"
         else:
-            state = "pending"
+            cell_state = "pending"
         final = "-" if not p["final_scores"] else f"{sum(p['final_scores']) / len(p['final_scores']):.4f}"
-        rows.append([key, state, "{}/{}".format(*p["coarse"]), "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
+        rows.append([key, cell_state, "{}/{}".format(*p["coarse"]),
+                     "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
                      "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.4g}", final])
     return rows
+
+
+def problem_lines(state: FolderState) -> list[str]:
+    """Every problem of a sweep folder, one line each, cell by cell."""
+    return [f"{key + ': ' if key else ''}{line}" for key, lines in state.problems.items() for line in lines]
 
 
 STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "final runs: mean score"]

@@ -24,7 +24,8 @@ import keras
 import numpy as np
 
 from kbn import __version__, data as kdata, models, optim
-from kbn.callbacks import Heartbeat, StopOnNonFinite
+from kbn import interrupts
+from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.runlog import RunLog, is_finite
 from kbn.config import TrainConfig
 from kbn.packed import build_packed, trial_logs
@@ -224,7 +225,7 @@ def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_e
         steps = min(cfg.eval_every_steps, total_steps - step) if cfg.eval_every_steps else steps_per_epoch
         count = steps * cfg.batch_size if cfg.eval_every_steps else n
         idx = np.stack([o.take(count) for o in orders], axis=1)  # (count, 1 or K)
-        callbacks = [stopper]
+        callbacks = [stopper, StopOnInterrupt()]
         if verbose:
             callbacks.append(Heartbeat(runlogs[0].folder.name if k == 1 else f"{k} packed runs", steps))
         if own_orders:
@@ -234,6 +235,7 @@ def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_e
             y = y if k == 1 else [y] * k
         hist = model.fit(x, y, batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p, shuffle=False, verbose=0,
                          callbacks=callbacks)
+        interrupts.check()  # before anything of an unfinished period is logged
         step += steps
         train_logs = _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
         diverged = [j for j in alive if stopper.diverged[j] or not is_finite(train_logs[j]["loss"])]

@@ -35,10 +35,12 @@ from keras_tuner.src.engine import base_tuner
 from keras_tuner.src.engine import trial as trial_module
 
 from kbn import data as kdata
-from kbn.config import SweepConfig
-from kbn.errors import ConfigError, KbnError
-from kbn.plan import ENDED, cell_progress, planned_trials, score_value, trial_key
-from kbn.runlog import write_json_atomic
+from kbn.config import PHASES, SweepConfig
+from kbn.errors import ConfigError, DataError, KbnError
+from kbn import interrupts
+from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
+                      score_value, trial_key)
+from kbn.runlog import check_run, write_json_atomic
 from kbn.packed import is_packable as packable
 from kbn.train import train, train_many
 
@@ -54,27 +56,61 @@ class SweepBusy(KbnError):
 
 
 class SweepOracle(kt.Oracle):
-    """Hands out the sweep's trials; the remaining work is always derived from the ended trials."""
+    """Hands out the sweep's trials; the remaining work is always derived from the completed trials."""
 
-    def __init__(self, sweep: SweepConfig):
-        # Divergence is a result (chance accuracy), never a failure; real crashes must not stop
-        # a long sweep either, so the consecutive-failure limit is effectively off.
+    def __init__(self, sweep: SweepConfig, log=print):
+        # Divergence is a result (chance accuracy), never a failure; a crashed trial is recorded FAILED
+        # and not handed out again by this process, so the consecutive-failure limit is off.
         super().__init__(objective=kt.Objective("score", "max"), max_trials=None,
                          max_consecutive_failed_trials=10**9)
-        self.sweep = sweep
+        self.sweep, self.log = sweep, log
+        self._next_id = 0
 
     def scores(self) -> dict[tuple, float]:
         return {trial_key(t.hyperparameters.values): score_value(t.score)
-                for t in self.trials.values() if t.status in ENDED and "cell" in t.hyperparameters.values}
+                for t in self.trials.values() if t.status == COMPLETED and "cell" in t.hyperparameters.values}
+
+    def failed(self) -> dict[tuple, str]:
+        """Trials that crashed in this process: their cells wait for a resumed sweep to retry them."""
+        return {trial_key(t.hyperparameters.values): t.message
+                for t in self.trials.values() if t.status == FAILED}
 
     def progress(self) -> dict[str, dict]:
-        scores = self.scores()
-        return {c.key: cell_progress(self.sweep, c, scores) for c in self.sweep.cells()}
+        scores, failed = self.scores(), self.failed()
+        return {c.key: cell_progress(self.sweep, c, scores, failed) for c in self.sweep.cells()}
 
     @kt.synchronized
     def create_trial(self, tuner_id):
+        """Keras Tuner's create_trial, except that a new trial's id comes after the highest id ever
+        used in the folder (keras-tuner counts the trials it could load, so one unreadable trial file
+        made two trials share an id and overwrite each other)."""
+        if tuner_id in self.ongoing_trials:
+            return self.ongoing_trials[tuner_id]
+        self.tuner_ids.add(tuner_id)
         self._asking = tuner_id  # populate_space prefers what this tuner's other trials can pack with
-        return super().create_trial(tuner_id)
+        if self._retry_queue:
+            trial = self.trials[self._retry_queue.pop()]
+            trial.status, trial.message = Status.RUNNING, None
+            self.ongoing_trials[tuner_id] = trial
+            self._save_trial(trial)
+            self.save()
+            return trial
+        trial_id = f"{self._next_id:04d}"
+        response = self.populate_space(trial_id)
+        hps = self.hyperparameters.copy()
+        hps.values = response["values"] or {}
+        trial = trial_module.Trial(hyperparameters=hps, trial_id=trial_id, status=response["status"])
+        if trial.status == Status.RUNNING:
+            self._next_id += 1
+            self._record_values(trial)
+            self.ongoing_trials[tuner_id] = trial
+            self.trials[trial_id] = trial
+            self.start_order.append(trial_id)
+            self._save_trial(trial)
+            self.save()
+        elif trial.status == Status.STOPPED:
+            self.tuner_ids.discard(tuner_id)
+        return trial
 
     def populate_space(self, trial_id):
         busy = {trial_key(t.hyperparameters.values) for t in self.ongoing_trials.values()}
@@ -92,7 +128,8 @@ class SweepOracle(kt.Oracle):
 
     @kt.synchronized  # called from the chief's own thread while gRPC threads change the trials
     def finished(self) -> bool:
-        return not self.ongoing_trials and not any(p["todo"] for p in self.progress().values())
+        return not self.ongoing_trials and not self._retry_queue and not any(
+            p["todo"] for p in self.progress().values())
 
     def score_trial(self, trial):
         trial.score = trial.metrics.get_last_value("score")
@@ -106,25 +143,53 @@ class SweepOracle(kt.Oracle):
         write_json_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
 
     def reload(self):
-        """Rebuild the state from the trial files alone: ended trials stay ended; a trial that was
-        running when the sweep died is queued to run again under its own id."""
-        self.trials = {}
+        """Rebuild the state from the trial files alone. Completed trials whose run folders are whole
+        stay done; every other trial (interrupted, failed, or with a damaged run folder) runs again
+        under its own id. An unreadable trial file is moved to tuner/damaged/ and said: its work is
+        planned anew, under a new id."""
+        self.trials, ids_seen = {}, [-1]
+        cells = cells_by_key(self.sweep)
         for fname in sorted(glob.glob(os.path.join(self._project_dir, "trial_*", "trial.json"))):
+            folder = Path(fname).parent
+            ids_seen += [int(folder.name.split("_")[1])] if folder.name.split("_")[1].isdigit() else []
             try:
                 t = trial_module.Trial.load(fname)
-            except (OSError, ValueError, KeyError):
+                values = t.hyperparameters.values
+                known = values.get("cell") in cells
+            except Exception as e:  # noqa: BLE001 - any unreadable file: Keras Tuner raises many kinds
+                self._set_aside(folder, f"unreadable ({type(e).__name__})")
                 continue
+            if not known:
+                self._set_aside(folder, f"for a cell this sweep does not have ({values.get('cell')})")
+                continue
+            if t.status == COMPLETED:
+                check = check_run(run_folder(self.sweep, Path(self._project_dir).parent, values, cells))
+                if check.damaged:
+                    self.log(f"kbn: {folder.name}'s run is damaged ({check.problem}); it runs again")
+                    t.status = Status.INVALID
+            elif t.status == FAILED:
+                self.log(f"kbn: {folder.name} failed last time ({failure_summary(t.message)}); it runs again")
+                t.status = Status.INVALID
             self.trials[t.trial_id] = t
+        damaged = glob.glob(os.path.join(self._project_dir, "damaged", "trial_*"))
+        ids_seen += [int(Path(d).name.split("_")[1].split("-")[0]) for d in damaged]
+        self._next_id = max(ids_seen) + 1
         ids = sorted(self.trials)
         self.start_order = list(ids)
-        self.end_order = [i for i in ids if self.trials[i].status in ENDED]
+        self.end_order = [i for i in ids if self.trials[i].status == COMPLETED]
         self.ongoing_trials = {}
         self.tuner_ids = set()
         self._run_times = collections.defaultdict(int)
-        # create_trial pops from the end: reversed, so interrupted trials rerun in id order.
-        self._retry_queue = [i for i in reversed(ids) if self.trials[i].status not in ENDED]
+        # create_trial pops from the end: reversed, so trials to redo run in id order.
+        self._retry_queue = [i for i in reversed(ids) if self.trials[i].status != COMPLETED]
         self._tried_so_far = set()
         self._id_to_hash = collections.defaultdict(lambda: None)
+
+    def _set_aside(self, folder: Path, why: str) -> None:
+        dest = Path(self._project_dir) / "damaged" / f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(folder, dest)
+        self.log(f"kbn: tuner/{folder.name}/trial.json is {why}; moved to {dest}; its work is planned again")
 
 
 class SweepTuner(base_tuner.BaseTuner):
@@ -137,7 +202,7 @@ class SweepTuner(base_tuner.BaseTuner):
         self._datasets: dict = {}
         self._results: dict = {}
         self._carry: list = []
-        oracle = SweepOracle(sweep)
+        oracle = SweepOracle(sweep, log=log)
         oracle.verbose = 0  # kbn prints one line per trial instead of Keras Tuner's tables
         super().__init__(oracle=oracle, directory=str(self.logdir), project_name="tuner")
         if not self._is_worker():
@@ -162,7 +227,7 @@ class SweepTuner(base_tuner.BaseTuner):
         v = trial.hyperparameters.values
         cell = self.cells[v["cell"]]
         cfg = self.sweep.train_config(cell, v["lr"], v["seed"], v["phase"])
-        folder = self.logdir / ("runs" if v["phase"] == "final" else os.path.join("search", v["phase"]))
+        folder = run_folder(self.sweep, self.logdir, v, self.cells).parent
         hparams = {**{k: getattr(cell, k) for k in ("dataset", "arch", "norm", "optimizer")},
                    "lr": float(v["lr"]), "seed": int(v["seed"]), "phase": v["phase"]}
         return cfg, folder, hparams
@@ -180,21 +245,32 @@ class SweepTuner(base_tuner.BaseTuner):
         self._results[trial.trial_id] = res
         return self._metrics(res)
 
-    def _run_packed(self, group) -> None:
-        """Trials of one cell and phase (learning rates or seeds differ) trained as one model."""
-        setups = [self._setup(t) for t in group]
-        cfgs = [s[0] for s in setups]
+    def _run_group(self, group) -> None:
+        """Train one trial, or several of one cell and phase (learning rates or seeds differ) packed
+        as one model, and record each as COMPLETED, or FAILED with the exception's first line. A
+        KbnError is no training outcome (data gone, a bad setting, Ctrl-C): it stops the sweep, and the
+        trials stay unfinished, to run on resume (Keras Tuner's FatalError, in kbn's terms)."""
         try:
-            results = train_many(cfgs, setups[0][1], verbose=False, dataset=self._dataset(cfgs[0]),
-                                 hparams=[s[2] for s in setups])
-        except Exception:  # noqa: BLE001 - like Keras Tuner: a crashed trial is reported, the sweep goes on
-            message = traceback.format_exc()
+            if len(group) == 1:
+                results = [None]
+                self._run_and_update_trial(group[0])
+            else:
+                setups = [self._setup(t) for t in group]
+                cfgs = [s[0] for s in setups]
+                results = train_many(cfgs, setups[0][1], verbose=False, dataset=self._dataset(cfgs[0]),
+                                     hparams=[s[2] for s in setups])
+        except KbnError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a crash is recorded and the sweep goes on with other cells
+            first = (str(e).strip().splitlines() or [""])[0]
+            message = f"{type(e).__name__}: {first}\n{traceback.format_exc()}"
             for t in group:
-                t.status, t.message = Status.INVALID, message
+                t.status, t.message = Status.FAILED, message
             return
         for t, res in zip(group, results):
-            self._results[t.trial_id] = res
-            self.oracle.update_trial(t.trial_id, self._metrics(res), step=0)
+            if res is not None:
+                self._results[t.trial_id] = res
+                self.oracle.update_trial(t.trial_id, self._metrics(res), step=0)
             t.status = Status.COMPLETED
 
     def _pull(self):
@@ -232,27 +308,25 @@ class SweepTuner(base_tuner.BaseTuner):
 
     def search(self):
         """Ask the oracle for trials until it says the sweep is done; one line per trial."""
-        total = planned_trials(self.sweep)
         done0 = 0 if self._is_worker() else len(self.oracle.scores())
         done, t_start, failed = 0, time.perf_counter(), 0
         while True:
+            interrupts.check()
             batch = self._pull()
             if batch is None:
                 break
             if not batch:
-                time.sleep(0.5)  # another worker holds the trials that decide what comes next
+                interrupts.sleep(0.5)  # another worker holds the trials that decide what comes next
                 continue
             t0 = time.perf_counter()
-            if len(batch) == 1:
-                self._try_run_and_update_trial(batch[0])
-            else:
-                self._run_packed(batch)
+            self._run_group(batch)
             took = (time.perf_counter() - t0) / len(batch)
             for trial in batch:
                 self.on_trial_end(trial)
                 done += 1
                 failed += trial.status != Status.COMPLETED
                 if self.verbose:
+                    total = planned_trials(self.sweep, None if self._is_worker() else self.oracle.progress())
                     self._progress_line(trial, done0 + done, total, took, time.perf_counter() - t_start, done,
                                         len(batch))
         return failed
@@ -268,8 +342,7 @@ class SweepTuner(base_tuner.BaseTuner):
             if v["phase"] == "final":
                 what += f" test {m['test_accuracy']:.4f}"
         else:
-            msg = (trial.message or "").strip().splitlines()
-            what = "FAILED: " + (msg[-1] if msg else "unknown error")
+            what = f"FAILED: {failure_summary(trial.message)} (traceback in tuner/trial_{trial.trial_id}/trial.json)"
         left = elapsed / done_here * max(total - n, 0)
         seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
         together = f" ({packed} packed)" if packed > 1 else ""
@@ -319,20 +392,84 @@ def sweep_lock(logdir: Path):
 
 
 def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
-    """Record the sweep in its folder; resuming with a different sweep file is refused."""
+    """Record the sweep in its folder; resuming with a different sweep file is refused. Without
+    sweep.json (deleted, or a folder of older runs) the runs on disk are checked against the sweep."""
     stored = logdir / "sweep.json"
     current = json.loads(json.dumps(sweep.to_dict()))  # tuples -> lists, as stored
     if stored.exists():
-        old = json.loads(stored.read_text())
+        try:
+            old = json.loads(stored.read_text())
+        except ValueError:
+            raise ConfigError(f"{stored} is unreadable; restore it, or delete it to have the runs on disk "
+                              "checked against the sweep file") from None
         changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
         if changed:
             raise ConfigError(f"{logdir} holds a sweep with other settings ({', '.join(changed)} differ); "
                               "use another --logdir, or the sweep file it was started with")
-    else:
-        write_json_atomic(stored, current)
+        return
+    mismatch = runs_against_sweep(sweep, logdir)
+    if mismatch:
+        raise ConfigError(f"{logdir} has no sweep.json and its runs were made by another sweep ({mismatch}); "
+                          "use another --logdir, or the sweep file they were made with")
+    write_json_atomic(stored, current)
 
 
-# ---------------------------------------------------------------- running a sweep
+def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
+    """The first way the runs and trials in `logdir` disagree with `sweep`, or None."""
+    cells = cells_by_key(sweep)
+    ignore = ("lr", "seed", "data_dir")
+    for config_path in sorted(logdir.glob("runs/*/config.json")) + sorted(logdir.glob("search/*/*/config.json")):
+        phase = "final" if config_path.parent.parent.name == "runs" else config_path.parent.parent.name
+        try:
+            s = json.loads(config_path.read_text())["settings"]
+            key = f"{s['dataset']}-{s['arch']}-{s['norm']}-{s['optimizer']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged run is redone anyway
+        where = config_path.parent.relative_to(logdir)
+        if key not in cells or phase not in PHASES:
+            return f"{where} is of cell {key}, not in this sweep"
+        want = sweep.train_config(cells[key], s["lr"], s["seed"], phase).to_dict()
+        diff = [f"{k} {s.get(k)!r} vs {v!r}" for k, v in want.items() if k not in ignore and s.get(k) != v]
+        if diff:
+            return f"{where}: {', '.join(diff)}"
+    for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
+        try:
+            v = json.loads(Path(fname).read_text())["hyperparameters"]["values"]
+            cell = cells.get(v["cell"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # reload sets it aside
+        where = Path(fname).parent.relative_to(logdir)
+        if cell is None:
+            return f"{where} is of cell {v['cell']}, not in this sweep"
+        if v["phase"] == "coarse" and float(v["lr"]) not in sweep.coarse_grid(cell.optimizer):
+            return f"{where}: coarse lr {v['lr']} is not in this sweep's coarse grid"
+        if int(v["seed"]) not in sweep.seeds:
+            return f"{where}: seed {v['seed']} is not in this sweep's seeds"
+    return None
+
+
+def preflight(tuner: "SweepTuner") -> None:
+    """Everything a sweep can check before it trains, so a missing dataset or an impossible setting
+    fails in one line at once, instead of as one failed trial per cell: every dataset loads (with its
+    subset), every cell's network builds and its optimizer exists, and packing works where asked."""
+    from kbn import models, optim
+    from kbn.packed import build_packed
+
+    sweep = tuner.sweep
+    for cell in sweep.cells():
+        cfg = sweep.train_config(cell, sweep.coarse_grid(cell.optimizer)[0], sweep.seeds[0], "coarse")
+        try:
+            ds = tuner._dataset(cfg)
+        except DataError as e:  # its several lines of how-to belong to `kbn data prepare`
+            first = str(e).splitlines()[0].split(". Tried:")[0]
+            raise DataError(f"{first}; `kbn data prepare {cfg.dataset}` says how to get it") from None
+        optim.make_optimizer(cfg.optimizer, cfg.lr)
+        single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
+        if tuner.pack > 1 and packable(cfg.arch):
+            try:
+                build_packed([single, single], [cfg.lr, cfg.lr], cfg.optimizer)
+            except NotImplementedError as e:
+                raise ConfigError(f"--pack {tuner.pack}: cell {cell.key} cannot be packed ({e}); use --pack 1") from None
 
 
 def _set_distribution_env(tuner_id: str | None, host: str | None = None, port: int | None = None):
@@ -362,26 +499,55 @@ def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = No
         prepare_folder(sweep, logdir)
         _set_distribution_env(None)
         tuner = SweepTuner(sweep, logdir, log=log, pack=pack or default_pack())
+        preflight(tuner)
         _announce(sweep, logdir, tuner.oracle, log)
-        failed = tuner.search()
-    return failed
+        tuner.search()
+        return len(tuner.oracle.failed())
 
 
 def _announce(sweep, logdir, oracle, log):
     done = len(oracle.scores())
-    log(f"kbn sweep {sweep.name}: {len(sweep.cells())} cells, {planned_trials(sweep)} trials "
+    log(f"kbn sweep {sweep.name}: {len(sweep.cells())} cells, {planned_trials(sweep, oracle.progress())} trials "
         f"({done} already done); logs in {logdir}; tensorboard --logdir {logdir}")
 
 
+ORACLE_TIMEOUT = float(os.environ.get("KBN_ORACLE_TIMEOUT", 60))  # seconds a worker waits for its chief
+
+
 def run_worker(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None) -> int:
-    """A worker: Keras Tuner's env (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT) names the chief."""
+    """A worker: Keras Tuner's env (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT) names the chief.
+    Returns the number of trials that failed here (the chief reports them too)."""
+    import grpc
+
     for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         if not os.environ.get(k):
             raise ConfigError(f"--worker needs {k} in the environment (or --oracle HOST:PORT)")
     if "chief" in os.environ["KERASTUNER_TUNER_ID"]:
         raise ConfigError("KERASTUNER_TUNER_ID: a worker's id must not contain 'chief'")
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    # keras-tuner's client waits up to an hour for a chief that is not there: ask once, boundedly
+    try:
+        grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=ORACLE_TIMEOUT)
+    except grpc.FutureTimeoutError:
+        raise KbnError(f"no kbn chief answers at {address} (waited {ORACLE_TIMEOUT:g} s); start it with "
+                       "kbn sweep FILE --workers N --host H --port P, or check the address") from None
     tuner = SweepTuner(sweep, logdir, log=log, pack=pack or default_pack())
-    return tuner.search()
+    preflight(tuner)
+    try:
+        return tuner.search()
+    except grpc.RpcError as e:
+        raise KbnError(f"lost the chief at {address} ({e.code().name}); run the worker again once it is back") from None
+
+
+def check_address(host: str, port: int | None) -> None:
+    """The chief's --host and --port, checked before anything starts."""
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"port: got {port}; give a port from 1 to 65535 (or leave it out for a free one)")
+    try:
+        socket.getaddrinfo(host, port or 0)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"host: cannot resolve {host!r} ({getattr(e, 'strerror', e)}); give this machine's "
+                          "address or name, e.g. 127.0.0.1 or 0.0.0.0") from None
 
 
 def _free_port(host: str) -> int:
@@ -393,23 +559,31 @@ def _free_port(host: str) -> int:
 def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, host: str = "127.0.0.1",
               port: int | None = None, log=print, pack: int | None = None) -> int:
     """The chief serves the oracle (Keras Tuner's gRPC service) and starts `workers` local workers;
-    more may join from other machines. Returns the number of failed trials."""
+    more may join from other machines. Returns the number of failed trials. A local worker that stops
+    with an error (or Ctrl-C / SIGTERM here) stops the whole sweep, resumable."""
     import grpc
     from concurrent import futures
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
     logdir = Path(logdir)
+    check_address(host, port)
     with sweep_lock(logdir):
         prepare_folder(sweep, logdir)
         port = port or _free_port(host)
         _set_distribution_env("chief", host, port)
         tuner = SweepTuner(sweep, logdir, log=log)
+        preflight(tuner)
         oracle = tuner.oracle
         _announce(sweep, logdir, oracle, log)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
         protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
-        server.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
+        if bound != port:
+            raise ConfigError(f"port: cannot listen on {host}:{port} (in use?); give another --port or leave it out")
         server.start()
         log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s)")
         procs = []
@@ -420,23 +594,32 @@ def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, h
                 cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
                 cmd += ["--pack", str(pack)] if pack else []
                 procs.append(subprocess.Popen(cmd, env=env))
-            while True:
-                time.sleep(0.5)
-                if oracle.finished():
-                    break
-                if procs and all(p.poll() is not None for p in procs):
-                    if oracle.finished():
-                        break
-                    codes = [p.returncode for p in procs]
-                    raise KbnError(f"all workers exited (codes {codes}) before the sweep finished; "
-                                   "run the same command again to resume")
+            while not oracle.finished():
+                interrupts.sleep(0.5)
+                stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+                if stopped:
+                    raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "
+                                   "message is above); the sweep stopped; run the same command to resume")
+                if procs and all(p.poll() is not None for p in procs) and not oracle.finished():
+                    raise KbnError("all workers exited before the sweep finished; run the same command to resume")
             for p in procs:
                 p.wait(timeout=120)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
+            _stop(procs)
             server.stop(grace=2)
             _set_distribution_env(None)
-        failed = sum(1 for t in oracle.trials.values() if t.status == Status.FAILED)
-    return failed
+        return len(oracle.failed())
+
+
+def _stop(procs, grace: float = 10.0) -> None:
+    """SIGTERM to local workers still running (they stop between steps), SIGKILL after `grace` s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

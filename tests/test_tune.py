@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import signal
@@ -69,8 +70,7 @@ def trial_states(logdir):
 
 
 def chosen(logdir):
-    _, prog, _ = folder_progress(Path(logdir))
-    return {k: p["chosen"] for k, p in prog.items()}
+    return {k: p["chosen"] for k, p in folder_progress(Path(logdir)).progress.items()}
 
 
 # ---------------------------------------------------------------- sweep files
@@ -286,3 +286,208 @@ def test_packed_sweep_trains_each_grid_as_one_model(tiny, tmp_path):
     final = [json.loads(p.read_text())["schedule"] for p in (tmp_path / "out" / "runs").glob("*/config.json")]
     assert [(f["packed_with"], f["own_data_orders"]) for f in final] == [(2, True)] * 4
     assert None not in chosen(tmp_path / "out").values()
+
+
+# ---------------------------------------------------------------- integrity: errors, damage, signals
+
+
+def _trial_dirs(logdir):
+    return sorted(p.name for p in Path(logdir, "tuner").glob("trial_*"))
+
+
+def test_missing_data_fails_before_any_trial_in_one_line(tmp_path, capsys, monkeypatch):
+    from kbn.cli import main
+
+    monkeypatch.setitem(data.DEBIAN_DIRS, "mnist", [])
+    f = tmp_path / "s.toml"
+    f.write_text(TINY)
+    assert main(["sweep", str(f), "--logdir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("kbn: error: ")
+    assert err.count("kbn: error") == 1 and err.count("\n") <= 2, err  # at most a "trying tfds" line before it
+    assert "no data for 'mnist'" in err and "kbn data prepare mnist" in err
+    assert _trial_dirs(tmp_path / "out") == []
+
+
+def test_a_subset_larger_than_the_data_fails_before_any_trial(tiny, tmp_path, capsys):
+    from kbn.cli import main
+
+    tiny.write_text(TINY.replace("batch_size = 32", "batch_size = 32\nsubset = 1000000"))
+    assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "subset: 1000000 is more than the 256 training examples" in err, err
+    assert _trial_dirs(tmp_path / "out") == []
+
+
+@contextlib.contextmanager
+def failing_train(error, when):
+    """kbn.tune's train raises `error` for the trials where when(cfg) is true."""
+    from kbn import tune
+
+    real = tune.train
+
+    def train(cfg, *a, **k):
+        if when(cfg):
+            raise error
+        return real(cfg, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tune, "train", train)
+        yield
+
+
+def test_a_kbn_error_inside_a_trial_stops_the_sweep_and_the_trial_runs_on_resume(tiny, tmp_path, monkeypatch):
+    from kbn.errors import DataError
+
+    sweep = load_sweep(tiny)
+    with failing_train(DataError("the data went away"), lambda cfg: cfg.norm == "batch" and cfg.lr == 0.1):
+        with pytest.raises(DataError, match="the data went away"):
+            run_sweep(sweep, tmp_path / "out", log=lambda *_: None)
+    states = trial_states(tmp_path / "out")
+    stuck = [s for s in states.values() if s["status"] != "COMPLETED"]
+    assert len(stuck) == 1 and stuck[0]["status"] == "RUNNING"  # unfinished, not FAILED
+    assert stuck[0]["hyperparameters"]["values"]["lr"] == 0.1
+    assert run_sweep(sweep, tmp_path / "out", log=lambda *_: None) == 0
+    after = trial_states(tmp_path / "out")
+    assert len(after) == 14 and all(s["status"] == "COMPLETED" for s in after.values())
+    assert stuck[0]["trial_id"] in after  # it ran again under its own id
+
+
+def test_a_crashed_trial_is_failed_holds_its_cell_and_is_retried_on_resume(tiny, tmp_path, monkeypatch, capsys):
+    from kbn.cli import main
+
+    sweep = load_sweep(tiny)
+    bad = lambda cfg: cfg.norm == "batch" and cfg.lr == 0.1  # noqa: E731
+    lines = []
+    with failing_train(RuntimeError("boom\nsecond line"), bad):
+        assert run_sweep(sweep, tmp_path / "out", log=lines.append) == 1
+    failed = [line for line in lines if "FAILED" in line]
+    assert len(failed) == 1 and "FAILED: RuntimeError: boom (traceback in tuner/trial_" in failed[0]
+    assert not any("second line" in line for line in lines)
+    rows = {r[0]: r for r in status_rows(tmp_path / "out", live=False)}
+    assert rows["mnist-mlp-batch-sgd"][1] == "failed" and rows["mnist-mlp-batch-sgd"][5] == "-"  # no lr chosen
+    assert rows["mnist-mlp-none-sgd"][1] == "done"
+    assert not list((tmp_path / "out" / "runs").glob("mnist-mlp-batch-*"))  # no final run from a broken search
+    assert main(["status", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "failed: RuntimeError: boom; retried on resume" in out
+    # the same command again retries it (and nothing else), then the cell completes
+    assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "failed last time (RuntimeError: boom); it runs again" in out
+    assert all(s["status"] == "COMPLETED" for s in trial_states(tmp_path / "out").values())
+    run_sweep(sweep, tmp_path / "straight", log=lambda *_: None)
+    assert chosen(tmp_path / "out") == chosen(tmp_path / "straight")
+
+
+def test_a_finished_sweep_with_a_failed_trial_says_so_again_rather_than_finished(tiny, tmp_path, monkeypatch, capsys):
+    from kbn.cli import main
+
+    with failing_train(RuntimeError("boom"), lambda cfg: cfg.lr == 1.0):
+        assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out")]) == 1
+        assert "2 failed trial(s)" in capsys.readouterr().out
+        assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out")]) == 1  # still broken: not finished
+    out = capsys.readouterr().out
+    assert "finished;" not in out and "failed trial(s)" in out
+
+
+def test_an_unreadable_trial_file_never_makes_ids_collide(tiny, tmp_path):
+    out = tmp_path / "out"
+    run_sweep(load_sweep(tiny), out, log=lambda *_: None)
+    states = trial_states(out)
+    victim = out / "tuner" / "trial_0003" / "trial.json"
+    victim.write_text(victim.read_text()[:50])  # truncated
+    from kbn.cli import main
+
+    assert main(["status", str(out)]) == 0  # reported, not silently dropped
+    r = _kbn(["sweep", str(tiny), "--logdir", str(out)])
+    text, _ = r.communicate(timeout=300)  # before the fix: an endless loop of colliding ids
+    assert r.returncode == 0, text[-3000:]
+    assert "trial_0003/trial.json is unreadable" in text and "moved to" in text
+    after = trial_states(out)
+    assert len(after) == 14 and "0003" not in after and "0014" in after
+    assert all(after[t]["score"] == s["score"] for t, s in states.items() if t != "0003")
+    lost = states["0003"]["hyperparameters"]["values"]
+    assert after["0014"]["hyperparameters"]["values"] == lost and after["0014"]["score"] == states["0003"]["score"]
+    assert len(list((out / "tuner" / "damaged").iterdir())) == 1
+
+
+def test_status_names_an_unreadable_trial_file(tiny, tmp_path, capsys):
+    from kbn.cli import main
+
+    run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
+    (tmp_path / "out" / "tuner" / "trial_0002" / "trial.json").write_text("{")
+    assert main(["status", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "tuner/trial_0002/trial.json is unreadable" in out
+    rows = {r[0]: r for r in status_rows(tmp_path / "out", live=False)}
+    assert rows["mnist-mlp-none-sgd"][2] == "2/3" and rows["mnist-mlp-none-sgd"][1] != "done"
+
+
+def test_next_trial_id_follows_the_highest_on_disk(tiny, tmp_path):
+    from kbn.tune import SweepTuner
+
+    out = tmp_path / "out"
+    run_sweep(load_sweep(tiny), out, log=lambda *_: None)
+    (out / "tuner" / "trial_0001" / "trial.json").write_text("")
+    os.rename(out / "tuner" / "trial_0013", out / "tuner" / "trial_0020")  # a gap: ids are not a count
+    tuner = SweepTuner(load_sweep(tiny), out, log=lambda *_: None)
+    assert tuner.oracle._next_id == 21
+
+
+def test_a_deleted_sweep_json_is_rebuilt_only_for_the_same_sweep(tiny, tmp_path):
+    out = tmp_path / "out"
+    run_sweep(load_sweep(tiny), out, log=lambda *_: None)
+    (out / "sweep.json").unlink()
+    changed = tmp_path / "changed.toml"
+    changed.write_text(TINY.replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(ConfigError, match="no sweep.json and its runs were made by another sweep .*epochs 1 vs 2"):
+        run_sweep(load_sweep(changed), out, log=lambda *_: None)
+    changed.write_text(TINY.replace("coarse = [0.01, 0.1, 1.0]", "coarse = [0.001, 0.1, 1.0]"))
+    with pytest.raises(ConfigError, match="coarse lr 0.01 is not in this sweep's coarse grid"):
+        run_sweep(load_sweep(changed), out, log=lambda *_: None)
+    assert not (out / "sweep.json").exists()
+    assert run_sweep(load_sweep(tiny), out, log=lambda *_: None) == 0  # the same sweep: accepted
+    assert (out / "sweep.json").exists()
+
+
+def test_fault_injection_status_names_each_damage_and_resume_redoes_exactly_those(tiny, tmp_path):
+    import shutil
+
+    from kbn.cli import main
+
+    good = tmp_path / "good"
+    run_sweep(load_sweep(tiny), good, log=lambda *_: None)
+
+    def report(folder):
+        r = subprocess.run([sys.executable, "-m", "kbn", "report", str(folder), "--format", "csv"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    original = report(good)
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    runs = sorted((bad / "runs").iterdir())
+    truncated = bad / "tuner" / "trial_0004" / "trial.json"
+    truncated.write_text(truncated.read_text()[:-30])
+    (runs[0] / "metrics.csv").unlink()
+    (runs[1] / "result.json").write_text("garbage")
+    p = subprocess.run([sys.executable, "-m", "kbn", "status", str(bad)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert "3 problem(s)" in p.stdout, p.stdout
+    assert "tuner/trial_0004/trial.json is unreadable" in p.stdout
+    assert f"runs/{runs[0].name}: metrics.csv is missing" in p.stdout
+    assert f"runs/{runs[1].name}: result.json is unreadable" in p.stdout
+    finals = [r for r in status_rows(bad, live=False) if r[4] != "2/2"]
+    assert len(finals) >= 1  # a damaged final run does not count as done
+    stamps = {f: f.stat().st_mtime_ns for f in bad.rglob("result.json")}
+    r = _kbn(["sweep", str(tiny), "--logdir", str(bad)])
+    text, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, text[-3000:]
+    redone = sorted(f.parent.name for f, t in stamps.items() if not f.exists() or f.stat().st_mtime_ns != t)
+    assert redone == sorted([runs[0].name, runs[1].name])  # exactly the damaged runs were trained again
+    assert "problem" not in subprocess.run([sys.executable, "-m", "kbn", "status", str(bad)], cwd=ROOT,
+                                           capture_output=True, text=True, timeout=120).stdout
+    assert report(bad) == original
+    assert main(["status", str(bad)]) == 0
