@@ -140,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from kbn.config import TrainConfig
     from kbn.data import check_data_dir
+    from kbn.runlog import check_writable_dir
 
     cfg = TrainConfig(
         dataset=args.dataset, arch=args.arch, norm=args.norm, optimizer=args.optimizer, lr=args.lr,
@@ -149,6 +150,7 @@ def cmd_train(args) -> int:
         width=args.width, data_dir=args.data_dir,
     )
     check_data_dir(cfg.data_dir)
+    check_writable_dir("logdir", args.logdir)
     from kbn.train import train  # imports Keras: after the cheap checks
 
     res = train(cfg, args.logdir, overwrite=args.overwrite, verbose=not args.quiet)
@@ -182,9 +184,10 @@ def cmd_sweep(args) -> int:
 
     from kbn.config import load_sweep
     from kbn.errors import ConfigError
+    from kbn.runlog import check_writable_dir
 
     sweep = load_sweep(args.file)  # validated before anything trains
-    logdir = Path(args.logdir or Path("logs") / sweep.name)
+    logdir = check_writable_dir("logdir", args.logdir or Path("logs") / sweep.name)
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"workers: got {args.workers}; it must be 0 or more")
     if args.pack is not None and args.pack < 1:

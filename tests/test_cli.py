@@ -89,3 +89,38 @@ def test_bench_rejects_bad_options(capsys):
     assert "archs" in capsys.readouterr().err
     assert main(["bench", "--ks", "4,0"]) == 2
     assert "ks" in capsys.readouterr().err
+
+
+def _bad_logdirs(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    return ["/proc/kbn", str(tmp_path / "a-file")]
+
+
+def _one_line_error(capsys, *parts):
+    err = capsys.readouterr().err
+    assert err.startswith("kbn: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, err
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_train_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys):
+    from test_data import make_idx_folder
+
+    make_idx_folder(tmp_path / "raw")
+    logdir = _bad_logdirs(tmp_path)[which]
+    code = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "raw"), "--epochs", "1",
+                 "--logdir", logdir])
+    assert code == 2
+    _one_line_error(capsys, "logdir", logdir)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_sweep_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, monkeypatch):
+    from kbn import tune
+
+    monkeypatch.setattr(tune, "run_sweep", lambda *a, **k: pytest.fail("trained into a bad logdir"))
+    logdir = _bad_logdirs(tmp_path)[which]
+    assert main(["sweep", str(ROOT / "sweeps" / "smoke.toml"), "--logdir", logdir]) == 2
+    _one_line_error(capsys, "logdir", logdir)
+
