@@ -320,15 +320,34 @@ def _counts(field: str, text: str) -> list[int]:
     return ks
 
 
+def _bench_out(text):
+    """Where `kbn bench --out` writes, checked before the measurements (which take minutes)."""
+    from pathlib import Path
+
+    from kbn.errors import ConfigError
+    from kbn.runlog import check_writable_dir
+
+    if text is None:
+        return None
+    out = Path(text)
+    if out.is_dir() or out.suffix == ".json":  # the raw JSON goes to <out>.json, beside the table
+        raise ConfigError(f"out: got {text!r}; give a file name for the table, e.g. bench.md (the raw JSON goes "
+                          "beside it as .json)")
+    check_writable_dir("out", out.parent)
+    return out
+
+
 def cmd_bench(args) -> int:
     import json
-    from pathlib import Path
 
     from tabulate import tabulate
 
     from kbn import bench
-    from kbn.config import ARCHS, NORMS, check_choice
+    from kbn.config import ARCHS, NORMS, check_choice, check_positive
 
+    for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs)):
+        check_positive(field, value)
+    out = _bench_out(args.out)
     archs = [check_choice("archs", a, ARCHS) for a in args.archs.split(",")]
     norms = [check_choice("norms", n, NORMS) for n in args.norms.split(",")]
     ks, seed_ks = _counts("ks", args.ks), _counts("seed-ks", args.seed_ks)
@@ -341,9 +360,7 @@ def cmd_bench(args) -> int:
     headers, rows = bench.table(results)
     md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     print(md)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out:
         out.write_text(md + "\n")
         out.with_suffix(".json").write_text(json.dumps(results, indent=1))
         print(f"kbn: wrote {out} and {out.with_suffix('.json')}")

@@ -124,3 +124,29 @@ def test_sweep_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, mo
     assert main(["sweep", str(ROOT / "sweeps" / "smoke.toml"), "--logdir", logdir]) == 2
     _one_line_error(capsys, "logdir", logdir)
 
+
+@pytest.mark.parametrize("args,field,value", [
+    (["--epochs", "0"], "epochs", "0"),
+    (["--examples", "0"], "examples", "0"),
+    (["--examples", "-5"], "examples", "-5"),
+    (["--cnn-examples", "0"], "cnn-examples", "0"),
+])
+def test_bench_rejects_non_positive_counts_before_measuring(args, field, value, capsys, monkeypatch):
+    from kbn import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured with a bad option"))
+    assert main(["bench", *args]) == 2
+    _one_line_error(capsys, f"{field}: got {value}", "a positive integer")
+
+
+def test_bench_rejects_an_unwritable_out_before_measuring(tmp_path, capsys, monkeypatch):
+    from kbn import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured, then could not write"))
+    assert main(["bench", "--out", str(tmp_path)]) == 2  # a folder, not a file
+    _one_line_error(capsys, "out", str(tmp_path))
+    assert main(["bench", "--out", "/proc/kbn/bench.md"]) == 2
+    _one_line_error(capsys, "out", "/proc/kbn")
+    assert main(["bench", "--out", str(tmp_path / "bench.json")]) == 2  # the raw JSON would overwrite the table
+    _one_line_error(capsys, "out", "bench.json", ".md")
+
