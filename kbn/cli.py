@@ -42,7 +42,7 @@ def _archs_of(args) -> list[str]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
-        self.exit(2, f"kbn: error: {message} (see 'kbn {self.prog.split()[-1]} --help')\n")
+        self.exit(2, f"kbn: error: {message} (see '{self.prog} --help')\n")  # prog: "kbn" or "kbn train"
 
 
 def _add_train(sub):

@@ -150,3 +150,13 @@ def test_bench_rejects_an_unwritable_out_before_measuring(tmp_path, capsys, monk
     assert main(["bench", "--out", str(tmp_path / "bench.json")]) == 2  # the raw JSON would overwrite the table
     _one_line_error(capsys, "out", "bench.json", ".md")
 
+
+@pytest.mark.parametrize("argv,hint", [
+    (["frobnicate"], "(see 'kbn --help')"),
+    ([], "(see 'kbn --help')"),
+    (["train", "--epochs", "two"], "(see 'kbn train --help')"),
+    (["data", "frobnicate"], "(see 'kbn data --help')"),
+])
+def test_usage_errors_point_at_the_right_help(argv, hint, capsys):
+    assert main(argv) == 2
+    _one_line_error(capsys, hint)
