@@ -162,7 +162,10 @@ def cmd_train(args) -> int:
 
 def cmd_data(args) -> int:
     from kbn import data
+    from kbn.config import DATASETS, check_choice
 
+    for name in args.datasets:  # every name first: preparing one can take minutes
+        check_choice("dataset", name, DATASETS)
     for name in args.datasets:
         arrays, source = data.prepare(name, args.data_dir)
         sizes = {s: len(arrays[f"y_{s}"]) for s in data.SPLITS}

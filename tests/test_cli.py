@@ -160,3 +160,12 @@ def test_bench_rejects_an_unwritable_out_before_measuring(tmp_path, capsys, monk
 def test_usage_errors_point_at_the_right_help(argv, hint, capsys):
     assert main(argv) == 2
     _one_line_error(capsys, hint)
+
+
+def test_data_prepare_checks_every_name_before_preparing_any(tmp_path, capsys):
+    from test_data import make_idx_folder
+
+    make_idx_folder(tmp_path / "raw")
+    assert main(["data", "prepare", "mnist", "imagenet", "--data-dir", str(tmp_path / "raw")]) == 2
+    _one_line_error(capsys, "dataset", "'imagenet'", "fashion_mnist")
+    assert not (data.cache_dir() / "mnist.npz").exists()
