@@ -43,7 +43,7 @@ def _archs_of(args) -> list[str]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
-        self.exit(2, f"kbn: error: {message} (see 'kbn {self.prog.split()[-1]} --help')\n")
+        self.exit(2, f"kbn: error: {message} (see '{self.prog} --help')\n")  # prog: "kbn" or "kbn train"
 
 
 def _add_train(sub):
@@ -141,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from kbn.config import TrainConfig
     from kbn.data import check_data_dir
+    from kbn.runlog import check_writable_dir
 
     cfg = TrainConfig(
         dataset=args.dataset, arch=args.arch, norm=args.norm, optimizer=args.optimizer, lr=args.lr,
@@ -150,6 +151,7 @@ def cmd_train(args) -> int:
         width=args.width, data_dir=args.data_dir,
     )
     check_data_dir(cfg.data_dir)
+    check_writable_dir("logdir", args.logdir)
     from kbn.train import train  # imports Keras: after the cheap checks
 
     res = train(cfg, args.logdir, overwrite=args.overwrite, verbose=not args.quiet)
@@ -161,7 +163,10 @@ def cmd_train(args) -> int:
 
 def cmd_data(args) -> int:
     from kbn import data
+    from kbn.config import DATASETS, check_choice
 
+    for name in args.datasets:  # every name first: preparing one can take minutes
+        check_choice("dataset", name, DATASETS)
     for name in args.datasets:
         arrays, source = data.prepare(name, args.data_dir)
         sizes = {s: len(arrays[f"y_{s}"]) for s in data.SPLITS}
@@ -188,10 +193,11 @@ def cmd_sweep(args) -> int:
 
     from kbn.config import load_sweep
     from kbn.errors import ConfigError
+    from kbn.runlog import check_writable_dir
 
     sweep = load_sweep(args.file)  # validated before anything trains
-    logdir = Path(args.logdir or Path("logs") / sweep.name)
-    _check_sweep_options(args)
+    _check_sweep_options(args)  # before the folder is made
+    logdir = check_writable_dir("logdir", args.logdir or Path("logs") / sweep.name)
     from kbn import tune
 
     if args.worker:
@@ -344,15 +350,34 @@ def _counts(field: str, text: str) -> list[int]:
     return ks
 
 
+def _bench_out(text):
+    """Where `kbn bench --out` writes, checked before the measurements (which take minutes)."""
+    from pathlib import Path
+
+    from kbn.errors import ConfigError
+    from kbn.runlog import check_writable_dir
+
+    if text is None:
+        return None
+    out = Path(text)
+    if out.is_dir() or out.suffix == ".json":  # the raw JSON goes to <out>.json, beside the table
+        raise ConfigError(f"out: got {text!r}; give a file name for the table, e.g. bench.md (the raw JSON goes "
+                          "beside it as .json)")
+    check_writable_dir("out", out.parent)
+    return out
+
+
 def cmd_bench(args) -> int:
     import json
-    from pathlib import Path
 
     from tabulate import tabulate
 
     from kbn import bench
-    from kbn.config import ARCHS, NORMS, check_choice
+    from kbn.config import ARCHS, NORMS, check_choice, check_positive
 
+    for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs)):
+        check_positive(field, value)
+    out = _bench_out(args.out)
     archs = [check_choice("archs", a, ARCHS) for a in args.archs.split(",")]
     norms = [check_choice("norms", n, NORMS) for n in args.norms.split(",")]
     ks, seed_ks = _counts("ks", args.ks), _counts("seed-ks", args.seed_ks)
@@ -365,9 +390,7 @@ def cmd_bench(args) -> int:
     headers, rows = bench.table(results)
     md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     print(md)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out:
         out.write_text(md + "\n")
         out.with_suffix(".json").write_text(json.dumps(results, indent=1))
         print(f"kbn: wrote {out} and {out.with_suffix('.json')}")

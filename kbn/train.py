@@ -26,7 +26,8 @@ import numpy as np
 from kbn import __version__, data as kdata, models, optim
 from kbn import interrupts
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
-from kbn.runlog import RunLog, is_finite
+from kbn.errors import ConfigError
+from kbn.runlog import RunLog, check_run, is_finite
 from kbn.config import TrainConfig
 from kbn.packed import build_packed, trial_logs
 
@@ -132,6 +133,35 @@ def _packable(cfgs: list[TrainConfig]) -> None:
         raise ValueError("packed runs need distinct (learning rate, seed) pairs")
 
 
+# Where the data was read from, not what trained: a run read from another copy is the same run.
+NOT_COMPARED = ("data_dir",)
+
+
+def _changed(old: dict, new: dict) -> list[str]:
+    keys = [k for k in new | old if k not in NOT_COMPARED and old.get(k, "absent") != new.get(k, "absent")]
+    return [f"{k} {old.get(k, 'absent')} -> {new.get(k, 'absent')}" for k in keys]
+
+
+def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log) -> RunResult | None:
+    """The finished run in `folder` when it trained exactly `cfg`; None when it must be (re)done.
+    The folder name leaves out settings such as epochs, so a finished run with other settings is
+    refused rather than returned as this one's result."""
+    check = check_run(folder)
+    if check.damaged:
+        if verbose:
+            log(f"kbn: {folder} is damaged ({check.problem}); training it again")
+        return None
+    if check.result is None:
+        return None
+    changed = _changed(check.config.get("settings", {}), cfg.to_dict())
+    if changed:
+        raise ConfigError(f"logdir: {folder} holds a finished run with other settings ({', '.join(changed)}); "
+                          "use --overwrite to redo it, or another --logdir")
+    if verbose:
+        log(f"kbn: {folder} already finished ({check.result['status']}); not redone (use --overwrite to redo)")
+    return RunResult(folder, check.result["status"], check.result["metrics"], skipped=True)
+
+
 def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
                dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
                steps_per_execution: int = 50) -> list[RunResult]:
@@ -142,12 +172,9 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     results: list[RunResult | None] = [None] * len(cfgs)
     todo = []
     for i, cfg in enumerate(cfgs):
-        folder = Path(logdir) / cfg.run_name()
-        done = RunLog(folder).finished()
-        if done is not None and not overwrite:
-            if verbose:
-                log(f"kbn: {folder} already finished ({done['status']}); not redone (use --overwrite to redo)")
-            results[i] = RunResult(folder, done["status"], done["metrics"], skipped=True)
+        done = None if overwrite else _reusable(cfg, Path(logdir) / cfg.run_name(), verbose, log)
+        if done is not None:
+            results[i] = done
         else:
             todo.append(i)
     if not todo:

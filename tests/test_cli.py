@@ -89,3 +89,83 @@ def test_bench_rejects_bad_options(capsys):
     assert "archs" in capsys.readouterr().err
     assert main(["bench", "--ks", "4,0"]) == 2
     assert "ks" in capsys.readouterr().err
+
+
+def _bad_logdirs(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    return ["/proc/kbn", str(tmp_path / "a-file")]
+
+
+def _one_line_error(capsys, *parts):
+    err = capsys.readouterr().err
+    assert err.startswith("kbn: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, err
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_train_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys):
+    from test_data import make_idx_folder
+
+    make_idx_folder(tmp_path / "raw")
+    logdir = _bad_logdirs(tmp_path)[which]
+    code = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "raw"), "--epochs", "1",
+                 "--logdir", logdir])
+    assert code == 2
+    _one_line_error(capsys, "logdir", logdir)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_sweep_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, monkeypatch):
+    from kbn import tune
+
+    monkeypatch.setattr(tune, "run_sweep", lambda *a, **k: pytest.fail("trained into a bad logdir"))
+    logdir = _bad_logdirs(tmp_path)[which]
+    assert main(["sweep", str(ROOT / "sweeps" / "smoke.toml"), "--logdir", logdir]) == 2
+    _one_line_error(capsys, "logdir", logdir)
+
+
+@pytest.mark.parametrize("args,field,value", [
+    (["--epochs", "0"], "epochs", "0"),
+    (["--examples", "0"], "examples", "0"),
+    (["--examples", "-5"], "examples", "-5"),
+    (["--cnn-examples", "0"], "cnn-examples", "0"),
+])
+def test_bench_rejects_non_positive_counts_before_measuring(args, field, value, capsys, monkeypatch):
+    from kbn import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured with a bad option"))
+    assert main(["bench", *args]) == 2
+    _one_line_error(capsys, f"{field}: got {value}", "a positive integer")
+
+
+def test_bench_rejects_an_unwritable_out_before_measuring(tmp_path, capsys, monkeypatch):
+    from kbn import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured, then could not write"))
+    assert main(["bench", "--out", str(tmp_path)]) == 2  # a folder, not a file
+    _one_line_error(capsys, "out", str(tmp_path))
+    assert main(["bench", "--out", "/proc/kbn/bench.md"]) == 2
+    _one_line_error(capsys, "out", "/proc/kbn")
+    assert main(["bench", "--out", str(tmp_path / "bench.json")]) == 2  # the raw JSON would overwrite the table
+    _one_line_error(capsys, "out", "bench.json", ".md")
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["frobnicate"], "(see 'kbn --help')"),
+    ([], "(see 'kbn --help')"),
+    (["train", "--epochs", "two"], "(see 'kbn train --help')"),
+    (["data", "frobnicate"], "(see 'kbn data --help')"),
+])
+def test_usage_errors_point_at_the_right_help(argv, hint, capsys):
+    assert main(argv) == 2
+    _one_line_error(capsys, hint)
+
+
+def test_data_prepare_checks_every_name_before_preparing_any(tmp_path, capsys):
+    from test_data import make_idx_folder
+
+    make_idx_folder(tmp_path / "raw")
+    assert main(["data", "prepare", "mnist", "imagenet", "--data-dir", str(tmp_path / "raw")]) == 2
+    _one_line_error(capsys, "dataset", "'imagenet'", "fashion_mnist")
+    assert not (data.cache_dir() / "mnist.npz").exists()

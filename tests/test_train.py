@@ -10,6 +10,7 @@ import pytest
 
 from kbn.runlog import METRIC_COLUMNS, read_metrics
 from kbn.config import TrainConfig
+from kbn.errors import ConfigError
 from kbn.train import IndexStream, train
 
 
@@ -122,3 +123,47 @@ def test_both_backends_train_and_log(backend, tmp_path):
     run = next(tmp_path.iterdir())
     assert json.loads((run / "config.json").read_text())["backend"] == backend
     assert tb_scalars(run / "validation")["epoch_accuracy"]
+
+
+def test_a_finished_run_with_other_settings_is_refused_not_returned(tiny_dataset, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=128)
+    train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    # the folder name leaves out epochs and batch size: the same folder, other settings
+    longer = dataclasses.replace(cfg, epochs=2, batch_size=64)
+    with pytest.raises(ConfigError) as e:
+        train(longer, tmp_path, verbose=False, dataset=tiny_dataset)
+    msg = str(e.value)
+    assert "\n" not in msg and cfg.run_name() in msg
+    assert "epochs 1 -> 2" in msg and "batch_size 128 -> 64" in msg
+    assert "--overwrite" in msg and "--logdir" in msg
+    redone = train(longer, tmp_path, overwrite=True, verbose=False, dataset=tiny_dataset)
+    assert not redone.skipped and redone.metrics["epochs_completed"] == 2
+    # where the data was read from is not what trained: the run is reused
+    again = train(dataclasses.replace(longer, data_dir=str(tmp_path)), tmp_path, verbose=False, dataset=tiny_dataset)
+    assert again.skipped
+
+
+def test_a_damaged_finished_run_is_redone_and_said_so(tiny_dataset, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=128)
+    first = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    metrics = first.folder / "metrics.csv"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))  # one row of two
+    lines = []
+    redone = train(cfg, tmp_path, dataset=tiny_dataset, log=lines.append)
+    assert not redone.skipped and len(read_metrics(redone.folder)) == 2
+    assert f"kbn: {first.folder} is damaged (metrics.csv holds 1 complete row(s) of 2); training it again" in lines
+
+
+def test_a_diverged_runs_result_is_strict_json_and_reported(tiny_dataset, tmp_path):
+    from kbn.report import run_table
+
+    blown = dataclasses.replace(tiny_dataset, x_train=np.full_like(tiny_dataset.x_train, np.inf))
+    res = train(TrainConfig(optimizer="sgd", lr=1.0, epochs=3, batch_size=64), tmp_path, verbose=False, dataset=blown)
+    assert res.status == "diverged"
+    for name in ("result.json", "config.json"):
+        text = (res.folder / name).read_text()
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"{name} holds the non-standard constant {c}"))
+    assert json.loads((res.folder / "result.json").read_text())["metrics"]["loss"] is None
+    runs = run_table(tmp_path)
+    assert list(runs["epoch"]) == [1, 2, 3] and set(runs["status"]) == {"diverged"}
+    assert list(runs["val_accuracy"]) == pytest.approx([0.1] * 3)
