@@ -491,3 +491,99 @@ def test_fault_injection_status_names_each_damage_and_resume_redoes_exactly_thos
                                            capture_output=True, text=True, timeout=120).stdout
     assert report(bad) == original
     assert main(["status", str(bad)]) == 0
+
+
+def _wait_for_completed(out, n, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and sum(s["status"] == "COMPLETED" for s in trial_states(out).values()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} trials completed in {timeout} s")
+
+
+@pytest.mark.parametrize("how", ["SIGINT to the group", "SIGTERM"])
+def test_a_signal_stops_the_sweep_within_seconds_and_it_resumes(tiny, tmp_path, how):
+    out = tmp_path / "out"
+    for stop_after in (2, 7):  # early (search) and later (other cells, or final runs)
+        p = _kbn(["sweep", str(tiny), "--logdir", str(out)], start_new_session=True)
+        _wait_for_completed(out, stop_after, p)
+        t0 = time.time()
+        if how == "SIGTERM":
+            p.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        text, _ = p.communicate(timeout=60)
+        if p.returncode == 0:  # it finished before the signal landed: nothing to check this round
+            continue
+        assert time.time() - t0 < 15, text[-2000:]
+        assert p.returncode == 130, text[-3000:]
+        assert "kbn: interrupted; run the same command to resume" in text
+        assert "Traceback" not in text and "Exception ignored" not in text
+    r = _kbn(["sweep", str(tiny), "--logdir", str(out)])
+    text, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, text[-3000:]
+    assert len(trial_states(out)) == 14 and all(s["status"] == "COMPLETED" for s in trial_states(out).values())
+    run_sweep(load_sweep(tiny), tmp_path / "straight", log=lambda *_: None)
+    assert chosen(out) == chosen(tmp_path / "straight")
+
+
+def test_sigterm_to_the_chief_stops_its_workers_too(tiny, tmp_path):
+    out = tmp_path / "out"
+    p = _kbn(["sweep", str(tiny), "--logdir", str(out), "--workers", "2"], start_new_session=True)
+    _wait_for_completed(out, 2, p)
+    workers = subprocess.run(["pgrep", "-f", "--", f"--logdir {out} --worker$"], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    text, _ = p.communicate(timeout=60)
+    assert p.returncode == 130 and time.time() - t0 < 20, text[-3000:]
+    assert "kbn: interrupted; run the same command to resume" in text
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", "--", f"--logdir {out} --worker$"], capture_output=True).returncode == 1  # none left
+    r = _kbn(["sweep", str(tiny), "--logdir", str(out), "--workers", "2"])
+    text, _ = r.communicate(timeout=400)
+    assert r.returncode == 0, text[-3000:]
+    assert all(s["status"] == "COMPLETED" for s in trial_states(out).values()) and len(trial_states(out)) == 14
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--workers", "0", "--port", "99999"], "port: got 99999; give a port from 1 to 65535"),
+    (["--workers", "0", "--port", "-5"], "port: got -5"),
+    (["--oracle", "127.0.0.1:8000"], "--oracle 127.0.0.1:8000: only a worker joins a chief; add --worker"),
+    (["--host", "0.0.0.0"], "--host and --port are where a chief serves: add --workers N"),
+    (["--port", "8000"], "--host and --port are where a chief serves"),
+    (["--worker", "--workers", "2", "--oracle", "127.0.0.1:1"], "--worker and --workers conflict"),
+    (["--worker", "--oracle", "127.0.0.1:0"], "oracle: got '127.0.0.1:0'"),
+    (["--workers", "0", "--host", "not-a-host"], "host: cannot resolve 'not-a-host'"),
+])
+def test_sweep_options_that_cannot_work_fail_in_one_line(tiny, tmp_path, capsys, args, expect):
+    from kbn.cli import main
+
+    code = main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("kbn: error: ") and err.count("\n") == 1, err
+    assert expect in err
+    assert not (tmp_path / "out" / "tuner").exists()
+
+
+def test_a_worker_with_no_chief_fails_within_bounded_time(tiny, tmp_path):
+    env = dict(os.environ, KBN_ORACLE_TIMEOUT="3")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "kbn", "sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--worker",
+                        "--oracle", "127.0.0.1:1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and time.time() - t0 < 60
+    assert "kbn: error: no kbn chief answers at 127.0.0.1:1 (waited 3 s)" in p.stderr, p.stderr[-2000:]
+
+
+def test_a_huge_fine_grid_is_refused_and_repeated_values_count_once():
+    base = {"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"], "epochs": 1}
+    with pytest.raises(ConfigError, match=r"search.fine_per_side: got 100000; give an integer from 0 to 20"):
+        sweep_from_dict({**base, "search": {"fine_per_side": 100000}})
+    s = sweep_from_dict({**base, "search": {"coarse": [0.1, 0.101, 1.0], "fine_per_side": 5}})
+    grid = s.fine_grid("sgd", 0.1)
+    assert len(grid) == len(set(grid)) and not set(grid) & {0.1, 0.101, 1.0}
+    assert len(grid) < 10  # values between 0.1 and 0.101 round alike
+    assert planned_trials(s) == 3 + 10 + 1  # before the coarse winner is known: the largest fine grid
+    key = s.cells()[0].key
+    assert planned_trials(s, {key: {"coarse_best": 0.1}}) == 3 + len(grid) + 1  # once it is: the true count
