@@ -231,16 +231,27 @@ def _parse_epochs(text):
     return eps
 
 
+def _scan(logdir):
+    """The final runs under `logdir`; every run folder left out is said on stderr, one line each."""
+    from kbn import report
+
+    scan = report.scan_runs(logdir)
+    for line in scan.notices():
+        print(f"kbn: {line}", file=sys.stderr)
+    return scan
+
+
 def _load_results(args):
+    """(long-format accuracies, run table or None, notices on what was left out)."""
     from kbn import report
     from kbn.errors import ConfigError
 
     if args.from_csv:
-        return report.read_long_csv(args.from_csv), None
+        return report.read_long_csv(args.from_csv), None, []
     if not args.logdir:
         raise ConfigError("report: give a sweep folder (kbn report logs/smoke) or --from-csv FILE")
-    runs = report.run_table(args.logdir)
-    return report.long_from_runs(runs), runs
+    scan = _scan(args.logdir)
+    return report.long_from_runs(scan.runs), scan.runs, scan.notices()
 
 
 def cmd_report(args) -> int:
@@ -251,7 +262,7 @@ def cmd_report(args) -> int:
 
     fmt = check_choice("format", args.format, REPORT_FORMATS)
     epochs = _parse_epochs(args.epochs)
-    df, runs = _load_results(args)
+    df, runs, notices = _load_results(args)
     tables = report.build_tables(df, epochs)
     print(report.render(tables, fmt), end="")
     if fmt != "csv" and tables:
@@ -264,6 +275,8 @@ def cmd_report(args) -> int:
         source = args.from_csv or args.logdir
         md = [f"# kbn report: {source}\n", report.render(tables, "markdown"),
               report.render_findings(report.findings(df), "markdown"), "\n## Pictures\n"]
+        if notices:
+            md[1:1] = ["Left out of this report:\n", *(f"- {n}" for n in notices), ""]
         md += [f"![{p.stem}]({p.name})\n" for p in pictures]
         (out / "report.md").write_text("\n".join(md))
         print(f"kbn: wrote {out / 'report.md'} and {len(pictures)} picture(s)", file=sys.stderr)
@@ -275,7 +288,7 @@ def cmd_export(args) -> int:
 
     from kbn import report
 
-    parts = report.export_long(report.collect_runs(args.logdir))
+    parts = report.export_long(report.long_from_runs(_scan(args.logdir).runs))
     if not parts:
         print(f"kbn: no finished runs under {args.logdir}", file=sys.stderr)
         return 1
@@ -297,7 +310,7 @@ def cmd_plot(args) -> int:
 
     from kbn import plots, report
 
-    runs = report.run_table(args.logdir)
+    runs = _scan(args.logdir).runs
     out = Path(args.out or Path(args.logdir) / "report")
     for p in plots.plot_all(Path(args.logdir), out, report.long_from_runs(runs), runs):
         print(p)

@@ -13,13 +13,12 @@ interval over seeds.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kbn.runlog import read_metrics
+from kbn.runlog import check_run, read_metrics
 from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
 
 DISPLAY = OPTIMIZER_NAMES
@@ -52,43 +51,71 @@ RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "s
                "val_loss", "val_accuracy", "test_loss", "test_accuracy", "status"]
 
 
-def run_table(logdir: str | Path) -> pd.DataFrame:
-    """One row per evaluation of every finished run under `logdir` (search trials left out): the
-    metrics.csv rows with the run's settings. A diverged run is extended to its planned length at
-    chance accuracy, so tables compare it as what it is: a run that learned nothing."""
+@dataclasses.dataclass
+class RunScan:
+    """The final runs under a folder (a run table), and what was left out of it and why: a report
+    whose numbers silently lost a run would look whole."""
+
+    runs: pd.DataFrame
+    skipped: list[tuple[Path, str]]  # run folders that claim to be finished but cannot be trusted
+    unfinished: int  # run folders without result.json
+    folders: int  # run folders seen (search trials not counted)
+
+    def notices(self) -> list[str]:
+        lines = [f"skipped {folder}: {why}" for folder, why in self.skipped]
+        return lines + ([f"{self.unfinished} unfinished run(s) not reported"] if self.unfinished else [])
+
+
+def scan_runs(logdir: str | Path) -> RunScan:
+    """Every final run under `logdir` (search trials left out), read through runlog.check_run: one
+    row per evaluation, the metrics.csv rows with the run's settings. A diverged run is extended to
+    its planned length at chance accuracy, so tables compare it as what it is: a run that learned
+    nothing."""
     logdir = Path(logdir)
     if not logdir.is_dir():
         raise ReportError(f"{logdir}: no such folder")
-    records = []
-    for config_path in sorted(logdir.rglob("config.json")):
-        folder = config_path.parent
-        if "search" in folder.relative_to(logdir).parts or not (folder / "result.json").is_file():
-            continue
-        try:
-            config = json.loads(config_path.read_text())
-            status = json.loads((folder / "result.json").read_text())["status"]
-            rows = read_metrics(folder)
-            s = config["settings"]
-        except (OSError, ValueError, KeyError):
-            continue  # a damaged or foreign folder: not a kbn run
-        by_step = s.get("eval_every_steps") is not None
-        base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed", "lr")} | {"status": status}
-        for r in rows:
-            records.append({**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
-                            "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])})
-        if status == "diverged" and rows:
-            chance = {"val_accuracy": 0.1, "test_accuracy": 0.1}
-            records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
-            if by_step:
-                k, last, total = s["eval_every_steps"], int(rows[-1]["step"]), config["schedule"]["total_steps"]
-                for step in range((last // k + 1) * k, total + 1, k):
-                    records.append({**base, **chance, "epoch": None, "step": step})
-                if total % k and last < total:
-                    records.append({**base, **chance, "epoch": None, "step": total})
-            else:
-                for e in range(int(rows[-1]["epoch"]) + 1, s["epochs"] + 1):
-                    records.append({**base, **chance, "epoch": e, "step": None})
-    return pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
+    # result.json too: a run whose config.json was lost is damaged, not absent
+    folders = sorted({p.parent for name in ("config.json", "result.json") for p in logdir.rglob(name)
+                      if "search" not in p.parent.relative_to(logdir).parts})
+    records, skipped, unfinished = [], [], 0
+    for folder in folders:
+        check = check_run(folder)
+        if check.damaged:
+            skipped.append((folder, check.problem))
+        elif check.result is None:
+            unfinished += 1
+        else:
+            try:
+                records += _run_records(check.config, check.result["status"], read_metrics(folder))
+            except KeyError as e:
+                skipped.append((folder, f"config.json has no setting {e.args[0]!r}"))
+    return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders))
+
+
+def run_table(logdir: str | Path) -> pd.DataFrame:
+    """The run table of `scan_runs` alone (what it left out is in `scan_runs(logdir).notices()`)."""
+    return scan_runs(logdir).runs
+
+
+def _run_records(config: dict, status: str, rows: list[dict]) -> list[dict]:
+    s = config["settings"]
+    by_step = s.get("eval_every_steps") is not None
+    base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed", "lr")} | {"status": status}
+    records = [{**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
+                "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])} for r in rows]
+    if status == "diverged" and rows:
+        chance = {"val_accuracy": 0.1, "test_accuracy": 0.1}
+        records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
+        if by_step:
+            k, last, total = s["eval_every_steps"], int(rows[-1]["step"]), config["schedule"]["total_steps"]
+            for step in range((last // k + 1) * k, total + 1, k):
+                records.append({**base, **chance, "epoch": None, "step": step})
+            if total % k and last < total:
+                records.append({**base, **chance, "epoch": None, "step": total})
+        else:
+            for e in range(int(rows[-1]["epoch"]) + 1, s["epochs"] + 1):
+                records.append({**base, **chance, "epoch": e, "step": None})
+    return records
 
 
 def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -104,7 +131,7 @@ def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect_runs(logdir: str | Path) -> pd.DataFrame:
-    """Long-format accuracies of every finished run under `logdir`."""
+    """Long-format accuracies of every finished run under `logdir` (see `scan_runs` for what is left out)."""
     return long_from_runs(run_table(logdir))
 
 

@@ -221,3 +221,59 @@ def test_report_out_writes_markdown_and_pictures(run_folder, tmp_path, capsys):
     for p in pngs:
         assert f"]({p})" in md
         assert (tmp_path / "rep" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- integrity (issue "integrity")
+
+
+def sweep_copy(run_folder, tmp_path) -> Path:
+    """A copy of the fixture's sweep that a test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(run_folder, tmp_path / "sweep"))
+
+
+def one_run(sweep: Path, pattern: str) -> Path:
+    (folder,) = (sweep / "runs").glob(pattern)
+    return folder
+
+
+def err_line(capsys) -> str:
+    """stderr of a command that failed: exactly one line, kbn's, no traceback."""
+    err = capsys.readouterr().err
+    assert err.startswith("kbn: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_damaged_runs_are_named_and_unfinished_runs_counted(run_folder, tmp_path, capsys):
+    import shutil
+
+    sweep = sweep_copy(run_folder, tmp_path)
+    no_metrics = one_run(sweep, "mnist-mlp-batch-sgd-*-s1")
+    (no_metrics / "metrics.csv").unlink()
+    garbage = one_run(sweep, "mnist-mlp-none-sgd-*-s0")
+    (garbage / "result.json").write_text("{garbage")
+    unfinished = one_run(sweep, "mnist-mlp-batch-adam-*-s1")
+    (unfinished / "result.json").unlink()
+    shutil.copytree(one_run(sweep, "mnist-mlp-none-adam-*-s1"), sweep / "search" / "coarse" / "trial")
+    (sweep / "search" / "coarse" / "trial" / "result.json").unlink()  # search trials stay out of reports
+
+    def check(err):
+        lines = err.splitlines()
+        assert f"kbn: skipped {no_metrics}: metrics.csv is missing" in lines, err
+        assert any(line.startswith(f"kbn: skipped {garbage}: result.json is unreadable") for line in lines), err
+        assert "kbn: 1 unfinished run(s) not reported" in lines, err
+        assert "search" not in err and "Traceback" not in err
+
+    assert main(["report", str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    check(capsys.readouterr().err)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"skipped {no_metrics}: metrics.csv is missing" in md and "1 unfinished run(s)" in md
+    assert main(["export", str(sweep), "--out", str(tmp_path / "a.csv")]) == 0
+    check(capsys.readouterr().err)
+    assert main(["plot", str(sweep), "--out", str(tmp_path / "pics")]) == 0
+    check(capsys.readouterr().err)
+
+
+HEADER = "dataset,arch,norm,optimizer,seed,epoch,split,accuracy\n"
+ROW = "mnist,deep_mlp,batch,adadelta,0,{epoch},test,{acc}\n"
