@@ -1,7 +1,8 @@
 """The thesis's and the poster's tables, from a sweep's final runs or from published numbers.
 
 Everything starts from one long table of accuracies (LONG_COLUMNS: one accuracy, a fraction, per
-dataset, arch, norm, optimizer, seed, epoch or step, and split). `collect_runs` builds it from run
+dataset, arch, norm, optimizer, learning rate, seed, epoch or step, and split; a cell's runs differ
+in seed, so the lr is part of the key only to say which rate the seeds were trained at). `collect_runs` builds it from run
 folders, `read_long_csv` from a file in the same format (`kbn export` writes it), and the table
 builders turn it into `Table`s that render as text, markdown, LaTeX or tidy CSV.
 
@@ -12,6 +13,7 @@ interval over seeds.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
 DISPLAY = OPTIMIZER_NAMES
 from kbn.errors import KbnError
 
-LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "epoch", "split", "accuracy"]
+LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
+CELL = ["dataset", "arch", "norm", "optimizer"]
 TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "quantity", "value"]
 SPLITS = ("train", "validation", "test")
 THESIS_EPOCHS = (2, 5, 20, 35, 50)
@@ -77,7 +80,7 @@ def scan_runs(logdir: str | Path) -> RunScan:
     # result.json too: a run whose config.json was lost is damaged, not absent
     folders = sorted({p.parent for name in ("config.json", "result.json") for p in logdir.rglob(name)
                       if "search" not in p.parent.relative_to(logdir).parts})
-    records, skipped, unfinished = [], [], 0
+    records, skipped, unfinished, owner = [], [], 0, {}
     for folder in folders:
         check = check_run(folder)
         if check.damaged:
@@ -86,9 +89,21 @@ def scan_runs(logdir: str | Path) -> RunScan:
             unfinished += 1
         else:
             try:
-                records += _run_records(check.config, check.result["status"], read_metrics(folder))
+                s = check.config["settings"]
+                key, lr = tuple(s[k] for k in CELL + ["seed"]), s["lr"]
+                rows = _run_records(check.config, check.result["status"], read_metrics(folder))
             except KeyError as e:
                 skipped.append((folder, f"config.json has no setting {e.args[0]!r}"))
+                continue
+            # Tables treat a cell's runs as seeds: a second run of one seed (another lr, say) would
+            # pass for a second seed and make a bootstrap interval out of one seed.
+            if key in owner:
+                other, other_lr = owner[key]
+                raise ReportError(f"{other} and {folder}: two final runs of {' '.join(key[:4])} with seed "
+                                  f"{key[4]} (lr {other_lr} and {lr}); a cell's runs must differ in seed: "
+                                  "move one of them out of this folder")
+            owner[key] = folder, lr
+            records += rows
     return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders))
 
 
@@ -122,7 +137,7 @@ def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The long format (LONG_COLUMNS plus `step`) from a run table."""
     parts = []
     for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
-        part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "seed", "epoch", "step", col]]
+        part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step", col]]
         parts.append(part.rename(columns={col: "accuracy"}).assign(split=split))
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + ["step"])
     # an epoch-based run's step is not its x axis
@@ -140,6 +155,10 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
         df["step"] = np.nan
     if "epoch" not in df:
         df["epoch"] = np.nan
+    if "lr" not in df:  # published numbers often do not say
+        df["lr"] = np.nan
+    for col in ("epoch", "step", "lr"):
+        df[col] = df[col].astype(float)
     df["seed"] = df["seed"].astype(int)
     df["accuracy"] = df["accuracy"].astype(float)
     return df.reset_index(drop=True)
@@ -149,33 +168,108 @@ _OPT_BY_NAME = {**{k: k for k in OPTIMIZERS}, **{v.lower(): k for k, v in DISPLA
 
 
 def read_long_csv(path: str | Path) -> pd.DataFrame:
-    """Published or exported accuracies: columns dataset,arch,norm,optimizer,seed,epoch|step,split,accuracy."""
+    """Published or exported accuracies: columns dataset,arch,norm,optimizer,[lr,]seed,epoch|step,split,accuracy.
+    Every row is checked, since a bad one would change the numbers quietly (a repeated key averaged
+    in as a seed, a fractional seed truncated): an error names the file's line (counting every
+    line, the header included, from 1), the column and the value."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, comment="#")
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{path}: cannot read it as CSV ({e})") from None
-    need = [c for c in LONG_COLUMNS if c != "epoch"]
-    missing = [c for c in need if c not in df.columns] + ([] if {"epoch", "step"} & set(df.columns) else ["epoch (or step)"])
+    lines = _csv_lines(path)
+    if not lines:
+        raise ReportError(f"{path}: the file is empty; expected the header {','.join(LONG_COLUMNS)} "
+                          "and a row per accuracy")
+    (_, header), rows = lines[0], lines[1:]
+    need = [c for c in LONG_COLUMNS if c not in ("epoch", "lr")]
+    missing = [c for c in need if c not in header] + ([] if {"epoch", "step"} & set(header) else ["epoch (or step)"])
     if missing:
         raise ReportError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(LONG_COLUMNS)}")
-    for col, allowed in (("dataset", DATASETS), ("arch", ARCHS), ("norm", NORMS)):
-        bad = sorted(set(df[col].astype(str)) - set(allowed))
-        if bad:
-            raise ReportError(f"{path}: column {col}: unknown value(s) {bad}; choose from: {', '.join(allowed)}")
-    opts = df["optimizer"].astype(str).str.lower().map(_OPT_BY_NAME)
-    if opts.isna().any():
-        bad = sorted(set(df["optimizer"][opts.isna()].astype(str)))
-        raise ReportError(f"{path}: column optimizer: unknown value(s) {bad}; choose from: {', '.join(OPTIMIZERS)}")
-    df["optimizer"] = opts
-    bad_split = sorted(set(df["split"].astype(str)) - set(SPLITS))
-    if bad_split:
-        raise ReportError(f"{path}: column split: unknown value(s) {bad_split}; choose from: {', '.join(SPLITS)}")
-    acc = pd.to_numeric(df["accuracy"], errors="coerce")
-    if acc.isna().any() or (acc < 0).any() or (acc > 1).any():
-        raise ReportError(f"{path}: column accuracy: every value must be a fraction in [0, 1] (not a percentage)")
-    df["accuracy"] = acc
-    return _normalise(df)
+    if not rows:
+        raise ReportError(f"{path}: no data rows under the header")
+    records, seen, lrs = [], {}, {}
+    for n, fields in rows:
+        if len(fields) != len(header):
+            raise ReportError(f"{path} line {n}: {len(fields)} fields where the header has {len(header)}")
+        row = dict(zip(header, fields))
+        rec = _long_row(f"{path} line {n}", row)
+        axis = "epoch" if rec["epoch"] is not None else "step"
+        what = f"{' '.join(rec[c] for c in CELL)} seed {rec['seed']} {axis} {rec[axis]} {rec['split']}"
+        key = tuple(rec[c] for c in CELL + ["seed", "epoch", "step", "split"])
+        if key in seen:
+            m, acc = seen[key]
+            how = "the same accuracy" if acc == row["accuracy"] else f"accuracy {acc}"
+            raise ReportError(f"{path} line {n}: repeats the key of line {m} ({what}) with accuracy "
+                              f"{row['accuracy']} where line {m} has {how}; each key may appear once, "
+                              "exact repeats included")
+        seen[key] = n, row["accuracy"]
+        if not np.isnan(rec["lr"]):
+            m, lr = lrs.setdefault(key[:5], (n, rec["lr"]))
+            if lr != rec["lr"]:
+                raise ReportError(f"{path} line {n}: {' '.join(rec[c] for c in CELL)} seed {rec['seed']} has lr "
+                                  f"{rec['lr']:g} but line {m} has lr {lr:g}: two runs under one seed; a cell's "
+                                  "runs must differ in seed")
+        records.append(rec)
+    return _normalise(pd.DataFrame.from_records(records, columns=LONG_COLUMNS + ["step"]))
+
+
+def _csv_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number in the file, fields) of every line that is not blank or a # comment."""
+    try:
+        text = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    out = []
+    for n, line in enumerate(text, 1):
+        line = line.split("#", 1)[0]  # names and numbers never hold '#'
+        if line.strip():
+            out.append((n, [f.strip() for f in next(csv.reader([line]))]))
+    return out
+
+
+def _whole(text: str, low: int) -> int | None:
+    """`text` as a whole number >= low ("5" or "5.0"), else None."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return int(v) if np.isfinite(v) and v == int(v) and v >= low else None
+
+
+def _long_row(where: str, row: dict) -> dict:
+    """One row of a long-format file, typed and checked; `where` names the file and line."""
+
+    def bad(col, want):
+        raise ReportError(f"{where}: column {col} is {row.get(col, '')!r}; {want}")
+
+    rec = {}
+    for col, allowed in (("dataset", DATASETS), ("arch", ARCHS), ("norm", NORMS), ("split", SPLITS)):
+        if row[col] not in allowed:
+            bad(col, f"choose from: {', '.join(allowed)}")
+        rec[col] = row[col]
+    rec["optimizer"] = _OPT_BY_NAME.get(row["optimizer"].lower()) or bad("optimizer", f"choose from: {', '.join(OPTIMIZERS)}")
+    rec["seed"] = _whole(row["seed"], 0)
+    if rec["seed"] is None:
+        bad("seed", "give a whole number from 0")
+    given = [axis for axis in ("epoch", "step") if row.get(axis)]
+    if len(given) != 1:
+        raise ReportError(f"{where}: give an epoch or a step (one of them), got {len(given)}")
+    rec["epoch"] = rec["step"] = None
+    rec[given[0]] = _whole(row[given[0]], 1)
+    if rec[given[0]] is None:
+        bad(given[0], "give a whole number from 1")
+    try:
+        rec["accuracy"] = float(row["accuracy"])
+    except ValueError:
+        rec["accuracy"] = np.nan
+    if not 0 <= rec["accuracy"] <= 1:  # NaN fails too
+        bad("accuracy", "give a fraction in [0, 1] (not a percentage)")
+    rec["lr"] = np.nan
+    if row.get("lr"):
+        try:
+            rec["lr"] = float(row["lr"])
+        except ValueError:
+            pass
+        if not 0 < rec["lr"] < np.inf:  # NaN fails too
+            bad("lr", "give a positive number, or leave it empty")
+    return rec
 
 
 def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -184,9 +278,10 @@ def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for axis in ("epoch", "step"):
         part = df[df[axis].notna()]
         if len(part):
-            part = part[LONG_COLUMNS[:5] + [axis, "split", "accuracy"]].copy()
+            key = LONG_COLUMNS[:6]  # the cell, its lr and the seed
+            part = part[key + [axis, "split", "accuracy"]].copy()
             part[axis] = part[axis].astype(int)
-            out[axis] = part.sort_values(LONG_COLUMNS[:5] + [axis, "split"]).reset_index(drop=True)
+            out[axis] = part.sort_values(key + [axis, "split"]).reset_index(drop=True)
     return out
 
 

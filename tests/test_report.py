@@ -245,6 +245,44 @@ def err_line(capsys) -> str:
     return err
 
 
+def test_two_final_runs_of_one_seed_are_an_error_naming_both_folders(run_folder, tmp_path, capsys):
+    import json
+    import shutil
+
+    sweep = sweep_copy(run_folder, tmp_path)
+    first = one_run(sweep, "mnist-mlp-none-adam-*-s0")
+    second = sweep / "runs" / "mnist-mlp-none-adam-lr0.1-s0"
+    shutil.copytree(first, second)
+    config = json.loads((second / "config.json").read_text())
+    config["settings"]["lr"] = 0.1
+    (second / "config.json").write_text(json.dumps(config))
+    for cmd in (["report", str(sweep)], ["export", str(sweep), "--out", "-"], ["plot", str(sweep)]):
+        assert main(cmd) == 1, cmd
+        err = err_line(capsys)
+        assert str(first) in err and str(second) in err and "seed 0" in err, err
+
+
+def test_export_writes_the_lr_and_from_csv_reads_files_with_or_without_it(run_folder, tmp_path, capsys):
+    assert main(["export", str(run_folder), "--out", str(tmp_path / "acc.csv")]) == 0
+    capsys.readouterr()
+    exported = pd.read_csv(tmp_path / "acc.csv")
+    assert list(exported.columns) == ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split",
+                                      "accuracy"]
+    assert set(exported[exported["optimizer"] == "adam"]["lr"]) == {3e-3}
+    exported.drop(columns="lr").to_csv(tmp_path / "old.csv", index=False)
+    outs = []
+    for f in ("acc.csv", "old.csv"):
+        assert main(["report", "--from-csv", str(tmp_path / f), "--format", "csv"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and "table1" in outs[0]
+    # two learning rates for one cell and seed: two runs posing as one seed
+    twice = pd.concat([exported, exported.assign(lr=exported["lr"] * 10, epoch=exported["epoch"] + 10)])
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    assert main(["report", "--from-csv", str(tmp_path / "twice.csv")]) == 1
+    err = err_line(capsys)
+    assert "line 2" in err and "lr" in err and "seed" in err, err
+
+
 def test_damaged_runs_are_named_and_unfinished_runs_counted(run_folder, tmp_path, capsys):
     import shutil
 
