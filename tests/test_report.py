@@ -315,3 +315,29 @@ def test_damaged_runs_are_named_and_unfinished_runs_counted(run_folder, tmp_path
 
 HEADER = "dataset,arch,norm,optimizer,seed,epoch,split,accuracy\n"
 ROW = "mnist,deep_mlp,batch,adadelta,0,{epoch},test,{acc}\n"
+
+
+@pytest.mark.parametrize("content,expect", [
+    (HEADER + ROW.format(epoch=5, acc=0.88) + ROW.format(epoch=5, acc=0.10), ["line 3", "line 2", "0.1"]),
+    (HEADER + ROW.format(epoch=5, acc=0.88) + ROW.format(epoch=5, acc=0.88), ["line 3", "line 2", "once"]),
+    (HEADER + ROW.format(epoch=0, acc=0.88), ["line 2", "epoch", "'0'"]),
+    (HEADER + ROW.format(epoch=-1, acc=0.88), ["line 2", "epoch", "'-1'"]),
+    (HEADER + ROW.format(epoch="two", acc=0.88), ["line 2", "epoch", "'two'"]),
+    (HEADER + "# a comment\n" + ROW.format(epoch=1, acc=0.8) + ROW.format(epoch="2.5", acc=0.9),
+     ["line 4", "epoch", "'2.5'"]),
+    (HEADER + "mnist,deep_mlp,batch,adadelta,0.5,1,test,0.9\n", ["line 2", "seed", "'0.5'"]),
+    (HEADER + "mnist,deep_mlp,batch,adadelta,a,1,test,0.9\n", ["line 2", "seed", "'a'"]),
+    (HEADER + ROW.format(epoch=1, acc="nan"), ["line 2", "accuracy", "'nan'"]),
+    (HEADER.replace("epoch", "step") + ROW.format(epoch=0, acc=0.9), ["line 2", "step", "'0'"]),
+    (HEADER, ["no data rows"]),
+    ("", ["empty"]),
+], ids=["conflicting-duplicate", "exact-duplicate", "epoch-0", "epoch-minus-1", "epoch-text", "epoch-2.5-after-comment",
+        "seed-0.5", "seed-text", "accuracy-nan", "step-0", "header-only", "empty-file"])
+def test_from_csv_rows_that_would_change_the_numbers_are_one_line(tmp_path, content, expect, capsys):
+    f = tmp_path / "x.csv"
+    f.write_text(content)
+    assert main(["report", "--from-csv", str(f)]) == 1
+    err = err_line(capsys)
+    assert str(f) in err
+    for part in expect:
+        assert part in err, (part, err)
