@@ -341,3 +341,25 @@ def test_from_csv_rows_that_would_change_the_numbers_are_one_line(tmp_path, cont
     assert str(f) in err
     for part in expect:
         assert part in err, (part, err)
+
+
+def test_bad_out_paths_are_one_line(run_folder, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for cmd in (["report", str(run_folder), "--out", str(a_file)], ["plot", str(run_folder), "--out", str(a_file)],
+                ["export", str(run_folder), "--out", str(tmp_path)],
+                ["report", str(run_folder), "--out", "/proc/x"], ["plot", str(run_folder), "--out", "/proc/x"],
+                ["export", str(run_folder), "--out", "/proc/x/acc.csv"], ["export", str(run_folder), "--out", "/proc/x"]):
+        assert main(cmd) != 0, cmd
+        err = err_line(capsys)
+        assert "out" in err, err
+    assert a_file.read_text() == "x"
+
+
+def test_a_folder_without_runs_is_one_line_and_left_untouched(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "absent"):
+        for cmd in ("report", "export", "plot"):
+            assert main([cmd, str(folder)]) != 0, (cmd, folder)
+            assert str(folder) in err_line(capsys)
+    assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "absent").exists()
