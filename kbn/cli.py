@@ -264,6 +264,8 @@ def _load_results(args):
     from kbn import report
     from kbn.errors import ConfigError
 
+    if args.from_csv and args.logdir:  # one source: which numbers the tables show must not be a guess
+        raise ConfigError(f"report: got both a folder ({args.logdir}) and --from-csv {args.from_csv}; give one of them")
     if args.from_csv:
         return report.read_long_csv(args.from_csv), None, []
     if not args.logdir:

@@ -363,3 +363,11 @@ def test_a_folder_without_runs_is_one_line_and_left_untouched(tmp_path, capsys):
             assert main([cmd, str(folder)]) != 0, (cmd, folder)
             assert str(folder) in err_line(capsys)
     assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "absent").exists()
+
+
+def test_report_with_both_a_folder_and_a_csv_is_an_error(run_folder, tmp_path, capsys):
+    f = tmp_path / "x.csv"
+    f.write_text(HEADER + ROW.format(epoch=1, acc=0.9))
+    assert main(["report", str(run_folder), "--from-csv", str(f)]) == 2
+    err = err_line(capsys)
+    assert "--from-csv" in err and str(run_folder) in err
