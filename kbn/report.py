@@ -2,7 +2,7 @@
 
 Everything starts from one long table of accuracies (LONG_COLUMNS: one accuracy, a fraction, per
 dataset, arch, norm, optimizer, learning rate, seed, epoch or step, and split; a cell's runs differ
-in seed, so the lr is part of the key only to say which rate the seeds were trained at). `collect_runs` builds it from run
+in seed, so the lr only says which rate the seeds were trained at). `scan_runs` builds it from run
 folders, `read_long_csv` from a file in the same format (`kbn export` writes it), and the table
 builders turn it into `Table`s that render as text, markdown, LaTeX or tidy CSV.
 
@@ -244,7 +244,9 @@ def _long_row(where: str, row: dict) -> dict:
         if row[col] not in allowed:
             bad(col, f"choose from: {', '.join(allowed)}")
         rec[col] = row[col]
-    rec["optimizer"] = _OPT_BY_NAME.get(row["optimizer"].lower()) or bad("optimizer", f"choose from: {', '.join(OPTIMIZERS)}")
+    rec["optimizer"] = _OPT_BY_NAME.get(row["optimizer"].lower())
+    if rec["optimizer"] is None:
+        bad("optimizer", f"choose from: {', '.join(OPTIMIZERS)}")
     rec["seed"] = _whole(row["seed"], 0)
     if rec["seed"] is None:
         bad("seed", "give a whole number from 0")
