@@ -285,6 +285,10 @@ def cmd_report(args) -> int:
     epochs = _parse_epochs(args.epochs)
     df, runs, notices = _load_results(args)
     out = args.out and check_writable_dir("out", args.out)  # before any output: a bad --out prints nothing
+    missing = report.check_epochs(df, epochs)
+    if missing:
+        notices.append(missing)
+        print(f"kbn: {missing}", file=sys.stderr)
     tables = report.build_tables(df, epochs)
     print(report.render(tables, fmt), end="")
     if fmt != "csv" and tables:

@@ -24,7 +24,7 @@ from kbn.runlog import check_run, read_metrics
 from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
 
 DISPLAY = OPTIMIZER_NAMES
-from kbn.errors import KbnError
+from kbn.errors import ConfigError, KbnError
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
 CELL = ["dataset", "arch", "norm", "optimizer"]
@@ -285,6 +285,31 @@ def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
             part[axis] = part[axis].astype(int)
             out[axis] = part.sort_values(key + [axis, "split"]).reset_index(drop=True)
     return out
+
+
+def check_epochs(df: pd.DataFrame, epochs: list[int] | None) -> str | None:
+    """A notice naming the requested epochs that no result has (their columns are left out), or
+    an error naming the epochs there are when none of them is there."""
+    have = sorted(int(e) for e in df["epoch"].dropna().unique())
+    missing = [e for e in epochs or [] if e not in have]
+    if not missing:
+        return None
+    if len(missing) == len(epochs):
+        there = f"the results have {_epochs(have)}" if have else "the results count steps, not epochs"
+        raise ConfigError(f"epochs: no run has {_epochs(missing)}; {there}")
+    return f"no run has {_epochs(missing)}; the tables leave {'it' if len(missing) == 1 else 'them'} out"
+
+
+def _epochs(eps: list[int]) -> str:
+    """'epoch 3', 'epochs 2, 5', 'epochs 1–50' (runs of 4 or more as a range)."""
+    parts, i = [], 0
+    while i < len(eps):
+        j = i
+        while j + 1 < len(eps) and eps[j + 1] == eps[j] + 1:
+            j += 1
+        parts += [f"{eps[i]}–{eps[j]}"] if j - i >= 3 else [str(e) for e in eps[i:j + 1]]
+        i = j + 1
+    return ("epoch " if len(eps) == 1 else "epochs ") + ", ".join(parts)
 
 
 # ---------------------------------------------------------------- statistics

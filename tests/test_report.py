@@ -371,3 +371,12 @@ def test_report_with_both_a_folder_and_a_csv_is_an_error(run_folder, tmp_path, c
     assert main(["report", str(run_folder), "--from-csv", str(f)]) == 2
     err = err_line(capsys)
     assert "--from-csv" in err and str(run_folder) in err
+
+
+def test_requested_epochs_that_no_run_has_are_named(run_folder, capsys):
+    assert main(["report", str(run_folder), "--epochs", "2,99"]) == 0
+    out, err = capsys.readouterr()
+    assert "kbn: no run has epoch 99" in err and "epoch 2" in out
+    assert main(["report", str(run_folder), "--epochs", "98,99"]) != 0
+    err = err_line(capsys)
+    assert "98, 99" in err and "1, 2, 3" in err
