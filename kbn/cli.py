@@ -264,16 +264,47 @@ def _parse_epochs(text):
     return eps
 
 
+def _scan(logdir, need_runs: bool = True):
+    """The final runs under `logdir`; every run folder left out is said on stderr, one line each."""
+    from kbn import report
+
+    scan = report.scan_runs(logdir)
+    for line in scan.notices():
+        print(f"kbn: {line}", file=sys.stderr)
+    if need_runs and scan.runs.empty:
+        raise report.ReportError(_no_runs(logdir, scan))
+    return scan
+
+
+def _no_runs(logdir, scan) -> str:
+    if not scan.folders:
+        return f"{logdir}: holds no kbn runs (no run folder with config.json or result.json outside search/)"
+    return f"{logdir}: no finished run to report ({scan.unfinished} unfinished, {len(scan.skipped)} skipped)"
+
+
+def _write(path, write) -> None:
+    """`write(path)`, an OSError (a folder in the way, no permission) as one line."""
+    from kbn.errors import ConfigError
+
+    try:
+        write(path)
+    except OSError as e:
+        raise ConfigError(f"out: cannot write {str(path)!r} ({e.strerror or e})") from None
+
+
 def _load_results(args):
+    """(long-format accuracies, run table or None, notices on what was left out)."""
     from kbn import report
     from kbn.errors import ConfigError
 
+    if args.from_csv and args.logdir:  # one source: which numbers the tables show must not be a guess
+        raise ConfigError(f"report: got both a folder ({args.logdir}) and --from-csv {args.from_csv}; give one of them")
     if args.from_csv:
-        return report.read_long_csv(args.from_csv), None
+        return report.read_long_csv(args.from_csv), None, []
     if not args.logdir:
         raise ConfigError("report: give a sweep folder (kbn report logs/smoke) or --from-csv FILE")
-    runs = report.run_table(args.logdir)
-    return report.long_from_runs(runs), runs
+    scan = _scan(args.logdir)
+    return report.long_from_runs(scan.runs), scan.runs, scan.notices()
 
 
 def cmd_report(args) -> int:
@@ -281,24 +312,31 @@ def cmd_report(args) -> int:
 
     from kbn import report
     from kbn.config import check_choice
+    from kbn.runlog import check_writable_dir
 
     fmt = check_choice("format", args.format, REPORT_FORMATS)
     epochs = _parse_epochs(args.epochs)
-    df, runs = _load_results(args)
+    df, runs, notices = _load_results(args)
+    out = args.out and check_writable_dir("out", args.out)  # before any output: a bad --out prints nothing
+    missing = report.check_epochs(df, epochs)
+    if missing:
+        notices.append(missing)
+        print(f"kbn: {missing}", file=sys.stderr)
     tables = report.build_tables(df, epochs)
     print(report.render(tables, fmt), end="")
     if fmt != "csv" and tables:
         print("\n" + report.render_findings(report.findings(df), "markdown" if fmt == "markdown" else "text"), end="")
-    if args.out:
+    if out:
         from kbn import plots
 
-        out = Path(args.out)
         pictures = plots.plot_all(Path(args.logdir) if args.logdir and not args.from_csv else None, out, df, runs)
         source = args.from_csv or args.logdir
         md = [f"# kbn report: {source}\n", report.render(tables, "markdown"),
               report.render_findings(report.findings(df), "markdown"), "\n## Pictures\n"]
+        if notices:
+            md[1:1] = ["Left out of this report:\n", *(f"- {n}" for n in notices), ""]
         md += [f"![{p.stem}]({p.name})\n" for p in pictures]
-        (out / "report.md").write_text("\n".join(md))
+        _write(out / "report.md", lambda p: p.write_text("\n".join(md)))
         print(f"kbn: wrote {out / 'report.md'} and {len(pictures)} picture(s)", file=sys.stderr)
     return 0
 
@@ -307,20 +345,24 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from kbn import report
+    from kbn.errors import ConfigError
+    from kbn.runlog import check_writable_dir
 
-    parts = report.export_long(report.collect_runs(args.logdir))
-    if not parts:
-        print(f"kbn: no finished runs under {args.logdir}", file=sys.stderr)
-        return 1
+    parts = report.export_long(report.long_from_runs(_scan(args.logdir).runs))
     if args.out == "-":
         for df in parts.values():
             print(df.to_csv(index=False), end="")
         return 0
     out = Path(args.out or Path(args.logdir) / "report" / "accuracies.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = {axis: out if axis == "epoch" or len(parts) == 1 else out.with_name(out.stem + "-steps.csv")
+             for axis in parts}
+    for path in paths.values():
+        if path.is_dir():
+            raise ConfigError(f"out: {str(path)!r} is a folder; give a file name, e.g. {path / 'accuracies.csv'}")
+    check_writable_dir("out", out.parent)
     for axis, df in parts.items():
-        path = out if axis == "epoch" or len(parts) == 1 else out.with_name(out.stem + "-steps.csv")
-        df.to_csv(path, index=False)
+        path = paths[axis]
+        _write(path, lambda p: df.to_csv(p, index=False))
         print(f"kbn: wrote {len(df)} accuracies ({df[axis].nunique()} {axis}s) to {path}")
     return 0
 
@@ -329,9 +371,13 @@ def cmd_plot(args) -> int:
     from pathlib import Path
 
     from kbn import plots, report
+    from kbn.runlog import check_writable_dir
 
-    runs = report.run_table(args.logdir)
-    out = Path(args.out or Path(args.logdir) / "report")
+    scan = _scan(args.logdir, need_runs=False)
+    runs = scan.runs
+    if runs.empty and plots.trial_points(args.logdir).empty:  # the search's trials alone make a picture
+        raise report.ReportError(_no_runs(args.logdir, scan))
+    out = check_writable_dir("out", args.out or Path(args.logdir) / "report")
     for p in plots.plot_all(Path(args.logdir), out, report.long_from_runs(runs), runs):
         print(p)
     return 0

@@ -1,7 +1,8 @@
 """The thesis's and the poster's tables, from a sweep's final runs or from published numbers.
 
 Everything starts from one long table of accuracies (LONG_COLUMNS: one accuracy, a fraction, per
-dataset, arch, norm, optimizer, seed, epoch or step, and split). `collect_runs` builds it from run
+dataset, arch, norm, optimizer, learning rate, seed, epoch or step, and split; a cell's runs differ
+in seed, so the lr only says which rate the seeds were trained at). `scan_runs` builds it from run
 folders, `read_long_csv` from a file in the same format (`kbn export` writes it), and the table
 builders turn it into `Table`s that render as text, markdown, LaTeX or tidy CSV.
 
@@ -12,20 +13,21 @@ interval over seeds.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kbn.runlog import read_metrics
+from kbn.runlog import check_run, read_metrics
 from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
 
 DISPLAY = OPTIMIZER_NAMES
-from kbn.errors import KbnError
+from kbn.errors import ConfigError, KbnError
 
-LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "epoch", "split", "accuracy"]
+LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
+CELL = ["dataset", "arch", "norm", "optimizer"]
 TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "quantity", "value"]
 SPLITS = ("train", "validation", "test")
 THESIS_EPOCHS = (2, 5, 20, 35, 50)
@@ -52,50 +54,90 @@ RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "s
                "val_loss", "val_accuracy", "test_loss", "test_accuracy", "status"]
 
 
-def run_table(logdir: str | Path) -> pd.DataFrame:
-    """One row per evaluation of every finished run under `logdir` (search trials left out): the
-    metrics.csv rows with the run's settings. A diverged run is extended to its planned length at
-    chance accuracy, so tables compare it as what it is: a run that learned nothing."""
+@dataclasses.dataclass
+class RunScan:
+    """The final runs under a folder (a run table), and what was left out of it and why: a report
+    whose numbers silently lost a run would look whole."""
+
+    runs: pd.DataFrame
+    skipped: list[tuple[Path, str]]  # run folders that claim to be finished but cannot be trusted
+    unfinished: int  # run folders without result.json
+    folders: int  # run folders seen (search trials not counted)
+
+    def notices(self) -> list[str]:
+        lines = [f"skipped {folder}: {why}" for folder, why in self.skipped]
+        return lines + ([f"{self.unfinished} unfinished run(s) not reported"] if self.unfinished else [])
+
+
+def scan_runs(logdir: str | Path) -> RunScan:
+    """Every final run under `logdir` (search trials left out), read through runlog.check_run: one
+    row per evaluation, the metrics.csv rows with the run's settings. A diverged run is extended to
+    its planned length at chance accuracy, so tables compare it as what it is: a run that learned
+    nothing."""
     logdir = Path(logdir)
     if not logdir.is_dir():
         raise ReportError(f"{logdir}: no such folder")
-    records = []
-    for config_path in sorted(logdir.rglob("config.json")):
-        folder = config_path.parent
-        if "search" in folder.relative_to(logdir).parts or not (folder / "result.json").is_file():
-            continue
-        try:
-            config = json.loads(config_path.read_text())
-            status = json.loads((folder / "result.json").read_text())["status"]
-            rows = read_metrics(folder)
-            s = config["settings"]
-        except (OSError, ValueError, KeyError):
-            continue  # a damaged or foreign folder: not a kbn run
-        by_step = s.get("eval_every_steps") is not None
-        base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed", "lr")} | {"status": status}
-        for r in rows:
-            records.append({**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
-                            "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])})
-        if status == "diverged" and rows:
-            chance = {"val_accuracy": 0.1, "test_accuracy": 0.1}
-            records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
-            if by_step:
-                k, last, total = s["eval_every_steps"], int(rows[-1]["step"]), config["schedule"]["total_steps"]
-                for step in range((last // k + 1) * k, total + 1, k):
-                    records.append({**base, **chance, "epoch": None, "step": step})
-                if total % k and last < total:
-                    records.append({**base, **chance, "epoch": None, "step": total})
-            else:
-                for e in range(int(rows[-1]["epoch"]) + 1, s["epochs"] + 1):
-                    records.append({**base, **chance, "epoch": e, "step": None})
-    return pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
+    # result.json too: a run whose config.json was lost is damaged, not absent
+    folders = sorted({p.parent for name in ("config.json", "result.json") for p in logdir.rglob(name)
+                      if "search" not in p.parent.relative_to(logdir).parts})
+    records, skipped, unfinished, owner = [], [], 0, {}
+    for folder in folders:
+        check = check_run(folder)
+        if check.damaged:
+            skipped.append((folder, check.problem))
+        elif check.result is None:
+            unfinished += 1
+        else:
+            try:
+                s = check.config["settings"]
+                key, lr = tuple(s[k] for k in CELL + ["seed"]), s["lr"]
+                rows = _run_records(check.config, check.result["status"], read_metrics(folder))
+            except KeyError as e:
+                skipped.append((folder, f"config.json has no setting {e.args[0]!r}"))
+                continue
+            # Tables treat a cell's runs as seeds: a second run of one seed (another lr, say) would
+            # pass for a second seed and make a bootstrap interval out of one seed.
+            if key in owner:
+                other, other_lr = owner[key]
+                raise ReportError(f"{other} and {folder}: two final runs of {' '.join(key[:4])} with seed "
+                                  f"{key[4]} (lr {other_lr} and {lr}); a cell's runs must differ in seed: "
+                                  "move one of them out of this folder")
+            owner[key] = folder, lr
+            records += rows
+    return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders))
+
+
+def run_table(logdir: str | Path) -> pd.DataFrame:
+    """The run table of `scan_runs` alone (what it left out is in `scan_runs(logdir).notices()`)."""
+    return scan_runs(logdir).runs
+
+
+def _run_records(config: dict, status: str, rows: list[dict]) -> list[dict]:
+    s = config["settings"]
+    by_step = s.get("eval_every_steps") is not None
+    base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed", "lr")} | {"status": status}
+    records = [{**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
+                "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])} for r in rows]
+    if status == "diverged" and rows:
+        chance = {"val_accuracy": 0.1, "test_accuracy": 0.1}
+        records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
+        if by_step:
+            k, last, total = s["eval_every_steps"], int(rows[-1]["step"]), config["schedule"]["total_steps"]
+            for step in range((last // k + 1) * k, total + 1, k):
+                records.append({**base, **chance, "epoch": None, "step": step})
+            if total % k and last < total:
+                records.append({**base, **chance, "epoch": None, "step": total})
+        else:
+            for e in range(int(rows[-1]["epoch"]) + 1, s["epochs"] + 1):
+                records.append({**base, **chance, "epoch": e, "step": None})
+    return records
 
 
 def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The long format (LONG_COLUMNS plus `step`) from a run table."""
     parts = []
     for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
-        part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "seed", "epoch", "step", col]]
+        part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step", col]]
         parts.append(part.rename(columns={col: "accuracy"}).assign(split=split))
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + ["step"])
     # an epoch-based run's step is not its x axis
@@ -104,7 +146,7 @@ def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect_runs(logdir: str | Path) -> pd.DataFrame:
-    """Long-format accuracies of every finished run under `logdir`."""
+    """Long-format accuracies of every finished run under `logdir` (see `scan_runs` for what is left out)."""
     return long_from_runs(run_table(logdir))
 
 
@@ -113,6 +155,10 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
         df["step"] = np.nan
     if "epoch" not in df:
         df["epoch"] = np.nan
+    if "lr" not in df:  # published numbers often do not say
+        df["lr"] = np.nan
+    for col in ("epoch", "step", "lr"):
+        df[col] = df[col].astype(float)
     df["seed"] = df["seed"].astype(int)
     df["accuracy"] = df["accuracy"].astype(float)
     return df.reset_index(drop=True)
@@ -122,33 +168,110 @@ _OPT_BY_NAME = {**{k: k for k in OPTIMIZERS}, **{v.lower(): k for k, v in DISPLA
 
 
 def read_long_csv(path: str | Path) -> pd.DataFrame:
-    """Published or exported accuracies: columns dataset,arch,norm,optimizer,seed,epoch|step,split,accuracy."""
+    """Published or exported accuracies: columns dataset,arch,norm,optimizer,[lr,]seed,epoch|step,split,accuracy.
+    Every row is checked, since a bad one would change the numbers quietly (a repeated key averaged
+    in as a seed, a fractional seed truncated): an error names the file's line (counting every
+    line, the header included, from 1), the column and the value."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, comment="#")
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{path}: cannot read it as CSV ({e})") from None
-    need = [c for c in LONG_COLUMNS if c != "epoch"]
-    missing = [c for c in need if c not in df.columns] + ([] if {"epoch", "step"} & set(df.columns) else ["epoch (or step)"])
+    lines = _csv_lines(path)
+    if not lines:
+        raise ReportError(f"{path}: the file is empty; expected the header {','.join(LONG_COLUMNS)} "
+                          "and a row per accuracy")
+    (_, header), rows = lines[0], lines[1:]
+    need = [c for c in LONG_COLUMNS if c not in ("epoch", "lr")]
+    missing = [c for c in need if c not in header] + ([] if {"epoch", "step"} & set(header) else ["epoch (or step)"])
     if missing:
         raise ReportError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(LONG_COLUMNS)}")
-    for col, allowed in (("dataset", DATASETS), ("arch", ARCHS), ("norm", NORMS)):
-        bad = sorted(set(df[col].astype(str)) - set(allowed))
-        if bad:
-            raise ReportError(f"{path}: column {col}: unknown value(s) {bad}; choose from: {', '.join(allowed)}")
-    opts = df["optimizer"].astype(str).str.lower().map(_OPT_BY_NAME)
-    if opts.isna().any():
-        bad = sorted(set(df["optimizer"][opts.isna()].astype(str)))
-        raise ReportError(f"{path}: column optimizer: unknown value(s) {bad}; choose from: {', '.join(OPTIMIZERS)}")
-    df["optimizer"] = opts
-    bad_split = sorted(set(df["split"].astype(str)) - set(SPLITS))
-    if bad_split:
-        raise ReportError(f"{path}: column split: unknown value(s) {bad_split}; choose from: {', '.join(SPLITS)}")
-    acc = pd.to_numeric(df["accuracy"], errors="coerce")
-    if acc.isna().any() or (acc < 0).any() or (acc > 1).any():
-        raise ReportError(f"{path}: column accuracy: every value must be a fraction in [0, 1] (not a percentage)")
-    df["accuracy"] = acc
-    return _normalise(df)
+    if not rows:
+        raise ReportError(f"{path}: no data rows under the header")
+    records, seen, lrs = [], {}, {}
+    for n, fields in rows:
+        if len(fields) != len(header):
+            raise ReportError(f"{path} line {n}: {len(fields)} fields where the header has {len(header)}")
+        row = dict(zip(header, fields))
+        rec = _long_row(f"{path} line {n}", row)
+        axis = "epoch" if rec["epoch"] is not None else "step"
+        what = f"{' '.join(rec[c] for c in CELL)} seed {rec['seed']} {axis} {rec[axis]} {rec['split']}"
+        key = tuple(rec[c] for c in CELL + ["seed", "epoch", "step", "split"])
+        if key in seen:
+            m, acc = seen[key]
+            how = "the same accuracy" if acc == row["accuracy"] else f"accuracy {acc}"
+            raise ReportError(f"{path} line {n}: repeats the key of line {m} ({what}) with accuracy "
+                              f"{row['accuracy']} where line {m} has {how}; each key may appear once, "
+                              "exact repeats included")
+        seen[key] = n, row["accuracy"]
+        if not np.isnan(rec["lr"]):
+            m, lr = lrs.setdefault(key[:5], (n, rec["lr"]))
+            if lr != rec["lr"]:
+                raise ReportError(f"{path} line {n}: {' '.join(rec[c] for c in CELL)} seed {rec['seed']} has lr "
+                                  f"{rec['lr']:g} but line {m} has lr {lr:g}: two runs under one seed; a cell's "
+                                  "runs must differ in seed")
+        records.append(rec)
+    return _normalise(pd.DataFrame.from_records(records, columns=LONG_COLUMNS + ["step"]))
+
+
+def _csv_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number in the file, fields) of every line that is not blank or a # comment."""
+    try:
+        text = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    out = []
+    for n, line in enumerate(text, 1):
+        line = line.split("#", 1)[0]  # names and numbers never hold '#'
+        if line.strip():
+            out.append((n, [f.strip() for f in next(csv.reader([line]))]))
+    return out
+
+
+def _whole(text: str, low: int) -> int | None:
+    """`text` as a whole number >= low ("5" or "5.0"), else None."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return int(v) if np.isfinite(v) and v == int(v) and v >= low else None
+
+
+def _long_row(where: str, row: dict) -> dict:
+    """One row of a long-format file, typed and checked; `where` names the file and line."""
+
+    def bad(col, want):
+        raise ReportError(f"{where}: column {col} is {row.get(col, '')!r}; {want}")
+
+    rec = {}
+    for col, allowed in (("dataset", DATASETS), ("arch", ARCHS), ("norm", NORMS), ("split", SPLITS)):
+        if row[col] not in allowed:
+            bad(col, f"choose from: {', '.join(allowed)}")
+        rec[col] = row[col]
+    rec["optimizer"] = _OPT_BY_NAME.get(row["optimizer"].lower())
+    if rec["optimizer"] is None:
+        bad("optimizer", f"choose from: {', '.join(OPTIMIZERS)}")
+    rec["seed"] = _whole(row["seed"], 0)
+    if rec["seed"] is None:
+        bad("seed", "give a whole number from 0")
+    given = [axis for axis in ("epoch", "step") if row.get(axis)]
+    if len(given) != 1:
+        raise ReportError(f"{where}: give an epoch or a step (one of them), got {len(given)}")
+    rec["epoch"] = rec["step"] = None
+    rec[given[0]] = _whole(row[given[0]], 1)
+    if rec[given[0]] is None:
+        bad(given[0], "give a whole number from 1")
+    try:
+        rec["accuracy"] = float(row["accuracy"])
+    except ValueError:
+        rec["accuracy"] = np.nan
+    if not 0 <= rec["accuracy"] <= 1:  # NaN fails too
+        bad("accuracy", "give a fraction in [0, 1] (not a percentage)")
+    rec["lr"] = np.nan
+    if row.get("lr"):
+        try:
+            rec["lr"] = float(row["lr"])
+        except ValueError:
+            pass
+        if not 0 < rec["lr"] < np.inf:  # NaN fails too
+            bad("lr", "give a positive number, or leave it empty")
+    return rec
 
 
 def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -157,10 +280,36 @@ def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for axis in ("epoch", "step"):
         part = df[df[axis].notna()]
         if len(part):
-            part = part[LONG_COLUMNS[:5] + [axis, "split", "accuracy"]].copy()
+            key = LONG_COLUMNS[:6]  # the cell, its lr and the seed
+            part = part[key + [axis, "split", "accuracy"]].copy()
             part[axis] = part[axis].astype(int)
-            out[axis] = part.sort_values(LONG_COLUMNS[:5] + [axis, "split"]).reset_index(drop=True)
+            out[axis] = part.sort_values(key + [axis, "split"]).reset_index(drop=True)
     return out
+
+
+def check_epochs(df: pd.DataFrame, epochs: list[int] | None) -> str | None:
+    """A notice naming the requested epochs that no result has (their columns are left out), or
+    an error naming the epochs there are when none of them is there."""
+    have = sorted(int(e) for e in df["epoch"].dropna().unique())
+    missing = [e for e in epochs or [] if e not in have]
+    if not missing:
+        return None
+    if len(missing) == len(epochs):
+        there = f"the results have {_epochs(have)}" if have else "the results count steps, not epochs"
+        raise ConfigError(f"epochs: no run has {_epochs(missing)}; {there}")
+    return f"no run has {_epochs(missing)}; the tables leave {'it' if len(missing) == 1 else 'them'} out"
+
+
+def _epochs(eps: list[int]) -> str:
+    """'epoch 3', 'epochs 2, 5', 'epochs 1–50' (runs of 4 or more as a range)."""
+    parts, i = [], 0
+    while i < len(eps):
+        j = i
+        while j + 1 < len(eps) and eps[j + 1] == eps[j] + 1:
+            j += 1
+        parts += [f"{eps[i]}–{eps[j]}"] if j - i >= 3 else [str(e) for e in eps[i:j + 1]]
+        i = j + 1
+    return ("epoch " if len(eps) == 1 else "epochs ") + ", ".join(parts)
 
 
 # ---------------------------------------------------------------- statistics

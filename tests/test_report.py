@@ -221,3 +221,162 @@ def test_report_out_writes_markdown_and_pictures(run_folder, tmp_path, capsys):
     for p in pngs:
         assert f"]({p})" in md
         assert (tmp_path / "rep" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- integrity (issue "integrity")
+
+
+def sweep_copy(run_folder, tmp_path) -> Path:
+    """A copy of the fixture's sweep that a test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(run_folder, tmp_path / "sweep"))
+
+
+def one_run(sweep: Path, pattern: str) -> Path:
+    (folder,) = (sweep / "runs").glob(pattern)
+    return folder
+
+
+def err_line(capsys) -> str:
+    """stderr of a command that failed: exactly one line, kbn's, no traceback."""
+    err = capsys.readouterr().err
+    assert err.startswith("kbn: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_two_final_runs_of_one_seed_are_an_error_naming_both_folders(run_folder, tmp_path, capsys):
+    import json
+    import shutil
+
+    sweep = sweep_copy(run_folder, tmp_path)
+    first = one_run(sweep, "mnist-mlp-none-adam-*-s0")
+    second = sweep / "runs" / "mnist-mlp-none-adam-lr0.1-s0"
+    shutil.copytree(first, second)
+    config = json.loads((second / "config.json").read_text())
+    config["settings"]["lr"] = 0.1
+    (second / "config.json").write_text(json.dumps(config))
+    for cmd in (["report", str(sweep)], ["export", str(sweep), "--out", "-"], ["plot", str(sweep)]):
+        assert main(cmd) == 1, cmd
+        err = err_line(capsys)
+        assert str(first) in err and str(second) in err and "seed 0" in err, err
+
+
+def test_export_writes_the_lr_and_from_csv_reads_files_with_or_without_it(run_folder, tmp_path, capsys):
+    assert main(["export", str(run_folder), "--out", str(tmp_path / "acc.csv")]) == 0
+    capsys.readouterr()
+    exported = pd.read_csv(tmp_path / "acc.csv")
+    assert list(exported.columns) == ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split",
+                                      "accuracy"]
+    assert set(exported[exported["optimizer"] == "adam"]["lr"]) == {3e-3}
+    exported.drop(columns="lr").to_csv(tmp_path / "old.csv", index=False)
+    outs = []
+    for f in ("acc.csv", "old.csv"):
+        assert main(["report", "--from-csv", str(tmp_path / f), "--format", "csv"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and "table1" in outs[0]
+    # two learning rates for one cell and seed: two runs posing as one seed
+    twice = pd.concat([exported, exported.assign(lr=exported["lr"] * 10, epoch=exported["epoch"] + 10)])
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    assert main(["report", "--from-csv", str(tmp_path / "twice.csv")]) == 1
+    err = err_line(capsys)
+    assert "line 2" in err and "lr" in err and "seed" in err, err
+
+
+def test_damaged_runs_are_named_and_unfinished_runs_counted(run_folder, tmp_path, capsys):
+    import shutil
+
+    sweep = sweep_copy(run_folder, tmp_path)
+    no_metrics = one_run(sweep, "mnist-mlp-batch-sgd-*-s1")
+    (no_metrics / "metrics.csv").unlink()
+    garbage = one_run(sweep, "mnist-mlp-none-sgd-*-s0")
+    (garbage / "result.json").write_text("{garbage")
+    unfinished = one_run(sweep, "mnist-mlp-batch-adam-*-s1")
+    (unfinished / "result.json").unlink()
+    shutil.copytree(one_run(sweep, "mnist-mlp-none-adam-*-s1"), sweep / "search" / "coarse" / "trial")
+    (sweep / "search" / "coarse" / "trial" / "result.json").unlink()  # search trials stay out of reports
+
+    def check(err):
+        lines = err.splitlines()
+        assert f"kbn: skipped {no_metrics}: metrics.csv is missing" in lines, err
+        assert any(line.startswith(f"kbn: skipped {garbage}: result.json is unreadable") for line in lines), err
+        assert "kbn: 1 unfinished run(s) not reported" in lines, err
+        assert "search" not in err and "Traceback" not in err
+
+    assert main(["report", str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    check(capsys.readouterr().err)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"skipped {no_metrics}: metrics.csv is missing" in md and "1 unfinished run(s)" in md
+    assert main(["export", str(sweep), "--out", str(tmp_path / "a.csv")]) == 0
+    check(capsys.readouterr().err)
+    assert main(["plot", str(sweep), "--out", str(tmp_path / "pics")]) == 0
+    check(capsys.readouterr().err)
+
+
+HEADER = "dataset,arch,norm,optimizer,seed,epoch,split,accuracy\n"
+ROW = "mnist,deep_mlp,batch,adadelta,0,{epoch},test,{acc}\n"
+
+
+@pytest.mark.parametrize("content,expect", [
+    (HEADER + ROW.format(epoch=5, acc=0.88) + ROW.format(epoch=5, acc=0.10), ["line 3", "line 2", "0.1"]),
+    (HEADER + ROW.format(epoch=5, acc=0.88) + ROW.format(epoch=5, acc=0.88), ["line 3", "line 2", "once"]),
+    (HEADER + ROW.format(epoch=0, acc=0.88), ["line 2", "epoch", "'0'"]),
+    (HEADER + ROW.format(epoch=-1, acc=0.88), ["line 2", "epoch", "'-1'"]),
+    (HEADER + ROW.format(epoch="two", acc=0.88), ["line 2", "epoch", "'two'"]),
+    (HEADER + "# a comment\n" + ROW.format(epoch=1, acc=0.8) + ROW.format(epoch="2.5", acc=0.9),
+     ["line 4", "epoch", "'2.5'"]),
+    (HEADER + "mnist,deep_mlp,batch,adadelta,0.5,1,test,0.9\n", ["line 2", "seed", "'0.5'"]),
+    (HEADER + "mnist,deep_mlp,batch,adadelta,a,1,test,0.9\n", ["line 2", "seed", "'a'"]),
+    (HEADER + ROW.format(epoch=1, acc="nan"), ["line 2", "accuracy", "'nan'"]),
+    (HEADER.replace("epoch", "step") + ROW.format(epoch=0, acc=0.9), ["line 2", "step", "'0'"]),
+    (HEADER, ["no data rows"]),
+    ("", ["empty"]),
+], ids=["conflicting-duplicate", "exact-duplicate", "epoch-0", "epoch-minus-1", "epoch-text", "epoch-2.5-after-comment",
+        "seed-0.5", "seed-text", "accuracy-nan", "step-0", "header-only", "empty-file"])
+def test_from_csv_rows_that_would_change_the_numbers_are_one_line(tmp_path, content, expect, capsys):
+    f = tmp_path / "x.csv"
+    f.write_text(content)
+    assert main(["report", "--from-csv", str(f)]) == 1
+    err = err_line(capsys)
+    assert str(f) in err
+    for part in expect:
+        assert part in err, (part, err)
+
+
+def test_bad_out_paths_are_one_line(run_folder, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for cmd in (["report", str(run_folder), "--out", str(a_file)], ["plot", str(run_folder), "--out", str(a_file)],
+                ["export", str(run_folder), "--out", str(tmp_path)],
+                ["report", str(run_folder), "--out", "/proc/x"], ["plot", str(run_folder), "--out", "/proc/x"],
+                ["export", str(run_folder), "--out", "/proc/x/acc.csv"], ["export", str(run_folder), "--out", "/proc/x"]):
+        assert main(cmd) != 0, cmd
+        err = err_line(capsys)
+        assert "out" in err, err
+    assert a_file.read_text() == "x"
+
+
+def test_a_folder_without_runs_is_one_line_and_left_untouched(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "absent"):
+        for cmd in ("report", "export", "plot"):
+            assert main([cmd, str(folder)]) != 0, (cmd, folder)
+            assert str(folder) in err_line(capsys)
+    assert list((tmp_path / "empty").iterdir()) == [] and not (tmp_path / "absent").exists()
+
+
+def test_report_with_both_a_folder_and_a_csv_is_an_error(run_folder, tmp_path, capsys):
+    f = tmp_path / "x.csv"
+    f.write_text(HEADER + ROW.format(epoch=1, acc=0.9))
+    assert main(["report", str(run_folder), "--from-csv", str(f)]) == 2
+    err = err_line(capsys)
+    assert "--from-csv" in err and str(run_folder) in err
+
+
+def test_requested_epochs_that_no_run_has_are_named(run_folder, capsys):
+    assert main(["report", str(run_folder), "--epochs", "2,99"]) == 0
+    out, err = capsys.readouterr()
+    assert "kbn: no run has epoch 99" in err and "epoch 2" in out
+    assert main(["report", str(run_folder), "--epochs", "98,99"]) != 0
+    err = err_line(capsys)
+    assert "98, 99" in err and "1, 2, 3" in err
