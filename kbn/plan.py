@@ -13,6 +13,7 @@ import glob
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from kbn.config import Cell, SweepConfig, sweep_from_dict
 from kbn.errors import ConfigError
@@ -128,6 +129,15 @@ def load_folder_sweep(logdir: Path | str) -> SweepConfig:
     return sweep_from_dict({**raw, "search": search}, where=str(logdir / "sweep.json"))
 
 
+class Problem(NamedTuple):
+    cell: str  # "" for a file no cell can be named for
+    kind: str  # failed | unreadable | damaged
+    text: str
+
+    def line(self) -> str:
+        return f"{self.cell + ': ' if self.cell else ''}{self.text}"
+
+
 @dataclasses.dataclass
 class FolderState:
     """A sweep folder as its files tell it: per-cell progress, trials not ended per cell, and every
@@ -136,7 +146,7 @@ class FolderState:
     sweep: SweepConfig
     progress: dict[str, dict]
     running: collections.Counter
-    problems: dict[str, list[str]]  # cell key ("" for a file no cell can be named for) -> lines
+    problems: list[Problem]
 
 
 def folder_progress(logdir: Path) -> FolderState:
@@ -146,7 +156,7 @@ def folder_progress(logdir: Path) -> FolderState:
     sweep = load_folder_sweep(logdir)
     cells = cells_by_key(sweep)
     scores, failed, running = {}, set(), collections.Counter()
-    problems = collections.defaultdict(list)
+    problems = []
     for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
         tid = Path(fname).parent.name
         try:
@@ -154,28 +164,28 @@ def folder_progress(logdir: Path) -> FolderState:
             values, status = state["hyperparameters"]["values"], state["status"]
             cell = values["cell"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            problems[""].append(f"tuner/{tid}/trial.json is unreadable ({type(e).__name__}); "
-                                "its trial runs again on resume")
+            problems.append(Problem("", "unreadable", f"tuner/{tid}/trial.json is unreadable ({type(e).__name__}); "
+                                    "its trial runs again on resume"))
             continue
         if cell not in cells:
-            problems[""].append(f"tuner/{tid} belongs to no cell of this sweep ({cell})")
+            problems.append(Problem("", "unreadable", f"tuner/{tid} belongs to no cell of this sweep ({cell})"))
             continue
         what = f"{values['phase']} lr {values['lr']:.4g}" + (f" seed {values['seed']}" if values["phase"] == "final" else "")
         if status == COMPLETED:
             check = check_run(run_folder(sweep, logdir, values, cells))
             if check.damaged:
                 rel = run_folder(sweep, logdir, values, cells).relative_to(logdir)
-                problems[cell].append(f"{rel}: {check.problem}; redone on resume")
+                problems.append(Problem(cell, "damaged", f"{rel}: {check.problem}; redone on resume"))
             else:
                 scores[trial_key(values)] = score_value(state.get("score"))
         elif status == FAILED:
             failed.add(trial_key(values))
-            problems[cell].append(f"{tid} ({what}) failed: {failure_summary(state.get('message'))}; "
-                                  "retried on resume")
+            problems.append(Problem(cell, "failed", f"{tid} ({what}) failed: {failure_summary(state.get('message'))}; "
+                                    "retried on resume"))
         else:
             running[cell] += 1
     progress = {c.key: cell_progress(sweep, c, scores, failed) for c in sweep.cells()}
-    return FolderState(sweep, progress, running, dict(problems))
+    return FolderState(sweep, progress, running, problems)
 
 
 def status_rows(logdir: Path, live: bool | None = None, state: FolderState | None = None) -> list[list]:
@@ -184,8 +194,9 @@ def status_rows(logdir: Path, live: bool | None = None, state: FolderState | Non
         live = _locked(Path(logdir))
     rows = []
     for key, p in state.progress.items():
-        started = state.running[key] or p["coarse"][0] or key in state.problems
-        if key in state.problems and any("failed" in line for line in state.problems[key]):
+        mine = {pr.kind for pr in state.problems if pr.cell == key}
+        started = state.running[key] or p["coarse"][0] or mine
+        if "failed" in mine:
             cell_state = "failed"
         elif p["final"][0] == p["final"][1]:
             cell_state = "done"
@@ -200,9 +211,9 @@ def status_rows(logdir: Path, live: bool | None = None, state: FolderState | Non
     return rows
 
 
-def problem_lines(state: FolderState) -> list[str]:
-    """Every problem of a sweep folder, one line each, cell by cell."""
-    return [f"{key + ': ' if key else ''}{line}" for key, lines in state.problems.items() for line in lines]
+def problem_lines(state: FolderState, kinds=("failed", "unreadable", "damaged")) -> list[str]:
+    """The problems of a sweep folder, one line each."""
+    return [pr.line() for pr in state.problems if pr.kind in kinds]
 
 
 STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "final runs: mean score"]

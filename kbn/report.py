@@ -63,9 +63,10 @@ class RunScan:
     skipped: list[tuple[Path, str]]  # run folders that claim to be finished but cannot be trusted
     unfinished: int  # run folders without result.json
     folders: int  # run folders seen (search trials not counted)
+    sweep_problems: list[str] = dataclasses.field(default_factory=list)  # failed or lost trials of a sweep
 
     def notices(self) -> list[str]:
-        lines = [f"skipped {folder}: {why}" for folder, why in self.skipped]
+        lines = [f"skipped {folder}: {why}" for folder, why in self.skipped] + self.sweep_problems
         return lines + ([f"{self.unfinished} unfinished run(s) not reported"] if self.unfinished else [])
 
 
@@ -104,7 +105,22 @@ def scan_runs(logdir: str | Path) -> RunScan:
                                   "move one of them out of this folder")
             owner[key] = folder, lr
             records += rows
-    return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders))
+    return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders),
+                   _sweep_problems(logdir))
+
+
+def _sweep_problems(logdir: Path) -> list[str]:
+    """A sweep folder's failed and unreadable trials: cells they hold have no final runs, and a report
+    must say why rather than show a bare gap (damaged runs are already among the skipped)."""
+    if not (logdir / "sweep.json").is_file():
+        return []
+    from kbn.plan import folder_progress, problem_lines
+
+    try:
+        state = folder_progress(logdir)
+    except KbnError as e:
+        return [f"the sweep's own files cannot be read ({e})"]
+    return [f"sweep: {line}" for line in problem_lines(state, kinds=("failed", "unreadable"))]
 
 
 def run_table(logdir: str | Path) -> pd.DataFrame:

@@ -371,6 +371,9 @@ def test_a_crashed_trial_is_failed_holds_its_cell_and_is_retried_on_resume(tiny,
     assert main(["status", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "failed: RuntimeError: boom; retried on resume" in out
+    assert main(["report", str(tmp_path / "out")]) == 0  # the report says why the batch-norm cell is missing
+    err = capsys.readouterr().err
+    assert "kbn: sweep: mnist-mlp-batch-sgd: " in err and "failed: RuntimeError: boom" in err
     # the same command again retries it (and nothing else), then the cell completes
     assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
