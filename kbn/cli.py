@@ -192,7 +192,6 @@ def cmd_sweep(args) -> int:
     from pathlib import Path
 
     from kbn.config import load_sweep
-    from kbn.errors import ConfigError
     from kbn.runlog import check_writable_dir
 
     sweep = load_sweep(args.file)  # validated before anything trains

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 from kbn.errors import Interrupted
 
