@@ -133,6 +133,18 @@ class SweepConfig:
     fine_per_side: int = 2
     search_epochs: int | None = None  # None: the sweep's epochs
     search_total_steps: int | None = None
+    # Seeds the search trials train under, never a final run's: the final runs then estimate the
+    # chosen rate afresh instead of repeating the training that won the selection (winner's curse).
+    # A search point scores the mean over these seeds. () in code means the default: max(seeds) + 1.
+    search_seeds: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.search_seeds:
+            object.__setattr__(self, "search_seeds", (max(self.seeds) + 1,))
+        overlap = sorted(set(self.search_seeds) & set(self.seeds))
+        if overlap:
+            raise ConfigError(f"search.seeds: {list(self.search_seeds)} shares {overlap} with seeds {list(self.seeds)}; "
+                              "a final run must never repeat a search training")
 
     def cells(self) -> list[Cell]:
         return [Cell(d, a, n, o) for d in self.datasets for a in self.archs for n in self.norms for o in self.optimizers]
@@ -161,6 +173,14 @@ class SweepConfig:
         grid = self.coarse_grid(optimizer)
         return max(len(self.fine_grid(optimizer, lr)) for lr in grid)
 
+    def protocol(self) -> dict:
+        """How the learning rate was chosen, as a report states it next to the numbers."""
+        return {"select_on": self.select_on, "search_seeds": list(self.search_seeds),
+                "search_epochs": self.search_epochs or self.epochs, "search_total_steps": self.search_total_steps,
+                "final_epochs": self.epochs, "final_total_steps": self.total_steps, "final_seeds": list(self.seeds),
+                "coarse": list(self.coarse), "coarse_by_optimizer": dict(self.to_dict()["coarse_by_optimizer"]),
+                "fine_per_side": self.fine_per_side}
+
     def train_config(self, cell: Cell, lr: float, seed: int, phase: str) -> TrainConfig:
         search = phase != "final"
         return TrainConfig(
@@ -181,7 +201,7 @@ _TOP_KEYS = (
     "name", "datasets", "archs", "norms", "optimizers", "epochs", "seeds", "batch_size", "subset",
     "eval_every_steps", "total_steps", "select_on", "test_every_epoch", "search",
 )
-_SEARCH_KEYS = ("coarse", "coarse_by_optimizer", "fine_per_side", "epochs", "total_steps")
+_SEARCH_KEYS = ("coarse", "coarse_by_optimizer", "fine_per_side", "epochs", "total_steps", "seeds")
 
 
 def _names(where, field, value, choices) -> tuple[str, ...]:
@@ -194,6 +214,13 @@ def _names(where, field, value, choices) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise ConfigError(f"{where}: {field}: {value!r} names an entry twice")
     return tuple(value)
+
+
+def _seeds(field, seeds) -> tuple[int, ...]:
+    if not isinstance(seeds, list) or not seeds or any(
+            not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{field}: got {seeds!r}; give a non-empty list of distinct non-negative integers")
+    return tuple(seeds)
 
 
 def _grid(where, field, value) -> tuple[float, ...]:
@@ -220,10 +247,8 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
         for key in ("datasets", "archs", "norms", "optimizers", "epochs"):
             if key not in raw:
                 raise ConfigError(f"{key}: missing; it is required")
-        seeds = raw.get("seeds", [0])
-        if not isinstance(seeds, list) or not seeds or any(
-                not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-            raise ConfigError(f"seeds: got {seeds!r}; give a non-empty list of distinct non-negative integers")
+        seeds = _seeds("seeds", raw.get("seeds", [0]))
+        search_seeds = _seeds("search.seeds", search["seeds"]) if "seeds" in search else ()
         name = raw.get("name", default_name)
         if not isinstance(name, str) or not name or "/" in name:
             raise ConfigError(f"name: got {name!r}; give a short name without '/'")
@@ -260,6 +285,7 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
             fine_per_side=fine,
             search_epochs=check_positive("search.epochs", search.get("epochs"), allow_none=True),
             search_total_steps=check_positive("search.total_steps", search.get("total_steps"), allow_none=True),
+            search_seeds=search_seeds,
         )
         # Every cell must make a valid run (e.g. total_steps needs eval_every_steps).
         for cell in cfg.cells()[:1]:

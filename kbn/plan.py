@@ -44,18 +44,21 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
 
     Returns todo (items runnable now, in order), failed (items held up by a failure), counts per
     phase, the coarse winner and the chosen lr."""
-    s0 = sweep.seeds[0]
     out = {"todo": [], "failed": [], "coarse": [0, 0], "fine": [0, 0], "final": [0, len(sweep.seeds)],
            "coarse_best": None, "chosen": None, "final_scores": []}
 
     def phase(name, lrs):
-        keys = [(cell.key, name, float(lr), s0) for lr in lrs]
+        """A search phase: every lr under every search seed; an lr scores the mean over its seeds."""
+        keys = [(cell.key, name, float(lr), s) for lr in lrs for s in sweep.search_seeds]
         done = [k for k in keys if k in scores]
         out[name] = [len(done), len(keys)]
-        for lr, k in zip(lrs, keys):
+        for k in keys:
             if k not in scores:
-                out["failed" if k in failed else "todo"].append(_item(cell, name, lr, s0))
-        return None if len(done) < len(keys) else [(k[2], scores[k]) for k in keys]
+                out["failed" if k in failed else "todo"].append(_item(cell, name, k[2], k[3]))
+        if len(done) < len(keys):
+            return None
+        return [(float(lr), sum(scores[(cell.key, name, float(lr), s)] for s in sweep.search_seeds)
+                 / len(sweep.search_seeds)) for lr in lrs]
 
     coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
     if coarse is None:
@@ -84,7 +87,7 @@ def planned_trials(sweep: SweepConfig, progress: dict[str, dict] | None = None) 
     for c in sweep.cells():
         best = (progress or {}).get(c.key, {}).get("coarse_best")
         n_fine = len(sweep.fine_grid(c.optimizer, best)) if best is not None else sweep.nominal_fine(c.optimizer)
-        total += len(sweep.coarse_grid(c.optimizer)) + n_fine + len(sweep.seeds)
+        total += (len(sweep.coarse_grid(c.optimizer)) + n_fine) * len(sweep.search_seeds) + len(sweep.seeds)
     return total
 
 
@@ -118,10 +121,13 @@ def load_folder_sweep(logdir: Path | str) -> SweepConfig:
         raw = json.loads((logdir / "sweep.json").read_text())
     except OSError:
         raise ConfigError(f"{logdir}: no sweep.json here; is it a sweep's log folder?") from None
+    except ValueError:
+        raise ConfigError(f"{logdir}/sweep.json is unreadable; run the sweep again with its sweep file to "
+                          "rebuild it") from None
     raw["seeds"] = list(raw["seeds"])
     search = {"coarse": list(raw.pop("coarse")), "coarse_by_optimizer": raw.pop("coarse_by_optimizer"),
               "fine_per_side": raw.pop("fine_per_side")}
-    for a, b in (("search_epochs", "epochs"), ("search_total_steps", "total_steps")):
+    for a, b in (("search_epochs", "epochs"), ("search_total_steps", "total_steps"), ("search_seeds", "seeds")):
         if raw.get(a) is not None:
             search[b] = raw[a]
         raw.pop(a, None)

@@ -118,9 +118,19 @@ def _fmt(v, spec=".4f"):
 
 
 def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose: bool = True,
-          dataset: kdata.Dataset | None = None, log=print, hparams: dict | None = None) -> RunResult:
+          dataset: kdata.Dataset | None = None, log=print, hparams: dict | None = None,
+          protocol: dict | None = None) -> RunResult:
     """Train `cfg` into `logdir/<run name>/`; a finished identical run is returned, not redone."""
-    return train_many([cfg], logdir, overwrite, verbose, dataset, log, [hparams])[0]
+    return train_many([cfg], logdir, overwrite, verbose, dataset, log, [hparams], protocol=protocol)[0]
+
+
+def initial_model(cfg: TrainConfig, ds: kdata.Dataset) -> keras.Model:
+    """The network `cfg` trains, with the initial weights its seed gives. Paired arms: the norm layers
+    draw no random numbers (ones and zeros), so at one seed the runs with and without a norm start from
+    the same kernels and biases in every layer both have, and see the same data order (IndexStream):
+    their difference is the norm's effect, not the luck of the draw."""
+    keras.utils.set_random_seed(cfg.seed)
+    return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
 
 
 def _packable(cfgs: list[TrainConfig]) -> None:
@@ -164,9 +174,10 @@ def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log) -> RunResult |
 
 def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
                dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
-               steps_per_execution: int = 50) -> list[RunResult]:
+               steps_per_execution: int = 50, protocol: dict | None = None) -> list[RunResult]:
     """Train runs of one cell that differ only in learning rate and seed, packed into one model when
-    there are several (each keeps its own weights, statistics, optimizer state, data order and logs)."""
+    there are several (each keeps its own weights, statistics, optimizer state, data order and logs).
+    `protocol` (a sweep's: how its learning rate was chosen, the phase) goes into config.json."""
     _packable(cfgs)
     hparams = hparams or [None] * len(cfgs)
     results: list[RunResult | None] = [None] * len(cfgs)
@@ -182,11 +193,7 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     cfg = cfgs[todo[0]]
     ds = dataset if dataset is not None else kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=verbose)
     k = len(todo)
-    singles = []
-    for i in todo:  # each trial starts from exactly the weights its own seed gives a single model
-        keras.utils.set_random_seed(cfgs[i].seed)
-        singles.append(models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation,
-                                    cfg.depth, cfg.width))
+    singles = [initial_model(cfgs[i], ds) for i in todo]  # packed: each trial from its own seed's weights
     n = len(ds.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     if cfg.eval_every_steps:
@@ -212,6 +219,7 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
         "model": {"name": singles[0].name, "params": singles[0].count_params()},
         "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
                      "steps_per_execution": spe, "packed_with": k, "own_data_orders": own_orders},
+        "protocol": protocol,
         "command": sys.argv,
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -232,6 +232,9 @@ class SweepTuner(base_tuner.BaseTuner):
                    "lr": float(v["lr"]), "seed": int(v["seed"]), "phase": v["phase"]}
         return cfg, folder, hparams
 
+    def _protocol(self, trial) -> dict:
+        return {**self.sweep.protocol(), "phase": trial.hyperparameters.values["phase"]}
+
     def _metrics(self, res) -> dict:
         m = res.metrics
         score = m["val_accuracy"] if self.sweep.select_on == "validation" else m["test_accuracy"]
@@ -241,7 +244,8 @@ class SweepTuner(base_tuner.BaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         """One trial alone (Keras Tuner's own entry point)."""
         cfg, folder, hparams = self._setup(trial)
-        res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams)
+        res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams,
+                    protocol=self._protocol(trial))
         self._results[trial.trial_id] = res
         return self._metrics(res)
 
@@ -258,7 +262,7 @@ class SweepTuner(base_tuner.BaseTuner):
                 setups = [self._setup(t) for t in group]
                 cfgs = [s[0] for s in setups]
                 results = train_many(cfgs, setups[0][1], verbose=False, dataset=self._dataset(cfgs[0]),
-                                     hparams=[s[2] for s in setups])
+                                     hparams=[s[2] for s in setups], protocol=self._protocol(group[0]))
         except KbnError:
             raise
         except Exception as e:  # noqa: BLE001 - a crash is recorded and the sweep goes on with other cells

@@ -167,3 +167,23 @@ def test_a_diverged_runs_result_is_strict_json_and_reported(tiny_dataset, tmp_pa
     runs = run_table(tmp_path)
     assert list(runs["epoch"]) == [1, 2, 3] and set(runs["status"]) == {"diverged"}
     assert list(runs["val_accuracy"]) == pytest.approx([0.1] * 3)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("norm", ["batch", "layer", "group", "rms"])
+def test_arms_with_and_without_a_norm_start_from_the_same_weights(tiny_dataset, arch, norm):
+    """Paired arms (common random numbers): at one seed, every layer both networks have starts alike."""
+    from kbn.train import initial_model
+
+    def weights(norm, seed):
+        m = initial_model(TrainConfig(arch=arch, norm=norm, seed=seed), tiny_dataset)
+        return {layer.name: layer.get_weights() for layer in m.layers
+                if layer.get_weights() and "norm" not in layer.name}
+
+    none, normed, other = weights("none", 3), weights(norm, 3), weights("none", 4)
+    assert set(none) == set(normed) and len(none) >= 4
+    for name in none:
+        for a, b, c in zip(none[name], normed[name], other[name]):
+            assert np.array_equal(a, b), name
+    first = next(iter(none))
+    assert not np.array_equal(none[first][0], other[first][0])  # another seed, other weights

@@ -150,11 +150,12 @@ def test_cell_progress_derives_the_plan_from_scores():
     k = cell.key
     p = cell_progress(s, cell, {})
     assert [(t["phase"], t["lr"]) for t in p["todo"]] == [("coarse", 0.01), ("coarse", 0.1), ("coarse", 1.0)]
-    scores = {(k, "coarse", 0.01, 0): 0.5, (k, "coarse", 0.1, 0): 0.9, (k, "coarse", 1.0, 0): 0.9}
+    assert s.search_seeds == (2,)  # by default one seed after the final runs' seeds
+    scores = {(k, "coarse", 0.01, 2): 0.5, (k, "coarse", 0.1, 2): 0.9, (k, "coarse", 1.0, 2): 0.9}
     p = cell_progress(s, cell, scores)
     assert p["coarse_best"] == 0.1  # a tie goes to the earlier grid value
     assert [(t["phase"], t["lr"]) for t in p["todo"]] == [("fine", 0.0316), ("fine", 0.316)]
-    scores.update({(k, "fine", 0.0316, 0): 0.95, (k, "fine", 0.316, 0): float("-inf")})
+    scores.update({(k, "fine", 0.0316, 2): 0.95, (k, "fine", 0.316, 2): float("-inf")})
     p = cell_progress(s, cell, scores)
     assert p["chosen"] == 0.0316
     assert [(t["phase"], t["lr"], t["seed"]) for t in p["todo"]] == [("final", 0.0316, 0), ("final", 0.0316, 1)]
@@ -590,3 +591,44 @@ def test_a_huge_fine_grid_is_refused_and_repeated_values_count_once():
     assert planned_trials(s) == 3 + 10 + 1  # before the coarse winner is known: the largest fine grid
     key = s.cells()[0].key
     assert planned_trials(s, {key: {"coarse_best": 0.1}}) == 3 + len(grid) + 1  # once it is: the true count
+
+
+# ---------------------------------------------------------------- answer: selection without reuse
+
+
+def test_a_search_point_scores_the_mean_over_its_search_seeds():
+    s = sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                         "epochs": 1, "seeds": [0, 1], "search": {"coarse": [0.01, 0.1], "fine_per_side": 0,
+                                                                 "seeds": [7, 8]}})
+    cell = s.cells()[0]
+    k = cell.key
+    p = cell_progress(s, cell, {})
+    assert [(t["lr"], t["seed"]) for t in p["todo"]] == [(0.01, 7), (0.01, 8), (0.1, 7), (0.1, 8)]
+    # 0.1 wins on seed 7 alone, 0.01 on the mean
+    p = cell_progress(s, cell, {(k, "coarse", 0.01, 7): 0.80, (k, "coarse", 0.01, 8): 0.80,
+                                (k, "coarse", 0.1, 7): 0.85, (k, "coarse", 0.1, 8): 0.70})
+    assert p["chosen"] == 0.01 and [t["seed"] for t in p["todo"]] == [0, 1]
+    assert planned_trials(s) == 2 * 2 + 2
+
+
+def test_search_seeds_must_not_be_final_seeds():
+    with pytest.raises(ConfigError, match=r"search.seeds: \[1\] shares \[1\] with seeds \[0, 1\]"):
+        sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                         "epochs": 1, "seeds": [0, 1], "search": {"seeds": [1]}})
+
+
+def test_final_runs_never_repeat_a_search_training_and_record_the_protocol(tiny, tmp_path):
+    sweep = load_sweep(tiny)
+    run_sweep(sweep, tmp_path / "out", log=lambda *_: None)
+    search = [json.loads(p.read_text()) for p in (tmp_path / "out" / "search").rglob("config.json")]
+    final = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*/config.json")]
+    trained = {(c["settings"]["dataset"], c["settings"]["norm"], c["settings"]["lr"], c["settings"]["seed"])
+               for c in search}
+    assert {c["settings"]["seed"] for c in search} == {2}
+    assert not trained & {(c["settings"]["dataset"], c["settings"]["norm"], c["settings"]["lr"],
+                           c["settings"]["seed"]) for c in final}
+    for c in search + final:
+        assert c["protocol"]["search_seeds"] == [2] and c["protocol"]["select_on"] == "validation"
+        assert c["protocol"]["search_epochs"] == 1 and c["protocol"]["final_seeds"] == [0, 1]
+    assert {c["protocol"]["phase"] for c in final} == {"final"}
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["search_seeds"] == [2]
