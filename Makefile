@@ -6,7 +6,7 @@ LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: install data demo test tensorboard clean status report bench bench-gpu \
-	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion
+	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,8 @@ sweep-norms: install data
 	$(BIN)/kbn sweep sweeps/poster-norms.toml --logdir $(LOGDIR)/poster-norms $(SWEEP_ARGS)
 sweep-fashion: install data
 	$(BIN)/kbn sweep sweeps/fashion-full.toml --logdir $(LOGDIR)/fashion-full $(SWEEP_ARGS)
+sweep-answer: install data
+	$(BIN)/kbn sweep sweeps/answer-mlp.toml --logdir $(LOGDIR)/answer-mlp $(SWEEP_ARGS)
 
 # make status SWEEP=smoke ; make report SWEEP=thesis-shallow
 SWEEP ?= smoke
