@@ -91,6 +91,35 @@ def planned_trials(sweep: SweepConfig, progress: dict[str, dict] | None = None) 
     return total
 
 
+def trial_length(sweep: SweepConfig, phase: str) -> int:
+    """A trial's training length in the sweep's own unit (epochs, or steps for step-based sweeps):
+    what an ETA weighs trials by, since a final run may be 5-25x longer than a search trial."""
+    def length(final):
+        steps = sweep.total_steps if final else (sweep.search_total_steps or sweep.total_steps)
+        epochs = sweep.epochs if final else (sweep.search_epochs or sweep.epochs)
+        return steps, epochs
+
+    # steps where both phases count steps; else epochs (the steps per epoch are the data's business)
+    (s_final, e_final), (s_search, e_search) = length(True), length(False)
+    by_steps = bool(sweep.eval_every_steps and s_final and s_search)
+    if phase == "final":
+        return s_final if by_steps else e_final
+    return s_search if by_steps else e_search
+
+
+def work_left(sweep: SweepConfig, progress: dict[str, dict]) -> int:
+    """Training left in the sweep, in `trial_length` units (fine grids not yet placed at their largest)."""
+    search, final = trial_length(sweep, "coarse"), trial_length(sweep, "final")
+    left = 0
+    for c in sweep.cells():
+        p = progress[c.key]
+        fine_total = p["fine"][1] if p["coarse_best"] is not None else \
+            sweep.nominal_fine(c.optimizer) * len(sweep.search_seeds)
+        left += (p["coarse"][1] - p["coarse"][0] + fine_total - p["fine"][0]) * search
+        left += (p["final"][1] - p["final"][0]) * final
+    return left
+
+
 def score_value(score) -> float:
     """A completed trial's score for ranking; NaN (Keras Tuner's mark of a broken score) ranks last."""
     return -math.inf if score is None or math.isnan(score) else float(score)

@@ -39,7 +39,7 @@ from kbn.config import PHASES, SweepConfig
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
-                      score_value, trial_key)
+                      score_value, trial_key, trial_length, work_left)
 from kbn.runlog import check_run, write_json_atomic
 from kbn.packed import is_packable as packable
 from kbn.train import train, train_many
@@ -313,7 +313,7 @@ class SweepTuner(base_tuner.BaseTuner):
     def search(self):
         """Ask the oracle for trials until it says the sweep is done; one line per trial."""
         done0 = 0 if self._is_worker() else len(self.oracle.scores())
-        done, t_start, failed = 0, time.perf_counter(), 0
+        done, t_start, failed, work_done = 0, time.perf_counter(), 0, 0
         while True:
             interrupts.check()
             batch = self._pull()
@@ -329,13 +329,24 @@ class SweepTuner(base_tuner.BaseTuner):
                 self.on_trial_end(trial)
                 done += 1
                 failed += trial.status != Status.COMPLETED
+                work_done += trial_length(self.sweep, trial.hyperparameters.values["phase"])
                 if self.verbose:
-                    total = planned_trials(self.sweep, None if self._is_worker() else self.oracle.progress())
-                    self._progress_line(trial, done0 + done, total, took, time.perf_counter() - t_start, done,
-                                        len(batch))
+                    elapsed = time.perf_counter() - t_start
+                    total, left = self._left(elapsed, done, work_done)
+                    self._progress_line(trial, done0 + done, total, took, elapsed, left, len(batch))
         return failed
 
-    def _progress_line(self, trial, n, total, took, elapsed, done_here, packed):
+    def _left(self, elapsed, done_here, work_done) -> tuple[int, float]:
+        """(trials planned, seconds left): the time per unit of training so far times the training
+        left, so that long final runs weigh as much as they take. A worker sees no plan: it counts
+        trials."""
+        if self._is_worker():
+            total = planned_trials(self.sweep)
+            return total, elapsed / done_here * max(total - done_here, 0)
+        progress = self.oracle.progress()
+        return planned_trials(self.sweep, progress), elapsed / work_done * work_left(self.sweep, progress)
+
+    def _progress_line(self, trial, n, total, took, elapsed, left, packed):
         v = trial.hyperparameters.values
         res = self._results.pop(trial.trial_id, None)
         if trial.status == Status.COMPLETED and res is not None:
@@ -347,7 +358,6 @@ class SweepTuner(base_tuner.BaseTuner):
                 what += f" test {m['test_accuracy']:.4f}"
         else:
             what = f"FAILED: {failure_summary(trial.message)} (traceback in tuner/trial_{trial.trial_id}/trial.json)"
-        left = elapsed / done_here * max(total - n, 0)
         seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
         together = f" ({packed} packed)" if packed > 1 else ""
         self.log(f"[{n:>3}/{total}] {v['cell']} {v['phase']:<6} lr {v['lr']:<9.4g}{seed} {what}  "

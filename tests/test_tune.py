@@ -632,3 +632,22 @@ def test_final_runs_never_repeat_a_search_training_and_record_the_protocol(tiny,
         assert c["protocol"]["search_epochs"] == 1 and c["protocol"]["final_seeds"] == [0, 1]
     assert {c["protocol"]["phase"] for c in final} == {"final"}
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["search_seeds"] == [2]
+
+
+def test_the_eta_weighs_each_trial_by_its_length():
+    from kbn.plan import trial_length, work_left
+
+    s = sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                         "epochs": 5, "seeds": [0, 1], "search": {"coarse": [0.01, 0.1, 1.0], "fine_per_side": 1,
+                                                                 "epochs": 1}})
+    cell = s.cells()[0]
+    assert trial_length(s, "coarse") == 1 and trial_length(s, "final") == 5
+    assert work_left(s, {cell.key: cell_progress(s, cell, {})}) == (3 + 2) * 1 + 2 * 5
+    k = cell.key
+    scores = {(k, ph, lr, 2): 0.9 if lr == 0.1 else 0.5 for ph, lr in [
+        ("coarse", 0.01), ("coarse", 0.1), ("coarse", 1.0), ("fine", 0.0316), ("fine", 0.316)]}
+    assert work_left(s, {k: cell_progress(s, cell, scores)}) == 2 * 5  # only the final runs: 10 of 15 left
+    steps = sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                             "epochs": 60, "eval_every_steps": 5000, "total_steps": 50000,
+                             "search": {"total_steps": 10000}})
+    assert (trial_length(steps, "coarse"), trial_length(steps, "final")) == (10000, 50000)
