@@ -1,4 +1,4 @@
-"""TensorBoard: the event files of a run, its HParams session, a sweep's HParams config.
+"""TensorBoard: the event files of a run, its HParams session, a sweep's HParams config, `kbn tensorboard`.
 
 One TensorBoard run per training: the run folder itself, holding every scalar as `<split>/<axis>_<metric>`
 (train/epoch_accuracy, validation/epoch_loss, test/epoch_accuracy, ...), where <axis> says what the
@@ -153,3 +153,40 @@ def sweep_hparams(sweep, cell, values: dict, session: str) -> HParams:
     v = {k: getattr(cell, k) for k in ("dataset", "arch", "norm", "optimizer")}
     v.update(lr=float(values["lr"]), seed=str(int(values["seed"])), phase=values["phase"])
     return HParams(v, session, sweep_experiment(sweep))
+
+
+# ---------------------------------------------------------------- kbn tensorboard
+
+
+def served_folder(logdir, all_runs: bool) -> Path:
+    """A sweep's final runs (DIR/runs), or everything under DIR with --all (or when DIR has no runs/:
+    a `kbn train` --logdir)."""
+    from kbn.errors import ConfigError
+
+    d = Path(logdir)
+    if not d.is_dir():
+        raise ConfigError(f"{logdir}: no such folder; give a sweep's folder (e.g. logs/smoke) or a kbn train --logdir")
+    return d if all_runs or not (d / "runs").is_dir() else d / "runs"
+
+
+def serve(logdir, all_runs: bool = False, host: str = "127.0.0.1", port: int = 6006) -> int:
+    """TensorBoard on the sweep's runs, until Ctrl-C."""
+    from kbn.errors import ConfigError
+
+    folder = served_folder(logdir, all_runs)
+    from tensorboard import program
+
+    tb = program.TensorBoard()
+    # the Python loader: the Rust one (load_fast) drops the tags' descriptions, which say what the step counts
+    tb.configure(argv=[None, "--logdir", str(folder), "--host", host, "--port", str(port), "--load_fast=false"])
+    try:
+        url = tb.launch()
+    except program.TensorBoardServerException as e:
+        raise ConfigError(f"port: cannot serve on {host}:{port} ({e.msg}); give another --port") from None
+    what = "every run" if folder == Path(logdir) else "the final runs (--all adds the search trials)"
+    print(f"kbn: TensorBoard serves {what} of {logdir} at {url}  (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0

@@ -143,6 +143,27 @@ def test_every_run_is_a_training_with_scalars(sweep_dir, tmp_path):
         assert {"train/epoch_accuracy", "validation/epoch_accuracy", "test/epoch_accuracy"} <= set(by_tag)
 
 
+@pytest.mark.parametrize("extra,count", [([], 4), (["--all"], 14)])
+def test_kbn_tensorboard_serves_the_final_runs_or_all(sweep_dir, tmp_path, extra, count):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "kbn", "tensorboard", str(sweep_dir), "--port", str(port), *extra]
+    with serving(cmd, port, tmp_path / "kbn.log") as (url, runs):
+        names = runs()
+        tags = _get(f"{url}/data/plugin/scalars/tags")
+    assert len(names) == count and set(tags) == set(names)
+    assert all(n.startswith(("runs/", "search/")) for n in names) == bool(extra)
+    assert f"http://127.0.0.1:{port}/" in (tmp_path / "kbn.log").read_text()
+    for by_tag in tags.values():
+        assert all("step counts epochs" in t["description"] for t in by_tag.values()), by_tag
+
+
+def test_kbn_tensorboard_refuses_a_folder_that_is_not_there(tmp_path, capsys):
+    from kbn.cli import main
+
+    assert main(["tensorboard", str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err
+
+
 NO_TF = """
 import sys, time
 t0 = time.perf_counter()
