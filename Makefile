@@ -50,6 +50,10 @@ SWEEP ?= smoke
 status: install
 	$(BIN)/kbn status $(LOGDIR)/$(SWEEP)
 
+# make tensorboard SWEEP=smoke: its final runs; ALL=1: its search trials too
+tensorboard: install
+	$(BIN)/kbn tensorboard $(LOGDIR)/$(SWEEP) $(if $(ALL),--all)
+
 report: install
 	$(BIN)/kbn report $(LOGDIR)/$(SWEEP) --out $(LOGDIR)/$(SWEEP)/report
 	$(BIN)/kbn export $(LOGDIR)/$(SWEEP)
@@ -68,8 +72,6 @@ bench-gpu:
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} KERAS_BACKEND=jax $(PYTHON) -m kbn bench --backends jax --cnn-examples 50000 \
 	  --ks 4,8,16,32,64,128 --seed-ks 8,32 --out $(LOGDIR)/bench/gpu.md $(BENCH_ARGS)
 
-tensorboard: install
-	$(BIN)/tensorboard --logdir $(LOGDIR) --host 127.0.0.1
 
 clean:
 	rm -rf $(VENV) *.egg-info

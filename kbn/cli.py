@@ -127,6 +127,14 @@ def _add_bench(sub):
     b.add_argument("--out", metavar="FILE", help="also write the table (markdown) and raw JSON next to it")
 
 
+def _add_tensorboard(sub):
+    t = sub.add_parser("tensorboard", help="TensorBoard on a sweep's final runs (--all: the search trials too)")
+    t.add_argument("dir", help="a sweep's folder (e.g. logs/smoke) or a kbn train --logdir")
+    t.add_argument("--all", action="store_true", help="serve the search trials (search/) beside the final runs")
+    t.add_argument("--host", default=HOST_DEFAULT, help=f"address to serve on (default {HOST_DEFAULT})")
+    t.add_argument("--port", type=int, default=6006, help="port to serve on (default 6006)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kbn", description="Does normalization help this optimizer, on this network, and by how much?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -135,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_report(sub)
     _add_bench(sub)
+    _add_tensorboard(sub)
     return p
 
 
@@ -157,7 +166,7 @@ def cmd_train(args) -> int:
     res = train(cfg, args.logdir, overwrite=args.overwrite, verbose=not args.quiet)
     m = res.metrics
     print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}")
-    print(f"kbn: logs in {res.folder}  (metrics.csv, config.json; tensorboard --logdir {res.folder.parent})")
+    print(f"kbn: logs in {res.folder}  (metrics.csv, config.json; kbn tensorboard {res.folder.parent})")
     return 0
 
 
@@ -442,6 +451,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_tensorboard(args) -> int:
+    from kbn import tboard
+
+    return tboard.serve(args.dir, all_runs=args.all, host=args.host, port=args.port)
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -459,7 +474,8 @@ def main(argv=None) -> int:
         interrupts.install()  # Ctrl-C / SIGTERM stop training between steps, resumable
     try:
         commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status,
-                    "report": cmd_report, "export": cmd_export, "plot": cmd_plot, "bench": cmd_bench}
+                    "report": cmd_report, "export": cmd_export, "plot": cmd_plot, "bench": cmd_bench,
+                    "tensorboard": cmd_tensorboard}
         return commands[args.command](args)
     except Interrupted as e:
         print(f"kbn: {e}", file=sys.stderr)

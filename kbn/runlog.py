@@ -3,9 +3,9 @@
 A run folder holds:
   config.json   every setting, package versions, backend, data source (written first)
   metrics.csv   one row per epoch (or per eval period): METRIC_COLUMNS
-  train/ validation/ test/   TensorBoard event files (tags epoch_loss, epoch_accuracy, learning_rate)
+  events.out.tfevents.*   one TensorBoard run: scalars <split>/<axis>_<metric> and the HParams session
   result.json   written last and atomically: a folder without it is an unfinished run
-TensorBoard files are written with the `tensorboard` package alone, so the JAX backend needs no TF.
+TensorBoard files are written without TensorFlow (kbn.tboard), so the JAX backend never imports it.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import json
 import math
 import os
 import shutil
-import time
 from pathlib import Path
+
+from kbn import tboard
 
 METRIC_COLUMNS = (
     "epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy",
     "test_loss", "test_accuracy", "lr", "wall_time",
 )
-SPLIT_DIRS = {"train": "train", "val": "validation", "test": "test"}
 
 
 def _strict(obj):
@@ -47,37 +47,12 @@ def is_finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
 
 
-class ScalarWriter:
-    """TensorBoard scalars without TensorFlow (tensorboard's own event-file writer)."""
-
-    def __init__(self, logdir: Path):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        self._writer = EventFileWriter(str(logdir))
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        vals = [Summary.Value(tag=t, simple_value=float(v)) for t, v in values.items() if v is not None]
-        if vals:
-            self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=Summary(value=vals)))
-
-    def raw_event(self, event) -> None:
-        self._writer.add_event(event)
-
-    def flush(self) -> None:
-        self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.close()
-
-
 class RunLog:
     """The folder of one run: created fresh, filled row by row, sealed by result.json."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, axis: str = "epoch"):
         self.folder = Path(folder)
+        self.axis = axis  # what TensorBoard's step counts: "epoch", or "step" (evaluated every K steps)
 
     @property
     def result_path(self) -> Path:
@@ -87,7 +62,7 @@ class RunLog:
         """The stored result of a finished run whose files are whole, else None (unfinished or damaged)."""
         return check_run(self.folder).result
 
-    def start(self, config: dict, hparams: dict | None = None) -> None:
+    def start(self, config: dict, hparams: tboard.HParams | None = None) -> None:
         # An unfinished folder is a run that was interrupted: it is redone from scratch.
         if self.folder.exists():
             shutil.rmtree(self.folder)
@@ -97,38 +72,21 @@ class RunLog:
         self._csv = csv.DictWriter(self._csv_file, fieldnames=METRIC_COLUMNS)
         self._csv.writeheader()
         self._csv_file.flush()
-        self._tb = {split: ScalarWriter(self.folder / d) for split, d in SPLIT_DIRS.items()}
+        self._tb = tboard.EventWriter(self.folder, self.axis)
         if hparams:
-            self._write_hparams(hparams)
-
-    def _write_hparams(self, hparams: dict) -> None:
-        """An HParams session at the run folder's root, so TensorBoard's HParams dashboard lists the
-        run with its settings and the epoch_* scalars of its train/validation/test sub-runs."""
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.plugins.hparams import summary_v2
-
-        w = ScalarWriter(self.folder)
-        w.raw_event(Event(wall_time=time.time(), step=0, summary=summary_v2.hparams_pb(hparams, trial_id=self.folder.name)))
-        w.close()
+            hparams.write(self._tb)
+        self._tb.flush()
 
     def row(self, row: dict, tb_step: int) -> None:
         self._csv.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
         self._csv_file.flush()
-        self._tb["train"].scalars(
-            {"epoch_loss": row.get("loss"), "epoch_accuracy": row.get("accuracy"), "learning_rate": row.get("lr")},
-            tb_step,
-        )
-        for split, prefix in (("val", "val_"), ("test", "test_")):
-            self._tb[split].scalars(
-                {"epoch_loss": row.get(prefix + "loss"), "epoch_accuracy": row.get(prefix + "accuracy")}, tb_step
-            )
-        for w in self._tb.values():
-            w.flush()
+        self._tb.scalars({(split, metric): row.get(col) for split, metric, col in tboard.SCALARS}, tb_step)
+        self._tb.flush()
 
     def close(self, result: dict | None) -> None:
         """Close the files; `result` (None when the run was aborted) seals the folder as finished."""
-        for w in getattr(self, "_tb", {}).values():
-            w.close()
+        if getattr(self, "_tb", None):
+            self._tb.close()
         if getattr(self, "_csv_file", None):
             self._csv_file.close()
         if result is not None:

@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -28,6 +29,7 @@ from kbn import interrupts
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
 from kbn.runlog import RunLog, check_run, is_finite
+from kbn.tboard import HParams, run_hparams
 from kbn.config import TrainConfig
 from kbn.packed import build_packed, trial_logs
 
@@ -59,6 +61,21 @@ def enable_compile_cache() -> str | None:
 
 
 COMPILE_CACHE = enable_compile_cache()
+
+
+def set_random_seed(seed: int) -> None:
+    """keras.utils.set_random_seed without its TensorFlow import on the other backends: it seeds TF
+    for tf.data pipelines, which kbn does not use, and importing TF costs seconds before the first epoch."""
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    from keras.src.utils import rng_utils
+
+    real, rng_utils.tf = rng_utils.tf, SimpleNamespace(available=False)
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        rng_utils.tf = real
 
 
 @dataclasses.dataclass
@@ -118,7 +135,7 @@ def _fmt(v, spec=".4f"):
 
 
 def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose: bool = True,
-          dataset: kdata.Dataset | None = None, log=print, hparams: dict | None = None,
+          dataset: kdata.Dataset | None = None, log=print, hparams: HParams | None = None,
           protocol: dict | None = None) -> RunResult:
     """Train `cfg` into `logdir/<run name>/`; a finished identical run is returned, not redone."""
     return train_many([cfg], logdir, overwrite, verbose, dataset, log, [hparams], protocol=protocol)[0]
@@ -129,7 +146,7 @@ def initial_model(cfg: TrainConfig, ds: kdata.Dataset) -> keras.Model:
     draw no random numbers (ones and zeros), so at one seed the runs with and without a norm start from
     the same kernels and biases in every layer both have, and see the same data order (IndexStream):
     their difference is the norm's effect, not the luck of the draw."""
-    keras.utils.set_random_seed(cfg.seed)
+    set_random_seed(cfg.seed)
     return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
 
 
@@ -227,9 +244,9 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     runlogs = []
     for i in todo:
         settings = cfgs[i].to_dict()
-        runlog = RunLog(Path(logdir) / cfgs[i].run_name())
-        hp = hparams[i] or {key: settings[key] for key in
-                            ("dataset", "arch", "norm", "optimizer", "lr", "seed", "batch_size")}
+        runlog = RunLog(Path(logdir) / cfgs[i].run_name(), axis="step" if cfgs[i].eval_every_steps else "epoch")
+        # a run of its own is a session named by its path under logdir; a sweep names its trials' sessions
+        hp = hparams[i] or run_hparams(settings, session=cfgs[i].run_name())
         runlog.start({**shared, "settings": settings, "run": runlog.folder.name}, hp)
         runlogs.append(runlog)
     outcomes: list[dict | None] = [None] * k

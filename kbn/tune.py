@@ -42,6 +42,7 @@ from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_su
                       score_value, trial_key, trial_length, work_left)
 from kbn.runlog import check_run, write_json_atomic
 from kbn.packed import is_packable as packable
+from kbn.tboard import sweep_hparams
 from kbn.train import train, train_many
 
 Status = trial_module.TrialStatus
@@ -227,10 +228,9 @@ class SweepTuner(base_tuner.BaseTuner):
         v = trial.hyperparameters.values
         cell = self.cells[v["cell"]]
         cfg = self.sweep.train_config(cell, v["lr"], v["seed"], v["phase"])
-        folder = run_folder(self.sweep, self.logdir, v, self.cells).parent
-        hparams = {**{k: getattr(cell, k) for k in ("dataset", "arch", "norm", "optimizer")},
-                   "lr": float(v["lr"]), "seed": int(v["seed"]), "phase": v["phase"]}
-        return cfg, folder, hparams
+        run = run_folder(self.sweep, self.logdir, v, self.cells)
+        hparams = sweep_hparams(self.sweep, cell, v, session=run.relative_to(self.logdir).as_posix())
+        return cfg, run.parent, hparams
 
     def _protocol(self, trial) -> dict:
         return {**self.sweep.protocol(), "phase": trial.hyperparameters.values["phase"]}

@@ -40,13 +40,20 @@ def test_one_run_is_fully_logged(tiny_dataset, tmp_path):
     assert config["data"]["source"] == "generated" and config["model"]["params"] == 100_910
     result = json.loads((res.folder / "result.json").read_text())
     assert result["metrics"]["test_accuracy"] == pytest.approx(rows[-1]["test_accuracy"])
-    train_tb = tb_scalars(res.folder / "train")
-    assert [s for s, _ in train_tb["epoch_accuracy"]] == [1, 2, 3]
-    assert train_tb["epoch_accuracy"][-1][1] == pytest.approx(rows[-1]["accuracy"], rel=1e-6)
-    assert "learning_rate" in train_tb
-    assert [v for _, v in tb_scalars(res.folder / "validation")["epoch_accuracy"]] == pytest.approx(
-        [r["val_accuracy"] for r in rows], rel=1e-6)
-    assert len(tb_scalars(res.folder / "test")["epoch_accuracy"]) == 1
+    tb = tb_scalars(res.folder)  # one TensorBoard run: the run folder itself
+    assert [s for s, _ in tb["train/epoch_accuracy"]] == [1, 2, 3]
+    assert tb["train/epoch_accuracy"][-1][1] == pytest.approx(rows[-1]["accuracy"], rel=1e-6)
+    assert "train/epoch_learning_rate" in tb
+    assert [v for _, v in tb["validation/epoch_accuracy"]] == pytest.approx([r["val_accuracy"] for r in rows], rel=1e-6)
+    assert len(tb["test/epoch_accuracy"]) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    ea = EventAccumulator(str(res.folder))
+    ea.Reload()
+    start = metadata.parse_session_start_info_plugin_data(ea.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
+    assert start.group_name == cfg.run_name()  # its path under logdir: one HParams row per run
+    assert start.hparams["seed"].string_value == "0"  # HParams prints a number seed as 0.0000
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny_dataset, tmp_path):
@@ -66,8 +73,9 @@ def test_eval_every_steps_gives_the_posters_curve(tiny_dataset, tmp_path):
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 23]
     assert all(r["test_accuracy"] is not None for r in rows)
     assert rows[0]["epoch"] == pytest.approx(5 * 60 / 512, abs=1e-3)
-    steps = [s for s, _ in tb_scalars(tmp_path / cfg.run_name() / "test")["epoch_accuracy"]]
-    assert steps == [5, 10, 15, 20, 23]
+    tb = tb_scalars(tmp_path / cfg.run_name())
+    assert [s for s, _ in tb["test/step_accuracy"]] == [5, 10, 15, 20, 23]  # the step is an optimizer step
+    assert not any(t.startswith("epoch") or "/epoch_" in t for t in tb)
 
 
 def test_nan_loss_ends_the_run_marked_diverged(tiny_dataset, tmp_path):
@@ -122,7 +130,7 @@ def test_both_backends_train_and_log(backend, tmp_path):
     assert status == "finished" and float(val) > 0.3
     run = next(tmp_path.iterdir())
     assert json.loads((run / "config.json").read_text())["backend"] == backend
-    assert tb_scalars(run / "validation")["epoch_accuracy"]
+    assert tb_scalars(run)["validation/epoch_accuracy"]
 
 
 def test_a_finished_run_with_other_settings_is_refused_not_returned(tiny_dataset, tmp_path):

@@ -1,0 +1,192 @@
+"""TensorBoard: the event files of a run, its HParams session, a sweep's HParams config, `kbn tensorboard`.
+
+One TensorBoard run per training: the run folder itself, holding every scalar as `<split>/<axis>_<metric>`
+(train/epoch_accuracy, validation/epoch_loss, test/epoch_accuracy, ...), where <axis> says what the
+step counts (epoch, or optimizer step for runs that evaluate every K steps), and its HParams session.
+Split sub-runs (train/, validation/, test/) would make four runs per training, the root one without
+scalars: a sweep of 96 trainings became 384 runs, past the 40 that TensorBoard's Scalars page selects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+
+# (TensorBoard split, metric, metrics.csv column)
+SCALARS = (
+    ("train", "loss", "loss"), ("train", "accuracy", "accuracy"), ("train", "learning_rate", "lr"),
+    ("validation", "loss", "val_loss"), ("validation", "accuracy", "val_accuracy"),
+    ("test", "loss", "test_loss"), ("test", "accuracy", "test_accuracy"),
+)
+AXES = {
+    "epoch": "The step counts epochs: the value at step N was measured after epoch N.",
+    "step": "The step counts optimizer steps (batches): the value at step N was measured after N steps.",
+}
+_WHAT = {"loss": "mean cross-entropy", "accuracy": "accuracy (fraction correct)", "learning_rate": "learning rate"}
+_files = itertools.count()
+
+
+def tag(split: str, metric: str, axis: str = "epoch") -> str:
+    return f"{split}/{axis}_{metric}"
+
+
+def description(split: str, metric: str, axis: str) -> str:
+    where = "over the epoch's training batches" if split == "train" and axis == "epoch" else f"on the {split} set"
+    return f"{_WHAT[metric].capitalize()} {where}. {AXES[axis]}"
+
+
+class EventWriter:
+    """A TensorBoard event file, written with tensorboard's protos and record framing alone.
+    tensorboard's EventFileWriter opens files through tf.io.gfile, which imports all of TensorFlow
+    when it is installed: seconds of start-up and absl/oneDNN lines on the JAX path."""
+
+    def __init__(self, logdir: Path, axis: str = "epoch"):
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter  # crc32c in pure Python
+
+        logdir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_files)}"
+        self._records = RecordWriter(open(logdir / name, "wb"))
+        self._axis, self._described = axis, set()
+        self.add(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def add(self, event) -> None:
+        self._records.write(event.SerializeToString())
+
+    def summary(self, summary, step: int = 0) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        self.add(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def scalars(self, values: dict[tuple[str, str], float | None], step: int) -> None:
+        """values: {(split, metric): value}; None is not measured (not written)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        out = [self._value(split, metric, v) for (split, metric), v in values.items() if v is not None]
+        if out:
+            self.summary(Summary(value=out), step)
+
+    def _value(self, split, metric, v):
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.scalar import metadata
+
+        name = tag(split, metric, self._axis)
+        value = Summary.Value(tag=name, simple_value=float(v))
+        if name not in self._described:  # TensorBoard reads a tag's description from its first value
+            value.metadata.CopyFrom(metadata.create_summary_metadata(name, description(split, metric, self._axis)))
+            self._described.add(name)
+        return value
+
+    def flush(self) -> None:
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.close()
+
+
+@dataclasses.dataclass
+class HParams:
+    """A run's HParams session. `session` names it and must be unique per training: TensorBoard shows
+    the sessions of one name as one row with their metrics averaged. `experiment` (a Summary from
+    hparams_config_pb) gives the domains and the metric columns; without it TensorBoard infers them."""
+
+    values: dict
+    session: str
+    experiment: object | None = None
+
+    def write(self, writer: EventWriter) -> None:
+        from tensorboard.plugins.hparams import summary_v2
+
+        if self.experiment is not None:
+            writer.summary(self.experiment)
+        writer.summary(summary_v2.hparams_pb(self.values, trial_id=self.session))
+
+
+def run_hparams(settings: dict, session: str) -> HParams:
+    """A single run's session (kbn train): its settings, seed as digits (see sweep_hparams)."""
+    keys = ("dataset", "arch", "norm", "optimizer", "lr", "seed", "batch_size")
+    return HParams({k: str(settings[k]) if k == "seed" else settings[k] for k in keys}, session)
+
+
+# ---------------------------------------------------------------- a sweep's HParams
+
+
+def sweep_lrs(sweep) -> list[float]:
+    """Every learning rate the sweep can train: each coarse grid and the fine grid around each
+    possible winner (which winner comes out is known only once the coarse trials ran)."""
+    lrs = set()
+    for opt in sweep.optimizers:
+        grid = sweep.coarse_grid(opt)
+        lrs.update(grid)
+        for best in grid:
+            lrs.update(sweep.fine_grid(opt, best))
+    return sorted(float(v) for v in lrs)
+
+
+def sweep_experiment(sweep):
+    """The sweep's HParams config: every hparam as its discrete domain, and the metric columns.
+    HParams has no log-scale interval (its Interval is min/max only; the dashboard's Logarithmic
+    scale is a viewer's choice), so the learning rate is the discrete grid: filterable value by value.
+    The seed is given as digits: HParams knows only strings, bools and float64, and the dashboard
+    prints every float64 to five digits (seed 0 as 0.0000)."""
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    from kbn.config import PHASES
+
+    axis = "step" if sweep.eval_every_steps else "epoch"
+    hparams = [hp.HParam(k, hp.Discrete(list(getattr(sweep, k + "s")))) for k in ("dataset", "arch", "norm", "optimizer")]
+    hparams += [hp.HParam("lr", hp.Discrete(sweep_lrs(sweep)), display_name="learning rate"),
+                hp.HParam("seed", hp.Discrete([str(s) for s in sweep.seeds])),
+                hp.HParam("phase", hp.Discrete(list(PHASES)))]
+    metrics = [hp.Metric(tag(split, metric, axis), display_name=f"{split} {metric}",
+                         description=description(split, metric, axis))
+               for split in ("test", "validation", "train") for metric in ("accuracy", "loss")]
+    return hp.hparams_config_pb(hparams, metrics)
+
+
+def sweep_hparams(sweep, cell, values: dict, session: str) -> HParams:
+    """A sweep trial's session, named by its run folder's path under the sweep folder."""
+    v = {k: getattr(cell, k) for k in ("dataset", "arch", "norm", "optimizer")}
+    v.update(lr=float(values["lr"]), seed=str(int(values["seed"])), phase=values["phase"])
+    return HParams(v, session, sweep_experiment(sweep))
+
+
+# ---------------------------------------------------------------- kbn tensorboard
+
+
+def served_folder(logdir, all_runs: bool) -> Path:
+    """A sweep's final runs (DIR/runs), or everything under DIR with --all (or when DIR has no runs/:
+    a `kbn train` --logdir)."""
+    from kbn.errors import ConfigError
+
+    d = Path(logdir)
+    if not d.is_dir():
+        raise ConfigError(f"{logdir}: no such folder; give a sweep's folder (e.g. logs/smoke) or a kbn train --logdir")
+    return d if all_runs or not (d / "runs").is_dir() else d / "runs"
+
+
+def serve(logdir, all_runs: bool = False, host: str = "127.0.0.1", port: int = 6006) -> int:
+    """TensorBoard on the sweep's runs, until Ctrl-C."""
+    from kbn.errors import ConfigError
+
+    folder = served_folder(logdir, all_runs)
+    from tensorboard import program
+
+    tb = program.TensorBoard()
+    # the Python loader: the Rust one (load_fast) drops the tags' descriptions, which say what the step counts
+    tb.configure(argv=[None, "--logdir", str(folder), "--host", host, "--port", str(port), "--load_fast=false"])
+    try:
+        url = tb.launch()
+    except program.TensorBoardServerException as e:
+        raise ConfigError(f"port: cannot serve on {host}:{port} ({e.msg}); give another --port") from None
+    what = "every run" if folder == Path(logdir) else "the final runs (--all adds the search trials)"
+    print(f"kbn: TensorBoard serves {what} of {logdir} at {url}  (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
