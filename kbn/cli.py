@@ -378,12 +378,12 @@ def cmd_export(args) -> int:
 def cmd_plot(args) -> int:
     from pathlib import Path
 
-    from kbn import plots, report
+    from kbn import plots, report, tuning
     from kbn.runlog import check_writable_dir
 
     scan = _scan(args.logdir, need_runs=False)
     runs = scan.runs
-    if runs.empty and plots.trial_points(args.logdir).empty:  # the search's trials alone make a picture
+    if runs.empty and tuning.trial_points(args.logdir).empty:  # the search's trials alone make a picture
         raise report.ReportError(_no_runs(args.logdir, scan))
     out = check_writable_dir("out", args.out or Path(args.logdir) / "report")
     for p in plots.plot_all(Path(args.logdir), out, report.long_from_runs(runs), runs):

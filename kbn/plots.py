@@ -4,7 +4,6 @@ Adam + BN epoch-to-epoch jumps (the thesis's Figure 7)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +15,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS  # noqa: E402
+from kbn import tuning  # noqa: E402
 from kbn.report import Results, _rel_cell, nice  # noqa: E402
 
 NORM_COLORS = {"none": "tab:gray", "batch": "tab:blue", "layer": "tab:orange", "group": "tab:green", "rms": "tab:red"}
@@ -65,26 +65,6 @@ def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def trial_points(logdir: Path) -> pd.DataFrame:
-    """Every search trial of a sweep: cell, phase, lr, score, diverged."""
-    recs = []
-    for f in sorted(Path(logdir).rglob("tuner/trial_*/trial.json")):
-        try:
-            s = json.loads(f.read_text())
-            v = s["hyperparameters"]["values"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if s.get("status") != "COMPLETED" or v.get("phase") not in ("coarse", "fine"):
-            continue
-        m = s.get("metrics", {}).get("metrics", {})
-        div = m.get("diverged", {}).get("observations", [{}])[0].get("value", [0.0])[0]
-        d, a, n, o = v["cell"].split("-")
-        recs.append(dict(dataset=d, arch=a, norm=n, optimizer=o, phase=v["phase"], lr=v["lr"], score=s["score"],
-                         diverged=bool(div)))
-    return pd.DataFrame.from_records(recs, columns=["dataset", "arch", "norm", "optimizer", "phase", "lr",
-                                                    "score", "diverged"])
-
-
 def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
     """Selection score against learning rate: coarse (o) and fine (s) trials, diverged ones (x)."""
     paths = []
@@ -111,6 +91,30 @@ def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
         axes[0].legend(fontsize=7, title="o coarse, s fine, x diverged", title_fontsize=7)
         fig.suptitle(f"{nice(d, a)}: learning-rate sensitivity of the search trials")
         paths.append(_save(fig, out / f"lr_sensitivity_{d}_{a}.png"))
+    return paths
+
+
+def expected_best(points: pd.DataFrame, out: Path) -> list[Path]:
+    """Tuning robustness per (dataset, network): expected best validation score after k trials drawn
+    from the coarse grid, one panel per optimizer, a line per norm (kbn.tuning)."""
+    rob = tuning.robustness(points)
+    paths = []
+    for (d, a), g in rob.groupby(["dataset", "arch"]):
+        opts = [o for o in OPTIMIZERS if o in set(g["optimizer"])]
+        fig, axes = _grid(len(opts))
+        for ax, opt in zip(axes, opts):
+            for _, r in g[g["optimizer"] == opt].iterrows():
+                ks = list(range(1, int(r["coarse_points"]) + 1))
+                ax.plot(ks, [r[f"best_k{k}"] for k in ks], marker="o", color=NORM_COLORS.get(r["norm"], "black"),
+                        label=f"{r['norm']} (band {r['band']:.2f} dec)")
+            ax.set_title(OPTIMIZER_NAMES[opt])
+            ax.set_xlabel("trials drawn from the coarse grid (k)")
+            ax.set_ylabel("expected best selection score")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{nice(d, a)}: expected best after k random learning rates (Dodge et al. 2019)")
+        paths.append(_save(fig, out / f"expected_best_{d}_{a}.png"))
     return paths
 
 
@@ -174,6 +178,8 @@ def plot_all(logdir: Path | None, out: Path, df: pd.DataFrame, runs: pd.DataFram
         paths += curves(runs, out)
         paths += adam_jumps(runs, out)
     if logdir is not None:
-        paths += lr_sensitivity(trial_points(logdir), out)
+        points = tuning.trial_points(logdir)
+        paths += lr_sensitivity(points, out)
+        paths += expected_best(points, out)
     paths += rel_heatmap(df, out)
     return paths

@@ -41,3 +41,47 @@ def tiny_dataset():
         parts[f"x_{split}"] = x.astype(np.float32) / 255
         parts[f"y_{split}"] = y.astype(np.int32)
     return Dataset(name="fashion_mnist", source="generated", **parts)
+
+
+TINY = """
+name = "tiny"
+datasets = ["mnist"]
+archs = ["mlp"]
+norms = ["none", "batch"]
+optimizers = ["sgd"]
+epochs = 1
+seeds = [0, 1]
+batch_size = 32
+[search]
+coarse = [0.01, 0.1, 1.0]
+fine_per_side = 1
+"""
+
+
+def write_cache(name="mnist", inf_pixels=False):
+    """A generated dataset in the kbn cache, so sweeps (and their subprocesses) load it by name."""
+    from kbn import data
+
+    arrays = {}
+    for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
+        x, y = make_images(n, seed)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    data._write_cache(name, arrays, "generated")
+    if inf_pixels:  # float32 inf after scaling: every training loss is NaN
+        orig = data.load
+
+        def load(*a, **k):
+            ds = orig(*a, **k)
+            ds.x_train[:] = np.inf
+            return ds
+
+        return load
+    return None
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    write_cache()
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY)
+    return f

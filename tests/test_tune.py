@@ -7,10 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import make_images
+from conftest import TINY, write_cache
 from kbn import data
 from kbn.config import Cell, load_sweep, sweep_from_dict
 from kbn.errors import ConfigError
@@ -18,48 +17,6 @@ from kbn.plan import cell_progress, folder_progress, planned_trials, status_rows
 from kbn.tune import SweepBusy, run_sweep, sweep_lock
 
 ROOT = Path(__file__).resolve().parents[1]
-
-TINY = """
-name = "tiny"
-datasets = ["mnist"]
-archs = ["mlp"]
-norms = ["none", "batch"]
-optimizers = ["sgd"]
-epochs = 1
-seeds = [0, 1]
-batch_size = 32
-[search]
-coarse = [0.01, 0.1, 1.0]
-fine_per_side = 1
-"""
-
-
-def write_cache(name="mnist", inf_pixels=False):
-    """A generated dataset in the kbn cache, so sweeps (and their subprocesses) load it by name."""
-    arrays = {}
-    for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
-        x, y = make_images(n, seed)
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
-    data._write_cache(name, arrays, "generated")
-    if inf_pixels:  # float32 inf after scaling: every training loss is NaN
-        orig = data.load
-
-        def load(*a, **k):
-            ds = orig(*a, **k)
-            ds.x_train[:] = np.inf
-            return ds
-
-        return load
-    return None
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    write_cache()
-    f = tmp_path / "tiny.toml"
-    f.write_text(TINY)
-    return f
-
 
 def trial_states(logdir):
     out = {}

@@ -1,0 +1,93 @@
+"""Tuning robustness, read from a sweep's search trials: how wide is the band of good learning rates,
+and how good a result should a researcher expect from k trials of the coarse grid?
+
+Much of what a norm is said to buy is an easier learning rate. The search trials already hold the
+data: every (cell, phase, lr, search seed) with its selection score.
+
+- Band width: the span, in decades, of the learning rates whose search score (mean over the search
+  seeds) is within `BAND` (1 accuracy point) of the cell's best; measured on the grid searched (coarse
+  and fine), so it is resolved to the grid's spacing.
+- Expected best after k trials (Dodge et al. 2019, "Show your work"): draw k learning rates from the
+  coarse grid uniformly with replacement and keep the best score; its expectation is exact from order
+  statistics, E[max] = sum_i v_(i) ((i/N)^k - ((i-1)/N)^k) for the N sorted scores v_(1) <= ... <= v_(N).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BAND = 0.01  # one accuracy point, as a fraction
+TRIAL_COLUMNS = ["dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "score", "diverged"]
+
+
+def trial_points(logdir: Path) -> pd.DataFrame:
+    """Every completed search trial of a sweep: cell, phase, lr, search seed, score, diverged."""
+    recs = []
+    for f in sorted(Path(logdir).rglob("tuner/trial_*/trial.json")):
+        try:
+            s = json.loads(f.read_text())
+            v = s["hyperparameters"]["values"]
+        except (OSError, ValueError, KeyError):
+            continue  # kbn status names unreadable trial files; here they simply add nothing
+        if s.get("status") != "COMPLETED" or v.get("phase") not in ("coarse", "fine"):
+            continue
+        m = s.get("metrics", {}).get("metrics", {})
+        div = m.get("diverged", {}).get("observations", [{}])[0].get("value", [0.0])[0]
+        d, a, n, o = v["cell"].split("-")
+        recs.append(dict(dataset=d, arch=a, norm=n, optimizer=o, phase=v["phase"], lr=float(v["lr"]),
+                         seed=int(v.get("seed", 0)), score=float(s["score"]), diverged=bool(div)))
+    return pd.DataFrame.from_records(recs, columns=TRIAL_COLUMNS)
+
+
+def lr_scores(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, phase, lr): the mean score over the search seeds, and how many there were."""
+    keys = ["dataset", "arch", "norm", "optimizer", "phase", "lr"]
+    return points.groupby(keys, as_index=False).agg(score=("score", "mean"), seeds=("seed", "nunique"))
+
+
+def band_decades(lrs, scores, band: float = BAND) -> float:
+    """The span (decades) of the learning rates scoring within `band` of the best."""
+    lrs, scores = np.asarray(lrs, float), np.asarray(scores, float)
+    good = lrs[scores >= scores.max() - band]
+    return float(math.log10(good.max() / good.min()))
+
+
+def expected_best(scores, k: int) -> float:
+    """E[max of k draws with replacement] from the empirical scores (exact, by order statistics)."""
+    v = np.sort(np.asarray(scores, float))
+    n = len(v)
+    i = np.arange(1, n + 1)
+    return float(np.sum(v * ((i / n) ** k - ((i - 1) / n) ** k)))
+
+
+def robustness(points: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and norm: the band width (coarse and fine), the grid sizes, and E[best] for
+    k = 1 .. coarse grid size (columns best_k1, best_k2, ...)."""
+    rows = []
+    scores = lr_scores(points)
+    for key, g in scores.groupby(["dataset", "arch", "optimizer", "norm"]):
+        coarse = g[g["phase"] == "coarse"].sort_values("lr")
+        both = g.groupby("lr", as_index=False)["score"].max()  # an lr in both grids: either score
+        row = dict(zip(["dataset", "arch", "optimizer", "norm"], key), band=band_decades(both["lr"], both["score"]),
+                   points=len(both), coarse_points=len(coarse), best=float(both["score"].max()),
+                   search_seeds=int(g["seeds"].max()))
+        for k in range(1, len(coarse) + 1):
+            row[f"best_k{k}"] = expected_best(coarse["score"], k)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def band_change(rob: pd.DataFrame, norm: str) -> dict[tuple, float]:
+    """(dataset, arch, optimizer) -> the norm's band width minus no norm's, in decades."""
+    out = {}
+    base = {tuple(r[["dataset", "arch", "optimizer"]]): r["band"] for _, r in rob[rob["norm"] == "none"].iterrows()}
+    for _, r in rob[rob["norm"] == norm].iterrows():
+        key = tuple(r[["dataset", "arch", "optimizer"]])
+        if key in base:
+            out[key] = float(r["band"] - base[key])
+    return out

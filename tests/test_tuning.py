@@ -1,0 +1,61 @@
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbn import tuning
+
+
+def test_expected_best_equals_brute_force_enumeration():
+    scores = [0.1, 0.5, 0.9, 0.7]
+    for k in range(1, 5):
+        draws = list(itertools.product(scores, repeat=k))
+        assert tuning.expected_best(scores, k) == pytest.approx(np.mean([max(d) for d in draws]))
+    assert tuning.expected_best([0.1, 0.5, 0.9], 1) == pytest.approx(0.5)
+    assert tuning.expected_best([0.1, 0.5, 0.9], 50) == pytest.approx(0.9, abs=1e-8)
+
+
+def test_band_is_the_span_of_the_rates_within_one_point_of_the_best():
+    lrs = [0.001, 0.01, 0.1, 1.0]
+    assert tuning.band_decades(lrs, [0.5, 0.88, 0.885, 0.2]) == pytest.approx(1.0)
+    assert tuning.band_decades(lrs, [0.5, 0.80, 0.885, 0.2]) == 0.0
+    assert tuning.band_decades(lrs, [0.88, 0.88, 0.88, 0.88]) == pytest.approx(3.0)
+
+
+def points(norm, scores, fine=()):
+    recs = [dict(dataset="mnist", arch="mlp", norm=norm, optimizer="sgd", phase="coarse", lr=lr, seed=s,
+                 score=v + 0.001 * s, diverged=False) for (lr, v) in scores for s in (5, 6)]
+    recs += [dict(dataset="mnist", arch="mlp", norm=norm, optimizer="sgd", phase="fine", lr=lr, seed=5,
+                  score=v, diverged=False) for lr, v in fine]
+    return recs
+
+
+def test_robustness_per_cell_and_the_change_a_norm_makes():
+    df = pd.DataFrame(points("none", [(0.01, 0.5), (0.1, 0.9), (1.0, 0.1)], fine=[(0.0316, 0.898)])
+                      + points("batch", [(0.01, 0.9), (0.1, 0.905), (1.0, 0.9)]))
+    rob = tuning.robustness(df).set_index("norm")
+    assert rob.loc["none", "band"] == pytest.approx(0.5, abs=0.001)  # 0.0316 .. 0.1
+    assert rob.loc["batch", "band"] == pytest.approx(2.0)
+    assert rob.loc["none", "search_seeds"] == 2 and rob.loc["none", "coarse_points"] == 3
+    assert rob.loc["none", "best_k1"] == pytest.approx(np.mean([0.5055, 0.9055, 0.1055]))  # seeds 5, 6 add 0.005, 0.006
+    assert rob.loc["batch", "best_k1"] > rob.loc["none", "best_k1"]
+    assert rob.loc["none", "best_k3"] < rob.loc["none", "best"]  # three draws may miss the winner
+    assert tuning.band_change(tuning.robustness(df), "batch") == {("mnist", "mlp", "sgd"): pytest.approx(1.5, abs=0.001)}
+
+
+def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path):
+    from kbn.cli import main
+    from kbn.config import load_sweep
+    from kbn.tune import run_sweep
+
+    run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
+    pts = tuning.trial_points(tmp_path / "out")
+    assert len(pts) == 2 * 5 and set(pts["seed"]) == {2}  # 3 coarse + 2 fine per cell, the search seed
+    rob = tuning.robustness(pts)
+    assert list(rob["norm"]) == ["batch", "none"] and (rob["band"] >= 0).all()
+    for _, r in rob.iterrows():
+        coarse = pts[(pts["norm"] == r["norm"]) & (pts["phase"] == "coarse")]["score"]
+        assert r["best_k1"] == pytest.approx(coarse.mean()) and r["best_k3"] <= coarse.max()
+    assert main(["plot", str(tmp_path / "out"), "--out", str(tmp_path / "pics")]) == 0
+    assert (tmp_path / "pics" / "expected_best_mnist_mlp.png").stat().st_size > 10_000
