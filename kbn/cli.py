@@ -82,7 +82,8 @@ def _add_sweep(sub):
     p = sub.add_parser("sweep", help="coarse-then-fine learning-rate search per cell, then the final runs")
     p.add_argument("file", help="a sweep file, e.g. sweeps/smoke.toml")
     p.add_argument("--logdir", help="the sweep's folder (default logs/<sweep name>)")
-    p.add_argument("--workers", type=int, help="serve the oracle as chief and start N local workers")
+    p.add_argument("--workers", type=int, help="local worker processes: default chosen from the cores and memory; "
+                   "1 trains in this process; N > 1 serves the oracle as chief and starts N; 0 serves only")
     p.add_argument("--host", default=HOST_DEFAULT, help=f"chief: address to serve on (default {HOST_DEFAULT})")
     p.add_argument("--port", type=int, help="chief: port to serve on (default: a free one)")
     p.add_argument("--worker", action="store_true",
@@ -216,10 +217,8 @@ def cmd_sweep(args) -> int:
         failed = tune.run_worker(sweep, logdir, pack=args.pack)
         print(f"kbn worker: no more trials{f' ({failed} failed here)' if failed else ''}")
         return 0  # failed trials are the chief's to report; non-zero means this worker stopped on an error
-    if args.workers is not None:
-        failed = tune.run_chief(sweep, logdir, args.file, args.workers, args.host, args.port, pack=args.pack)
-    else:
-        failed = tune.run_sweep(sweep, logdir, pack=args.pack)
+    failed = tune.run_sweep(sweep, logdir, pack=args.pack, workers=args.workers, sweep_file=args.file,
+                            host=args.host, port=args.port)
     _print_status(logdir)
     if failed:
         print(f"kbn sweep {sweep.name}: stopped with {failed} failed trial(s) (above); the cells they hold have "
@@ -242,8 +241,9 @@ def _check_sweep_options(args) -> None:
                           "--worker joins one")
     if args.oracle and not args.worker:
         raise ConfigError(f"--oracle {args.oracle}: only a worker joins a chief; add --worker")
-    if args.workers is None and (args.host != HOST_DEFAULT or args.port is not None):
-        raise ConfigError("--host and --port are where a chief serves: add --workers N (0 for remote workers only)")
+    if args.workers in (None, 1) and (args.host != HOST_DEFAULT or args.port is not None):
+        raise ConfigError("--host and --port are where a chief serves: add --workers N (N > 1 local workers, "
+                          "0 for remote workers only)")
     if args.worker and args.oracle:
         host, _, port = args.oracle.rpartition(":")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -457,8 +457,21 @@ def cmd_tensorboard(args) -> int:
     return tboard.serve(args.dir, all_runs=args.all, host=args.host, port=args.port)
 
 
+def _pin_worker() -> None:
+    """A local worker started by a chief that chose the number of workers runs on its own cores
+    (KBN_WORKER_CPUS), with the backends' thread pools sized to them, so workers do not contend."""
+    cpus = os.environ.get("KBN_WORKER_CPUS")
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = {int(c) for c in cpus.split(",")}
+    os.sched_setaffinity(0, cores)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(len(cores)))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _pin_worker()  # before any backend starts its threads
     try:
         args = parser().parse_args(argv)
     except SystemExit as e:  # --help, or a malformed argument already reported in one line

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from kbn.errors import Interrupted
+from kbn.errors import Interrupted  # noqa: F401 - raised here, caught by the CLI
 
 _requested = threading.Event()
 SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -196,11 +196,12 @@ class SweepOracle(kt.Oracle):
 class SweepTuner(base_tuner.BaseTuner):
     """Runs the trials the oracle hands out: each one is a `kbn.train` run."""
 
-    def __init__(self, sweep: SweepConfig, logdir: str | Path, verbose: bool = True, log=print, pack: int = 1):
+    def __init__(self, sweep: SweepConfig, logdir: str | Path, verbose: bool = True, log=print, pack: int = 1,
+                 datasets: dict | None = None):
         self.sweep, self.logdir, self.verbose, self.log = sweep, Path(logdir), verbose, log
         self.pack = pack  # trials pulled from the oracle at once and trained packed where they can be
         self.cells = {c.key: c for c in sweep.cells()}
-        self._datasets: dict = {}
+        self._datasets: dict = datasets if datasets is not None else {}
         self._results: dict = {}
         self._carry: list = []
         oracle = SweepOracle(sweep, log=log)
@@ -219,10 +220,7 @@ class SweepTuner(base_tuner.BaseTuner):
             self.oracle.reload()
 
     def _dataset(self, cfg):
-        key = (cfg.dataset, cfg.subset)
-        if key not in self._datasets:
-            self._datasets[key] = kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=self.verbose)
-        return self._datasets[key]
+        return _load(self._datasets, cfg, self.verbose)
 
     def _setup(self, trial):
         v = trial.hyperparameters.values
@@ -457,33 +455,43 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
             return f"{where} is of cell {v['cell']}, not in this sweep"
         if v["phase"] == "coarse" and float(v["lr"]) not in sweep.coarse_grid(cell.optimizer):
             return f"{where}: coarse lr {v['lr']} is not in this sweep's coarse grid"
-        if int(v["seed"]) not in sweep.seeds:
-            return f"{where}: seed {v['seed']} is not in this sweep's seeds"
+        seeds = sweep.seeds if v["phase"] == "final" else sweep.search_seeds
+        if int(v["seed"]) not in seeds:
+            return f"{where}: seed {v['seed']} is not among this sweep's {v['phase']} seeds {list(seeds)}"
     return None
 
 
-def preflight(tuner: "SweepTuner") -> None:
+def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
     """Everything a sweep can check before it trains, so a missing dataset or an impossible setting
     fails in one line at once, instead of as one failed trial per cell: every dataset loads (with its
-    subset), every cell's network builds and its optimizer exists, and packing works where asked."""
+    subset), every cell's network builds and its optimizer exists, and packing works where asked.
+    Returns the datasets loaded, keyed as SweepTuner keeps them."""
     from kbn import models, optim
     from kbn.packed import build_packed
 
-    sweep = tuner.sweep
+    datasets = {}
     for cell in sweep.cells():
         cfg = sweep.train_config(cell, sweep.coarse_grid(cell.optimizer)[0], sweep.seeds[0], "coarse")
         try:
-            ds = tuner._dataset(cfg)
+            ds = _load(datasets, cfg, verbose)
         except DataError as e:  # its several lines of how-to belong to `kbn data prepare`
             first = str(e).splitlines()[0].split(". Tried:")[0]
             raise DataError(f"{first}; `kbn data prepare {cfg.dataset}` says how to get it") from None
         optim.make_optimizer(cfg.optimizer, cfg.lr)
         single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
-        if tuner.pack > 1 and packable(cfg.arch):
+        if pack > 1 and packable(cfg.arch):
             try:
                 build_packed([single, single], [cfg.lr, cfg.lr], cfg.optimizer)
             except NotImplementedError as e:
-                raise ConfigError(f"--pack {tuner.pack}: cell {cell.key} cannot be packed ({e}); use --pack 1") from None
+                raise ConfigError(f"--pack {pack}: cell {cell.key} cannot be packed ({e}); use --pack 1") from None
+    return datasets
+
+
+def _load(datasets: dict, cfg, verbose: bool):
+    key = (cfg.dataset, cfg.subset)
+    if key not in datasets:
+        datasets[key] = kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=verbose)
+    return datasets[key]
 
 
 def _set_distribution_env(tuner_id: str | None, host: str | None = None, port: int | None = None):
@@ -506,17 +514,45 @@ def default_pack() -> int:
     return 1
 
 
-def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None) -> int:
-    """One process: search every cell, then the final runs. Returns the number of failed trials."""
+def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None, workers: int | None = 1,
+              sweep_file: str | None = None, host: str = "127.0.0.1", port: int | None = None) -> int:
+    """Run a sweep to its end (or to its failed trials); returns the number of failed trials.
+
+    workers: 1, this process trains every trial; N > 1, it serves the oracle as Keras Tuner's chief and
+    starts N local workers (`sweep_file` is what they read); 0, it only serves (workers join from other
+    machines); None, kbn chooses from the machine's cores and memory (kbn.resources) and says why."""
     logdir = Path(logdir)
+    if workers != 1:
+        check_address(host, port)
     with sweep_lock(logdir):
         prepare_folder(sweep, logdir)
-        _set_distribution_env(None)
-        tuner = SweepTuner(sweep, logdir, log=log, pack=pack or default_pack())
-        preflight(tuner)
-        _announce(sweep, logdir, tuner.oracle, log)
-        tuner.search()
-        return len(tuner.oracle.failed())
+        pack = pack or default_pack()
+        datasets = preflight(sweep, pack)
+        cores_each = None
+        if workers is None:
+            choice = auto_workers(sweep, datasets, pack)
+            workers, cores_each = choice.workers, choice.cores_each
+            log(f"kbn sweep: {workers} local worker(s): {choice.why} (--workers N overrides)")
+        if workers == 1:
+            _set_distribution_env(None)
+            tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=datasets)
+            _announce(sweep, logdir, tuner.oracle, log)
+            tuner.search()
+            return len(tuner.oracle.failed())
+        return _serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each)
+
+
+def auto_workers(sweep: SweepConfig, datasets: dict, pack: int):
+    """kbn.resources' choice for this sweep on this machine."""
+    from kbn import resources
+
+    conv = any(c.arch in CONV_ARCHS for c in sweep.cells())
+    biggest = max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "val", "test")) for ds in datasets.values())
+    parallel = max(len(sweep.cells()) * len(sweep.coarse) * len(sweep.search_seeds), len(sweep.cells()) * len(sweep.seeds))
+    return resources.choose_workers(resources.this_machine(gpu=pack > 1), conv, biggest, parallel)
+
+
+CONV_ARCHS = ("cnn", "deep_cnn")
 
 
 def _announce(sweep, logdir, oracle, log):
@@ -539,18 +575,33 @@ def run_worker(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = N
     if "chief" in os.environ["KERASTUNER_TUNER_ID"]:
         raise ConfigError("KERASTUNER_TUNER_ID: a worker's id must not contain 'chief'")
     address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    _die_with_local_chief()
     # keras-tuner's client waits up to an hour for a chief that is not there: ask once, boundedly
     try:
         grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=ORACLE_TIMEOUT)
     except grpc.FutureTimeoutError:
         raise KbnError(f"no kbn chief answers at {address} (waited {ORACLE_TIMEOUT:g} s); start it with "
                        "kbn sweep FILE --workers N --host H --port P, or check the address") from None
-    tuner = SweepTuner(sweep, logdir, log=log, pack=pack or default_pack())
-    preflight(tuner)
+    pack = pack or default_pack()
+    tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=preflight(sweep, pack))
     try:
         return tuner.search()
     except grpc.RpcError as e:
         raise KbnError(f"lost the chief at {address} ({e.code().name}); run the worker again once it is back") from None
+
+
+def _die_with_local_chief() -> None:
+    """A local worker ends when its chief does, even by kill -9: otherwise it would wait on the gone
+    chief's gRPC calls (up to an hour) holding a core. Linux's parent-death signal does it."""
+    chief = os.environ.get("KBN_CHIEF_PID")
+    if not chief or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() != int(chief):  # the chief died before the signal was armed
+        raise interrupts.Interrupted("the chief that started this worker is gone")
 
 
 def check_address(host: str, port: int | None) -> None:
@@ -572,57 +623,60 @@ def _free_port(host: str) -> int:
 
 def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, host: str = "127.0.0.1",
               port: int | None = None, log=print, pack: int | None = None) -> int:
-    """The chief serves the oracle (Keras Tuner's gRPC service) and starts `workers` local workers;
-    more may join from other machines. Returns the number of failed trials. A local worker that stops
-    with an error (or Ctrl-C / SIGTERM here) stops the whole sweep, resumable."""
+    """The chief alone or with `workers` local workers (run_sweep with workers != 1)."""
+    return run_sweep(sweep, logdir, log, pack, workers, sweep_file, host, port)
+
+
+def _serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each=None) -> int:
+    """The chief serves the oracle (Keras Tuner's gRPC service) and starts `workers` local workers, each
+    pinned to its own cores when kbn chose their number; more may join from other machines. A local
+    worker that stops with an error (or Ctrl-C / SIGTERM here) stops the whole sweep, resumable."""
     import grpc
     from concurrent import futures
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
-    logdir = Path(logdir)
-    check_address(host, port)
-    with sweep_lock(logdir):
-        prepare_folder(sweep, logdir)
-        port = port or _free_port(host)
-        _set_distribution_env("chief", host, port)
-        tuner = SweepTuner(sweep, logdir, log=log)
-        preflight(tuner)
-        oracle = tuner.oracle
-        _announce(sweep, logdir, oracle, log)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-        protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
-        try:
-            bound = server.add_insecure_port(f"{host}:{port}")
-        except RuntimeError:
-            bound = 0
-        if bound != port:
-            raise ConfigError(f"port: cannot listen on {host}:{port} (in use?); give another --port or leave it out")
-        server.start()
-        log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s)")
-        procs = []
-        try:
-            for i in range(workers):
-                env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{i}", KERASTUNER_ORACLE_IP=host,
-                           KERASTUNER_ORACLE_PORT=str(port))
-                cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
-                cmd += ["--pack", str(pack)] if pack else []
-                procs.append(subprocess.Popen(cmd, env=env))
-            while not oracle.finished():
-                interrupts.sleep(0.5)
-                stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-                if stopped:
-                    raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "
-                                   "message is above); the sweep stopped; run the same command to resume")
-                if procs and all(p.poll() is not None for p in procs) and not oracle.finished():
-                    raise KbnError("all workers exited before the sweep finished; run the same command to resume")
-            for p in procs:
-                p.wait(timeout=120)
-        finally:
-            _stop(procs)
-            server.stop(grace=2)
-            _set_distribution_env(None)
-        return len(oracle.failed())
+    port = port or _free_port(host)
+    _set_distribution_env("chief", host, port)
+    tuner = SweepTuner(sweep, logdir, log=log, datasets=datasets)
+    oracle = tuner.oracle
+    _announce(sweep, logdir, oracle, log)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound != port:
+        raise ConfigError(f"port: cannot listen on {host}:{port} (in use?); give another --port or leave it out")
+    server.start()
+    log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s)")
+    procs = []
+    try:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        for i in range(workers):
+            env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{i}", KERASTUNER_ORACLE_IP=host,
+                       KERASTUNER_ORACLE_PORT=str(port), KBN_CHIEF_PID=str(os.getpid()))
+            if cores_each and len(cpus) >= workers * cores_each:
+                env["KBN_WORKER_CPUS"] = ",".join(map(str, cpus[i * cores_each:(i + 1) * cores_each]))
+            cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
+            cmd += ["--pack", str(pack)] if pack else []
+            procs.append(subprocess.Popen(cmd, env=env))
+        while not oracle.finished():
+            interrupts.sleep(0.5)
+            stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+            if stopped:
+                raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "
+                               "message is above); the sweep stopped; run the same command to resume")
+            if procs and all(p.poll() is not None for p in procs) and not oracle.finished():
+                raise KbnError("all workers exited before the sweep finished; run the same command to resume")
+        for p in procs:
+            p.wait(timeout=120)
+    finally:
+        _stop(procs)
+        server.stop(grace=2)
+        _set_distribution_env(None)
+    return len(oracle.failed())
 
 
 def _stop(procs, grace: float = 10.0) -> None:

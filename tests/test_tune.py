@@ -345,9 +345,9 @@ def test_a_finished_sweep_with_a_failed_trial_says_so_again_rather_than_finished
     from kbn.cli import main
 
     with failing_train(RuntimeError("boom"), lambda cfg: cfg.lr == 1.0):
-        assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out")]) == 1
+        assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--workers", "1"]) == 1
         assert "2 failed trial(s)" in capsys.readouterr().out
-        assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out")]) == 1  # still broken: not finished
+        assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--workers", "1"]) == 1  # still broken: not finished
     out = capsys.readouterr().out
     assert "finished;" not in out and "failed trial(s)" in out
 
