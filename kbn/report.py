@@ -530,8 +530,12 @@ def compare(xs: dict, ys: dict, quantity: str = "rel", interval: str = "t", rng_
         per = {s: float(_effect(quantity, x[s], y[s])) for s in sorted(x)}
         stat = one_sample(per, interval, rng_seed)
         stat.p_win = float(np.mean([_win(x[s], y[s]) for s in per]))
-        return stat
-    return _unpaired(np.array(list(x.values())), np.array(list(y.values())), quantity, interval, rng_seed)
+    else:
+        stat = _unpaired(np.array(list(x.values())), np.array(list(y.values())), quantity, interval, rng_seed)
+    if quantity == "rel" and stat.interval:
+        # rel <= 1 always; a symmetric interval past 1 would claim values that cannot be
+        stat.high = min(stat.high, 1.0)
+    return stat
 
 
 def _unpaired(x: np.ndarray, y: np.ndarray, quantity: str, interval: str, rng_seed: int) -> Stat:
@@ -883,8 +887,11 @@ class Summary:
         mark = MARKS[self.verdict]
         mark = LATEX_MARKS[mark] if fmt == "latex" else mark
         parts = [f"{mark} {_signed(self.diff)} pts", f"rel {_signed(self.rel, plus=False)}"]
+        if self.diff.n > 1 and self.diff.p_win is not None:
+            parts.append(f"P(win) {self.diff.p_win:.2f}")
         if self.conv is not None:
-            parts.append(f"speed {_speed(self.conv)}")
+            seconds = self.conv["speedup_seconds"]
+            parts.append(f"speed {_speed(self.conv)}" + (f" ({seconds:.1f}× in time)" if seconds else ""))
         parts += [f"{name} {value:g}" for name, value in self.extras]
         return "; ".join(parts)
 
@@ -913,8 +920,9 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
             t.rows.append(row)
         if t.records:
             t.notes.append("Each cell: mark, test-accuracy difference in points [95% interval], rel [interval], "
-                           "speed = epochs for none to reach its final validation accuracy (test where no "
-                           "validation is recorded) ÷ epochs for the norm. "
+                           "P(win) = the share of seed pairs where the norm wins (ties count half), speed = epochs for none to reach its final validation accuracy (test where no "
+                           "validation is recorded) ÷ epochs for the norm (in time: seconds, from each arm's "
+                           "seconds per epoch). "
                            "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
                            "(it holds 0), · one seed (a point estimate).")
             out.append(t)

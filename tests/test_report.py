@@ -172,6 +172,8 @@ def test_bad_report_options(capsys):
     assert "markdown" in capsys.readouterr().err
     assert main(["report", "--from-csv", "x.csv", "--epochs", "2,a"]) == 2
     assert "2,5,20" in capsys.readouterr().err
+    assert main(["report", "--from-csv", "x.csv", "--interval", "wald"]) == 2
+    assert "bootstrap" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -339,10 +341,12 @@ ROW = "mnist,deep_mlp,batch,adadelta,0,{epoch},test,{acc}\n"
     (HEADER + "mnist,deep_mlp,batch,adadelta,a,1,test,0.9\n", ["line 2", "seed", "'a'"]),
     (HEADER + ROW.format(epoch=1, acc="nan"), ["line 2", "accuracy", "'nan'"]),
     (HEADER.replace("epoch", "step") + ROW.format(epoch=0, acc=0.9), ["line 2", "step", "'0'"]),
+    (HEADER.replace("accuracy", "accuracy,wall_time") + ROW.format(epoch=1, acc="0.9,-1").replace("\n", "") + "\n",
+     ["line 2", "wall_time", "'-1'"]),
     (HEADER, ["no data rows"]),
     ("", ["empty"]),
 ], ids=["conflicting-duplicate", "exact-duplicate", "epoch-0", "epoch-minus-1", "epoch-text", "epoch-2.5-after-comment",
-        "seed-0.5", "seed-text", "accuracy-nan", "step-0", "header-only", "empty-file"])
+        "seed-0.5", "seed-text", "accuracy-nan", "step-0", "wall-time-negative", "header-only", "empty-file"])
 def test_from_csv_rows_that_would_change_the_numbers_are_one_line(tmp_path, content, expect, capsys):
     f = tmp_path / "x.csv"
     f.write_text(content)
@@ -543,7 +547,7 @@ def test_convergence_speed_in_epochs_and_seconds():
     no_wall = report.convergence(report.Results(curve_df(wall=False)), "mnist", "mlp", "batch", "sgd")
     assert no_wall["speedup"] == pytest.approx(5.0) and no_wall["speedup_seconds"] is None
     text = report.render(report.build_tables(curve_df()), "text")
-    assert "5.0×" in text and "2.5×" in text
+    assert "speed 5.0× (2.5× in time)" in text and "P(win) 1.00" in text
 
 
 def test_summary_comes_first_with_marks_and_speed():
@@ -605,3 +609,8 @@ def test_wall_time_travels_through_export(run_folder, tmp_path, capsys):
     assert "wall_time" in exported.columns and exported["wall_time"].notna().any()
     df = report.read_long_csv(tmp_path / "acc.csv")
     assert df["wall_time"].notna().any()
+
+
+def test_rel_interval_never_passes_1():
+    s = report.compare(by_seed([0.90, 0.95, 0.99]), by_seed([0.99, 0.999, 0.9999]), "rel")
+    assert s.interval and s.high <= 1.0
