@@ -143,7 +143,8 @@ def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -
             out["search"] = ([f"{sweep['search_total_steps']} steps"] if sweep.get("search_total_steps")
                              else [f"{sweep['search_epochs']} epochs"])
         elif "search" not in out and sweep.get("epochs"):  # a sweep without search_epochs searches at full length
-            out["search"] = [f"{sweep['total_steps']} steps" if sweep.get("total_steps") else f"{sweep['epochs']} epochs"]
+            full = sweep.get("total_steps")
+            out["search"] = [f"{full} steps" if full else f"{sweep['epochs']} epochs"]
         for key in ("select_on", "search_seeds"):
             if sweep.get(key) is not None:
                 out[key] = sweep[key]
@@ -920,7 +921,8 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
             t.rows.append(row)
         if t.records:
             t.notes.append("Each cell: mark, test-accuracy difference in points [95% interval], rel [interval], "
-                           "P(win) = the share of seed pairs where the norm wins (ties count half), speed = epochs for none to reach its final validation accuracy (test where no "
+                           "P(win) = the share of seed pairs where the norm wins (ties count half), "
+                           "speed = epochs for none to reach its final validation accuracy (test where no "
                            "validation is recorded) ÷ epochs for the norm (in time: seconds, from each arm's "
                            "seconds per epoch). "
                            "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
@@ -1141,7 +1143,7 @@ def _method_notes(t: Table) -> list[str]:
         lines.append(f"{unpaired} value(s) come from unpaired seeds: the arms were run with different seeds.")
     if any(not s.interval and s.n == 1 for s in stats):
         lines.append("Cells with one seed show a point estimate alone.")
-    if 1 < ns[0] < ADVISED_SEEDS:
+    if methods and 1 < ns[0] < ADVISED_SEEDS:
         lines.append(f"n = {ns[0]} seeds: intervals are wide; {ADVISED_SEEDS} or more are advised.")
     if t.kind == "summary":
         lines.append("A mark reads each cell's own 95% interval; the findings below correct for testing several "
@@ -1363,8 +1365,8 @@ def claim_chance(res: Results, norm: str) -> dict:
             if v:
                 cells[_name(d, a, o)] = one_sample({s: CHANCE - 100 * x for s, x in v.items()}, res.interval)
     return _claim("deep networks without norm stay near chance (~10%) with SGD, SGDm, Adadelta early on", cells,
-                  f"{CHANCE:.0f}% minus the accuracy at the first reported epoch, in points", "no deep runs without norm",
-                  " pts")
+                  f"{CHANCE:.0f}% minus the accuracy at the first reported epoch, in points",
+                  "no deep runs without norm", " pts")
 
 
 def claim_adam_jumps(res: Results, norm: str) -> dict | None:
