@@ -648,12 +648,18 @@ class Results:
         self.df = df
         self.requested_epochs = epochs
         self.interval = interval
-        ep = df[df["epoch"].notna()]
-        self._acc = {}
-        for key, g in ep.groupby(["dataset", "arch", "norm", "optimizer", "split", "epoch"]):
-            g = g.sort_values("seed")
-            self._acc[key[:5] + (int(key[5]),)] = dict(zip(g["seed"].astype(int), g["accuracy"].astype(float)))
+        self._acc, self._acc_step = self._index(df, "epoch"), self._index(df, "step")
         self.by_step = df[df["step"].notna()]
+        self._splits = set(zip(df["dataset"], df["arch"], df["split"]))
+
+    @staticmethod
+    def _index(df: pd.DataFrame, axis: str) -> dict:
+        """(dataset, arch, norm, optimizer, split, epoch or step) -> {seed: accuracy}."""
+        out = {}
+        for key, g in df[df[axis].notna()].groupby(["dataset", "arch", "norm", "optimizer", "split", axis]):
+            g = g.sort_values("seed")
+            out[key[:5] + (int(key[5]),)] = dict(zip(g["seed"].astype(int), g["accuracy"].astype(float)))
+        return out
 
     def acc(self, dataset, arch, norm, optimizer, split, epoch) -> list[float] | None:
         v = self._acc.get((dataset, arch, norm, optimizer, split, epoch))
@@ -684,6 +690,28 @@ class Results:
     def final_epoch(self, dataset, arch, norm, optimizer, split) -> int | None:
         eps = [k[5] for k in self._acc if k[:5] == (dataset, arch, norm, optimizer, split)]
         return max(eps) if eps else None
+
+    def last(self, dataset, arch, norm, optimizer, split) -> tuple[str, int] | None:
+        """(axis, x) of a cell's last evaluation on `split`: its last epoch, else its last step."""
+        e = self.final_epoch(dataset, arch, norm, optimizer, split)
+        steps = [k[5] for k in self._acc_step if k[:5] == (dataset, arch, norm, optimizer, split)]
+        return ("epoch", e) if e else ("step", max(steps)) if steps else None
+
+    def at(self, dataset, arch, norm, optimizer, split, axis, x) -> dict | None:
+        """{seed: accuracy} of a cell at one epoch or step."""
+        return (self._acc if axis == "epoch" else self._acc_step).get((dataset, arch, norm, optimizer, split, x))
+
+    def all_pairs(self) -> list[tuple[str, str]]:
+        """(dataset, arch) pairs of epoch- and step-based runs, in the thesis's order."""
+        have = {(d, a) for d, a, _ in self._splits}
+        return [(d, a) for a in ARCHS for d in DATASETS if (d, a) in have]
+
+    def present_all(self, col: str, order) -> list[str]:
+        have = set(self.df[col])
+        return [v for v in order if v in have]
+
+    def has(self, dataset, arch, split) -> bool:
+        return (dataset, arch, split) in self._splits
 
     def curves(self, dataset, arch, norm, optimizer, split) -> tuple[str, dict[int, dict[int, float]], dict]:
         """(x axis, seed -> {epoch or step -> accuracy}, seed -> seconds per epoch or step) of one
@@ -822,14 +850,14 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
     """Per network: epochs (or steps) and seconds to reach the no-norm arm's final validation
     accuracy, the speed-ups, and the area under the validation curve."""
     out = []
-    for d, a in res.pairs():
+    for d, a in res.all_pairs():
         split = _split_of(res, d, a)
         t = Table("convergence", f"Convergence — {nice(d, a)}, {norm} norm vs none: {split} accuracy, "
                   "time to reach none's final accuracy", ["optimizer", "target %", "epochs none", f"epochs {norm}",
                                                           "speed-up", "s none", f"s {norm}", "speed-up (s)",
                                                           "AUC none", f"AUC {norm}", "AUC gain (points)"], [],
                   kind="plain")
-        for opt in res.present("optimizer", OPTIMIZERS):
+        for opt in res.present_all("optimizer", OPTIMIZERS):
             c = convergence(res, d, a, norm, opt, split)
             if c is None:
                 continue
@@ -839,13 +867,15 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
                            _speed(c, "speedup_seconds"), f"{c['auc_none']:.2f}", f"{c['auc_norm']:.2f}",
                            c["auc_diff"]])
             _convergence_records(t, d, a, opt, norm, c)
+            axis = c["axis"]
         if t.rows:
-            t.headers = [h.replace("epochs", "steps") if c["axis"] == "step" else h for h in t.headers]
+            t.headers = [h.replace("epochs", "steps") if axis == "step" else h for h in t.headers]
             t.notes.append(f"target: the seed-mean final {split} accuracy without the norm; epochs: the first "
                            "evaluated epoch at which the seed-mean curve reaches it (per seed in the CSV); speed-up = "
                            f"epochs none ÷ epochs {norm}; s: epochs × each arm's measured seconds per epoch "
                            f"({MISSING}: no timings); AUC: the mean {split} accuracy over the evaluated epochs "
                            "(normalised area under the curve).")
+            t.notes = [n.replace("epoch", "step") for n in t.notes] if axis == "step" else t.notes
             out.append(t)
     return out
 
@@ -906,13 +936,13 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
     """One table per norm: rows optimizer, columns dataset + network, each cell a `Summary` of the
     test accuracy at the last epoch. `extra` adds named per-cell quantities to every cell."""
     out = []
-    if "none" not in res.present("norm", NORMS):
+    if "none" not in res.present_all("norm", NORMS):
         return out
-    for norm in [n for n in res.present("norm", NORMS) if n != "none"]:
-        pairs = res.pairs()
+    for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
+        pairs = res.all_pairs()
         t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the last epoch, with minus "
                   "without", ["optimizer"] + [nice(d, a) for d, a in pairs], [], kind="summary")
-        for opt in res.present("optimizer", OPTIMIZERS):
+        for opt in res.present_all("optimizer", OPTIMIZERS):
             row = [DISPLAY[opt]]
             for d, a in pairs:
                 cell = _summary_cell(res, d, a, norm, opt, extra)
@@ -932,12 +962,11 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
 
 
 def _summary_cell(res: Results, d, a, norm, opt, extra) -> Summary | None:
-    e = res.final_epoch(d, a, norm, opt, "test")
-    diff = _rel_cell(res, d, a, norm, opt, "test", e, "diff") if e else None
+    diff = _final_test(res, d, a, norm, opt, "diff")
     if diff is None:
         return None
     extras = [(name, v) for name, fn in extra if (v := fn(d, a, norm, opt)) is not None]
-    return Summary(diff, _rel_cell(res, d, a, norm, opt, "test", e),
+    return Summary(diff, _final_test(res, d, a, norm, opt),
                    convergence(res, d, a, norm, opt, _split_of(res, d, a)), extras)
 
 
@@ -1090,9 +1119,10 @@ def build_tables(df: pd.DataFrame, epochs: list[int] | None = None, interval: st
     tables: list[Table] = summary_tables(res, extra)
     for t in tables:
         t.notes.append(protocol_line(protocol))
-    if has_none:
-        for norm in norms:
+    if "none" in res.present_all("norm", NORMS):  # step-based runs (the poster's) too
+        for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
             tables += convergence_tables(res, norm)
+    if has_none:
         for norm in norms:
             t1 = table1(res, norm)
             tables += [t1] if t1 else []
@@ -1227,12 +1257,14 @@ def _name(d, a, opt=None) -> str:
 
 def _split_of(res: Results, d, a) -> str:
     """Per-epoch claims read validation, else test (published tables often have only test)."""
-    return "validation" if res.epochs(d, a, "validation") else "test"
+    return "validation" if res.has(d, a, "validation") else "test"
 
 
 def _final_test(res: Results, d, a, norm, opt, quantity="rel") -> Stat | None:
-    e = res.final_epoch(d, a, norm, opt, "test")
-    return _rel_cell(res, d, a, norm, opt, "test", e, quantity) if e else None
+    """The norm's effect on test accuracy at the cell's last epoch (or step)."""
+    last = res.last(d, a, norm, opt, "test")
+    x, y = (res.at(d, a, n, opt, "test", *last) for n in ("none", norm)) if last else (None, None)
+    return compare(x, y, quantity, res.interval) if x and y else None
 
 
 def _pool(stats: list[Stat | None]) -> Stat | None:
@@ -1279,8 +1311,8 @@ def _claim(claim: str, cells: dict[str, Stat], what: str, missing: str, unit: st
 
 def claim_improves(res: Results, norm: str) -> dict:
     """The answer itself: the norm raises test accuracy at the last epoch, for every optimizer."""
-    cells = {_name(d, a, o): _final_test(res, d, a, norm, o, "diff") for d, a in res.pairs()
-             for o in res.present("optimizer", OPTIMIZERS)}
+    cells = {_name(d, a, o): _final_test(res, d, a, norm, o, "diff") for d, a in res.all_pairs()
+             for o in res.present_all("optimizer", OPTIMIZERS)}
     return _claim(f"{norm} norm improves test accuracy for every optimizer", cells,
                   "test-accuracy difference with − without, at the last epoch, in points",
                   f"no runs with and without {norm} norm", " pts")
@@ -1290,8 +1322,8 @@ def claim_faster(res: Results, norm: str) -> dict:
     """Thesis hypothesis 1: faster convergence, measured as the gain in area under the validation
     curve (paired by seed); the speed-ups to none's final accuracy are given beside it."""
     cells, speed, never = {}, [], 0
-    for d, a in res.pairs():
-        for o in res.present("optimizer", OPTIMIZERS):
+    for d, a in res.all_pairs():
+        for o in res.present_all("optimizer", OPTIMIZERS):
             c = convergence(res, d, a, norm, o, _split_of(res, d, a))
             if c is not None:
                 cells[_name(d, a, o)] = c["auc_diff"]

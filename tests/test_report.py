@@ -143,7 +143,11 @@ def test_poster_table_from_steps():
                  accuracy=a / 100) for n, accs in (("none", (79.2, 92.0)), ("batch", (96.2, 97.2)), ("layer", (95.2, 95.9)))
             for s, a in zip((5000, 10000), accs)]
     df = report._normalise(pd.DataFrame(recs))
-    (t,) = report.build_tables(df)
+    *answer, t = report.build_tables(df)
+    # step-based runs get the summary and convergence too, in steps
+    assert [x.id for x in answer] == ["summary", "summary", "convergence", "convergence"]
+    assert answer[0].headers == ["optimizer", "MNIST + Ioffe MLP"] and answer[0].rows[0][1].diff.value == pytest.approx(5.2)
+    assert "steps none" in answer[2].headers and answer[2].rows[0][2:5] == ["10000", "5000", "2.0×"]
     assert t.id == "poster" and t.headers == ["norm", "step 5000", "step 10000"]
     assert [r[0] for r in t.rows] == ["none", "batch", "layer"]
     assert t.rows[1][1].value == pytest.approx(96.2)
@@ -614,3 +618,9 @@ def test_wall_time_travels_through_export(run_folder, tmp_path, capsys):
 def test_rel_interval_never_passes_1():
     s = report.compare(by_seed([0.90, 0.95, 0.99]), by_seed([0.99, 0.999, 0.9999]), "rel")
     assert s.interval and s.high <= 1.0
+
+
+def test_a_network_missing_its_last_optimizer_still_reports():
+    tables = report.build_tables(synthetic(drop={("mlp", "adagrad", "batch")}))
+    conv = [t for t in tables if t.id == "convergence"]
+    assert [len(t.rows) for t in conv] == [3, 4]
