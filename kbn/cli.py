@@ -103,6 +103,8 @@ def _add_report(sub):
                    "(dataset,arch,norm,optimizer,seed,epoch|step,split,accuracy)")
     r.add_argument("--format", default="text", help="text (default), markdown, latex, csv")
     r.add_argument("--epochs", help="comma-separated epochs to show, e.g. 2,5,20,35,50")
+    r.add_argument("--interval", default="t", help="95%% intervals of effects: t (Student-t over paired seeds, "
+                   "default) or bootstrap (percentile, 2000 resamples of the seeds)")
     r.add_argument("--out", metavar="DIR", help="also write DIR/report.md with every table and picture")
 
     e = sub.add_parser("export", help="a sweep's final runs as long-format CSV (what --from-csv reads)")
@@ -301,18 +303,19 @@ def _write(path, write) -> None:
 
 
 def _load_results(args):
-    """(long-format accuracies, run table or None, notices on what was left out)."""
+    """(long-format accuracies, run table or None, notices on what was left out, the protocol the
+    run folders record or None)."""
     from kbn import report
     from kbn.errors import ConfigError
 
     if args.from_csv and args.logdir:  # one source: which numbers the tables show must not be a guess
         raise ConfigError(f"report: got both a folder ({args.logdir}) and --from-csv {args.from_csv}; give one of them")
     if args.from_csv:
-        return report.read_long_csv(args.from_csv), None, []
+        return report.read_long_csv(args.from_csv), None, [], None
     if not args.logdir:
         raise ConfigError("report: give a sweep folder (kbn report logs/smoke) or --from-csv FILE")
     scan = _scan(args.logdir)
-    return report.long_from_runs(scan.runs), scan.runs, scan.notices()
+    return report.long_from_runs(scan.runs), scan.runs, scan.notices(), scan.protocol
 
 
 def cmd_report(args) -> int:
@@ -323,24 +326,26 @@ def cmd_report(args) -> int:
     from kbn.runlog import check_writable_dir
 
     fmt = check_choice("format", args.format, REPORT_FORMATS)
+    interval = check_choice("interval", args.interval, report.INTERVALS)
     epochs = _parse_epochs(args.epochs)
-    df, runs, notices = _load_results(args)
+    df, runs, notices, protocol = _load_results(args)
     out = args.out and check_writable_dir("out", args.out)  # before any output: a bad --out prints nothing
     missing = report.check_epochs(df, epochs)
     if missing:
         notices.append(missing)
         print(f"kbn: {missing}", file=sys.stderr)
-    tables = report.build_tables(df, epochs)
+    tables = report.build_tables(df, epochs, interval, protocol)
+    found = report.findings(df, interval=interval)
     print(report.render(tables, fmt), end="")
     if fmt != "csv" and tables:
-        print("\n" + report.render_findings(report.findings(df), "markdown" if fmt == "markdown" else "text"), end="")
+        print("\n" + report.render_findings(found, "markdown" if fmt == "markdown" else "text"), end="")
     if out:
         from kbn import plots
 
         pictures = plots.plot_all(Path(args.logdir) if args.logdir and not args.from_csv else None, out, df, runs)
         source = args.from_csv or args.logdir
         md = [f"# kbn report: {source}\n", report.render(tables, "markdown"),
-              report.render_findings(report.findings(df), "markdown"), "\n## Pictures\n"]
+              report.render_findings(found, "markdown"), "\n## Pictures\n"]
         if notices:
             md[1:1] = ["Left out of this report:\n", *(f"- {n}" for n in notices), ""]
         md += [f"![{p.stem}]({p.name})\n" for p in pictures]

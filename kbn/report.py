@@ -7,15 +7,20 @@ folders, `read_long_csv` from a file in the same format (`kbn export` writes it)
 builders turn it into `Table`s that render as text, markdown, LaTeX or tidy CSV.
 
 Relative improvement of adding a norm (x: accuracy % without, y: with): rel = (y - x) / (100 - x).
-With several seeds, accuracies are seed means (shown mean ± std) and rel carries a 95% bootstrap
-interval over seeds.
+With several seeds, accuracies are seed means (shown mean ± sd); an effect (rel, or the difference
+in points) is the mean of the per-seed effects when both arms ran the same seeds (paired), with a
+Student-t 95% interval (or a bootstrap one), and Welch's interval when they did not. Verdicts read
+the intervals (Holm's correction for claims over several cells). The report opens with a summary per
+norm: the effect, its verdict and the convergence speed-up of every cell.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,8 +32,11 @@ DISPLAY = OPTIMIZER_NAMES
 from kbn.errors import ConfigError, KbnError
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
+# step replaces epoch for step-based runs; wall_time: the run's cumulative seconds at that evaluation
+# (absent from published numbers)
+OPTIONAL = ["step", "wall_time"]
 CELL = ["dataset", "arch", "norm", "optimizer"]
-TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "quantity", "value"]
+TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "seed", "quantity", "value"]
 SPLITS = ("train", "validation", "test")
 THESIS_EPOCHS = (2, 5, 20, 35, 50)
 BOOTSTRAP = 2000
@@ -51,7 +59,7 @@ def nice(dataset: str, arch: str | None = None) -> str:
 
 
 RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "step", "loss", "accuracy",
-               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "status"]
+               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "status"]
 
 
 @dataclasses.dataclass
@@ -64,6 +72,7 @@ class RunScan:
     unfinished: int  # run folders without result.json
     folders: int  # run folders seen (search trials not counted)
     sweep_problems: list[str] = dataclasses.field(default_factory=list)  # failed or lost trials of a sweep
+    protocol: dict = dataclasses.field(default_factory=dict)  # see `read_protocol`
 
     def notices(self) -> list[str]:
         lines = [f"skipped {folder}: {why}" for folder, why in self.skipped] + self.sweep_problems
@@ -79,9 +88,10 @@ def scan_runs(logdir: str | Path) -> RunScan:
     if not logdir.is_dir():
         raise ReportError(f"{logdir}: no such folder")
     # result.json too: a run whose config.json was lost is damaged, not absent
-    folders = sorted({p.parent for name in ("config.json", "result.json") for p in logdir.rglob(name)
-                      if "search" not in p.parent.relative_to(logdir).parts})
-    records, skipped, unfinished, owner = [], [], 0, {}
+    found = {p.parent for name in ("config.json", "result.json") for p in logdir.rglob(name)}
+    searched = sorted(f for f in found if "search" in f.relative_to(logdir).parts)
+    folders = sorted(found - set(searched))
+    records, skipped, unfinished, owner, settings = [], [], 0, {}, []
     for folder in folders:
         check = check_run(folder)
         if check.damaged:
@@ -105,8 +115,76 @@ def scan_runs(logdir: str | Path) -> RunScan:
                                   "move one of them out of this folder")
             owner[key] = folder, lr
             records += rows
+            settings.append(s)
     return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders),
-                   _sweep_problems(logdir))
+                   _sweep_problems(logdir), read_protocol(logdir, settings, searched))
+
+
+def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -> dict:
+    """How the numbers were made, as far as the folder says: the final runs' lengths and seeds (from
+    their settings), the search's length, seeds and selection split (sweep.json, else the search
+    trials' own config.json). Keys whose answer is not recorded are absent."""
+    out = {"final": _lengths(final), "final_seeds": sorted({s["seed"] for s in final})}
+    search = []
+    for folder in search_folders:
+        try:
+            search.append(json.loads((folder / "config.json").read_text())["settings"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged trial says nothing about the protocol; status reports it
+    if search:
+        out["search"] = _lengths(search)
+        out["search_seeds"] = sorted({s["seed"] for s in search if "seed" in s})
+    try:
+        sweep = json.loads((logdir / "sweep.json").read_text())
+    except (OSError, ValueError):
+        sweep = {}
+    if isinstance(sweep, dict):
+        if sweep.get("search_epochs") or sweep.get("search_total_steps"):
+            out["search"] = ([f"{sweep['search_total_steps']} steps"] if sweep.get("search_total_steps")
+                             else [f"{sweep['search_epochs']} epochs"])
+        elif "search" not in out and sweep.get("epochs"):  # a sweep without search_epochs searches at full length
+            full = sweep.get("total_steps")
+            out["search"] = [f"{full} steps" if full else f"{sweep['epochs']} epochs"]
+        for key in ("select_on", "search_seeds"):
+            if sweep.get(key) is not None:
+                out[key] = sweep[key]
+    return out
+
+
+def _lengths(settings: list[dict]) -> list[str]:
+    """The distinct training lengths of runs' settings: '50 epochs', '50000 steps'."""
+    out = set()
+    for s in settings:
+        if s.get("total_steps"):
+            out.add((1, int(s["total_steps"])))
+        elif s.get("epochs"):
+            out.add((0, int(s["epochs"])))
+    return [f"{v} {'steps' if k else 'epochs'}" for k, v in sorted(out)]
+
+
+def protocol_line(protocol: dict | None) -> str:
+    """One line: the search's length, selection split and seeds vs the final runs' length and seeds."""
+    if not protocol:
+        return "Protocol: not recorded with these numbers (read from a file of accuracies)."
+
+    def length(items):
+        unit = items[0].split()[1]
+        return f"{' or '.join(i.split()[0] for i in items)} {unit}" if len({i.split()[1] for i in items}) == 1 \
+            else " or ".join(items)
+
+    search = protocol.get("search")
+    parts = [f"learning rate searched with {length(search).replace(' epochs', '-epoch').replace(' steps', '-step')}"
+             " trials" if search else "the learning-rate search is not recorded here"]
+    if protocol.get("select_on"):
+        parts.append(f"selected on {protocol['select_on']} accuracy")
+    if protocol.get("search_seeds"):
+        parts.append(f"search seeds {', '.join(map(str, protocol['search_seeds']))}")
+    final = []
+    if protocol.get("final"):
+        final.append(length(protocol["final"]))
+    if protocol.get("final_seeds"):
+        final.append(f"seeds {', '.join(map(str, protocol['final_seeds']))}")
+    return f"Protocol: {', '.join(parts)}; final runs: {', '.join(final) or 'not recorded'}."
 
 
 def _sweep_problems(logdir: Path) -> list[str]:
@@ -118,7 +196,7 @@ def _sweep_problems(logdir: Path) -> list[str]:
 
     try:
         state = folder_progress(logdir)
-    except KbnError as e:
+    except (KbnError, KeyError, TypeError, ValueError) as e:  # a hand-edited sweep.json must not stop a report
         return [f"the sweep's own files cannot be read ({e})"]
     return [f"sweep: {line}" for line in problem_lines(state, kinds=("failed", "unreadable"))]
 
@@ -153,12 +231,13 @@ def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The long format (LONG_COLUMNS plus `step`) from a run table."""
     parts = []
     for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
-        part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step", col]]
+        part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step",
+                                        "wall_time", col]]
         parts.append(part.rename(columns={col: "accuracy"}).assign(split=split))
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + ["step"])
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + OPTIONAL)
     # an epoch-based run's step is not its x axis
     df.loc[df["epoch"].notna(), "step"] = np.nan
-    return _normalise(df[LONG_COLUMNS + ["step"]])
+    return _normalise(df[LONG_COLUMNS + OPTIONAL])
 
 
 def collect_runs(logdir: str | Path) -> pd.DataFrame:
@@ -173,7 +252,9 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
         df["epoch"] = np.nan
     if "lr" not in df:  # published numbers often do not say
         df["lr"] = np.nan
-    for col in ("epoch", "step", "lr"):
+    if "wall_time" not in df:
+        df["wall_time"] = np.nan
+    for col in ("epoch", "step", "lr", "wall_time"):
         df[col] = df[col].astype(float)
     df["seed"] = df["seed"].astype(int)
     df["accuracy"] = df["accuracy"].astype(float)
@@ -223,7 +304,7 @@ def read_long_csv(path: str | Path) -> pd.DataFrame:
                                   f"{rec['lr']:g} but line {m} has lr {lr:g}: two runs under one seed; a cell's "
                                   "runs must differ in seed")
         records.append(rec)
-    return _normalise(pd.DataFrame.from_records(records, columns=LONG_COLUMNS + ["step"]))
+    return _normalise(pd.DataFrame.from_records(records, columns=LONG_COLUMNS + OPTIONAL))
 
 
 def _csv_lines(path: Path) -> list[tuple[int, list[str]]]:
@@ -287,6 +368,14 @@ def _long_row(where: str, row: dict) -> dict:
             pass
         if not 0 < rec["lr"] < np.inf:  # NaN fails too
             bad("lr", "give a positive number, or leave it empty")
+    rec["wall_time"] = np.nan
+    if row.get("wall_time"):
+        try:
+            rec["wall_time"] = float(row["wall_time"])
+        except ValueError:
+            pass
+        if not 0 <= rec["wall_time"] < np.inf:
+            bad("wall_time", "give the run's seconds so far (a number from 0), or leave it empty")
     return rec
 
 
@@ -297,7 +386,8 @@ def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         part = df[df[axis].notna()]
         if len(part):
             key = LONG_COLUMNS[:6]  # the cell, its lr and the seed
-            part = part[key + [axis, "split", "accuracy"]].copy()
+            part = part[key + [axis, "split", "accuracy"] + (["wall_time"] if part["wall_time"].notna().any()
+                                                             else [])].copy()
             part[axis] = part[axis].astype(int)
             out[axis] = part.sort_values(key + [axis, "split"]).reset_index(drop=True)
     return out
@@ -331,6 +421,11 @@ def _epochs(eps: list[int]) -> str:
 # ---------------------------------------------------------------- statistics
 
 
+ALPHA = 0.05  # 95% intervals; Holm's correction keeps a claim over several cells at this level
+INTERVALS = ("t", "bootstrap")
+ADVISED_SEEDS = 5
+
+
 def rel(x, y):
     """(y - x) / (100 - x) for accuracies in percent; 0 where x is already 100."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -340,30 +435,193 @@ def rel(x, y):
 
 @dataclasses.dataclass
 class Stat:
+    """A number with what is known of its uncertainty. Accuracies: mean and sd over seeds.
+    Comparisons (the norm over none, or any contrast): the effect, its 95% interval [low, high],
+    the per-seed effects when the seeds are paired, and how it was computed."""
+
     value: float
     low: float | None = None
     high: float | None = None
-    std: float | None = None
+    std: float | None = None  # accuracies: sd over seeds; comparisons: spread of one seed's effect
     n: int = 1
+    method: str = ""  # a METHODS key; "" for a value without an interval
+    seeds: dict | None = None  # seed -> value (accuracies, or paired per-seed effects)
+    p_win: float | None = None  # the share of seed pairs where the norm wins (ties count half)
+    p: float | None = None  # two-sided p-value of "no effect", by the interval's method
+
+    @property
+    def interval(self) -> bool:
+        return self.low is not None
+
+    @property
+    def paired(self) -> bool:
+        return self.method.startswith("paired")
 
 
-def acc_stat(values: list[float]) -> Stat:
+METHODS = {
+    "paired t": "paired by seed (both arms of a seed share data order and initial weights): the mean of the "
+                "per-seed values, Student-t 95% interval (n − 1 degrees of freedom)",
+    "paired bootstrap": f"paired by seed: the mean of the per-seed values, 95% percentile bootstrap interval "
+                        f"({BOOTSTRAP} resamples of the seeds)",
+    "Welch": "unpaired (the arms' seeds differ): Welch's t-interval for the difference of the means; rel of the "
+             "means with a delta-method standard error and Welch–Satterthwaite degrees of freedom",
+    "unpaired bootstrap": f"unpaired (the arms' seeds differ): the effect of the means, 95% percentile bootstrap "
+                          f"interval ({BOOTSTRAP} resamples of each arm's seeds)",
+}
+
+
+def _t(df: float, alpha: float = ALPHA) -> float:
+    """t_{1 - alpha/2, df}. scipy comes with jax, a dependency of kbn, so it is always there."""
+    from scipy import stats
+
+    return float(stats.t.ppf(1 - alpha / 2, df))
+
+
+def _t_p(mean: float, se: float, df: float) -> float:
+    from scipy import stats
+
+    if se == 0:
+        return 1.0 if mean == 0 else 0.0
+    return float(2 * stats.t.sf(abs(mean / se), df))
+
+
+def acc_stat(values, seeds=None) -> Stat:
+    """Accuracies (fractions) as percent: mean ± sd over seeds."""
     v = np.asarray(values, float) * 100
-    return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v))
+    by_seed = dict(zip(seeds if seeds is not None else range(len(v)), map(float, v)))
+    return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v), seeds=by_seed)
 
 
-def rel_stat(xs: list[float], ys: list[float], rng_seed: int = 0) -> Stat:
-    """rel of the seed means; with several seeds, a 95% percentile bootstrap interval (each side's
-    seeds resampled independently: the runs without and with the norm are not paired)."""
-    x, y = np.asarray(xs, float) * 100, np.asarray(ys, float) * 100
-    point = float(rel(x.mean(), y.mean()))
-    if len(x) < 2 and len(y) < 2:
-        return Stat(point, n=1)
-    rng = np.random.default_rng(rng_seed)
-    bx = rng.choice(x, (BOOTSTRAP, len(x))).mean(axis=1)
-    by = rng.choice(y, (BOOTSTRAP, len(y))).mean(axis=1)
-    lo, hi = np.percentile(rel(bx, by), [2.5, 97.5])
-    return Stat(point, float(lo), float(hi), n=min(len(x), len(y)))
+def _win(x: float, y: float) -> float:
+    return 1.0 if y > x else 0.5 if y == x else 0.0
+
+
+def _effect(quantity: str, x, y):
+    """The norm's effect on accuracies in percent: 'diff' in points, or 'rel'."""
+    return np.asarray(y, float) - np.asarray(x, float) if quantity == "diff" else rel(x, y)
+
+
+def one_sample(values: dict, interval: str = "t", rng_seed: int = 0) -> Stat:
+    """The mean of per-seed values (seed -> value) with a 95% interval; one value is a point alone."""
+    seeds = sorted(values)
+    v = np.array([values[s] for s in seeds], float)
+    wins = float(np.mean([_win(0, x) for x in v]))
+    if len(v) < 2:
+        return Stat(float(v[0]), n=1, seeds=dict(values), p_win=wins)
+    mean, sd, n = float(v.mean()), float(v.std(ddof=1)), len(v)
+    se = sd / np.sqrt(n)
+    if interval == "bootstrap":
+        boot = np.random.default_rng(rng_seed).choice(v, (BOOTSTRAP, n)).mean(axis=1)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        p = min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0)))
+        method = "paired bootstrap"
+    else:
+        half = _t(n - 1) * se
+        lo, hi, p, method = mean - half, mean + half, _t_p(mean, se, n - 1), "paired t"
+    return Stat(mean, float(lo), float(hi), sd, n, method, {s: float(x) for s, x in zip(seeds, v)}, wins, float(p))
+
+
+def compare(xs: dict, ys: dict, quantity: str = "rel", interval: str = "t", rng_seed: int = 0) -> Stat:
+    """The effect of adding the norm: accuracies (fractions) without (xs) and with it (ys), each
+    seed -> accuracy. Same seeds in both arms: paired, the mean of the per-seed effects. Other
+    seeds: unpaired (`_unpaired`). quantity: 'diff' (points, y - x) or 'rel' ((y - x) / (100 - x))."""
+    x = {s: 100 * float(v) for s, v in xs.items()}
+    y = {s: 100 * float(v) for s, v in ys.items()}
+    if set(x) == set(y):
+        per = {s: float(_effect(quantity, x[s], y[s])) for s in sorted(x)}
+        stat = one_sample(per, interval, rng_seed)
+        stat.p_win = float(np.mean([_win(x[s], y[s]) for s in per]))
+    else:
+        stat = _unpaired(np.array(list(x.values())), np.array(list(y.values())), quantity, interval, rng_seed)
+    if quantity == "rel" and stat.interval:
+        # rel <= 1 always; a symmetric interval past 1 would claim values that cannot be
+        stat.high = min(stat.high, 1.0)
+    return stat
+
+
+def _unpaired(x: np.ndarray, y: np.ndarray, quantity: str, interval: str, rng_seed: int) -> Stat:
+    """The effect of the arms' means when their seeds differ (no per-seed effect exists). The
+    difference takes Welch's interval. rel = (ȳ - x̄)/(100 - x̄) is a smooth function of two
+    independent means, so its standard error comes from the delta method (the gradient below) and
+    its degrees of freedom from Welch–Satterthwaite, which reduces to Welch's interval for 'diff';
+    a ratio's sampling distribution is skewed for tiny n, which the bootstrap option shows."""
+    mx, my = float(x.mean()), float(y.mean())
+    point = float(_effect(quantity, mx, my))
+    wins = float(np.mean([_win(a, b) for a in x for b in y]))
+    n = min(len(x), len(y))
+    if n < 2 or (quantity == "rel" and mx >= 100):
+        return Stat(point, n=n, p_win=wins)
+    if interval == "bootstrap":
+        rng = np.random.default_rng(rng_seed)
+        bx = rng.choice(x, (BOOTSTRAP, len(x))).mean(axis=1)
+        by = rng.choice(y, (BOOTSTRAP, len(y))).mean(axis=1)
+        boot = _effect(quantity, bx, by)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        p = min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0)))
+        return Stat(point, float(lo), float(hi), None, n, "unpaired bootstrap", None, wins, float(p))
+    gx, gy = (-1.0, 1.0) if quantity == "diff" else ((my - 100) / (100 - mx) ** 2, 1 / (100 - mx))
+    vx, vy = gx ** 2 * x.var(ddof=1) / len(x), gy ** 2 * y.var(ddof=1) / len(y)
+    se = float(np.sqrt(vx + vy))
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1)) if se > 0 else n - 1
+    half = _t(df) * se
+    return Stat(point, point - half, point + half, se * np.sqrt(n), n, "Welch", None, wins, _t_p(point, se, df))
+
+
+def contrast(a: Stat | None, b: Stat | None, interval: str = "t") -> Stat | None:
+    """b − a for two Stats of per-seed values (two cells' rels, say): paired where their seeds are
+    the same, else Welch on the values; a Stat without per-seed values gives a point alone."""
+    if a is None or b is None:
+        return None
+    if a.seeds is None or b.seeds is None:
+        return Stat(b.value - a.value, n=1)
+    if set(a.seeds) == set(b.seeds):
+        return one_sample({s: b.seeds[s] - a.seeds[s] for s in a.seeds}, interval)
+    return _unpaired(np.array(list(a.seeds.values())), np.array(list(b.seeds.values())), "diff", interval, 0)
+
+
+def verdict(stat: Stat) -> str:
+    """A per-cell claim that the effect is positive: supported when its interval excludes 0 from
+    below, contradicted when it lies below 0, else inconclusive; a single seed is a point estimate."""
+    if not stat.interval:
+        return "point estimate only"
+    return "supported" if stat.low > 0 else "contradicted" if stat.high < 0 else "inconclusive"
+
+
+def every_cell(cells: dict[str, Stat]) -> tuple[str, list[str]]:
+    """The verdict on "the effect is positive in every cell", and the cells that decide it. Each
+    cell is a test of "no effect"; Holm's step-down correction keeps the chance of any false
+    rejection at ALPHA. Supported: every cell rejected upwards (the weakest decides); contradicted:
+    some cell rejected downwards (they decide); inconclusive: the cells not resolved."""
+    tested = {k: v for k, v in cells.items() if v.p is not None}
+    if not tested:
+        return "point estimate only", [k for k, v in cells.items() if v.value <= 0] or list(cells)
+    rejected, m = [], len(cells)
+    for i, (name, stat) in enumerate(sorted(tested.items(), key=lambda kv: kv[1].p)):
+        if stat.p > ALPHA / (m - i):
+            break
+        rejected.append(name)
+    down = [k for k in rejected if cells[k].value < 0]
+    if down:
+        return "contradicted", down
+    if len(rejected) == m:
+        return "supported", [max(rejected, key=lambda k: cells[k].p)]
+    return "inconclusive", [k for k in cells if k not in rejected]
+
+
+def seeds_to_resolve(stat: Stat, alpha: float = ALPHA, most: int = 1000) -> int | None:
+    """The number of seeds n at which the t interval at the observed spread would exclude 0:
+    t_{1 - alpha/2, n-1} * sd / sqrt(n) < |mean| (alpha = 0.05: the 95% interval); None if more
+    than `most` (or no spread is known)."""
+    if stat.std is None or not stat.interval:
+        return None
+    if stat.std == 0:
+        return stat.n if stat.value else None
+    n = 2
+    while n <= most:
+        if _t(n - 1, alpha) * stat.std / np.sqrt(n) < abs(stat.value):
+            return n
+        n = n + 1 if n < 50 else int(n * 1.1)
+    return None
 
 
 # ---------------------------------------------------------------- tables
@@ -374,8 +632,8 @@ class Table:
     id: str
     title: str
     headers: list[str]
-    rows: list[list]  # cells: str labels, Stat values or None (missing)
-    kind: str = "rel"  # how Stat cells print: rel | acc
+    rows: list[list]  # cells: str labels, Stat or Summary values, or None (missing)
+    kind: str = "rel"  # how Stat cells print: rel | acc | mixed | plain
     marks: set = dataclasses.field(default_factory=set)  # (row, col) cells to highlight
     notes: list[str] = dataclasses.field(default_factory=list)
     records: list[dict] = dataclasses.field(default_factory=list)  # tidy CSV lines
@@ -384,16 +642,30 @@ class Table:
 class Results:
     """Seed-level accuracies indexed for the table builders."""
 
-    def __init__(self, df: pd.DataFrame, epochs: list[int] | None = None):
+    def __init__(self, df: pd.DataFrame, epochs: list[int] | None = None, interval: str = "t"):
+        if "wall_time" not in df:
+            df = df.assign(wall_time=np.nan)
         self.df = df
         self.requested_epochs = epochs
-        ep = df[df["epoch"].notna()]
-        self._acc = {}
-        for key, g in ep.groupby(["dataset", "arch", "norm", "optimizer", "split", "epoch"]):
-            self._acc[key[:5] + (int(key[5]),)] = g.sort_values("seed")["accuracy"].tolist()
+        self.interval = interval
+        self._acc, self._acc_step = self._index(df, "epoch"), self._index(df, "step")
         self.by_step = df[df["step"].notna()]
+        self._splits = set(zip(df["dataset"], df["arch"], df["split"]))
+
+    @staticmethod
+    def _index(df: pd.DataFrame, axis: str) -> dict:
+        """(dataset, arch, norm, optimizer, split, epoch or step) -> {seed: accuracy}."""
+        out = {}
+        for key, g in df[df[axis].notna()].groupby(["dataset", "arch", "norm", "optimizer", "split", axis]):
+            g = g.sort_values("seed")
+            out[key[:5] + (int(key[5]),)] = dict(zip(g["seed"].astype(int), g["accuracy"].astype(float)))
+        return out
 
     def acc(self, dataset, arch, norm, optimizer, split, epoch) -> list[float] | None:
+        v = self._acc.get((dataset, arch, norm, optimizer, split, epoch))
+        return list(v.values()) if v else None
+
+    def acc_by_seed(self, dataset, arch, norm, optimizer, split, epoch) -> dict | None:
         return self._acc.get((dataset, arch, norm, optimizer, split, epoch))
 
     def present(self, col: str, order) -> list[str]:
@@ -419,6 +691,45 @@ class Results:
         eps = [k[5] for k in self._acc if k[:5] == (dataset, arch, norm, optimizer, split)]
         return max(eps) if eps else None
 
+    def last(self, dataset, arch, norm, optimizer, split) -> tuple[str, int] | None:
+        """(axis, x) of a cell's last evaluation on `split`: its last epoch, else its last step."""
+        e = self.final_epoch(dataset, arch, norm, optimizer, split)
+        steps = [k[5] for k in self._acc_step if k[:5] == (dataset, arch, norm, optimizer, split)]
+        return ("epoch", e) if e else ("step", max(steps)) if steps else None
+
+    def at(self, dataset, arch, norm, optimizer, split, axis, x) -> dict | None:
+        """{seed: accuracy} of a cell at one epoch or step."""
+        return (self._acc if axis == "epoch" else self._acc_step).get((dataset, arch, norm, optimizer, split, x))
+
+    def all_pairs(self) -> list[tuple[str, str]]:
+        """(dataset, arch) pairs of epoch- and step-based runs, in the thesis's order."""
+        have = {(d, a) for d, a, _ in self._splits}
+        return [(d, a) for a in ARCHS for d in DATASETS if (d, a) in have]
+
+    def present_all(self, col: str, order) -> list[str]:
+        have = set(self.df[col])
+        return [v for v in order if v in have]
+
+    def has(self, dataset, arch, split) -> bool:
+        return (dataset, arch, split) in self._splits
+
+    def curves(self, dataset, arch, norm, optimizer, split) -> tuple[str, dict[int, dict[int, float]], dict]:
+        """(x axis, seed -> {epoch or step -> accuracy}, seed -> seconds per epoch or step) of one
+        cell, every evaluation (not only the reported epochs)."""
+        df = self.df
+        g = df[(df["dataset"] == dataset) & (df["arch"] == arch) & (df["norm"] == norm)
+               & (df["optimizer"] == optimizer) & (df["split"] == split)]
+        axis = "epoch" if g["epoch"].notna().any() else "step"
+        g = g[g[axis].notna()]
+        curves, pace = {}, {}
+        for seed, s in g.groupby("seed"):
+            s = s.sort_values(axis)
+            curves[int(seed)] = dict(zip(s[axis].astype(int), s["accuracy"].astype(float)))
+            timed = s[s["wall_time"].notna()]
+            if len(timed):  # a diverged run's rows at chance after its last step have no time
+                pace[int(seed)] = float(timed["wall_time"].iloc[-1] / timed[axis].iloc[-1])
+        return axis, curves, pace
+
 
 def _mark_extremes(table: Table, col_indices, smallest: bool, k: int = 3):
     for c in col_indices:
@@ -427,29 +738,37 @@ def _mark_extremes(table: Table, col_indices, smallest: bool, k: int = 3):
         table.marks |= {(r, c) for r, _ in vals[:k]}
 
 
-def _rec(table, dataset, arch, optimizer, norm, epoch, quantity, stat: Stat | None):
-    """The tidy CSV lines of one cell: the value, and its std / interval where there are seeds."""
+def _rec(table, dataset, arch, optimizer, norm, epoch, quantity, stat):
+    """The tidy CSV lines of one cell: the value, its n, std, interval, P(improvement) and per-seed
+    values (quantity `<q>_seed`, the seed in the seed column) where there are seeds."""
     if stat is None:
         return
     base = dict(table=table.id, dataset=dataset, arch=arch, optimizer=optimizer, norm=norm,
-                epoch="" if epoch is None else epoch)
-    lines = [(quantity, stat.value)]
+                epoch="" if epoch is None else epoch, seed="")
+    if not isinstance(stat, Stat):
+        table.records.append({**base, "quantity": quantity, "value": stat})
+        return
+    lines = [(quantity, stat.value), (f"{quantity}_n", stat.n)]
     if stat.std is not None:
         lines.append((f"{quantity}_std", stat.std))
-    if stat.low is not None:
+    if stat.interval:
         lines += [(f"{quantity}_ci_low", stat.low), (f"{quantity}_ci_high", stat.high)]
-    table.records += [{**base, "quantity": q, "value": round(v, 6)} for q, v in lines]
+    table.records += [{**base, "quantity": q, "value": round(float(v), 6)} for q, v in lines]
+    if stat.seeds and (stat.n > 1 or stat.interval):
+        table.records += [{**base, "seed": s, "quantity": f"{quantity}_seed", "value": round(v, 6)}
+                          for s, v in sorted(stat.seeds.items())]
 
 
-def _rel_cell(res, d, a, norm, opt, split, epoch):
-    x = res.acc(d, a, "none", opt, split, epoch)
-    y = res.acc(d, a, norm, opt, split, epoch)
-    return None if not x or not y else rel_stat(x, y)
+def _rel_cell(res, d, a, norm, opt, split, epoch, quantity="rel"):
+    """The norm's effect on one cell at one epoch (rel, or 'diff' in points), against none."""
+    x = res.acc_by_seed(d, a, "none", opt, split, epoch)
+    y = res.acc_by_seed(d, a, norm, opt, split, epoch)
+    return None if not x or not y else compare(x, y, quantity, res.interval)
 
 
 def _acc_cell(res, d, a, norm, opt, split, epoch):
-    v = res.acc(d, a, norm, opt, split, epoch)
-    return None if not v else acc_stat(v)
+    v = res.acc_by_seed(d, a, norm, opt, split, epoch)
+    return None if not v else acc_stat(list(v.values()), list(v))
 
 
 def table1(res: Results, norm: str) -> Table | None:
@@ -468,6 +787,210 @@ def table1(res: Results, norm: str) -> Table | None:
             _rec(t, d, a, opt, norm, None, "rel", stat)
         t.rows.append(row)
     return t if any_value else None
+# ---------------------------------------------------------------- the answer: summary and convergence
+
+
+MARKS = {"supported": "✓", "contradicted": "✗", "inconclusive": "?", "point estimate only": "·"}
+LATEX_MARKS = {"✓": "\\checkmark", "✗": "$\\times$", "?": "?", "·": "$\\cdot$"}
+# extra per-cell quantities of the summary: (name, fn(dataset, arch, norm, optimizer) -> float | None)
+Extra = tuple[str, Callable[[str, str, str, str], "float | None"]]
+
+
+def _first_reach(curve: dict[int, float], target: float) -> int | None:
+    """The first epoch (or step) at which a curve reaches `target`, None if it never does."""
+    return next((x for x in sorted(curve) if curve[x] >= target - 1e-9), None)
+
+
+def _mean_curve(curves: dict[int, dict[int, float]]) -> dict[int, float]:
+    """The seed-mean curve in percent, over the epochs every seed has."""
+    common = set.intersection(*(set(c) for c in curves.values()))
+    return {x: 100 * float(np.mean([c[x] for c in curves.values()])) for x in sorted(common)}
+
+
+def convergence(res: Results, d: str, a: str, norm: str, opt: str, split: str = "validation") -> dict | None:
+    """How fast each arm gets to the no-norm arm's final accuracy (seed mean) on `split`: epochs
+    (or steps) to that target for the seed-mean curve and for each seed (None: not reached), the
+    speed-up none ÷ norm, the same in seconds from each arm's measured seconds per epoch (None
+    without timings), and the area under each curve as the mean accuracy over the evaluations
+    (percent), with the norm's gain in it paired by seed. None without both arms."""
+    axis, xc, xpace = res.curves(d, a, "none", opt, split)
+    _, yc, ypace = res.curves(d, a, norm, opt, split)
+    if not xc or not yc:
+        return None
+    xm, ym = _mean_curve(xc), _mean_curve(yc)
+    if not xm or not ym:
+        return None
+    target = xm[max(xm)]
+    out = {"axis": axis, "target": target, "epochs_none": _first_reach(xm, target),
+           "epochs_norm": _first_reach(ym, target),
+           "epochs_none_seed": {s: _first_reach({k: 100 * v for k, v in c.items()}, target) for s, c in xc.items()},
+           "epochs_norm_seed": {s: _first_reach({k: 100 * v for k, v in c.items()}, target) for s, c in yc.items()}}
+    out["speedup"] = out["epochs_none"] / out["epochs_norm"] if out["epochs_norm"] else None
+    for arm, pace in (("none", xpace), ("norm", ypace)):
+        reached = out[f"epochs_{arm}"]
+        out[f"seconds_per_{axis}_{arm}"] = float(np.mean(list(pace.values()))) if pace else None
+        out[f"seconds_{arm}"] = reached * out[f"seconds_per_{axis}_{arm}"] if pace and reached else None
+    out["speedup_seconds"] = (out["seconds_none"] / out["seconds_norm"]
+                              if out["seconds_none"] and out["seconds_norm"] else None)
+    out["auc_none"], out["auc_norm"] = float(np.mean(list(xm.values()))), float(np.mean(list(ym.values())))
+    auc = {arm: {s: float(np.mean(list(c.values()))) for s, c in cs.items()} for arm, cs in (("x", xc), ("y", yc))}
+    out["auc_diff"] = compare(auc["x"], auc["y"], "diff", res.interval)
+    return out
+
+
+def _speed(c: dict | None, key: str = "speedup") -> str:
+    if c is None:
+        return MISSING
+    if c[key] is None:
+        return "not reached" if key == "speedup" or c["epochs_norm"] is None else MISSING
+    return f"{c[key]:.1f}×"
+
+
+def convergence_tables(res: Results, norm: str) -> list[Table]:
+    """Per network: epochs (or steps) and seconds to reach the no-norm arm's final validation
+    accuracy, the speed-ups, and the area under the validation curve."""
+    out = []
+    for d, a in res.all_pairs():
+        split = _split_of(res, d, a)
+        t = Table("convergence", f"Convergence — {nice(d, a)}, {norm} norm vs none: {split} accuracy, "
+                  "time to reach none's final accuracy", ["optimizer", "target %", "epochs none", f"epochs {norm}",
+                                                          "speed-up", "s none", f"s {norm}", "speed-up (s)",
+                                                          "AUC none", f"AUC {norm}", "AUC gain (points)"], [],
+                  kind="plain")
+        for opt in res.present_all("optimizer", OPTIMIZERS):
+            c = convergence(res, d, a, norm, opt, split)
+            if c is None:
+                continue
+            never = "not reached"
+            t.rows.append([DISPLAY[opt], f"{c['target']:.2f}", str(c["epochs_none"]), str(c["epochs_norm"] or never),
+                           _speed(c), _secs(c["seconds_none"]), _secs(c["seconds_norm"]),
+                           _speed(c, "speedup_seconds"), f"{c['auc_none']:.2f}", f"{c['auc_norm']:.2f}",
+                           c["auc_diff"]])
+            _convergence_records(t, d, a, opt, norm, c)
+            axis = c["axis"]
+        if t.rows:
+            t.headers = [h.replace("epochs", "steps") if axis == "step" else h for h in t.headers]
+            t.notes.append(f"target: the seed-mean final {split} accuracy without the norm; epochs: the first "
+                           "evaluated epoch at which the seed-mean curve reaches it (per seed in the CSV); speed-up = "
+                           f"epochs none ÷ epochs {norm}; s: epochs × each arm's measured seconds per epoch "
+                           f"({MISSING}: no timings); AUC: the mean {split} accuracy over the evaluated epochs "
+                           "(normalised area under the curve).")
+            t.notes = [n.replace("epoch", "step") for n in t.notes] if axis == "step" else t.notes
+            out.append(t)
+    return out
+
+
+def _secs(v: float | None) -> str:
+    return MISSING if v is None else f"{v:.1f}"
+
+
+def _convergence_records(t: Table, d, a, opt, norm, c: dict):
+    """The convergence numbers of one cell in the tidy CSV (per-seed epochs to target included)."""
+    for q in ("target", "epochs_none", "epochs_norm", "speedup", "seconds_none", "seconds_norm", "speedup_seconds",
+              "auc_none", "auc_norm"):
+        if c[q] is not None:
+            _rec(t, d, a, opt, norm, None, q, round(float(c[q]), 6))
+    _rec(t, d, a, opt, norm, None, "auc_diff", c["auc_diff"])
+    base = dict(table=t.id, dataset=d, arch=a, optimizer=opt, norm=norm, epoch="")
+    if len(c["epochs_none_seed"]) < 2:
+        return
+    for arm in ("none", "norm"):
+        t.records += [{**base, "seed": s, "quantity": f"epochs_{arm}_seed", "value": "" if v is None else v}
+                      for s, v in sorted(c[f"epochs_{arm}_seed"].items())]
+
+
+@dataclasses.dataclass
+class Summary:
+    """One cell of the summary: the test-accuracy difference and rel with their intervals, the
+    verdict on "the norm helps" (from the difference's interval), the convergence speed-up, and
+    any extra quantities."""
+
+    diff: Stat
+    rel: Stat
+    conv: dict | None
+    extras: list[tuple[str, float]]
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.diff)
+
+    def text(self, fmt: str) -> str:
+        mark = MARKS[self.verdict]
+        mark = LATEX_MARKS[mark] if fmt == "latex" else mark
+        parts = [f"{mark} {_signed(self.diff)} pts", f"rel {_signed(self.rel, plus=False)}"]
+        if self.diff.n > 1 and self.diff.p_win is not None:
+            parts.append(f"P(win) {self.diff.p_win:.2f}")
+        if self.conv is not None:
+            seconds = self.conv["speedup_seconds"]
+            parts.append(f"speed {_speed(self.conv)}" + (f" ({seconds:.1f}× in time)" if seconds else ""))
+        parts += [f"{name} {value:g}" for name, value in self.extras]
+        return "; ".join(parts)
+
+
+def _signed(s: Stat, plus: bool = True) -> str:
+    f = "{:+.2f}" if plus else "{:.2f}"
+    return f.format(s.value) + (f" [{f.format(s.low)}, {f.format(s.high)}]" if s.interval else "")
+
+
+def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
+    """One table per norm: rows optimizer, columns dataset + network, each cell a `Summary` of the
+    test accuracy at the last epoch. `extra` adds named per-cell quantities to every cell."""
+    out = []
+    if "none" not in res.present_all("norm", NORMS):
+        return out
+    for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
+        pairs = res.all_pairs()
+        t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the last epoch, with minus "
+                  "without", ["optimizer"] + [nice(d, a) for d, a in pairs], [], kind="summary")
+        for opt in res.present_all("optimizer", OPTIMIZERS):
+            row = [DISPLAY[opt]]
+            for d, a in pairs:
+                cell = _summary_cell(res, d, a, norm, opt, extra)
+                row.append(cell)
+                _summary_records(t, d, a, opt, norm, cell)
+            t.rows.append(row)
+        if t.records:
+            t.notes.append("Each cell: mark, test-accuracy difference in points [95% interval], rel [interval], "
+                           "P(win) = the share of seed pairs where the norm wins (ties count half), "
+                           "speed = epochs for none to reach its final validation accuracy (test where no "
+                           "validation is recorded) ÷ epochs for the norm (in time: seconds, from each arm's "
+                           "seconds per epoch). "
+                           "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
+                           "(it holds 0), · one seed (a point estimate).")
+            out.append(t)
+    return out
+
+
+def _summary_cell(res: Results, d, a, norm, opt, extra) -> Summary | None:
+    diff = _final_test(res, d, a, norm, opt, "diff")
+    if diff is None:
+        return None
+    extras = [(name, v) for name, fn in extra if (v := fn(d, a, norm, opt)) is not None]
+    return Summary(diff, _final_test(res, d, a, norm, opt),
+                   convergence(res, d, a, norm, opt, _split_of(res, d, a)), extras)
+
+
+def _summary_records(t: Table, d, a, opt, norm, cell: Summary | None):
+    """Tidy lines of a summary cell; verdict is 1 (helps), -1 (hurts), 0 (inconclusive), absent
+    for one seed."""
+    if cell is None:
+        return
+    _rec(t, d, a, opt, norm, None, "diff", cell.diff)
+    _rec(t, d, a, opt, norm, None, "rel", cell.rel)
+    if cell.diff.p_win is not None:
+        _rec(t, d, a, opt, norm, None, "p_improvement", round(cell.diff.p_win, 6))
+    code = {"supported": 1, "contradicted": -1, "inconclusive": 0}.get(cell.verdict)
+    if code is not None:
+        _rec(t, d, a, opt, norm, None, "verdict", code)
+    if cell.conv is not None:
+        for q in ("speedup", "speedup_seconds"):
+            if cell.conv[q] is not None:
+                _rec(t, d, a, opt, norm, None, q, round(cell.conv[q], 6))
+    for name, value in cell.extras:
+        _rec(t, d, a, opt, norm, None, name, value)
+
+
+# ---------------------------------------------------------------- the thesis's tables
 
 
 def _per_epoch_rows(t: Table, res: Results, d: str, a: str, eps: list[int], cell, quantity: str, norm: str):
@@ -531,7 +1054,7 @@ def tables_7_10(res: Results, norm: str) -> list[Table]:
                 for e in eps:
                     s = _rel_cell(res, d, shallow, norm, opt, "validation", e)
                     p = _rel_cell(res, d, deep, norm, opt, "validation", e)
-                    diff = None if s is None or p is None else Stat(p.value - s.value)
+                    diff = contrast(s, p, res.interval)
                     row += [s, p, diff]
                     _rec(t, d, shallow, opt, norm, e, "rel", s)
                     _rec(t, d, deep, opt, norm, e, "rel", p)
@@ -585,12 +1108,20 @@ def poster_tables(res: Results) -> list[Table]:
     return out
 
 
-def build_tables(df: pd.DataFrame, epochs: list[int] | None = None) -> list[Table]:
-    """Every table of SPEC.md that the results allow, in the thesis's order."""
-    res = Results(df, epochs)
+def build_tables(df: pd.DataFrame, epochs: list[int] | None = None, interval: str = "t",
+                 protocol: dict | None = None, extra: list[Extra] = ()) -> list[Table]:
+    """The answer first (a summary per norm, the protocol under it, then convergence speed), then
+    every table of SPEC.md that the results allow, in the thesis's order. `protocol`: what
+    `read_protocol` found (None for numbers read from a file)."""
+    res = Results(df, epochs, interval)
     norms = [n for n in res.present("norm", NORMS) if n != "none"]
     has_none = "none" in res.present("norm", NORMS)
-    tables: list[Table] = []
+    tables: list[Table] = summary_tables(res, extra)
+    for t in tables:
+        t.notes.append(protocol_line(protocol))
+    if "none" in res.present_all("norm", NORMS):  # step-based runs (the poster's) too
+        for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
+            tables += convergence_tables(res, norm)
     if has_none:
         for norm in norms:
             t1 = table1(res, norm)
@@ -604,17 +1135,50 @@ def build_tables(df: pd.DataFrame, epochs: list[int] | None = None) -> list[Tabl
         for norm in norms:
             tables += tables_11_12(res, norm)
     tables += poster_tables(res)
-    n_seeds = df.groupby(["dataset", "arch", "norm", "optimizer"])["seed"].nunique()
-    multi = bool(len(n_seeds)) and n_seeds.max() > 1
     for t in tables:
         if any(c is None for row in t.rows for c in row[1:]):
             t.notes.append(f"{MISSING}: no finished run for this cell yet (the sweep may still be running).")
-        if t.kind in ("rel", "mixed"):
+        if t.kind in ("rel", "mixed", "summary"):
             t.notes.append("rel = (y − x) / (100 − x), x = accuracy (%) without the norm, y = with it.")
-        if multi:
-            t.notes.append(f"Accuracies are means ± std over seeds; rel uses the seed means, [low, high] is a 95% "
-                           f"bootstrap interval ({BOOTSTRAP} resamples of each side's seeds, percentile method).")
+        t.notes += _method_notes(t)
     return tables
+
+
+def _stats_of(t: Table) -> list[Stat]:
+    out = []
+    for row in t.rows:
+        for c in row[1:]:
+            out += [c.diff, c.rel] if isinstance(c, Summary) else [c] if isinstance(c, Stat) else []
+    return out
+
+
+def _method_notes(t: Table) -> list[str]:
+    """The footer's account of the numbers: n, how the intervals were made, whether the seeds were
+    paired, and a warning when there are too few seeds for a narrow interval."""
+    stats = _stats_of(t)
+    if not stats:
+        return []
+    ns = sorted({s.n for s in stats})
+    n = f"n = {ns[0]} seed{'s' if ns[0] > 1 else ''}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]} seeds"
+    if ns[-1] == 1:
+        return ["one seed per cell (n = 1): every value is a point estimate, with no interval."]
+    lines = []
+    if t.kind in ("acc", "mixed"):
+        lines.append(f"Accuracies are means ± sd over seeds ({n} per cell).")
+    methods = [m for m in METHODS if any(s.method == m for s in stats)]
+    if methods:
+        lines += [f"Effects ({n} per cell): {METHODS[m]}." for m in methods]
+    unpaired = sum(s.method in ("Welch", "unpaired bootstrap") for s in stats)
+    if unpaired:
+        lines.append(f"{unpaired} value(s) come from unpaired seeds: the arms were run with different seeds.")
+    if any(not s.interval and s.n == 1 for s in stats):
+        lines.append("Cells with one seed show a point estimate alone.")
+    if methods and 1 < ns[0] < ADVISED_SEEDS:
+        lines.append(f"n = {ns[0]} seeds: intervals are wide; {ADVISED_SEEDS} or more are advised.")
+    if t.kind == "summary":
+        lines.append("A mark reads each cell's own 95% interval; the findings below correct for testing several "
+                     "cells at once (Holm).")
+    return lines
 
 
 # ---------------------------------------------------------------- rendering
@@ -625,13 +1189,15 @@ def _fmt(stat, kind: str, fmt: str) -> str:
         return MISSING
     if isinstance(stat, str):
         return stat
+    if isinstance(stat, Summary):
+        return stat.text(fmt)
     if kind == "acc":
         s = f"{stat.value:.2f}"
         if stat.std is not None:
             s += f" ± {stat.std:.2f}"
     else:
         s = f"{stat.value:.2f}"
-        if stat.low is not None:
+        if stat.interval:
             s += f" [{stat.low:.2f}, {stat.high:.2f}]"
     return s
 
@@ -646,7 +1212,7 @@ def _cells(t: Table, fmt: str) -> list[list[str]]:
                 kind = "rel" if row[1] == "rel" else "acc"
             s = _fmt(cell, kind, fmt)
             if fmt == "latex":
-                s = s.replace("±", "$\\pm$").replace(MISSING, "--")
+                s = s.replace("±", "$\\pm$").replace(MISSING, "--").replace("×", "$\\times$")
             if (r, c) in t.marks:
                 s = {"markdown": f"**{s}**", "latex": f"\\textbf{{{s}}}"}.get(fmt, f"{s} *")
             out.append(s)
@@ -682,111 +1248,210 @@ def render(tables: list[Table], fmt: str = "text") -> str:
 
 PLAIN, ADAPTIVE = ("sgd", "sgdm"), ("adam", "adagrad", "adadelta", "rmsprop", "adamw", "nadam")
 DEEP = {"mlp": "deep_mlp", "cnn": "deep_cnn"}
+CHANCE = 15.0  # percent: "near chance" for 10 classes (chance itself is 10%)
 
 
-def _mean(xs):
-    return float(np.mean(xs)) if len(xs) else float("nan")
+def _name(d, a, opt=None) -> str:
+    return nice(d, a) if opt is None else f"{OPTIMIZER_NAMES[opt]}, {nice(d, a)}"
 
 
-def findings(df: pd.DataFrame, norm: str = "batch") -> list[dict]:
-    """SPEC.md's Study 1 conclusions (and the poster's), each checked against the data:
-    {claim, verdict: supported | not supported | not testable, evidence}."""
-    res = Results(df)
-    out = []
+def _split_of(res: Results, d, a) -> str:
+    """Per-epoch claims read validation, else test (published tables often have only test)."""
+    return "validation" if res.has(d, a, "validation") else "test"
 
-    def add(claim, ok, evidence):
-        verdict = "not testable" if ok is None else ("supported" if ok else "not supported")
-        out.append({"claim": claim, "verdict": verdict, "evidence": evidence})
 
-    pairs = res.pairs()
-    opts = res.present("optimizer", OPTIMIZERS)
-    first_rel, last_rel, final_test = {}, {}, {}
+def _final_test(res: Results, d, a, norm, opt, quantity="rel") -> Stat | None:
+    """The norm's effect on test accuracy at the cell's last epoch (or step)."""
+    last = res.last(d, a, norm, opt, "test")
+    x, y = (res.at(d, a, n, opt, "test", *last) for n in ("none", norm)) if last else (None, None)
+    return compare(x, y, quantity, res.interval) if x and y else None
 
-    def split_of(d, a):  # per-epoch claims read validation, else test (published tables often have only test)
-        return "validation" if res.epochs(d, a, "validation") else "test"
 
-    for d, a in pairs:
-        sp = split_of(d, a)
-        eps = res.epochs(d, a, sp)
-        for opt in opts:
-            if eps:
-                r0 = _rel_cell(res, d, a, norm, opt, sp, eps[0])
-                r1 = _rel_cell(res, d, a, norm, opt, sp, eps[-1])
-                if r0 and r1:
-                    first_rel[(d, a, opt)], last_rel[(d, a, opt)] = r0.value, r1.value
-            e = res.final_epoch(d, a, norm, opt, "test")
-            r = _rel_cell(res, d, a, norm, opt, "test", e) if e else None
-            if r:
-                final_test[(d, a, opt)] = r.value
-    if first_rel:
-        pos = [k for k, v in first_rel.items() if v > 0]
-        worst = min(first_rel, key=first_rel.get)
-        add(f"{norm} norm speeds up convergence for every optimizer (rel > 0 at the first reported epoch)",
-            len(pos) == len(first_rel),
-            f"rel > 0 for {len(pos)} of {len(first_rel)} (network, optimizer) pairs at the first reported epoch; lowest "
-            f"{first_rel[worst]:.2f} ({OPTIMIZER_NAMES[worst[2]]}, {nice(worst[0], worst[1])})")
-        first, last = _mean(list(first_rel.values())), _mean(list(last_rel.values()))
-        add(f"{norm} norm helps most in the first epochs", first > last,
-            f"mean rel {first:.2f} at the first reported epoch vs {last:.2f} at the last")
+def _pool(stats: list[Stat | None]) -> Stat | None:
+    """The mean of several cells' per-seed values, seed by seed (their common seeds); a point when
+    some cell has no per-seed values."""
+    stats = [s for s in stats if s is not None]
+    if not stats:
+        return None
+    if any(s.seeds is None for s in stats):
+        return Stat(float(np.mean([s.value for s in stats])))
+    common = set.intersection(*(set(s.seeds) for s in stats))
+    if not common:
+        return Stat(float(np.mean([s.value for s in stats])))
+    per = {k: float(np.mean([s.seeds[k] for s in stats])) for k in sorted(common)}
+    return Stat(float(np.mean(list(per.values()))), n=len(per), seeds=per)
+
+
+def _claim(claim: str, cells: dict[str, Stat], what: str, missing: str, unit: str = "") -> dict:
+    """{claim, verdict, evidence, cells} for a claim that `what` is positive in every cell (Holm's
+    correction across them); `cells` names the cells that decide the verdict."""
+    cells = {k: v for k, v in cells.items() if v is not None}
+    if not cells:
+        return {"claim": claim, "verdict": "not testable", "evidence": missing, "cells": []}
+    v, deciding = every_cell(cells)
+    listed = "; ".join(f"{k}: {_signed(cells[k])}{unit}" for k in deciding)
+    n = len(cells)
+    if v == "point estimate only":
+        holds = all(c.value > 0 for c in cells.values())
+        evidence = (f"{what}; one seed, so no interval: at the point estimates the claim "
+                    f"{'holds in all' if holds else 'fails in'} {n if holds else len(deciding)} of {n} cell(s)"
+                    + ("" if holds else f": {listed}"))
+    elif v == "supported":
+        evidence = f"{what}; above 0 in all {n} cell(s) after Holm's correction; the weakest: {listed}"
+    elif v == "contradicted":
+        evidence = f"{what}; below 0 after Holm's correction in {len(deciding)} of {n} cell(s): {listed}"
     else:
-        add(f"{norm} norm speeds up convergence for every optimizer", None, f"no runs with and without {norm} norm")
-    plain = [v for k, v in final_test.items() if k[2] in PLAIN]
-    adaptive = [v for k, v in final_test.items() if k[2] in ADAPTIVE]
-    if plain and adaptive:
-        add(f"the more sophisticated the optimizer, the less {norm} norm helps",
-            _mean(plain) > _mean(adaptive),
-            f"mean test rel at the last epoch: SGD/SGDm {_mean(plain):.2f} vs adaptive methods {_mean(adaptive):.2f}")
-    else:
-        add(f"the more sophisticated the optimizer, the less {norm} norm helps", None,
-            "needs SGD or SGDm and an adaptive optimizer, with and without the norm")
-    diffs = [final_test[(d, DEEP[a], o)] - v for (d, a, o), v in final_test.items()
-             if a in DEEP and (d, DEEP[a], o) in final_test]
-    add(f"{norm} norm helps more on deep networks", None if not diffs else _mean(diffs) > 0,
-        "no deep and shallow runs of the same dataset and optimizer" if not diffs else
-        f"deep minus shallow test rel, mean over {len(diffs)} pairs: {_mean(diffs):+.2f}")
-    chance = []
-    for d, a in pairs:
-        if a not in ("deep_mlp", "deep_cnn"):
-            continue
-        sp = split_of(d, a)
+        # Holm's last step tests the k unresolved cells at ALPHA / k at the least
+        needs = [seeds_to_resolve(cells[k], ALPHA / len(deciding)) for k in deciding]
+        more = (f"about {max(needs)} seeds would resolve it at the observed spread" if all(needs)
+                else "no practical number of seeds would resolve it at the observed spread (the effect is near 0)")
+        evidence = f"{what}; not resolved in {len(deciding)} of {n} cell(s) after Holm's correction: {listed}; {more}"
+    return {"claim": claim, "verdict": v, "evidence": evidence, "cells": deciding}
+
+
+def claim_improves(res: Results, norm: str) -> dict:
+    """The answer itself: the norm raises test accuracy at the last epoch, for every optimizer."""
+    cells = {_name(d, a, o): _final_test(res, d, a, norm, o, "diff") for d, a in res.all_pairs()
+             for o in res.present_all("optimizer", OPTIMIZERS)}
+    return _claim(f"{norm} norm improves test accuracy for every optimizer", cells,
+                  "test-accuracy difference with − without, at the last epoch, in points",
+                  f"no runs with and without {norm} norm", " pts")
+
+
+def claim_faster(res: Results, norm: str) -> dict:
+    """Thesis hypothesis 1: faster convergence, measured as the gain in area under the validation
+    curve (paired by seed); the speed-ups to none's final accuracy are given beside it."""
+    cells, speed, never = {}, [], 0
+    for d, a in res.all_pairs():
+        for o in res.present_all("optimizer", OPTIMIZERS):
+            c = convergence(res, d, a, norm, o, _split_of(res, d, a))
+            if c is not None:
+                cells[_name(d, a, o)] = c["auc_diff"]
+                speed += [c["speedup"]] if c["speedup"] else []
+                never += c["speedup"] is None
+    f = _claim(f"{norm} norm speeds up convergence for every optimizer", cells,
+               "gain in the area under the validation curve (mean accuracy over the epochs), in points",
+               f"no runs with and without {norm} norm", " pts")
+    if speed:
+        f["evidence"] += (f". Epochs to reach none's final validation accuracy, none ÷ {norm}: {min(speed):.1f}× to "
+                          f"{max(speed):.1f}× (median {np.median(speed):.1f}×)"
+                          + (f"; not reached with the norm in {never} cell(s)" if never else ""))
+    return f
+
+
+def claim_early(res: Results, norm: str) -> dict:
+    """rel is larger at the first reported epoch than at the last, cell by cell."""
+    cells = {}
+    for d, a in res.pairs():
+        sp = _split_of(res, d, a)
         eps = res.epochs(d, a, sp)
-        for opt in ("sgd", "sgdm", "adadelta"):
-            v = res.acc(d, a, "none", opt, sp, eps[0]) if eps else None
+        for o in res.present("optimizer", OPTIMIZERS):
+            if len(eps) > 1:
+                first, last = (_rel_cell(res, d, a, norm, o, sp, e) for e in (eps[0], eps[-1]))
+                cells[_name(d, a, o)] = contrast(last, first, res.interval)
+    return _claim(f"{norm} norm helps most in the first epochs", cells,
+                  "rel at the first reported epoch minus rel at the last", f"needs several epochs with and without "
+                  f"{norm} norm")
+
+
+def claim_sophisticated(res: Results, norm: str) -> dict:
+    """Thesis hypothesis 2: per network, the mean test rel of SGD and SGDm exceeds that of the
+    adaptive methods (seed by seed where the seeds match)."""
+    cells = {}
+    for d, a in res.pairs():
+        plain = _pool([_final_test(res, d, a, norm, o) for o in PLAIN])
+        adaptive = _pool([_final_test(res, d, a, norm, o) for o in ADAPTIVE])
+        cells[_name(d, a)] = contrast(adaptive, plain, res.interval)
+    return _claim(f"the more sophisticated the optimizer, the less {norm} norm helps", cells,
+                  "test rel at the last epoch, SGD/SGDm mean minus adaptive methods' mean",
+                  "needs SGD or SGDm and an adaptive optimizer, with and without the norm")
+
+
+def claim_deep(res: Results, norm: str) -> dict:
+    """Thesis hypothesis 3: test rel is larger on the deep network than on its shallow counterpart."""
+    pairs = set(res.pairs())
+    cells = {f"{OPTIMIZER_NAMES[o]}, {nice(d)} {ARCH_NAMES[a]} → {ARCH_NAMES[DEEP[a]]}":
+             contrast(_final_test(res, d, a, norm, o), _final_test(res, d, DEEP[a], norm, o), res.interval)
+             for d, a in sorted(pairs) if a in DEEP and (d, DEEP[a]) in pairs
+             for o in res.present("optimizer", OPTIMIZERS)}
+    return _claim(f"{norm} norm helps more on deep networks", cells, "deep minus shallow test rel at the last epoch",
+                  "no deep and shallow runs of the same dataset and optimizer")
+
+
+def claim_deep_needs(res: Results, norm: str) -> dict:
+    """SPEC's conclusion "deep nets always need BN": it raises their test accuracy for every optimizer."""
+    cells = {_name(d, a, o): _final_test(res, d, a, norm, o, "diff") for d, a in res.pairs()
+             if a in DEEP.values() for o in res.present("optimizer", OPTIMIZERS)}
+    return _claim(f"deep networks always need {norm} norm", cells,
+                  "test-accuracy difference with − without on deep networks, in points", "no deep runs", " pts")
+
+
+def claim_chance(res: Results, norm: str) -> dict:
+    """Without the norm, deep networks trained by SGD, SGDm or Adadelta start near chance: the
+    first reported accuracy is below CHANCE percent."""
+    cells = {}
+    for d, a in res.pairs():
+        eps = res.epochs(d, a, _split_of(res, d, a)) if a in DEEP.values() else []
+        for o in ("sgd", "sgdm", "adadelta"):
+            v = res.acc_by_seed(d, a, "none", o, _split_of(res, d, a), eps[0]) if eps else None
             if v:
-                chance.append((opt, d, a, 100 * _mean(v)))
-    add("deep networks without norm stay near chance (~10%) with SGD, SGDm, Adadelta early on",
-        None if not chance else all(c[3] < 15 for c in chance),
-        "no deep runs without norm" if not chance else
-        "; ".join(f"{OPTIMIZER_NAMES[o]} {nice(d, a)} {v:.1f}%" for o, d, a, v in chance) + " at the first reported epoch")
-    jumps = {}
-    for n in ("none", norm):
-        steps = []
-        for d, a in pairs:
-            sp = split_of(d, a)
-            seq = [res.acc(d, a, n, "adam", sp, e) for e in res.epochs(d, a, sp)]
-            if len(seq) > 1 and all(seq):
-                means = [100 * _mean(s) for s in seq]
-                steps += [abs(b - c) for b, c in zip(means[1:], means[:-1])]
-        jumps[n] = steps
-    if jumps["none"] and jumps[norm]:
-        add(f"Adam + {norm} norm jumps from epoch to epoch more than Adam alone",
-            _mean(jumps[norm]) > _mean(jumps["none"]),
-            f"mean |change| of accuracy between epochs: {_mean(jumps[norm]):.2f} points with "
-            f"{norm} norm vs {_mean(jumps['none']):.2f} without")
+                cells[_name(d, a, o)] = one_sample({s: CHANCE - 100 * x for s, x in v.items()}, res.interval)
+    return _claim("deep networks without norm stay near chance (~10%) with SGD, SGDm, Adadelta early on", cells,
+                  f"{CHANCE:.0f}% minus the accuracy at the first reported epoch, in points",
+                  "no deep runs without norm", " pts")
+
+
+def claim_adam_jumps(res: Results, norm: str) -> dict | None:
+    """Adam + norm's accuracy changes more from epoch to epoch than Adam's alone (mean |change| per
+    seed over all epochs, paired by seed)."""
+    cells = {}
+    for d, a in res.pairs():
+        sp = _split_of(res, d, a)
+        jumps = []
+        for n in ("none", norm):
+            _, curves, _ = res.curves(d, a, n, "adam", sp)
+            per = {s: float(np.mean(np.abs(np.diff([100 * c[x] for x in sorted(c)])))) for s, c in curves.items()
+                   if len(c) > 1}
+            jumps.append(one_sample(per, res.interval) if per else None)
+        cells[_name(d, a)] = contrast(*jumps, res.interval)
+    f = _claim(f"Adam + {norm} norm jumps from epoch to epoch more than Adam alone", cells,
+               "mean |change| of accuracy between epochs with the norm minus without, in points", "", " pts")
+    return None if f["verdict"] == "not testable" else f
+
+
+def claim_poster(res: Results, norm: str) -> dict | None:
+    """The poster: at the first evaluation, batch and layer norm are both ahead of none (paired by
+    seed, Holm over the two); how close they are to each other is shown beside it."""
     steps = res.by_step[res.by_step["split"] == "test"]
-    if len(steps) and {"none", "batch", "layer"} <= set(steps["norm"]):
-        first = steps[steps["step"] == steps["step"].min()].groupby("norm")["accuracy"].mean() * 100
-        add("BN and LN converge about equally fast, both faster than no normalization (poster)",
-            min(first["batch"], first["layer"]) > first["none"]
-            and abs(first["batch"] - first["layer"]) < min(first["batch"], first["layer"]) - first["none"],
-            f"test accuracy at the first evaluation: batch {first['batch']:.1f}%, layer {first['layer']:.1f}%, "
-            f"none {first['none']:.1f}%")
-    return out
+    if not len(steps) or not {"none", "batch", "layer"} <= set(steps["norm"]):
+        return None
+    first = steps[steps["step"] == steps["step"].min()]
+    acc = {n: dict(zip(g["seed"].astype(int), g["accuracy"])) for n, g in first.groupby("norm")}
+    cells = {f"{n} − none": compare(acc["none"], acc[n], "diff", res.interval) for n in ("batch", "layer")}
+    f = _claim("BN and LN converge about equally fast, both faster than no normalization (poster)", cells,
+               "test accuracy at the first evaluation, with the norm minus none, in points", "", " pts")
+    means = {n: 100 * float(np.mean(list(v.values()))) for n, v in acc.items()}
+    gap = compare(acc["layer"], acc["batch"], "diff", res.interval)
+    f["evidence"] += (f". Test accuracy at the first evaluation: batch {means['batch']:.1f}%, layer "
+                      f"{means['layer']:.1f}%, none {means['none']:.1f}%; batch − layer {_signed(gap)} pts")
+    return f
+
+
+CLAIMS = (claim_improves, claim_faster, claim_early, claim_sophisticated, claim_deep, claim_deep_needs, claim_chance,
+          claim_adam_jumps, claim_poster)
+
+
+def findings(df: pd.DataFrame, norm: str = "batch", interval: str = "t") -> list[dict]:
+    """SPEC.md's Study 1 conclusions (and the poster's), each checked against the data: a list of
+    {claim, verdict, evidence, cells}, verdict one of supported | contradicted | inconclusive |
+    point estimate only (one seed) | not testable; cells: the cells that decide it."""
+    res = Results(df, interval=interval)
+    return [f for claim in CLAIMS if (f := claim(res, norm)) is not None]
 
 
 def render_findings(items: list[dict], fmt: str = "text") -> str:
     if fmt == "markdown":
         return "### Findings of the thesis, checked\n\n" + "".join(
-            f"- **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
+            f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
     return "Findings of the thesis, checked against these results\n\n" + "".join(
-        f"  [{f['verdict']}] {f['claim']}\n      {f['evidence']}\n" for f in items)
+        f"  {MARKS.get(f['verdict'], '-')} [{f['verdict']}] {f['claim']}\n      {f['evidence']}\n" for f in items)

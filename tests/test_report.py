@@ -56,12 +56,14 @@ def test_rel_formula():
     assert float(report.rel(0, 100)) == 1.0
 
 
-def test_bootstrap_interval_contains_the_point_and_is_deterministic():
-    a = report.rel_stat([0.90, 0.91, 0.92], [0.95, 0.96, 0.94])
-    b = report.rel_stat([0.90, 0.91, 0.92], [0.95, 0.96, 0.94])
-    assert a == b and a.low <= a.value <= a.high and a.n == 3
-    assert a.value == pytest.approx(report.rel(91, 95))
-    assert report.rel_stat([0.9], [0.95]).low is None
+def test_intervals_contain_the_point_and_are_deterministic():
+    # was: a bootstrap interval around the rel of the seed means; now paired per seed, Student-t by default
+    x, y = {0: 0.90, 1: 0.91, 2: 0.92}, {0: 0.95, 1: 0.96, 2: 0.94}
+    for interval in report.INTERVALS:
+        a, b = report.compare(x, y, "rel", interval), report.compare(x, y, "rel", interval)
+        assert a == b and a.low <= a.value <= a.high and a.n == 3
+        assert a.value == pytest.approx(np.mean(report.rel([90, 91, 92], [95, 96, 94])))
+    assert report.compare({0: 0.9}, {0: 0.95}).low is None
 
 
 def synthetic(seeds=(0, 1), epochs=(1, 2, 3), archs=("mlp", "deep_mlp"), drop=()):
@@ -86,7 +88,10 @@ def synthetic(seeds=(0, 1), epochs=(1, 2, 3), archs=("mlp", "deep_mlp"), drop=()
 def test_every_table_and_its_marks():
     tables = report.build_tables(synthetic())
     ids = [t.id for t in tables]
-    assert ids == ["table1", "tables2-5", "tables2-5", "table6", "table6", "tables7-10", "tables11-12", "tables11-12"]
+    # the answer first: the summary and convergence tables, then the thesis's
+    assert ids == ["summary", "convergence", "convergence", "table1", "tables2-5", "tables2-5", "table6", "table6",
+                   "tables7-10", "tables11-12", "tables11-12"]
+    tables = tables[3:]
     t1 = tables[0]
     assert t1.headers == ["optimizer", "MNIST + MLP", "MNIST + deep MLP"]
     assert [r[0] for r in t1.rows] == ["SGD", "SGDm", "Adam", "Adagrad"]
@@ -118,8 +123,10 @@ def test_formats():
     assert "| optimizer" in md and "±" not in text  # one seed: no spread to show
     df = pd.read_csv(__import__("io").StringIO(out), keep_default_na=False)
     assert list(df.columns) == report.TIDY_COLUMNS
-    assert set(df["quantity"]) == {"rel", "accuracy", "rel_diff"}
-    assert (df[df["table"] == "table1"]["epoch"] == "").all()
+    thesis = df[~df["table"].isin(["summary", "convergence"])]
+    # one seed: values with their n, and no interval, spread or per-seed lines
+    assert set(thesis["quantity"]) == {"rel", "rel_n", "accuracy", "accuracy_n", "rel_diff", "rel_diff_n"}
+    assert (df[df["table"] == "table1"]["epoch"] == "").all() and (df["seed"] == "").all()
 
 
 def test_partial_results_show_a_dash_and_a_footnote():
@@ -136,12 +143,18 @@ def test_poster_table_from_steps():
                  accuracy=a / 100) for n, accs in (("none", (79.2, 92.0)), ("batch", (96.2, 97.2)), ("layer", (95.2, 95.9)))
             for s, a in zip((5000, 10000), accs)]
     df = report._normalise(pd.DataFrame(recs))
-    (t,) = report.build_tables(df)
+    *answer, t = report.build_tables(df)
+    # step-based runs get the summary and convergence too, in steps
+    assert [x.id for x in answer] == ["summary", "summary", "convergence", "convergence"]
+    assert answer[0].headers == ["optimizer", "MNIST + Ioffe MLP"] and answer[0].rows[0][1].diff.value == pytest.approx(5.2)
+    assert "steps none" in answer[2].headers and answer[2].rows[0][2:5] == ["10000", "5000", "2.0×"]
     assert t.id == "poster" and t.headers == ["norm", "step 5000", "step 10000"]
     assert [r[0] for r in t.rows] == ["none", "batch", "layer"]
     assert t.rows[1][1].value == pytest.approx(96.2)
     f = report.findings(df)[-1]
-    assert f["verdict"] == "supported" and "batch 96.2%" in f["evidence"]
+    # one seed: no longer "supported" on point values alone
+    assert f["verdict"] == "point estimate only" and "holds in all 2 of 2" in f["evidence"]
+    assert "batch 96.2%" in f["evidence"]
 
 
 @pytest.mark.parametrize("content,expect", [
@@ -163,6 +176,8 @@ def test_bad_report_options(capsys):
     assert "markdown" in capsys.readouterr().err
     assert main(["report", "--from-csv", "x.csv", "--epochs", "2,a"]) == 2
     assert "2,5,20" in capsys.readouterr().err
+    assert main(["report", "--from-csv", "x.csv", "--interval", "wald"]) == 2
+    assert "bootstrap" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +216,7 @@ def test_runs_to_tables_export_and_back(run_folder, tmp_path, capsys):
     assert main(["export", str(run_folder), "--out", str(tmp_path / "acc.csv")]) == 0
     assert "accuracies (3 epochs)" in capsys.readouterr().out
     exported = pd.read_csv(tmp_path / "acc.csv")
-    assert list(exported.columns) == report.LONG_COLUMNS
+    assert list(exported.columns) == report.LONG_COLUMNS + ["wall_time"]  # the runs' seconds, for speed in time
     assert main(["report", str(run_folder), "--format", "csv"]) == 0
     from_logs = capsys.readouterr().out
     assert main(["report", "--from-csv", str(tmp_path / "acc.csv"), "--format", "csv"]) == 0
@@ -267,9 +282,10 @@ def test_export_writes_the_lr_and_from_csv_reads_files_with_or_without_it(run_fo
     capsys.readouterr()
     exported = pd.read_csv(tmp_path / "acc.csv")
     assert list(exported.columns) == ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split",
-                                      "accuracy"]
+                                      "accuracy", "wall_time"]
     assert set(exported[exported["optimizer"] == "adam"]["lr"]) == {3e-3}
-    exported.drop(columns="lr").to_csv(tmp_path / "old.csv", index=False)
+    exported.drop(columns="wall_time").to_csv(tmp_path / "acc.csv", index=False)  # seconds are compared elsewhere
+    exported.drop(columns=["lr", "wall_time"]).to_csv(tmp_path / "old.csv", index=False)
     outs = []
     for f in ("acc.csv", "old.csv"):
         assert main(["report", "--from-csv", str(tmp_path / f), "--format", "csv"]) == 0
@@ -329,10 +345,12 @@ ROW = "mnist,deep_mlp,batch,adadelta,0,{epoch},test,{acc}\n"
     (HEADER + "mnist,deep_mlp,batch,adadelta,a,1,test,0.9\n", ["line 2", "seed", "'a'"]),
     (HEADER + ROW.format(epoch=1, acc="nan"), ["line 2", "accuracy", "'nan'"]),
     (HEADER.replace("epoch", "step") + ROW.format(epoch=0, acc=0.9), ["line 2", "step", "'0'"]),
+    (HEADER.replace("accuracy", "accuracy,wall_time") + ROW.format(epoch=1, acc="0.9,-1").replace("\n", "") + "\n",
+     ["line 2", "wall_time", "'-1'"]),
     (HEADER, ["no data rows"]),
     ("", ["empty"]),
 ], ids=["conflicting-duplicate", "exact-duplicate", "epoch-0", "epoch-minus-1", "epoch-text", "epoch-2.5-after-comment",
-        "seed-0.5", "seed-text", "accuracy-nan", "step-0", "header-only", "empty-file"])
+        "seed-0.5", "seed-text", "accuracy-nan", "step-0", "wall-time-negative", "header-only", "empty-file"])
 def test_from_csv_rows_that_would_change_the_numbers_are_one_line(tmp_path, content, expect, capsys):
     f = tmp_path / "x.csv"
     f.write_text(content)
@@ -380,3 +398,229 @@ def test_requested_epochs_that_no_run_has_are_named(run_folder, capsys):
     assert main(["report", str(run_folder), "--epochs", "98,99"]) != 0
     err = err_line(capsys)
     assert "98, 99" in err and "1, 2, 3" in err
+
+
+# ---------------------------------------------------------------- statistics (issue "answer")
+
+
+def by_seed(values) -> dict:
+    return dict(enumerate(values))
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_t_interval_covers_the_true_effect_95_percent_of_the_time(n):
+    """Synthetic paired seeds with a known effect, 2,000 replications per n. The difference: x ~ N(90, 1)
+    percent, y = x + d with d ~ N(2, 0.8), so the true effect is 2 points. rel: its true effect is
+    defined as the expectation of the per-seed rel; drawing the per-seed rel r ~ N(0.3, 0.05) and
+    setting y = x + r (100 - x) makes the per-seed rel exactly normal, which is what the t interval
+    assumes (real per-seed rels are close to normal when accuracies are not pinned at 100%)."""
+    rng = np.random.default_rng(n)
+    hits = {"diff": 0, "rel": 0}
+    reps = 2000
+    for _ in range(reps):
+        x = 90 + rng.normal(0, 1, n)
+        y = x + rng.normal(2, 0.8, n)
+        s = report.compare(by_seed(x / 100), by_seed(y / 100), "diff")
+        hits["diff"] += s.low <= 2 <= s.high
+        x = 90 + rng.normal(0, 0.5, n)
+        y = x + rng.normal(0.3, 0.05, n) * (100 - x)
+        s = report.compare(by_seed(x / 100), by_seed(y / 100), "rel")
+        hits["rel"] += s.low <= 0.3 <= s.high
+    coverage = {k: v / reps for k, v in hits.items()}
+    print(f"n = {n}: coverage {coverage}")
+    assert 0.93 <= coverage["diff"] <= 0.97 and 0.93 <= coverage["rel"] <= 0.97, coverage
+
+
+def test_paired_comparison_is_per_seed_and_says_so():
+    x, y = {0: 0.90, 1: 0.80, 2: 0.85}, {0: 0.92, 1: 0.83, 2: 0.86}
+    d = report.compare(x, y, "diff")
+    assert d.paired and d.n == 3 and d.method.startswith("paired")
+    assert d.value == pytest.approx(2.0) and d.seeds == pytest.approx({0: 2.0, 1: 3.0, 2: 1.0})
+    half = 4.302653 * 1.0 / np.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
+    assert (d.low, d.high) == pytest.approx((2 - half, 2 + half), abs=1e-5)
+    assert d.p_win == 1.0
+    r = report.compare(x, y, "rel")
+    assert r.value == pytest.approx(np.mean([0.2, 0.15, 1 / 15]))
+    one = report.compare({0: 0.9}, {0: 0.95}, "rel")
+    assert one.low is None and one.n == 1 and one.value == pytest.approx(0.5)
+
+
+def test_unpaired_seeds_use_welch_and_the_footer_says_so():
+    x, y = {0: 0.90, 1: 0.91, 2: 0.89}, {3: 0.93, 4: 0.95, 5: 0.94}
+    d = report.compare(x, y, "diff")
+    assert not d.paired and "Welch" in d.method and d.value == pytest.approx(4.0)
+    assert d.low < 4 < d.high
+    r = report.compare(x, y, "rel")
+    assert r.value == pytest.approx(report.rel(90, 94)) and r.low < r.value < r.high
+    df = synthetic(seeds=(0, 1, 2))
+    df.loc[df["norm"] == "batch", "seed"] += 10
+    text = report.render(report.build_tables(df), "text")
+    assert "unpaired" in text and "Welch" in text
+
+
+def test_footers_state_method_n_and_warn_below_5_seeds():
+    text = report.render(report.build_tables(synthetic(seeds=(0, 1, 2))), "text")
+    assert "paired by seed" in text and "Student-t 95% interval" in text and "n = 3 seeds" in text
+    assert "n = 3 seeds: intervals are wide; 5 or more are advised" in text
+    assert "bootstrap" not in text
+    text = report.render(report.build_tables(synthetic(seeds=range(5))), "text")
+    assert "n = 5 seeds" in text and "are advised" not in text
+    text = report.render(report.build_tables(synthetic(seeds=(0,))), "text")
+    assert "one seed" in text and "Student-t" not in text
+
+
+def test_bootstrap_stays_an_option():
+    tables = report.build_tables(synthetic(seeds=(0, 1, 2)), interval="bootstrap")
+    t1 = next(t for t in tables if t.id == "table1")
+    assert t1.rows[0][1].low is not None and "bootstrap" in " ".join(t1.notes)
+
+
+def noisy(effect, seeds=range(5), sd=0.004, opts=("sgd", "sgdm", "adam", "adagrad"), epochs=(1, 2, 3, 4, 5),
+          archs=("mlp",), rng_seed=0):
+    """Long-format accuracies where the norm adds `effect` (a fraction) to every optimizer's accuracy,
+    with per-seed noise of `sd`; the curves rise over the epochs."""
+    rng = np.random.default_rng(rng_seed)
+    recs = []
+    for arch in archs:
+        for opt in opts:
+            for seed in seeds:
+                noise = rng.normal(0, sd, len(epochs))
+                for norm in ("none", "batch"):
+                    own = rng.normal(0, sd, len(epochs))
+                    for i, e in enumerate(epochs):
+                        acc = 0.80 + 0.02 * e + noise[i] + own[i] + (effect if norm == "batch" else 0)
+                        for split in ("validation", "test"):
+                            recs.append(dict(dataset="mnist", arch=arch, norm=norm, optimizer=opt, seed=seed,
+                                             epoch=e, split=split, accuracy=float(np.clip(acc, 0, 1))))
+    return report._normalise(pd.DataFrame(recs))
+
+
+def claim(items, start):
+    (f,) = [f for f in items if f["claim"].startswith(start)]
+    return f
+
+
+@pytest.mark.parametrize("effect,verdict", [(0.05, "supported"), (0.0, "inconclusive"), (-0.05, "contradicted")])
+def test_verdicts_follow_the_intervals(effect, verdict):
+    items = report.findings(noisy(effect))
+    f = claim(items, "batch norm improves test accuracy for every optimizer")
+    assert f["verdict"] == verdict, f
+    assert set(f) >= {"claim", "verdict", "evidence", "cells"} and f["cells"]
+    if verdict == "inconclusive":
+        assert "seeds would" in f["evidence"], f
+    assert all(i["verdict"] in ("supported", "contradicted", "inconclusive", "point estimate only", "not testable")
+               for i in items)
+
+
+def test_one_seed_verdicts_are_point_estimates_only():
+    items = report.findings(noisy(0.05, seeds=(0,)))
+    assert claim(items, "batch norm improves test accuracy for every optimizer")["verdict"] == "point estimate only"
+
+
+def test_holm_names_the_cells_that_decide():
+    stats = {"a": report.compare(by_seed([0.8] * 5), by_seed([0.9, 0.91, 0.9, 0.92, 0.9]), "diff"),
+             "b": report.compare(by_seed([0.8, 0.81, 0.8, 0.79, 0.8]), by_seed([0.8, 0.8, 0.81, 0.8, 0.79]), "diff")}
+    verdict, deciding = report.every_cell(stats)
+    assert verdict == "inconclusive" and deciding == ["b"]
+    assert report.seeds_to_resolve(report.compare(by_seed([0.80, 0.81, 0.79]), by_seed([0.82, 0.82, 0.80]), "diff")) > 3
+
+
+def curve_df(wall=True):
+    """One cell whose norm arm reaches the no-norm arm's final validation accuracy (0.90, at epoch 10)
+    at epoch 2, at twice the seconds per epoch."""
+    recs = []
+    for seed in (0, 1, 2):
+        for e in range(1, 11):
+            none = 0.80 + 0.01 * e
+            batch = min(0.86 + 0.02 * e, 0.95)
+            for norm, acc, spe in (("none", none, 1.0), ("batch", batch, 2.0)):
+                for split in ("validation", "test"):
+                    recs.append(dict(dataset="mnist", arch="mlp", norm=norm, optimizer="sgd", seed=seed, epoch=e,
+                                     split=split, accuracy=acc, **({"wall_time": spe * e} if wall else {})))
+    return report._normalise(pd.DataFrame(recs))
+
+
+def test_convergence_speed_in_epochs_and_seconds():
+    c = report.convergence(report.Results(curve_df()), "mnist", "mlp", "batch", "sgd")
+    assert c["target"] == pytest.approx(90.0)
+    assert c["epochs_none"] == 10 and c["epochs_norm"] == 2 and c["speedup"] == pytest.approx(5.0)
+    assert c["seconds_none"] == pytest.approx(10.0) and c["seconds_norm"] == pytest.approx(4.0)
+    assert c["speedup_seconds"] == pytest.approx(2.5)
+    assert c["epochs_norm_seed"] == {0: 2, 1: 2, 2: 2}
+    assert c["auc_none"] == pytest.approx(85.5) and c["auc_diff"].value > 0
+    no_wall = report.convergence(report.Results(curve_df(wall=False)), "mnist", "mlp", "batch", "sgd")
+    assert no_wall["speedup"] == pytest.approx(5.0) and no_wall["speedup_seconds"] is None
+    text = report.render(report.build_tables(curve_df()), "text")
+    assert "speed 5.0× (2.5× in time)" in text and "P(win) 1.00" in text
+
+
+def test_summary_comes_first_with_marks_and_speed():
+    tables = report.build_tables(noisy(0.05))
+    s = tables[0]
+    assert s.id == "summary" and s.headers == ["optimizer", "MNIST + MLP"]
+    assert [r[0] for r in s.rows] == ["SGD", "SGDm", "Adam", "Adagrad"]
+    text = report.render([s], "text")
+    assert "✓" in text and "rel" in text and "pts" in text and "×" in text
+    md, tex = report.render([s], "markdown"), report.render([s], "latex")
+    assert "✓" in md and "\\checkmark" in tex
+    tidy = pd.read_csv(__import__("io").StringIO(report.render([s], "csv")), keep_default_na=False)
+    q = set(tidy["quantity"])
+    assert {"diff", "diff_ci_low", "diff_ci_high", "diff_n", "rel", "rel_ci_low", "rel_ci_high", "rel_n",
+            "p_improvement", "verdict", "speedup"} <= q
+    seeds = tidy[tidy["quantity"] == "rel_seed"]
+    assert sorted(seeds[seeds["optimizer"] == "sgd"]["seed"].astype(int)) == [0, 1, 2, 3, 4]
+    zero = report.render(report.build_tables(noisy(0.0))[:1], "text")
+    assert "?" in zero
+    hurts = report.render(report.build_tables(noisy(-0.05))[:1], "text")
+    assert "✗" in hurts
+
+
+def test_summary_takes_extra_per_cell_columns():
+    res = report.Results(noisy(0.05))
+    (s,) = report.summary_tables(res, extra=[("lr band", lambda d, a, norm, opt: 1.5)])
+    assert "lr band 1.5" in report.render([s], "text")
+    assert "lr band" in set(pd.read_csv(__import__("io").StringIO(report.render([s], "csv")))["quantity"])
+
+
+def test_one_seed_summary_marks_point_estimates():
+    (s,) = report.build_tables(noisy(0.05, seeds=(0,)))[:1]
+    cells = [report._fmt(c, s.kind, "text") for row in s.rows for c in row[1:]]
+    assert all(c.startswith("·") and "[" not in c for c in cells), cells
+
+
+def test_protocol_line_from_the_run_folders(run_folder, tmp_path, capsys):
+    import json
+
+    assert main(["report", str(run_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "Protocol:" in out and "final runs: 2 or 3 epochs, seeds 0, 1" in out
+    sweep = sweep_copy(run_folder, tmp_path)
+    from kbn.config import SweepConfig
+
+    sweep_file = SweepConfig(name="t", datasets=("mnist",), archs=("mlp",), norms=("none", "batch"),
+                             optimizers=("sgd", "adam"), epochs=2, seeds=(0, 1), search_epochs=1).to_dict()
+    (sweep / "sweep.json").write_text(json.dumps({**sweep_file, "search_seeds": [0]}))  # search_seeds: coming
+    scan = report.scan_runs(sweep)
+    line = report.protocol_line(scan.protocol)
+    assert "learning rate searched with 1-epoch trials" in line and "selected on validation" in line
+    assert "search seeds 0" in line and "final runs: 2 or 3 epochs" in line
+
+
+def test_wall_time_travels_through_export(run_folder, tmp_path, capsys):
+    assert main(["export", str(run_folder), "--out", str(tmp_path / "acc.csv")]) == 0
+    capsys.readouterr()
+    exported = pd.read_csv(tmp_path / "acc.csv")
+    assert "wall_time" in exported.columns and exported["wall_time"].notna().any()
+    df = report.read_long_csv(tmp_path / "acc.csv")
+    assert df["wall_time"].notna().any()
+
+
+def test_rel_interval_never_passes_1():
+    s = report.compare(by_seed([0.90, 0.95, 0.99]), by_seed([0.99, 0.999, 0.9999]), "rel")
+    assert s.interval and s.high <= 1.0
+
+
+def test_a_network_missing_its_last_optimizer_still_reports():
+    tables = report.build_tables(synthetic(drop={("mlp", "adagrad", "batch")}))
+    conv = [t for t in tables if t.id == "convergence"]
+    assert [len(t.rows) for t in conv] == [3, 4]
