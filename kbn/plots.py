@@ -99,6 +99,8 @@ def expected_best(points: pd.DataFrame, out: Path) -> list[Path]:
     from the coarse grid, one panel per optimizer, a line per norm (kbn.tuning)."""
     rob = tuning.robustness(points)
     paths = []
+    if rob.empty:  # a folder of runs without a sweep's search trials
+        return paths
     for (d, a), g in rob.groupby(["dataset", "arch"]):
         opts = [o for o in OPTIMIZERS if o in set(g["optimizer"])]
         fig, axes = _grid(len(opts))
