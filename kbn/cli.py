@@ -321,7 +321,7 @@ def _load_results(args):
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from kbn import report
+    from kbn import report, tuning
     from kbn.config import check_choice
     from kbn.runlog import check_writable_dir
 
@@ -334,7 +334,10 @@ def cmd_report(args) -> int:
     if missing:
         notices.append(missing)
         print(f"kbn: {missing}", file=sys.stderr)
-    tables = report.build_tables(df, epochs, interval, protocol)
+    rob = tuning.robustness(tuning.trial_points(args.logdir)) if args.logdir and not args.from_csv else None
+    has_search = rob is not None and not rob.empty
+    tables = report.build_tables(df, epochs, interval, protocol, extra=tuning.summary_extra(rob) if has_search else ())
+    tables += tuning.tables(rob) if has_search else []
     found = report.findings(df, interval=interval)
     print(report.render(tables, fmt), end="")
     if fmt != "csv" and tables:

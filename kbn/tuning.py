@@ -91,3 +91,42 @@ def band_change(rob: pd.DataFrame, norm: str) -> dict[tuple, float]:
         if key in base:
             out[key] = float(r["band"] - base[key])
     return out
+
+
+def tables(rob: pd.DataFrame) -> list:
+    """The report's tuning-robustness tables: one per (dataset, network), rows optimizer x norm."""
+    from kbn.config import OPTIMIZER_NAMES
+    from kbn.report import Table, nice
+
+    out = []
+    for (d, a), g in rob.groupby(["dataset", "arch"]):
+        ks = sorted(int(c.removeprefix("best_k")) for c in g.columns if c.startswith("best_k") and g[c].notna().any())
+        t = Table("tuning", f"Tuning robustness — {nice(d, a)}: the band of good learning rates and the expected "
+                  "best validation accuracy (%) after k coarse-grid trials",
+                  ["optimizer", "norm", "band (decades)", "points"] + [f"E[best] k={k}" for k in ks], [], kind="plain")
+        for _, r in g.sort_values(["optimizer", "norm"]).iterrows():
+            row = [OPTIMIZER_NAMES.get(r["optimizer"], r["optimizer"]), r["norm"], f"{r['band']:.2f}", str(r["points"])]
+            row += ["—" if pd.isna(r.get(f"best_k{k}")) else f"{100 * r[f'best_k{k}']:.2f}" for k in ks]
+            t.rows.append(row)
+            base = dict(table="tuning", dataset=d, arch=a, optimizer=r["optimizer"], norm=r["norm"], epoch="")
+            t.records += [{**base, "quantity": "band_decades", "value": round(r["band"], 6)}]
+            t.records += [{**base, "quantity": f"expected_best_k{k}", "value": round(r[f"best_k{k}"], 6)}
+                          for k in ks if not pd.isna(r.get(f"best_k{k}"))]
+        search_seeds = int(g["search_seeds"].max())
+        t.notes.append(f"band: the span of the learning rates whose search score (mean over {search_seeds} search "
+                       f"seed(s)) is within {100 * BAND:.0f} point of the best, on the grid searched (coarse and fine), "
+                       "so it is resolved to the grid's spacing. E[best] k: the expected best search score after k "
+                       "learning rates drawn at random (with replacement) from the coarse grid, exact from order "
+                       "statistics (Dodge et al. 2019).")
+        out.append(t)
+    return out
+
+
+def summary_extra(rob: pd.DataFrame) -> list:
+    """The summary's per-cell column: the norm's change of the good-learning-rate band, in decades."""
+    changes = {norm: band_change(rob, norm) for norm in set(rob["norm"]) - {"none"}}
+
+    def band(d, a, norm, opt):
+        return changes.get(norm, {}).get((d, a, opt))
+
+    return [("Δband (decades)", band)]

@@ -44,7 +44,7 @@ def test_robustness_per_cell_and_the_change_a_norm_makes():
     assert tuning.band_change(tuning.robustness(df), "batch") == {("mnist", "mlp", "sgd"): pytest.approx(1.5, abs=0.001)}
 
 
-def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path):
+def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path, capsys):
     from kbn.cli import main
     from kbn.config import load_sweep
     from kbn.tune import run_sweep
@@ -59,3 +59,12 @@ def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path):
         assert r["best_k1"] == pytest.approx(coarse.mean()) and r["best_k3"] <= coarse.max()
     assert main(["plot", str(tmp_path / "out"), "--out", str(tmp_path / "pics")]) == 0
     assert (tmp_path / "pics" / "expected_best_mnist_mlp.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert "Tuning robustness — MNIST + MLP" in text and "E[best] k=3" in text
+    change = rob.set_index("norm").loc["batch", "band"] - rob.set_index("norm").loc["none", "band"]
+    assert f"Δband (decades) {change:g}" in text  # the summary carries the norm's change of the band
+    assert main(["report", str(tmp_path / "out"), "--format", "csv"]) == 0
+    tidy = capsys.readouterr().out
+    assert "tuning,mnist,mlp,sgd,batch,,,band_decades," in tidy  # a seed column sits before quantity
