@@ -66,8 +66,9 @@ test: install data
 # and speed). bench-gpu runs in the Python that has JAX with CUDA (a GPU host may have no
 # TensorFlow; kbn bench needs only keras, jax, numpy, tabulate, tensorboard and filelock there).
 # On 2 cores the full bench takes about an hour, mostly packed CNNs: BENCH_ARGS="--archs mlp,deep_mlp".
-bench: install
+bench: install data
 	$(BIN)/kbn bench --seed-ks 8 --out $(LOGDIR)/bench/cpu.md $(BENCH_ARGS)
+	$(BIN)/kbn bench --sweep sweeps/smoke.toml --out $(LOGDIR)/bench/sweep.md
 bench-gpu:
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} KERAS_BACKEND=jax $(PYTHON) -m kbn bench --backends jax --cnn-examples 50000 \
 	  --ks 4,8,16,32,64,128 --seed-ks 8,32 --out $(LOGDIR)/bench/gpu.md $(BENCH_ARGS)

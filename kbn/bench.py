@@ -126,3 +126,59 @@ def table(results: list[dict]) -> tuple[list[str], list[list]]:
 
 if __name__ == "__main__":  # a child measurement: python -m kbn.bench '<json spec>'
     print(json.dumps(_child(json.loads(sys.argv[1]))), flush=True)
+
+
+# ---------------------------------------------------------------- whole sweeps
+
+
+def sweep_throughput(sweep_file: str, workers: list[int | None], scratch, data_env: dict | None = None) -> list[dict]:
+    """Whole-sweep throughput: `kbn sweep FILE` run from scratch once per worker count (None: kbn's
+    own choice), each in a fresh folder under `scratch`; trial-epochs per second, where a trial-epoch
+    is one trial training one epoch of its (subset of the) training set, and the chosen learning rates."""
+    from pathlib import Path
+
+    from kbn.config import load_sweep
+    from kbn.plan import folder_progress, planned_trials, trial_length
+
+    sweep = load_sweep(sweep_file)
+    out = []
+    for w in workers:
+        logdir = Path(scratch) / f"workers-{w or 'auto'}"
+        cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir)]
+        cmd += [] if w is None else ["--workers", str(w)]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(data_env or {})})
+        seconds = time.perf_counter() - t0
+        if p.returncode != 0:
+            out.append({"workers": w, "error": (p.stderr.strip().splitlines() or ["?"])[-1]})
+            continue
+        state = folder_progress(logdir)
+        work = sum(trial_length(sweep, t["phase"]) for t in _trials(logdir))
+        chose = next((line for line in p.stdout.splitlines() if "local worker(s):" in line), "")
+        out.append({"workers": w, "chosen_workers": chose.split(" local worker")[0].split()[-1] if chose else str(w),
+                    "trials": planned_trials(sweep, state.progress), "trial_epochs": work, "seconds": seconds,
+                    "per_second": work / seconds, "chosen": {k: p_["chosen"] for k, p_ in state.progress.items()}})
+    return out
+
+
+def _trials(logdir) -> list[dict]:
+    from pathlib import Path
+
+    return [json.loads(f.read_text())["hyperparameters"]["values"]
+            for f in sorted(Path(logdir, "tuner").glob("trial_*/trial.json"))]
+
+
+def sweep_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
+    headers = ["workers", "trials", "trial-epochs", "seconds", "trial-epochs / s", "× workers=1", "same chosen lrs"]
+    base = next((r for r in results if r.get("workers") == 1 and "error" not in r), None)
+    rows = []
+    for r in results:
+        name = "kbn's choice" if r["workers"] is None else str(r["workers"])
+        if "error" in r:
+            rows.append([name, "error: " + r["error"]] + [""] * 5)
+            continue
+        name += f" ({r['chosen_workers']})" if r["workers"] is None else ""
+        rows.append([name, str(r["trials"]), str(r["trial_epochs"]), f"{r['seconds']:.1f}", f"{r['per_second']:.2f}",
+                     f"{r['per_second'] / base['per_second']:.2f}" if base else "—",
+                     ("yes" if r["chosen"] == base["chosen"] else "NO") if base else "—"])
+    return headers, rows

@@ -128,6 +128,9 @@ def _add_bench(sub):
                    "(times are scaled to 50k; use 50000 on a GPU)")
     b.add_argument("--epochs", type=int, default=2, help="timed epochs after the compiling one")
     b.add_argument("--out", metavar="FILE", help="also write the table (markdown) and raw JSON next to it")
+    b.add_argument("--sweep", metavar="FILE", help="instead: whole-sweep throughput of this sweep file at "
+                   "--sweep-workers (default 1 and kbn's choice), each from scratch")
+    b.add_argument("--sweep-workers", default="1,auto", help="comma-separated worker counts; 'auto' is kbn's choice")
 
 
 def _add_tensorboard(sub):
@@ -440,6 +443,8 @@ def cmd_bench(args) -> int:
     for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs)):
         check_positive(field, value)
     out = _bench_out(args.out)
+    if args.sweep:
+        return _bench_sweep(args, out)
     archs = [check_choice("archs", a, ARCHS) for a in args.archs.split(",")]
     norms = [check_choice("norms", n, NORMS) for n in args.norms.split(",")]
     ks, seed_ks = _counts("ks", args.ks), _counts("seed-ks", args.seed_ks)
@@ -450,6 +455,29 @@ def cmd_bench(args) -> int:
     examples = {"default": args.examples, "cnn": args.cnn_examples, "deep_cnn": args.cnn_examples}
     results = bench.run(archs, norms, ks, backends, examples, epochs=args.epochs, seed_ks=seed_ks)
     headers, rows = bench.table(results)
+    md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+    print(md)
+    if out:
+        out.write_text(md + "\n")
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        print(f"kbn: wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _bench_sweep(args, out) -> int:
+    import json
+    import tempfile
+
+    from tabulate import tabulate
+
+    from kbn import bench
+    from kbn.config import load_sweep
+
+    load_sweep(args.sweep)  # a bad file fails here, in one line
+    workers = [None if w == "auto" else _counts("sweep-workers", w)[0] for w in args.sweep_workers.split(",") if w]
+    with tempfile.TemporaryDirectory(prefix="kbn-bench-sweep-") as scratch:
+        results = bench.sweep_throughput(args.sweep, workers, scratch)
+    headers, rows = bench.sweep_table(results)
     md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     print(md)
     if out:
