@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test tensorboard clean status report bench bench-gpu \
+.PHONY: install data demo test tensorboard clean status report bench bench-cores bench-gpu \
 	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer
 
 install: $(VENV)/.installed
@@ -69,6 +69,9 @@ test: install data
 bench: install data
 	$(BIN)/kbn bench --seed-ks 8 --out $(LOGDIR)/bench/cpu.md $(BENCH_ARGS)
 	$(BIN)/kbn bench --sweep sweeps/smoke.toml --out $(LOGDIR)/bench/sweep.md
+# The 24-cell dense-network sweep at 1 worker and at kbn's choice (about an hour and a half on 2 cores).
+bench-cores: install data
+	$(BIN)/kbn bench --sweep sweeps/cores-24.toml --out $(LOGDIR)/bench/cores-24.md
 bench-gpu:
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} KERAS_BACKEND=jax $(PYTHON) -m kbn bench --backends jax --cnn-examples 50000 \
 	  --ks 4,8,16,32,64,128 --seed-ks 8,32 --out $(LOGDIR)/bench/gpu.md $(BENCH_ARGS)
