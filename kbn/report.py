@@ -923,7 +923,7 @@ class Summary:
         if self.conv is not None:
             seconds = self.conv["speedup_seconds"]
             parts.append(f"speed {_speed(self.conv)}" + (f" ({seconds:.1f}× in time)" if seconds else ""))
-        parts += [f"{name} {value:g}" for name, value in self.extras]
+        parts += [f"{name} {value:+.2f}" for name, value in self.extras]
         return "; ".join(parts)
 
 

@@ -64,7 +64,7 @@ def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path, 
     text = capsys.readouterr().out
     assert "Tuning robustness — MNIST + MLP" in text and "E[best] k=3" in text
     change = rob.set_index("norm").loc["batch", "band"] - rob.set_index("norm").loc["none", "band"]
-    assert f"Δband (decades) {change:g}" in text  # the summary carries the norm's change of the band
+    assert f"Δband (decades) {change:+.2f}" in text  # the summary carries the norm's change of the band
     assert main(["report", str(tmp_path / "out"), "--format", "csv"]) == 0
     tidy = capsys.readouterr().out
     assert "tuning,mnist,mlp,sgd,batch,,,band_decades," in tidy  # a seed column sits before quantity
