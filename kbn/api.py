@@ -24,9 +24,8 @@ import pandas as pd
 from kbn.config import SweepConfig
 from kbn.plan import (STATUS_HEADERS, cells_by_key, folder_progress, load_folder_sweep, problem_lines, run_folder,
                       status_rows)
-from kbn.runlog import check_run
+from kbn.runlog import MODEL_FILE, check_run
 
-MODEL_FILE = "model.keras"  # kbn.train.MODEL_FILE, named here too so reading never imports Keras
 TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score"]
 FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "model"]
 STATUS_COLUMNS = ["cell", "state", "coarse", "fine", "final", "chosen_lr", "final_mean_score"]

@@ -28,7 +28,7 @@ from kbn import __version__, data as kdata, models, optim
 from kbn import interrupts
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
-from kbn.runlog import RunLog, check_run, is_finite
+from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.tboard import HParams, run_hparams
 from kbn.config import TrainConfig
 from kbn.packed import build_packed, trial_logs
@@ -272,9 +272,6 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     for j, i in enumerate(todo):
         results[i] = RunResult(runlogs[j].folder, outcomes[j]["status"], outcomes[j]["metrics"])
     return results
-
-
-MODEL_FILE = "model.keras"
 
 
 def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
