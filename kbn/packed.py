@@ -217,6 +217,17 @@ class _Builder:
             for var in layer.trainable_weights:
                 self.layout[var.path] = how
 
+    def extract_weights(self, j: int, single: keras.Model) -> keras.Model:
+        """The inverse of `copy_weights`: trial j's weights (norm statistics included) set into `single`,
+        a model built like the originals. Returns `single`."""
+        for name, (layer, how) in self.copies.items():
+            if how == "dense":  # (K, ...) leading trial axis
+                mine = [w[j] for w in layer.get_weights()]
+            else:  # K blocks along the last axis
+                mine = [np.split(w, self.k, axis=-1)[j] for w in layer.get_weights()]
+            single.get_layer(name).set_weights(mine)
+        return single
+
     def lr_arrays(self, packed: keras.Model, lrs: list[float]) -> dict[str, np.ndarray]:
         """Per-variable learning rates shaped to broadcast against the variable."""
         lrs = np.asarray(lrs, np.float32)
@@ -262,6 +273,15 @@ def packed_optimizer(name: str, lr_arrays: dict[str, np.ndarray], **overrides) -
 class Packed(NamedTuple):
     train: keras.Model  # what `fit` trains: shared images, or per-trial indices (own data orders)
     evaluate: keras.Model  # shared images, the same layers and variables
+    builder: _Builder  # where each trial's weights live in the packed variables
+
+    def trial_model(self, j: int, single: keras.Model) -> keras.Model:
+        """Trial j as a single model: its current weights set into `single` (built like the originals).
+
+        >>> one = packed.trial_model(0, models.build("mlp", (28, 28, 1)))  # doctest: +SKIP
+        >>> one.predict(x)  # == packed.evaluate.predict(x)[0], within float rounding  # doctest: +SKIP
+        """
+        return self.builder.extract_weights(j, single)
 
 
 def build_packed(singles: list[keras.Model], lrs: list[float], optimizer: str, steps_per_execution: int = 1,
@@ -278,7 +298,7 @@ def build_packed(singles: list[keras.Model], lrs: list[float], optimizer: str, s
     train.compile(optimizer=opt, loss=losses, metrics=metrics, steps_per_execution=steps_per_execution)
     if evaluate is not train:
         evaluate.compile(loss=losses, metrics=metrics)
-    return Packed(train, evaluate)
+    return Packed(train, evaluate, b)
 
 
 def trial_logs(logs: dict, k: int, prefix: str = "") -> list[dict]:

@@ -4,6 +4,7 @@ A run folder holds:
   config.json   every setting, package versions, backend, data source (written first)
   metrics.csv   one row per epoch (or per eval period): METRIC_COLUMNS
   events.out.tfevents.*   one TensorBoard run: scalars <split>/<axis>_<metric> and the HParams session
+  model.keras   the trained network, uncompiled (kbn train; a sweep's final runs), written before result.json
   result.json   written last and atomically: a folder without it is an unfinished run
 TensorBoard files are written without TensorFlow (kbn.tboard), so the JAX backend never imports it.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from kbn import tboard
 
+MODEL_FILE = "model.keras"  # a run's trained network (kbn.train writes it, kbn.api lists it)
 METRIC_COLUMNS = (
     "epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy",
     "test_loss", "test_accuracy", "lr", "wall_time",

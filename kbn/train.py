@@ -28,7 +28,7 @@ from kbn import __version__, data as kdata, models, optim
 from kbn import interrupts
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
-from kbn.runlog import RunLog, check_run, is_finite
+from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.tboard import HParams, run_hparams
 from kbn.config import TrainConfig
 from kbn.packed import build_packed, trial_logs
@@ -136,9 +136,11 @@ def _fmt(v, spec=".4f"):
 
 def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose: bool = True,
           dataset: kdata.Dataset | None = None, log=print, hparams: HParams | None = None,
-          protocol: dict | None = None) -> RunResult:
-    """Train `cfg` into `logdir/<run name>/`; a finished identical run is returned, not redone."""
-    return train_many([cfg], logdir, overwrite, verbose, dataset, log, [hparams], protocol=protocol)[0]
+          protocol: dict | None = None, save_model: bool = True) -> RunResult:
+    """Train `cfg` into `logdir/<run name>/`; a finished identical run is returned, not redone.
+    With `save_model` the trained network is kept as `model.keras` in the run folder (MODEL_FILE)."""
+    return train_many([cfg], logdir, overwrite, verbose, dataset, log, [hparams], protocol=protocol,
+                      save_model=save_model)[0]
 
 
 def initial_model(cfg: TrainConfig, ds: kdata.Dataset) -> keras.Model:
@@ -191,10 +193,13 @@ def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log) -> RunResult |
 
 def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
                dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
-               steps_per_execution: int = 50, protocol: dict | None = None) -> list[RunResult]:
+               steps_per_execution: int = 50, protocol: dict | None = None,
+               save_model: bool = True) -> list[RunResult]:
     """Train runs of one cell that differ only in learning rate and seed, packed into one model when
     there are several (each keeps its own weights, statistics, optimizer state, data order and logs).
-    `protocol` (a sweep's: how its learning rate was chosen, the phase) goes into config.json."""
+    `protocol` (a sweep's: how its learning rate was chosen, the phase) goes into config.json.
+    `save_model`: each finished run keeps its own trained network as `model.keras` (a sweep asks for it
+    in final runs only: search trials would cost disk for nothing)."""
     _packable(cfgs)
     hparams = hparams or [None] * len(cfgs)
     results: list[RunResult | None] = [None] * len(cfgs)
@@ -222,13 +227,15 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
     spe = max(1, min(steps_per_execution, period_steps))
     own_orders = len({cfgs[i].seed for i in todo}) > 1  # seeds: each trial its own data order
+    packed = None
     if k == 1:
         model = evaluator = singles[0]
         model.compile(optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], **fast_compile_args(spe, cfg.arch))
     else:
-        model, evaluator = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe,
-                                        train_examples=ds.x_train if own_orders else None)
+        packed = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe,
+                              train_examples=ds.x_train if own_orders else None)
+        model, evaluator = packed.train, packed.evaluate
     shared = {  # what every packed run's config.json says alike
         "backend": keras.backend.backend(),
         "versions": versions(),
@@ -253,12 +260,37 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     try:
         _loop([cfgs[i] for i in todo], model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch,
               total_steps, periods, verbose, log)
+        if save_model:
+            _save_models([cfgs[i] for i in todo], singles, packed, runlogs, outcomes, ds)
+    except BaseException:
+        if save_model:  # a finished run promises its model.keras: without it, the run stays unfinished
+            outcomes[:] = [o if o is not None and o["status"] == "diverged" else None for o in outcomes]
+        raise
     finally:
         for runlog, outcome in zip(runlogs, outcomes):
             runlog.close(outcome)  # None (an exception, Ctrl-C): the folder stays unfinished
     for j, i in enumerate(todo):
         results[i] = RunResult(runlogs[j].folder, outcomes[j]["status"], outcomes[j]["metrics"])
     return results
+
+
+def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
+    """Each finished run's trained network as MODEL_FILE in its folder, before result.json seals it: a
+    single model built like the original (a packed trial's own weights taken out of the packed model).
+    It is saved uncompiled: an optimizer in the file would cost its slots' disk (Adam: twice the weights)
+    or warn on every load (Keras builds a loaded optimizer and finds no saved state); config.json says
+    how it trained. A diverged run has no finite weights to keep."""
+    for j, (cfg, runlog, outcome) in enumerate(zip(cfgs, runlogs, outcomes)):
+        if outcome is None or outcome["status"] != "finished":
+            continue
+        if packed is None:
+            single = keras.models.clone_model(singles[j])  # the trained model minus its optimizer state
+            single.set_weights(singles[j].get_weights())
+        else:
+            single = packed.trial_model(j, initial_model(cfg, ds))
+        tmp = runlog.folder / f".tmp-{MODEL_FILE}"  # Keras wants the .keras ending; os.replace makes it atomic
+        single.save(tmp)
+        os.replace(tmp, runlog.folder / MODEL_FILE)
 
 
 def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods,

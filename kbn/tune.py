@@ -52,6 +52,10 @@ class SweepBusy(KbnError):
     """Another live sweep holds the folder."""
 
 
+class NoTunerModels(KbnError, NotImplementedError):
+    """Keras Tuner's get_best_models on kbn's tuner: the models are the final runs' model.keras."""
+
+
 # ---------------------------------------------------------------- Keras Tuner pieces
 
 
@@ -239,11 +243,26 @@ class SweepTuner(base_tuner.BaseTuner):
         return {"score": float(score), "val_accuracy": float(m["val_accuracy"]),
                 "test_accuracy": float(m["test_accuracy"]), "diverged": float(res.status == "diverged")}
 
+    @staticmethod
+    def _keeps_model(trial) -> bool:
+        """Final runs keep their trained network (model.keras); search trials would cost disk for nothing."""
+        return trial.hyperparameters.values["phase"] == "final"
+
+    def get_best_models(self, num_models=1):
+        """Keras Tuner's call, answered with where kbn keeps its models: the Keras Tuner project holds
+        none (its "best" would rank all cells, phases and seeds together); each final run keeps its
+        network as runs/<run>/model.keras, listed by kbn.open_sweep(DIR).final_runs."""
+        raise NoTunerModels(
+            f"kbn keeps no models in the Keras Tuner project, and its best trials mix every cell, phase and "
+            f"seed: each final run keeps its trained network as {self.logdir}/runs/<run>/model.keras (not "
+            f"the search trials); kbn.open_sweep('{self.logdir}').final_runs lists them per cell and seed "
+            "(column model, with test and validation accuracy), and .chosen() gives each cell's learning rate")
+
     def run_trial(self, trial, *args, **kwargs):
         """One trial alone (Keras Tuner's own entry point)."""
         cfg, folder, hparams = self._setup(trial)
         res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams,
-                    protocol=self._protocol(trial))
+                    protocol=self._protocol(trial), save_model=self._keeps_model(trial))
         self._results[trial.trial_id] = res
         return self._metrics(res)
 
@@ -260,7 +279,8 @@ class SweepTuner(base_tuner.BaseTuner):
                 setups = [self._setup(t) for t in group]
                 cfgs = [s[0] for s in setups]
                 results = train_many(cfgs, setups[0][1], verbose=False, dataset=self._dataset(cfgs[0]),
-                                     hparams=[s[2] for s in setups], protocol=self._protocol(group[0]))
+                                     hparams=[s[2] for s in setups], protocol=self._protocol(group[0]),
+                                     save_model=self._keeps_model(group[0]))  # a group is of one phase
         except KbnError:
             raise
         except Exception as e:  # noqa: BLE001 - a crash is recorded and the sweep goes on with other cells

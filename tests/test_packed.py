@@ -161,3 +161,27 @@ def test_packed_is_exact_in_float64():
     out = subprocess.run([sys.executable, "-c", EXACT], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "worst relative difference" in out.stdout, out.stdout
+
+
+EXTRACT = [("mlp", "batch", {}), ("mlp", "layer", {}), ("mlp", "rms", {}), ("cnn", "group", {"width": 4}),
+           ("cnn", "batch", {"width": 4})]
+
+
+@pytest.mark.parametrize("arch,norm,kw", EXTRACT, ids=["-".join(c[:2]) for c in EXTRACT])
+def test_a_trial_extracted_from_a_packed_model_predicts_as_its_output(tiny_dataset, arch, norm, kw):
+    """The inverse of copy_weights: trial j's weights (BN statistics included) in a single model built
+    like the originals give the packed model's output j."""
+    from kbn import models
+    from kbn.packed import build_packed
+
+    ds = tiny_dataset
+    singles = [models.build(arch, ds.input_shape, 10, norm, **kw) for _ in range(3)]
+    packed = build_packed(singles, [0.05, 0.1, 0.2], "sgdm")
+    y = ds.y_train[:256]
+    packed.train.fit(ds.x_train[:256], [y] * 3, batch_size=64, epochs=1, verbose=0)  # weights and statistics move
+    want = packed.evaluate.predict(ds.x_test, verbose=0)
+    for j in range(3):
+        one = packed.trial_model(j, models.build(arch, ds.input_shape, 10, norm, **kw))
+        got = one.predict(ds.x_test, verbose=0)
+        np.testing.assert_allclose(got, want[j], rtol=1e-4, atol=1e-5)
+        assert not np.allclose(got, want[(j + 1) % 3], atol=1e-3)  # its own trial's, not a neighbour's

@@ -195,3 +195,35 @@ def test_arms_with_and_without_a_norm_start_from_the_same_weights(tiny_dataset, 
             assert np.array_equal(a, b), name
     first = next(iter(none))
     assert not np.array_equal(none[first][0], other[first][0])  # another seed, other weights
+
+
+def _reloaded_test_accuracy(folder, ds):
+    import keras
+
+    model = keras.saving.load_model(folder / "model.keras")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # saved uncompiled
+    return model.evaluate(ds.x_test, ds.y_test, batch_size=1000, verbose=0, return_dict=True)["accuracy"]
+
+
+def test_a_run_keeps_its_trained_network_as_model_keras(tiny_dataset, tmp_path):
+    """kbn train always saves model.keras; it loads with keras.saving.load_model and gives the logged
+    test accuracy."""
+    cfg = TrainConfig(arch="mlp", norm="batch", optimizer="adam", lr=3e-3, epochs=2, batch_size=32)
+    res = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    assert _reloaded_test_accuracy(res.folder, tiny_dataset) == pytest.approx(res.metrics["test_accuracy"], abs=1e-6)
+    assert not list(res.folder.glob(".*tmp*"))  # written atomically: no leftovers
+
+
+def test_packed_runs_each_keep_their_own_network_and_search_runs_none(tiny_dataset, tmp_path):
+    from kbn.train import train_many
+
+    cfgs = [TrainConfig(arch="mlp", norm="batch", optimizer="sgdm", lr=lr, seed=s, epochs=2, batch_size=32)
+            for lr, s in ((0.01, 0), (0.05, 1), (1e30, 2))]
+    ok1, ok2, blown = train_many(cfgs, tmp_path / "final", verbose=False, dataset=tiny_dataset, save_model=True)
+    assert blown.status == "diverged" and not (blown.folder / "model.keras").exists()  # no finite weights to keep
+    for res in (ok1, ok2):  # one near-tie of the 128 test examples may flip (einsum vs matmul rounding)
+        got = _reloaded_test_accuracy(res.folder, tiny_dataset)
+        assert got == pytest.approx(res.metrics["test_accuracy"], abs=1 / 128 + 1e-6)
+    assert ok1.metrics["test_accuracy"] != ok2.metrics["test_accuracy"] or ok1.metrics["loss"] != ok2.metrics["loss"]
+    search = train_many(cfgs[:2], tmp_path / "search", verbose=False, dataset=tiny_dataset, save_model=False)
+    assert not any((r.folder / "model.keras").exists() for r in search)

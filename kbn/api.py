@@ -1,0 +1,147 @@
+"""A sweep folder as Python objects: `kbn.open_sweep(DIR)`.
+
+What `kbn status` and the reports read, for notebooks and scripts: the sweep's settings, the learning
+rate each cell chose, every trial, and the final runs with their saved networks. It reads the files
+through kbn.plan alone (no Keras, no Keras Tuner), so it is cheap and safe on a live sweep: each call
+reads the folder afresh.
+
+    >>> import kbn
+    >>> s = kbn.open_sweep("logs/smoke")
+    >>> s.chosen()                      # {cell key: chosen learning rate, None while searching}
+    {'fashion_mnist-mlp-none-sgd': 0.316, ...}
+    >>> s.final_runs[["cell", "seed", "test_accuracy", "model"]]
+    >>> import keras; net = keras.saving.load_model(s.final_runs.model[0])
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from kbn.config import SweepConfig
+from kbn.plan import (STATUS_HEADERS, cells_by_key, folder_progress, load_folder_sweep, problem_lines, run_folder,
+                      status_rows)
+from kbn.runlog import MODEL_FILE, check_run
+
+TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score"]
+FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "model"]
+STATUS_COLUMNS = ["cell", "state", "coarse", "fine", "final", "chosen_lr", "final_mean_score"]
+assert len(STATUS_COLUMNS) == len(STATUS_HEADERS)
+
+
+class Sweep:
+    """One sweep folder (`logs/<name>/`). `config` is its validated sweep (from sweep.json).
+
+    >>> s = kbn.open_sweep("logs/smoke")
+    >>> s.trials.groupby(["cell", "phase"]).score.max()     # the search, per cell and phase
+    >>> s.final_runs.groupby("cell").test_accuracy.mean()   # the results, per cell
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.config: SweepConfig = load_folder_sweep(self.folder)
+
+    def __repr__(self) -> str:
+        return f"kbn.open_sweep({str(self.folder)!r})  # sweep {self.config.name}, {len(self.config.cells())} cells"
+
+    def chosen(self) -> dict[str, float | None]:
+        """{cell key: the learning rate its search chose}; None for a cell still searching (or held
+        by a failed trial). The final runs train at these rates.
+
+        >>> kbn.open_sweep("logs/smoke").chosen()["fashion_mnist-mlp-batch-adam"]
+        0.01
+        """
+        return {key: p["chosen"] for key, p in folder_progress(self.folder).progress.items()}
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """Every trial of the Keras Tuner project, one row each, in trial-id order: TRIAL_COLUMNS.
+        status is Keras Tuner's (COMPLETED, FAILED, RUNNING, ...); score is what selection ranks (the
+        validation or test accuracy, per `select_on`; chance for a diverged trial), None until it ends.
+        Unreadable trial files are left out (`problems()` names them).
+
+        >>> t = kbn.open_sweep("logs/smoke").trials
+        >>> t[(t.cell == "fashion_mnist-mlp-batch-adam") & (t.phase == "coarse")][["lr", "score"]]
+        """
+        cells = cells_by_key(self.config)
+        rows = []
+        for tid, state in _trial_states(self.folder):
+            v = state["hyperparameters"]["values"]
+            cell = cells.get(v.get("cell"))
+            if cell is None:
+                continue
+            rows.append([tid, cell.key, cell.dataset, cell.arch, cell.norm, cell.optimizer, v["phase"],
+                         float(v["lr"]), int(v["seed"]), state.get("status"), state.get("score")])
+        return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+    @property
+    def final_runs(self) -> pd.DataFrame:
+        """The final runs (phase "final": the chosen rate, once per seed), one row each: FINAL_COLUMNS.
+        folder is the run folder under runs/; status is the run's (finished, diverged), or "damaged",
+        or the trial's while it has not ended (running, failed); model is the path of its trained
+        network (`model.keras`, saved uncompiled; None for a diverged run or one made before kbn kept
+        models).
+
+        >>> import keras
+        >>> row = kbn.open_sweep("logs/smoke").final_runs.iloc[0]
+        >>> net = keras.saving.load_model(row.model)
+        >>> net.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        >>> ds = kbn.data.load(row.cell.split("-")[0])          # the same splits and scaling
+        >>> net.evaluate(ds.x_test, ds.y_test, return_dict=True)["accuracy"]  # == row.test_accuracy
+        """
+        cells = cells_by_key(self.config)
+        rows = []
+        for _, state in _trial_states(self.folder):
+            v = state["hyperparameters"]["values"]
+            if v.get("cell") not in cells or v.get("phase") != "final":
+                continue
+            folder = run_folder(self.config, self.folder, v, cells)
+            check = check_run(folder)
+            metrics = (check.result or {}).get("metrics", {})
+            if check.result is not None:
+                status = check.result["status"]
+            else:
+                status = "damaged" if check.damaged else str(state.get("status")).lower()
+            model = folder / MODEL_FILE
+            rows.append([v["cell"], int(v["seed"]), float(v["lr"]), str(folder), status,
+                         metrics.get("test_accuracy"), metrics.get("val_accuracy"),
+                         str(model) if check.result is not None and model.exists() else None])
+        return pd.DataFrame(rows, columns=FINAL_COLUMNS)
+
+    def status(self) -> pd.DataFrame:
+        """The table `kbn status` prints, one row per cell: STATUS_COLUMNS (state is done, running,
+        stopped, failed or pending; coarse/fine/final count trials done of planned).
+
+        >>> kbn.open_sweep("logs/smoke").status().set_index("cell").state
+        """
+        return pd.DataFrame(status_rows(self.folder), columns=STATUS_COLUMNS)
+
+    def problems(self) -> list[str]:
+        """Failed trials, unreadable trial files and damaged run folders, one line each (what
+        `kbn status` lists; a resumed sweep redoes them)."""
+        return problem_lines(folder_progress(self.folder))
+
+
+def open_sweep(folder: str | Path) -> Sweep:
+    """The sweep in `folder` (a `kbn sweep --logdir`, default `logs/<name>`); ConfigError if it holds
+    no sweep.json.
+
+    >>> import kbn
+    >>> s = kbn.open_sweep("logs/smoke")
+    >>> s.chosen(), s.trials, s.final_runs, s.status()
+    """
+    return Sweep(folder)
+
+
+def _trial_states(folder: Path):
+    """(trial id, trial.json contents) for every readable trial file, in id order."""
+    for fname in sorted(glob.glob(str(Path(folder) / "tuner" / "trial_*" / "trial.json"))):
+        try:
+            state = json.loads(Path(fname).read_text())
+            state["hyperparameters"]["values"]["phase"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        yield Path(fname).parent.name.split("_", 1)[1], state

@@ -1,0 +1,114 @@
+"""kbn.open_sweep: a sweep folder read as Python objects, and Keras Tuner's own calls on kbn's project."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kbn
+from kbn.config import load_sweep
+from kbn.errors import ConfigError, KbnError
+from kbn.plan import folder_progress, status_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score"]
+FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "model"]
+
+
+def test_open_sweep_answers_per_cell_and_final_runs_keep_their_models(tiny, tmp_path):
+    from kbn.tune import SweepTuner, run_sweep
+
+    out = tmp_path / "out"
+    sweep = load_sweep(tiny)
+    assert run_sweep(sweep, out, log=lambda *_: None) == 0
+    s = kbn.open_sweep(out)
+    assert s.config.name == "tiny" and s.config.cells() == sweep.cells()
+    # chosen: one learning rate per cell, what the search chose
+    assert s.chosen() == {k: p["chosen"] for k, p in folder_progress(out).progress.items()}
+    assert set(s.chosen()) == {c.key for c in sweep.cells()} and None not in s.chosen().values()
+    # trials: every trial, one row each
+    t = s.trials
+    assert list(t.columns) == TRIAL_COLUMNS and len(t) == 14
+    assert set(t.status) == {"COMPLETED"} and t.phase.value_counts().to_dict() == {"coarse": 6, "fine": 4, "final": 4}
+    assert set(t.norm) == {"none", "batch"} and set(t.dataset) == {"mnist"}
+    for cell, lr in s.chosen().items():
+        search = t[(t.cell == cell) & (t.phase != "final")]
+        assert search.sort_values("trial_id").loc[search.score.idxmax(), "lr"] == lr  # ties: the earlier
+        assert set(t[(t.cell == cell) & (t.phase == "final")].lr) == {lr}
+    # final runs: the runs in runs/, each with its trained network; search trials keep none
+    f = s.final_runs
+    assert list(f.columns) == FINAL_COLUMNS and len(f) == 4
+    assert set(f.status) == {"finished"} and sorted(f.seed) == [0, 0, 1, 1]
+    assert all(Path(p).parent == out / "runs" / Path(p).parent.name for p in f.model)
+    assert not list((out / "search").rglob("model.keras"))
+    import keras
+
+    from kbn import data
+
+    ds = data.load("mnist")
+    for row in f.itertuples():
+        model = keras.saving.load_model(row.model)
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        got = model.evaluate(ds.x_test, ds.y_test, verbose=0, return_dict=True)["accuracy"]
+        assert got == pytest.approx(row.test_accuracy, abs=1e-6), row
+    # status: the rows of `kbn status`
+    assert s.status().values.tolist() == status_rows(out, live=False)
+    # Keras Tuner's own calls on kbn's tuner
+    tuner = SweepTuner(sweep, out, log=lambda *_: None)
+    with pytest.raises(KbnError) as e:
+        tuner.get_best_models()
+    msg = str(e.value)
+    assert "runs/" in msg and "model.keras" in msg and f"kbn.open_sweep('{out}').final_runs" in msg
+    best = tuner.get_best_hyperparameters(1)[0].values  # as documented: the top score of all trials
+    assert best["lr"] == t.loc[t.score.idxmax(), "lr"] and t.score.max() == max(t[t.cell == best["cell"]].score)
+    # reading needs neither Keras nor Keras Tuner
+    code = ("import sys, kbn; s = kbn.open_sweep(sys.argv[1]); s.trials; s.final_runs; s.chosen(); s.status();"
+            "print(sorted(m for m in ('keras', 'keras_tuner', 'tensorflow', 'jax') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:]
+
+
+def test_stock_grid_search_on_a_kbn_project_does_what_the_readme_says(tiny, tmp_path):
+    """README, Keras Tuner interop: stock GridSearch reloads kbn's trials, ranks them all together
+    (by its own default objective unless given one) and finds no models."""
+    import keras
+    import keras_tuner as kt
+
+    from kbn.tune import run_sweep
+
+    out = tmp_path / "out"
+    run_sweep(load_sweep(tiny), out, log=lambda *_: None)
+    scores = kbn.open_sweep(out).trials.set_index("trial_id").score
+
+    def build(hp):
+        return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+
+    stock = kt.GridSearch(hypermodel=build, directory=str(out), project_name="tuner", overwrite=False)
+    assert len(stock.oracle.trials) == 14
+    lowest = stock.oracle.get_best_trials(1)[0]  # no objective given: "default_objective", minimised
+    assert lowest.score == scores.min()
+    with pytest.raises(FileNotFoundError, match="checkpoint.weights.h5"):
+        stock.get_best_models(1)
+    ranked = kt.GridSearch(hypermodel=build, directory=str(out), project_name="tuner", overwrite=False,
+                           objective=kt.Objective("score", "max"))
+    assert ranked.oracle.get_best_trials(1)[0].score == scores.max()
+
+
+def test_open_sweep_on_a_sweep_not_started_and_on_other_folders(tiny, tmp_path):
+    from kbn.tune import prepare_folder
+
+    with pytest.raises(ConfigError, match="no sweep.json"):
+        kbn.open_sweep(tmp_path)
+    (tmp_path / "new").mkdir()
+    prepare_folder(load_sweep(tiny), tmp_path / "new")
+    s = kbn.open_sweep(tmp_path / "new")
+    assert list(s.trials.columns) == TRIAL_COLUMNS and s.trials.empty
+    assert list(s.final_runs.columns) == FINAL_COLUMNS and s.final_runs.empty
+    assert s.chosen() == {"mnist-mlp-none-sgd": None, "mnist-mlp-batch-sgd": None}
+    assert set(s.status().state) == {"pending"}
+    assert "kbn.open_sweep" in repr(s) or str(tmp_path / "new") in repr(s)
+    json.loads((tmp_path / "new" / "sweep.json").read_text())  # reading wrote nothing over it
