@@ -220,7 +220,8 @@ def cmd_sweep(args) -> int:
             os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
             os.environ.setdefault("KERASTUNER_TUNER_ID", f"worker-{os.getpid()}")
         failed = tune.run_worker(sweep, logdir, pack=args.pack)
-        print(f"kbn worker: no more trials{f' ({failed} failed here)' if failed else ''}")
+        if not os.environ.get("KBN_CHIEF_PID"):  # a local worker's chief reports for it
+            print(f"kbn worker: no more trials{f' ({failed} failed here)' if failed else ''}")
         return 0  # failed trials are the chief's to report; non-zero means this worker stopped on an error
     failed = tune.run_sweep(sweep, logdir, pack=args.pack, workers=args.workers, sweep_file=args.file,
                             host=args.host, port=args.port)

@@ -70,6 +70,7 @@ class SweepOracle(kt.Oracle):
                          max_consecutive_failed_trials=10**9)
         self.sweep, self.log = sweep, log
         self._next_id = 0
+        self.started: dict[str, float] = {}  # trial id -> when it was handed out (the chief's ETA)
 
     def scores(self) -> dict[tuple, float]:
         return {trial_key(t.hyperparameters.values): score_value(t.score)
@@ -96,6 +97,7 @@ class SweepOracle(kt.Oracle):
         if self._retry_queue:
             trial = self.trials[self._retry_queue.pop()]
             trial.status, trial.message = Status.RUNNING, None
+            self.started[trial.trial_id] = time.time()
             self.ongoing_trials[tuner_id] = trial
             self._save_trial(trial)
             self.save()
@@ -107,6 +109,7 @@ class SweepOracle(kt.Oracle):
         trial = trial_module.Trial(hyperparameters=hps, trial_id=trial_id, status=response["status"])
         if trial.status == Status.RUNNING:
             self._next_id += 1
+            self.started[trial_id] = time.time()
             self._record_values(trial)
             self.ongoing_trials[tuner_id] = trial
             self.trials[trial_id] = trial
@@ -206,7 +209,6 @@ class SweepTuner(base_tuner.BaseTuner):
         self.pack = pack  # trials pulled from the oracle at once and trained packed where they can be
         self.cells = {c.key: c for c in sweep.cells()}
         self._datasets: dict = datasets if datasets is not None else {}
-        self._results: dict = {}
         self._carry: list = []
         oracle = SweepOracle(sweep, log=log)
         oracle.verbose = 0  # kbn prints one line per trial instead of Keras Tuner's tables
@@ -263,7 +265,6 @@ class SweepTuner(base_tuner.BaseTuner):
         cfg, folder, hparams = self._setup(trial)
         res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams,
                     protocol=self._protocol(trial), save_model=self._keeps_model(trial))
-        self._results[trial.trial_id] = res
         return self._metrics(res)
 
     def _run_group(self, group) -> None:
@@ -291,7 +292,6 @@ class SweepTuner(base_tuner.BaseTuner):
             return
         for t, res in zip(group, results):
             if res is not None:
-                self._results[t.trial_id] = res
                 self.oracle.update_trial(t.trial_id, self._metrics(res), step=0)
             t.status = Status.COMPLETED
 
@@ -365,21 +365,48 @@ class SweepTuner(base_tuner.BaseTuner):
         return planned_trials(self.sweep, progress), elapsed / work_done * work_left(self.sweep, progress)
 
     def _progress_line(self, trial, n, total, took, elapsed, left, packed):
-        v = trial.hyperparameters.values
-        res = self._results.pop(trial.trial_id, None)
-        if trial.status == Status.COMPLETED and res is not None:
-            m, status = res.metrics, res.status
-            what = f"{self.sweep.select_on[:3]} {m['val_accuracy' if self.sweep.select_on == 'validation' else 'test_accuracy']:.4f}"
-            if status == "diverged":
-                what += " (diverged)"
-            if v["phase"] == "final":
-                what += f" test {m['test_accuracy']:.4f}"
-        else:
-            what = f"FAILED: {failure_summary(trial.message)} (traceback in tuner/trial_{trial.trial_id}/trial.json)"
-        seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
-        together = f" ({packed} packed)" if packed > 1 else ""
-        self.log(f"[{n:>3}/{total}] {v['cell']} {v['phase']:<6} lr {v['lr']:<9.4g}{seed} {what}  "
-                 f"{took:.1f} s{together} | elapsed {_hms(elapsed)}, ~{_hms(left)} left")
+        self.log(progress_line(self.sweep, trial, n, total, took, elapsed, left, packed))
+
+
+def progress_line(sweep: SweepConfig, trial, n, total, took, elapsed, left, packed: int = 1) -> str:
+    """One line per ended trial: what it trained, its score (test too for a final run) or why it
+    failed, and the sweep's elapsed time and ETA."""
+    v = trial.hyperparameters.values
+    if trial.status == Status.COMPLETED:
+        last = trial.metrics.get_last_value
+        what = f"{sweep.select_on[:3]} {last('score'):.4f}" + (" (diverged)" if last("diverged") else "")
+        if v["phase"] == "final":
+            what += f" test {last('test_accuracy'):.4f}"
+    else:
+        what = f"FAILED: {failure_summary(trial.message)} (traceback in tuner/trial_{trial.trial_id}/trial.json)"
+    seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
+    together = f" ({packed} packed)" if packed > 1 else ""
+    return (f"[{n:>3}/{total}] {v['cell']} {v['phase']:<6} lr {v['lr']:<9.4g}{seed} {what}  "
+            f"{took:.1f} s{together} | elapsed {_hms(elapsed)}, ~{_hms(left)} left")
+
+
+class ChiefProgress:
+    """The chief's view of a sweep that its workers train: a progress line per trial as it ends, with
+    the same global count and length-weighted ETA as a one-process sweep (workers started by the
+    chief stay quiet, so each trial is said once)."""
+
+    def __init__(self, sweep: SweepConfig, oracle: SweepOracle, log):
+        self.sweep, self.oracle, self.log = sweep, oracle, log
+        self.seen = {tid for tid, t in oracle.trials.items() if t.status in (COMPLETED, FAILED)}
+        self.done0, self.t0, self.work = len(self.seen), time.perf_counter(), 0
+
+    def poll(self) -> None:
+        ended = [t for tid, t in sorted(self.oracle.trials.items())
+                 if tid not in self.seen and t.status in (COMPLETED, FAILED)]
+        for t in ended:
+            self.seen.add(t.trial_id)
+            self.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
+            elapsed = time.perf_counter() - self.t0
+            progress = self.oracle.progress()
+            left = elapsed / self.work * work_left(self.sweep, progress)
+            took = time.time() - self.oracle.started.get(t.trial_id, time.time())
+            self.log(progress_line(self.sweep, t, len(self.seen), planned_trials(self.sweep, progress), took,
+                                   elapsed, left))
 
 
 def group_key(values: dict) -> tuple:
@@ -603,7 +630,9 @@ def run_worker(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = N
         raise KbnError(f"no kbn chief answers at {address} (waited {ORACLE_TIMEOUT:g} s); start it with "
                        "kbn sweep FILE --workers N --host H --port P, or check the address") from None
     pack = pack or default_pack()
-    tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=preflight(sweep, pack))
+    local = bool(os.environ.get("KBN_CHIEF_PID"))  # the chief that started it says each trial
+    tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=preflight(sweep, pack, verbose=not local),
+                       verbose=not local)
     try:
         return tuner.search()
     except grpc.RpcError as e:
@@ -682,14 +711,17 @@ def _serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, 
             cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
             cmd += ["--pack", str(pack)] if pack else []
             procs.append(subprocess.Popen(cmd, env=env))
+        progress = ChiefProgress(sweep, oracle, log)
         while not oracle.finished():
             interrupts.sleep(0.5)
+            progress.poll()
             stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
             if stopped:
                 raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "
                                "message is above); the sweep stopped; run the same command to resume")
             if procs and all(p.poll() is not None for p in procs) and not oracle.finished():
                 raise KbnError("all workers exited before the sweep finished; run the same command to resume")
+        progress.poll()
         for p in procs:
             p.wait(timeout=120)
     finally:

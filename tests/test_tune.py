@@ -223,6 +223,9 @@ def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path):
     text, _ = p.communicate(timeout=400)
     assert p.returncode == 0, text[-3000:]
     assert "chief serving the oracle on 127.0.0.1:" in text
+    lines = [line for line in text.splitlines() if line.startswith("[")]
+    assert len(lines) == 14 and [line.split("]")[0] for line in lines] == [f"[{n:>3}/14" for n in range(1, 15)]
+    assert all("left" in line for line in lines)  # the chief says each trial once, with the global count
     assert {f.name for f in (tmp_path / "dist" / "tuner").glob("tuner*.json")} == {"tuner0.json", "tuner1.json"}
     assert len(trial_states(tmp_path / "dist")) == 14
     run_sweep(load_sweep(tiny), tmp_path / "single", log=lambda *_: None)
