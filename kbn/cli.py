@@ -196,7 +196,9 @@ def _print_status(logdir) -> None:
     from kbn.plan import STATUS_HEADERS, folder_progress, problem_lines, status_rows
 
     state = folder_progress(logdir)
-    print(tabulate(status_rows(logdir, state=state), headers=STATUS_HEADERS, tablefmt="simple"))
+    headers = [h.format(select_on=state.sweep.select_on) for h in STATUS_HEADERS]
+    # disable_numparse: the cells are already formatted; tabulate would reformat "1.00e-01" as 0.1
+    print(tabulate(status_rows(logdir, state=state), headers=headers, tablefmt="simple", disable_numparse=True))
     problems = problem_lines(state)
     if problems:
         print(f"\n{len(problems)} problem(s); run the sweep again to redo these:")
