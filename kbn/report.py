@@ -637,6 +637,9 @@ class Table:
     marks: set = dataclasses.field(default_factory=set)  # (row, col) cells to highlight
     notes: list[str] = dataclasses.field(default_factory=list)
     records: list[dict] = dataclasses.field(default_factory=list)  # tidy CSV lines
+    label: tuple = ()  # what sets it apart from other tables of its id (dataset, network, norm): LaTeX labels
+    mark: str = ""  # the text format's mark of a highlighted cell: ▼ the smallest, ▲ the largest
+    mark_what: str = ""  # which cells are highlighted, for the footer: "the 3 smallest in each column"
 
 
 class Results:
@@ -732,6 +735,10 @@ class Results:
 
 
 def _mark_extremes(table: Table, col_indices, smallest: bool, k: int = 3):
+    """Highlight the k smallest (or largest) values of each column. The footer says which: a bare
+    mark in a heading would be read as emphasis by markdown."""
+    table.mark = "▼" if smallest else "▲"
+    table.mark_what = f"the {k} {'smallest' if smallest else 'largest'} in each column"
     for c in col_indices:
         vals = [(r, row[c].value) for r, row in enumerate(table.rows) if isinstance(row[c], Stat)]
         vals.sort(key=lambda t: t[1], reverse=not smallest)
@@ -775,7 +782,7 @@ def table1(res: Results, norm: str) -> Table | None:
     pairs = res.pairs()
     opts = res.present("optimizer", OPTIMIZERS)
     t = Table("table1", f"Table 1 — relative improvement from {norm} norm, test set, last epoch",
-              ["optimizer"] + [nice(d, a) for d, a in pairs], [])
+              ["optimizer"] + [nice(d, a) for d, a in pairs], [], label=(norm,))
     any_value = False
     for opt in opts:
         row = [DISPLAY[opt]]
@@ -856,7 +863,7 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
                   "time to reach none's final accuracy", ["optimizer", "target %", "epochs none", f"epochs {norm}",
                                                           "speed-up", "s none", f"s {norm}", "speed-up (s)",
                                                           "AUC none", f"AUC {norm}", "AUC gain (points)"], [],
-                  kind="plain")
+                  kind="plain", label=(d, a, norm))
         for opt in res.present_all("optimizer", OPTIMIZERS):
             c = convergence(res, d, a, norm, opt, split)
             if c is None:
@@ -941,7 +948,7 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
     for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
         pairs = res.all_pairs()
         t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the last epoch, with minus "
-                  "without", ["optimizer"] + [nice(d, a) for d, a in pairs], [], kind="summary")
+                  "without", ["optimizer"] + [nice(d, a) for d, a in pairs], [], kind="summary", label=(norm,))
         for opt in res.present_all("optimizer", OPTIMIZERS):
             row = [DISPLAY[opt]]
             for d, a in pairs:
@@ -1009,7 +1016,7 @@ def tables_2_5(res: Results, norm: str) -> list[Table]:
     for d, a in res.pairs():
         eps = res.epochs(d, a, "validation")
         t = Table("tables2-5", f"Tables 2–5 — {nice(d, a)}: relative improvement from {norm} norm, validation, "
-                  "per epoch (* the 3 smallest in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [])
+                  "per epoch", ["optimizer"] + [f"epoch {e}" for e in eps], [], label=(d, a, norm))
         _per_epoch_rows(t, res, d, a, eps, lambda opt, e: _rel_cell(res, d, a, norm, opt, "validation", e), "rel",
                         norm)
         _mark_extremes(t, range(1, len(eps) + 1), smallest=True)
@@ -1026,8 +1033,9 @@ def table6(res: Results) -> list[Table]:
     eps = res.epochs(d, a, "validation")
     out = []
     for norm in res.present("norm", NORMS):
-        t = Table("table6", f"Table 6 — {nice(d, a)}, {norm} norm: validation accuracy (%) per epoch "
-                  "(* the top 3 in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc")
+        arm = "without normalization" if norm == "none" else f"with {norm} norm"
+        t = Table("table6", f"Table 6 — {nice(d, a)} {arm}: validation accuracy (%) per epoch",
+                  ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc", label=(d, a, norm))
         _per_epoch_rows(t, res, d, a, eps, lambda opt, e, n=norm: _acc_cell(res, d, a, n, opt, "validation", e),
                         "accuracy", norm)
         _mark_extremes(t, range(1, len(eps) + 1), smallest=False)
@@ -1048,7 +1056,7 @@ def tables_7_10(res: Results, norm: str) -> list[Table]:
             for e in eps:
                 headers += [f"{e}: {ARCH_NAMES[shallow]}", f"{e}: {ARCH_NAMES[deep]}", f"{e}: deep − shallow"]
             t = Table("tables7-10", f"Tables 7–10 — {nice(d)}: relative improvement from {norm} norm, validation, "
-                      f"{ARCH_NAMES[shallow]} vs {ARCH_NAMES[deep]}", headers, [])
+                      f"{ARCH_NAMES[shallow]} vs {ARCH_NAMES[deep]}", headers, [], label=(d, shallow, deep, norm))
             for opt in res.present("optimizer", OPTIMIZERS):
                 row = [DISPLAY[opt]]
                 for e in eps:
@@ -1071,7 +1079,7 @@ def tables_11_12(res: Results, norm: str) -> list[Table]:
         split = "test" if res.epochs(d, a, "test") and len(res.epochs(d, a, "test")) > 1 else "validation"
         eps = res.epochs(d, a, split)
         t = Table("tables11-12", f"Tables 11–12 — {nice(d, a)}: {split} accuracy (%) without and with {norm} norm, "
-                  "and rel", ["optimizer", "row"] + [f"epoch {e}" for e in eps], [], kind="mixed")
+                  "and rel", ["optimizer", "row"] + [f"epoch {e}" for e in eps], [], kind="mixed", label=(d, a, norm))
         for opt in res.present("optimizer", OPTIMIZERS):
             lines = {"none": [], norm: [], "rel": []}
             for e in eps:
@@ -1095,7 +1103,7 @@ def poster_tables(res: Results) -> list[Table]:
     for (d, a, opt), g in df[df["split"] == "test"].groupby(["dataset", "arch", "optimizer"]):
         steps = sorted(int(s) for s in g["step"].unique())
         t = Table("poster", f"Poster table — {nice(d, a)}, {DISPLAY[opt]}: test accuracy (%) every "
-                  f"{steps[0]} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc")
+                  f"{steps[0]} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc", label=(d, a, opt))
         for norm in [n for n in NORMS if n in set(g["norm"])]:
             row = [norm]
             for s in steps:
@@ -1214,10 +1222,19 @@ def _cells(t: Table, fmt: str) -> list[list[str]]:
             if fmt == "latex":
                 s = s.replace("±", "$\\pm$").replace(MISSING, "--").replace("×", "$\\times$")
             if (r, c) in t.marks:
-                s = {"markdown": f"**{s}**", "latex": f"\\textbf{{{s}}}"}.get(fmt, f"{s} *")
+                s = {"markdown": f"**{s}**", "latex": f"\\textbf{{{s}}}"}.get(fmt, f"{s} {t.mark}")
             out.append(s)
         rows.append(out)
     return rows
+
+
+def _notes(t: Table, fmt: str) -> list[str]:
+    """A table's footer in one format: its notes, and what its highlighted cells are (a trailing
+    mark in text, bold in markdown and LaTeX)."""
+    if not t.marks:
+        return t.notes
+    how = f"{t.mark} marks" if fmt == "text" else "Bold:"
+    return t.notes + [f"{how} {t.mark_what}."]
 
 
 def render(tables: list[Table], fmt: str = "text") -> str:
@@ -1232,14 +1249,15 @@ def render(tables: list[Table], fmt: str = "text") -> str:
     parts = []
     for t in tables:
         body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt=tablefmt, disable_numparse=True)
+        notes = _notes(t, fmt)
         if fmt == "markdown":
-            parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in t.notes))
+            parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in notes))
         elif fmt == "latex":
             title = t.title.replace("%", "\\%").replace("&", "\\&")
-            notes = "".join(f"\n% {n}" for n in t.notes)
+            notes = "".join(f"\n% {n}" for n in notes)
             parts.append(f"% {title}\n{body.replace('%', chr(92) + '%')}{notes}\n")
         else:
-            parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in t.notes))
+            parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in notes))
     return "\n".join(parts)
 
 
