@@ -120,7 +120,8 @@ def test_formats():
     tex = report.render(tables, "latex")
     out = report.render(tables, "csv")
     # was: " *" marked text cells, which markdown reads as emphasis; now ▼ / ▲, said in the footer
-    assert " ▼" in text and " *" not in text and "**" in md and "\\textbf{" in tex and "\\begin{tabular}" in tex
+    # LaTeX bold is \bfseries\boldmath now: \textbf left the numbers, typeset in math, light
+    assert " ▼" in text and " *" not in text and "**" in md and "\\bfseries\\boldmath" in tex and "\\begin{tabular}" in tex
     assert "| optimizer" in md and "±" not in text  # one seed: no spread to show
     df = pd.read_csv(__import__("io").StringIO(out), keep_default_na=False)
     assert list(df.columns) == report.TIDY_COLUMNS
