@@ -1603,8 +1603,9 @@ def findings(df: pd.DataFrame, norm: str = "batch", interval: str = "t") -> list
 def render_findings(items: list[dict], fmt: str = "text") -> str:
     """The checked claims as text, a markdown list, or a LaTeX itemize (every special escaped)."""
     if fmt == "latex":
-        items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], '-'))} \\textbf{{{latex_text(f['verdict'])}}} "
-                            f"--- {latex_text(f['claim'])}: {latex_text(f['evidence'])}\n" for f in items)
+        items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], '-'))} "
+                            f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
+                            f"{latex_text(f['evidence'])}\n" for f in items)
         listed = f"\\begin{{itemize}}\n{items_tex}\\end{{itemize}}\n" if items else "None could be checked.\n"
         return f"\\subsection*{{Findings of the thesis, checked against these results}}\n{listed}"
     if fmt == "markdown":

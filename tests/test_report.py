@@ -121,7 +121,8 @@ def test_formats():
     out = report.render(tables, "csv")
     # was: " *" marked text cells, which markdown reads as emphasis; now ▼ / ▲, said in the footer
     # LaTeX bold is \bfseries\boldmath now: \textbf left the numbers, typeset in math, light
-    assert " ▼" in text and " *" not in text and "**" in md and "\\bfseries\\boldmath" in tex and "\\begin{tabular}" in tex
+    assert " ▼" in text and " *" not in text and "**" in md
+    assert "\\bfseries\\boldmath" in tex and "\\begin{tabular}" in tex
     assert "| optimizer" in md and "±" not in text  # one seed: no spread to show
     df = pd.read_csv(__import__("io").StringIO(out), keep_default_na=False)
     assert list(df.columns) == report.TIDY_COLUMNS
