@@ -16,13 +16,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Real Fashion-MNIST from Debian (there is no download at run time).
+# Debian packages, each only when missing (one apt-get run; one line when all are there): the real
+# Fashion-MNIST (there is no download at run time), and pdflatex with booktabs, graphicx and amssymb
+# plus pdftotext, which the LaTeX report's tests compile and read with (they skip without them).
+LATEX_DEBS := texlive-latex-base texlive-latex-recommended poppler-utils
 data:
-	@if [ -d $(FASHION_DIR) ]; then echo "data: $(FASHION_DIR) present"; \
+	@need=""; \
+	[ -d $(FASHION_DIR) ] || need=" dataset-fashion-mnist"; \
+	{ command -v pdflatex && command -v pdftotext && kpsewhich booktabs.sty; } >/dev/null 2>&1 || need="$$need $(LATEX_DEBS)"; \
+	if [ -z "$$need" ]; then echo "data: $(FASHION_DIR), pdflatex and pdftotext present"; \
 	elif command -v apt-get >/dev/null; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
-	else echo "data: no apt-get; put the Fashion-MNIST IDX files in a folder and pass --data-dir"; fi
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); echo "data: apt-get install$$need"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	else echo "data: no apt-get to install$$need: put the Fashion-MNIST IDX files in a folder and pass --data-dir;"; \
+	  echo "      the LaTeX tests skip without pdflatex"; fi
 
 # The main job: a small real sweep (Fashion-MNIST, ~1 min on 2 cores), its chosen learning rates,
 # and where its TensorBoard logs are.

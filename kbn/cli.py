@@ -106,6 +106,8 @@ def _add_report(sub):
     r.add_argument("--interval", default="t", help="95%% intervals of effects: t (Student-t over paired seeds, "
                    "default) or bootstrap (percentile, 2000 resamples of the seeds)")
     r.add_argument("--out", metavar="DIR", help="also write DIR/report.md with every table and picture")
+    r.add_argument("--standalone", action="store_true", help="with --format latex: a whole document for pdflatex "
+                   "(without it: fragments to \\input, needing booktabs, graphicx and amssymb)")
 
     e = sub.add_parser("export", help="a sweep's final runs as long-format CSV (what --from-csv reads)")
     e.add_argument("logdir")
@@ -196,7 +198,9 @@ def _print_status(logdir) -> None:
     from kbn.plan import STATUS_HEADERS, folder_progress, problem_lines, status_rows
 
     state = folder_progress(logdir)
-    print(tabulate(status_rows(logdir, state=state), headers=STATUS_HEADERS, tablefmt="simple"))
+    headers = [h.format(select_on=state.sweep.select_on) for h in STATUS_HEADERS]
+    # disable_numparse: the cells are already formatted; tabulate would reformat "1.00e-01" as 0.1
+    print(tabulate(status_rows(logdir, state=state), headers=headers, tablefmt="simple", disable_numparse=True))
     problems = problem_lines(state)
     if problems:
         print(f"\n{len(problems)} problem(s); run the sweep again to redo these:")
@@ -327,9 +331,12 @@ def cmd_report(args) -> int:
 
     from kbn import report, tuning
     from kbn.config import check_choice
+    from kbn.errors import ConfigError
     from kbn.runlog import check_writable_dir
 
     fmt = check_choice("format", args.format, REPORT_FORMATS)
+    if args.standalone and fmt != "latex":
+        raise ConfigError(f"--standalone makes a LaTeX document: add --format latex (got --format {fmt})")
     interval = check_choice("interval", args.interval, report.INTERVALS)
     epochs = _parse_epochs(args.epochs)
     df, runs, notices, protocol = _load_results(args)
@@ -343,9 +350,14 @@ def cmd_report(args) -> int:
     tables = report.build_tables(df, epochs, interval, protocol, extra=tuning.summary_extra(rob) if has_search else ())
     tables += tuning.tables(rob) if has_search else []
     found = report.findings(df, interval=interval)
-    print(report.render(tables, fmt), end="")
-    if fmt != "csv" and tables:
-        print("\n" + report.render_findings(found, "markdown" if fmt == "markdown" else "text"), end="")
+    if fmt == "latex":
+        parts = report.render(tables, fmt), report.render_findings(found, fmt) if tables else ""
+        print(report.latex_document(f"kbn report: {args.from_csv or args.logdir}", *parts) if args.standalone
+              else "\n".join(parts), end="")
+    else:
+        print(report.render(tables, fmt), end="")
+        if fmt != "csv" and tables:
+            print("\n" + report.render_findings(found, "markdown" if fmt == "markdown" else "text"), end="")
     if out:
         from kbn import plots
 

@@ -239,10 +239,12 @@ def status_rows(logdir: Path, live: bool | None = None, state: FolderState | Non
             cell_state = "running" if live else "stopped"
         else:
             cell_state = "pending"
-        final = "-" if not p["final_scores"] else f"{sum(p['final_scores']) / len(p['final_scores']):.4f}"
+        # scores are accuracies (fractions): percent with 2 places, as the report prints them; learning
+        # rates in one scientific format, so a column of 0.1, 0.0316 and 0.00316 lines up
+        final = "-" if not p["final_scores"] else f"{100 * sum(p['final_scores']) / len(p['final_scores']):.2f}"
         rows.append([key, cell_state, "{}/{}".format(*p["coarse"]),
                      "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
-                     "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.4g}", final])
+                     "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.2e}", final])
     return rows
 
 
@@ -251,7 +253,8 @@ def problem_lines(state: FolderState, kinds=("failed", "unreadable", "damaged"))
     return [pr.line() for pr in state.problems if pr.kind in kinds]
 
 
-STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "final runs: mean score"]
+# the last header names the score: `kbn status` fills in the sweep's select_on (validation or test)
+STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "final runs: mean {select_on} accuracy (%)"]
 
 
 def _locked(logdir: Path) -> bool:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
+import unicodedata
 from pathlib import Path
 from typing import Callable
 
@@ -637,6 +639,9 @@ class Table:
     marks: set = dataclasses.field(default_factory=set)  # (row, col) cells to highlight
     notes: list[str] = dataclasses.field(default_factory=list)
     records: list[dict] = dataclasses.field(default_factory=list)  # tidy CSV lines
+    label: tuple = ()  # what sets it apart from other tables of its id (dataset, network, norm): LaTeX labels
+    mark: str = ""  # the text format's mark of a highlighted cell: ▼ the smallest, ▲ the largest
+    mark_what: str = ""  # which cells are highlighted, for the footer: "the 3 smallest in each column"
 
 
 class Results:
@@ -732,6 +737,10 @@ class Results:
 
 
 def _mark_extremes(table: Table, col_indices, smallest: bool, k: int = 3):
+    """Highlight the k smallest (or largest) values of each column. The footer says which: a bare
+    mark in a heading would be read as emphasis by markdown."""
+    table.mark = "▼" if smallest else "▲"
+    table.mark_what = f"the {k} {'smallest' if smallest else 'largest'} in each column"
     for c in col_indices:
         vals = [(r, row[c].value) for r, row in enumerate(table.rows) if isinstance(row[c], Stat)]
         vals.sort(key=lambda t: t[1], reverse=not smallest)
@@ -775,7 +784,7 @@ def table1(res: Results, norm: str) -> Table | None:
     pairs = res.pairs()
     opts = res.present("optimizer", OPTIMIZERS)
     t = Table("table1", f"Table 1 — relative improvement from {norm} norm, test set, last epoch",
-              ["optimizer"] + [nice(d, a) for d, a in pairs], [])
+              ["optimizer"] + [nice(d, a) for d, a in pairs], [], label=(norm,))
     any_value = False
     for opt in opts:
         row = [DISPLAY[opt]]
@@ -791,7 +800,6 @@ def table1(res: Results, norm: str) -> Table | None:
 
 
 MARKS = {"supported": "✓", "contradicted": "✗", "inconclusive": "?", "point estimate only": "·"}
-LATEX_MARKS = {"✓": "\\checkmark", "✗": "$\\times$", "?": "?", "·": "$\\cdot$"}
 # extra per-cell quantities of the summary: (name, fn(dataset, arch, norm, optimizer) -> float | None)
 Extra = tuple[str, Callable[[str, str, str, str], "float | None"]]
 
@@ -856,7 +864,7 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
                   "time to reach none's final accuracy", ["optimizer", "target %", "epochs none", f"epochs {norm}",
                                                           "speed-up", "s none", f"s {norm}", "speed-up (s)",
                                                           "AUC none", f"AUC {norm}", "AUC gain (points)"], [],
-                  kind="plain")
+                  kind="plain", label=(d, a, norm))
         for opt in res.present_all("optimizer", OPTIMIZERS):
             c = convergence(res, d, a, norm, opt, split)
             if c is None:
@@ -915,8 +923,7 @@ class Summary:
         return verdict(self.diff)
 
     def text(self, fmt: str) -> str:
-        mark = MARKS[self.verdict]
-        mark = LATEX_MARKS[mark] if fmt == "latex" else mark
+        mark = MARKS[self.verdict]  # LaTeX: latex_text makes the marks and the numbers safe
         parts = [f"{mark} {_signed(self.diff)} pts", f"rel {_signed(self.rel, plus=False)}"]
         if self.diff.n > 1 and self.diff.p_win is not None:
             parts.append(f"P(win) {self.diff.p_win:.2f}")
@@ -941,7 +948,7 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
     for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
         pairs = res.all_pairs()
         t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the last epoch, with minus "
-                  "without", ["optimizer"] + [nice(d, a) for d, a in pairs], [], kind="summary")
+                  "without", ["optimizer"] + [nice(d, a) for d, a in pairs], [], kind="summary", label=(norm,))
         for opt in res.present_all("optimizer", OPTIMIZERS):
             row = [DISPLAY[opt]]
             for d, a in pairs:
@@ -1009,7 +1016,7 @@ def tables_2_5(res: Results, norm: str) -> list[Table]:
     for d, a in res.pairs():
         eps = res.epochs(d, a, "validation")
         t = Table("tables2-5", f"Tables 2–5 — {nice(d, a)}: relative improvement from {norm} norm, validation, "
-                  "per epoch (* the 3 smallest in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [])
+                  "per epoch", ["optimizer"] + [f"epoch {e}" for e in eps], [], label=(d, a, norm))
         _per_epoch_rows(t, res, d, a, eps, lambda opt, e: _rel_cell(res, d, a, norm, opt, "validation", e), "rel",
                         norm)
         _mark_extremes(t, range(1, len(eps) + 1), smallest=True)
@@ -1026,8 +1033,9 @@ def table6(res: Results) -> list[Table]:
     eps = res.epochs(d, a, "validation")
     out = []
     for norm in res.present("norm", NORMS):
-        t = Table("table6", f"Table 6 — {nice(d, a)}, {norm} norm: validation accuracy (%) per epoch "
-                  "(* the top 3 in each column)", ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc")
+        arm = "without normalization" if norm == "none" else f"with {norm} norm"
+        t = Table("table6", f"Table 6 — {nice(d, a)} {arm}: validation accuracy (%) per epoch",
+                  ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc", label=(d, a, norm))
         _per_epoch_rows(t, res, d, a, eps, lambda opt, e, n=norm: _acc_cell(res, d, a, n, opt, "validation", e),
                         "accuracy", norm)
         _mark_extremes(t, range(1, len(eps) + 1), smallest=False)
@@ -1048,7 +1056,7 @@ def tables_7_10(res: Results, norm: str) -> list[Table]:
             for e in eps:
                 headers += [f"{e}: {ARCH_NAMES[shallow]}", f"{e}: {ARCH_NAMES[deep]}", f"{e}: deep − shallow"]
             t = Table("tables7-10", f"Tables 7–10 — {nice(d)}: relative improvement from {norm} norm, validation, "
-                      f"{ARCH_NAMES[shallow]} vs {ARCH_NAMES[deep]}", headers, [])
+                      f"{ARCH_NAMES[shallow]} vs {ARCH_NAMES[deep]}", headers, [], label=(d, shallow, deep, norm))
             for opt in res.present("optimizer", OPTIMIZERS):
                 row = [DISPLAY[opt]]
                 for e in eps:
@@ -1071,7 +1079,7 @@ def tables_11_12(res: Results, norm: str) -> list[Table]:
         split = "test" if res.epochs(d, a, "test") and len(res.epochs(d, a, "test")) > 1 else "validation"
         eps = res.epochs(d, a, split)
         t = Table("tables11-12", f"Tables 11–12 — {nice(d, a)}: {split} accuracy (%) without and with {norm} norm, "
-                  "and rel", ["optimizer", "row"] + [f"epoch {e}" for e in eps], [], kind="mixed")
+                  "and rel", ["optimizer", "row"] + [f"epoch {e}" for e in eps], [], kind="mixed", label=(d, a, norm))
         for opt in res.present("optimizer", OPTIMIZERS):
             lines = {"none": [], norm: [], "rel": []}
             for e in eps:
@@ -1095,7 +1103,7 @@ def poster_tables(res: Results) -> list[Table]:
     for (d, a, opt), g in df[df["split"] == "test"].groupby(["dataset", "arch", "optimizer"]):
         steps = sorted(int(s) for s in g["step"].unique())
         t = Table("poster", f"Poster table — {nice(d, a)}, {DISPLAY[opt]}: test accuracy (%) every "
-                  f"{steps[0]} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc")
+                  f"{steps[0]} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc", label=(d, a, opt))
         for norm in [n for n in NORMS if n in set(g["norm"])]:
             row = [norm]
             for s in steps:
@@ -1210,14 +1218,22 @@ def _cells(t: Table, fmt: str) -> list[list[str]]:
             kind = t.kind
             if kind == "mixed":
                 kind = "rel" if row[1] == "rel" else "acc"
-            s = _fmt(cell, kind, fmt)
-            if fmt == "latex":
-                s = s.replace("±", "$\\pm$").replace(MISSING, "--").replace("×", "$\\times$")
+            s = _latex_cell(cell, kind) if fmt == "latex" else _fmt(cell, kind, fmt)
             if (r, c) in t.marks:
-                s = {"markdown": f"**{s}**", "latex": f"\\textbf{{{s}}}"}.get(fmt, f"{s} *")
+                # \boldmath: the numbers are in math mode, which \bfseries alone leaves light
+                s = {"markdown": f"**{s}**", "latex": f"{{\\bfseries\\boldmath {s}}}"}.get(fmt, f"{s} {t.mark}")
             out.append(s)
         rows.append(out)
     return rows
+
+
+def _notes(t: Table, fmt: str) -> list[str]:
+    """A table's footer in one format: its notes, and what its highlighted cells are (a trailing
+    mark in text, bold in markdown and LaTeX)."""
+    if not t.marks:
+        return t.notes
+    how = f"{t.mark} marks" if fmt == "text" else "Bold:"
+    return t.notes + [f"{how} {t.mark_what}."]
 
 
 def render(tables: list[Table], fmt: str = "text") -> str:
@@ -1228,19 +1244,154 @@ def render(tables: list[Table], fmt: str = "text") -> str:
         return pd.DataFrame.from_records(recs, columns=TIDY_COLUMNS).to_csv(index=False)
     if not tables:
         return "No finished runs to report yet.\n"
-    tablefmt = {"text": "simple", "markdown": "pipe", "latex": "latex_raw"}[fmt]
+    if fmt == "latex":
+        return "\n".join(_latex_table(t, label) for t, label in zip(tables, latex_labels(tables)))
+    tablefmt = {"text": "simple", "markdown": "pipe"}[fmt]
     parts = []
     for t in tables:
         body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt=tablefmt, disable_numparse=True)
+        notes = _notes(t, fmt)
         if fmt == "markdown":
-            parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in t.notes))
-        elif fmt == "latex":
-            title = t.title.replace("%", "\\%").replace("&", "\\&")
-            notes = "".join(f"\n% {n}" for n in t.notes)
-            parts.append(f"% {title}\n{body.replace('%', chr(92) + '%')}{notes}\n")
+            parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in notes))
         else:
-            parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in t.notes))
+            parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in notes))
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- LaTeX
+
+# What a document that \input's the fragments needs in its preamble (booktabs: the rules; graphicx:
+# \resizebox; amssymb: \checkmark, \boxtimes and the triangles). All three come with Debian's
+# texlive-latex-base and texlive-latex-recommended.
+LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb")
+# Text-mode replacements: the ten LaTeX specials, the characters OT1 fonts lack (< > | would print
+# as ¡ ¿ —), and the Unicode the reports print, so the output is ASCII and pdflatex needs no
+# inputenc setup. `$` goes through math: \$ in text asks for a TS1 glyph, a bitmap font on a bare TeX.
+LATEX_CHARS = {
+    "\\": "\\textbackslash{}", "{": "\\{", "}": "\\}", "$": "$\\$$", "&": "\\&", "#": "\\#", "_": "\\_",
+    "%": "\\%", "^": "\\textasciicircum{}", "~": "\\textasciitilde{}", "<": "\\textless{}", ">": "\\textgreater{}",
+    "|": "\\textbar{}", '"': "''", "—": "---", "–": "--", "−": "$-$", "×": "$\\times$", "÷": "$\\div$",
+    "Δ": "$\\Delta$", "≥": "$\\geq$", "≤": "$\\leq$", "±": "$\\pm$", "≈": "$\\approx$", "→": "$\\rightarrow$",
+    "✓": "\\checkmark{}", "✗": "$\\boxtimes$", "·": "$\\cdot$", "▲": "$\\blacktriangle$",
+    "▼": "$\\blacktriangledown$", "…": "\\ldots{}", "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~",
+}
+_NUM = r"[-+−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+_LATEX_TOKEN = re.compile(
+    rf"(?<![\w.])\[\s*(?P<lo>{_NUM})\s*,\s*(?P<hi>{_NUM})\s*\]"  # an interval [a, b]
+    rf"|(?<![\w.])(?P<mean>{_NUM})\s*±\s*(?P<sd>{_NUM})(?![\w.])"  # mean ± sd
+    # a signed number, or one with an exponent; not the 10 of CIFAR-10 or a range's end
+    r"|(?<![\w.\-−+])(?P<num>[-−+]\d+(?:\.\d+)?(?:e[-+]?\d+)?|\d+(?:\.\d+)?e[-+]?\d+)(?![\w.])"
+    r"|(?P<ch>[^\x20-\x7e]|[\\{}$&#_%^~<>|\"])")
+
+
+def _latex_num(text: str) -> str:
+    """A number for math mode: a true minus sign, and 1e-05 as 1\times10^{-5}."""
+    text = text.replace("−", "-")
+    mantissa, _, exp = text.partition("e")
+    return mantissa + (f"\\times10^{{{int(exp)}}}" if exp else "")
+
+
+def _latex_char(ch: str) -> str:
+    """One character made safe; Unicode the table does not know falls back to its ASCII letters."""
+    if ch in LATEX_CHARS:
+        return LATEX_CHARS[ch]
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    return "".join(LATEX_CHARS.get(c, c) for c in plain) or "?"
+
+
+def latex_text(text: str) -> str:
+    """Report text as LaTeX text: specials escaped, Unicode made pdflatex-safe, and numbers typeset:
+    negative numbers with a true minus, intervals as $[a, b]$, mean ± sd as $m \\pm s$."""
+
+    def one(m: re.Match) -> str:
+        if m["lo"] is not None:
+            return f"$[{_latex_num(m['lo'])}, {_latex_num(m['hi'])}]$"
+        if m["mean"] is not None:
+            return f"${_latex_num(m['mean'])} \\pm {_latex_num(m['sd'])}$"
+        if m["num"] is not None:
+            return f"${_latex_num(m['num'])}$"
+        return _latex_char(m["ch"])
+
+    return _LATEX_TOKEN.sub(one, text)
+
+
+def _latex_safe_start(tex: str) -> str:
+    """A cell or line must not open with '[': after \\\\ or \\item, LaTeX would read it as an option."""
+    return "{}" + tex if tex.startswith("[") else tex
+
+
+def _latex_cell(cell, kind: str) -> str:
+    """One table cell. A summary cell's parts go on lines of their own (a nested tabular), which
+    keeps a summary of several networks about a third as wide."""
+    if isinstance(cell, Summary):
+        lines = [_latex_safe_start(latex_text(part)) for part in cell.text("text").split("; ")]
+        return "\\begin{tabular}[t]{@{}l@{}}" + " \\\\ ".join(lines) + "\\end{tabular}"
+    return _latex_safe_start(latex_text(_fmt(cell, kind, "text")))
+
+
+def latex_labels(tables: list[Table]) -> list[str]:
+    """Stable \\label keys, one per table, from its id and what sets it apart (dataset, network,
+    norm): tab:kbn-summary-batch, tab:kbn-table6-mnist-mlp-none. A repeat gets -2, -3, ..."""
+    out, seen = [], {}
+    for t in tables:
+        words = "-".join([t.id, *map(str, t.label)]).lower().replace("_", "-")
+        key = "tab:kbn-" + re.sub(r"[^a-z0-9-]+", "-", words).strip("-")
+        seen[key] = seen.get(key, 0) + 1
+        out.append(key if seen[key] == 1 else f"{key}-{seen[key]}")
+    return out
+
+
+def _latex_caption(title: str) -> str:
+    """The caption: LaTeX numbers the tables itself, so the thesis's own number moves to the end
+    ("Table 6 — X" becomes "X (the thesis's Table 6)")."""
+    m = re.match(r"(Tables? [\d–]+) — (.+)", title)
+    if m:
+        title = f"{m[2][0].upper()}{m[2][1:]} (the thesis's {m[1]})"
+    return latex_text(title)
+
+
+def _latex_table(t: Table, label: str) -> str:
+    """One table as a float: caption and label above, booktabs rules, the notes in small print under
+    the tabular. \\resizebox shrinks a table wider than the line to fit it and leaves a narrow one at
+    its size (the \\ifdim): tabular* could only squeeze the space between columns, which is not
+    enough for Tables 7-10 (three columns per epoch) or a summary of many networks."""
+    rows = _cells(t, "latex")
+    align = "".join("l" if c == 0 or t.kind == "summary" or all(not _numeric(r[c]) for r in t.rows) else "r"
+                    for c in range(len(t.headers)))
+    lines = [" & ".join(latex_text(h) for h in t.headers) + " \\\\", "\\midrule"]
+    # a summary's rows are several lines tall: a little space keeps them apart
+    gap = "\\addlinespace\n" if t.kind == "summary" else ""
+    lines += [gap * (i > 0) + " & ".join(r) + " \\\\" for i, r in enumerate(rows)]
+    notes = "".join(f"{latex_text(n)}\\par\n" for n in _notes(t, "latex"))
+    return (f"\\begin{{table}}[htbp]\n\\centering\n\\caption{{{_latex_caption(t.title)}}}\n\\label{{{label}}}\n"
+            "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            f"\\begin{{tabular}}{{{align}}}\n\\toprule\n" + "\n".join(lines) + "\n\\bottomrule\n\\end{tabular}}\n"
+            + (f"\\par\\smallskip\n{{\\footnotesize\\raggedright\n{notes}}}\n" if notes else "")
+            + "\\end{table}\n")
+
+
+def _numeric(cell) -> bool:
+    """Whether a cell holds a number (right-aligned in LaTeX) rather than a label."""
+    if cell is None or isinstance(cell, (Stat, Summary)):
+        return cell is not None
+    return bool(re.match(r"[-+−]?\d", str(cell)))
+
+
+def latex_document(title: str, tables_tex: str, findings_tex: str = "") -> str:
+    """A whole pdflatex document: the tables (render's LaTeX), then the findings (render_findings's).
+    Dozens of tables and little text: the floats queue beyond LaTeX's 18 (\\extrafloats), and the
+    \\clearpage that puts them before the findings flushes them all at once, one output cycle each
+    (\\maxdeadcycles, 100 by default: 120 tables stopped with "Output loop---100 consecutive dead
+    cycles")."""
+    packages = "".join(f"\\usepackage{{{p}}}\n" for p in LATEX_PACKAGES)
+    floats = tables_tex.count("\\begin{table}")
+    return ("\\documentclass{article}\n\\usepackage[margin=2cm]{geometry}\n" + packages
+            + "\\renewcommand{\\topfraction}{0.95}\\renewcommand{\\bottomfraction}{0.95}\n"
+            "\\renewcommand{\\textfraction}{0.05}\\renewcommand{\\floatpagefraction}{0.7}\n"
+            "\\setcounter{topnumber}{9}\\setcounter{bottomnumber}{9}\\setcounter{totalnumber}{9}\n"
+            f"\\extrafloats{{{floats + 20}}}\\maxdeadcycles={10 * floats + 100}\n"
+            f"\\title{{{latex_text(title)}}}\n\\date{{}}\n\\begin{{document}}\n\\maketitle\n"
+            f"{tables_tex}\n" + (f"\\clearpage\n{findings_tex}" if findings_tex else "") + "\\end{document}\n")
 
 
 # ---------------------------------------------------------------- the thesis's findings, checked
@@ -1450,6 +1601,13 @@ def findings(df: pd.DataFrame, norm: str = "batch", interval: str = "t") -> list
 
 
 def render_findings(items: list[dict], fmt: str = "text") -> str:
+    """The checked claims as text, a markdown list, or a LaTeX itemize (every special escaped)."""
+    if fmt == "latex":
+        items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], '-'))} "
+                            f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
+                            f"{latex_text(f['evidence'])}\n" for f in items)
+        listed = f"\\begin{{itemize}}\n{items_tex}\\end{{itemize}}\n" if items else "None could be checked.\n"
+        return f"\\subsection*{{Findings of the thesis, checked against these results}}\n{listed}"
     if fmt == "markdown":
         return "### Findings of the thesis, checked\n\n" + "".join(
             f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)

@@ -103,7 +103,8 @@ def tables(rob: pd.DataFrame) -> list:
         ks = sorted(int(c.removeprefix("best_k")) for c in g.columns if c.startswith("best_k") and g[c].notna().any())
         t = Table("tuning", f"Tuning robustness — {nice(d, a)}: the band of good learning rates and the expected "
                   "best validation accuracy (%) after k coarse-grid trials",
-                  ["optimizer", "norm", "band (decades)", "points"] + [f"E[best] k={k}" for k in ks], [], kind="plain")
+                  ["optimizer", "norm", "band (decades)", "points"] + [f"E[best] k={k}" for k in ks], [], kind="plain",
+                  label=(d, a))
         for _, r in g.sort_values(["optimizer", "norm"]).iterrows():
             row = [OPTIMIZER_NAMES.get(r["optimizer"], r["optimizer"]), r["norm"], f"{r['band']:.2f}", str(r["points"])]
             row += ["—" if pd.isna(r.get(f"best_k{k}")) else f"{100 * r[f'best_k{k}']:.2f}" for k in ks]

@@ -119,7 +119,10 @@ def test_formats():
     md = report.render(tables, "markdown")
     tex = report.render(tables, "latex")
     out = report.render(tables, "csv")
-    assert " *" in text and "**" in md and "\\textbf{" in tex and "\\begin{tabular}" in tex
+    # was: " *" marked text cells, which markdown reads as emphasis; now ▼ / ▲, said in the footer
+    # LaTeX bold is \bfseries\boldmath now: \textbf left the numbers, typeset in math, light
+    assert " ▼" in text and " *" not in text and "**" in md
+    assert "\\bfseries\\boldmath" in tex and "\\begin{tabular}" in tex
     assert "| optimizer" in md and "±" not in text  # one seed: no spread to show
     df = pd.read_csv(__import__("io").StringIO(out), keep_default_na=False)
     assert list(df.columns) == report.TIDY_COLUMNS
@@ -624,3 +627,40 @@ def test_a_network_missing_its_last_optimizer_still_reports():
     tables = report.build_tables(synthetic(drop={("mlp", "adagrad", "batch")}))
     conv = [t for t in tables if t.id == "convergence"]
     assert [len(t.rows) for t in conv] == [3, 4]
+
+
+def test_text_marks_and_headings_say_what_they_mean():
+    """No bare `*` (markdown reads it as emphasis): marked cells end in ▼ (the smallest) or ▲ (the
+    largest), and the footer, not the heading, says what the mark means, in each format."""
+    tables = report.build_tables(synthetic())
+    assert not any("*" in t.title for t in tables)
+    text = report.render(tables, "text")
+    assert "*" not in text
+    t25 = next(t for t in tables if t.id == "tables2-5")
+    t6 = next(t for t in tables if t.id == "table6")
+    assert "0.30 [0.29, 0.31] ▼" in report.render([t25], "text")
+    assert "▲" in report.render([t6], "text") and "▼" not in report.render([t6], "text")
+    assert "▼ marks the 3 smallest in each column" in report.render([t25], "text")
+    assert "▲ marks the 3 largest in each column" in report.render([t6], "text")
+    md = report.render([t25], "markdown")
+    assert "**0.30 [0.29, 0.31]**" in md and "Bold: the 3 smallest in each column" in md
+    assert not any("*" in line for line in md.splitlines() if line.startswith("#"))
+
+
+def test_table_6_titles_are_distinct_and_say_without_normalization():
+    t6 = [t for t in report.build_tables(synthetic()) if t.id == "table6"]
+    titles = [t.title for t in t6]
+    assert len(titles) == 2 and len(set(titles)) == 2
+    assert not any("none norm" in t for t in titles)
+    assert "without normalization" in titles[0] and "with batch norm" in titles[1]
+
+
+def test_poster_footer_speaks_only_of_what_it_shows():
+    recs = [dict(dataset="mnist", arch="ioffe_mlp", norm=n, optimizer="sgd", seed=seed, step=s, split="test",
+                 accuracy=a / 100 + 0.001 * seed)
+            for n, accs in (("none", (79.2, 92.0)), ("batch", (96.2, 97.2)), ("layer", (95.2, None)))
+            for s, a in zip((5000, 10000), accs) if a is not None for seed in (0, 1)]
+    poster = report.build_tables(report._normalise(pd.DataFrame(recs)))[-1]
+    assert poster.id == "poster"
+    assert not any("rel" in n for n in poster.notes), poster.notes
+    assert any("±" in n for n in poster.notes)  # what it does show: mean ± sd

@@ -1,0 +1,191 @@
+"""What people read: the LaTeX a paper includes (compiled with pdflatex where it is installed) and
+`kbn status` in a terminal."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbn import report
+from kbn.cli import main
+
+PDFLATEX = shutil.which("pdflatex")
+needs_pdflatex = pytest.mark.skipif(
+    PDFLATEX is None, reason="pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended; "
+    "`make data` installs them)")
+# every LaTeX special, and the Unicode the reports print
+SPECIALS = "a\\b {c} $d & e# f^g h_i j~k 5% l<m n>o |x| — × ÷ Δ − ≥ ± ✓ ✗ · ▲ ▼ −0.25 and -3"
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """A real 2-cell sweep (tests/conftest.py's TINY): none and batch, 2 seeds, 1 epoch (~20 s)."""
+    from conftest import TINY, write_cache
+    from kbn.config import load_sweep
+    from kbn.tune import run_sweep
+
+    root = tmp_path_factory.mktemp("front-ends")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KBN_DATA_DIR", str(root / "cache"))
+        write_cache()
+        (root / "tiny.toml").write_text(TINY)
+        run_sweep(load_sweep(root / "tiny.toml"), root / "out", log=lambda *_: None)
+    return root / "out"
+
+
+def hurting(seeds=range(3)) -> pd.DataFrame:
+    """Long-format accuracies where the norm hurts: negative differences, rels and interval ends."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for opt, effect in (("sgd", -0.04), ("adam", 0.01)):
+        for seed in seeds:
+            for e in (1, 2, 3):
+                base = 0.6 + 0.1 * e + rng.normal(0, 0.003)
+                for norm, acc in (("none", base), ("batch", base + effect + rng.normal(0, 0.003))):
+                    for split in ("validation", "test"):
+                        recs.append(dict(dataset="mnist", arch="mlp", norm=norm, optimizer=opt, seed=seed, epoch=e,
+                                         split=split, accuracy=acc))
+    return report._normalise(pd.DataFrame(recs))
+
+
+# ---------------------------------------------------------------- LaTeX, as text
+
+
+def test_latex_text_escapes_every_special_and_makes_unicode_safe():
+    tex = report.latex_text(SPECIALS)
+    assert tex.isascii(), [c for c in tex if not c.isascii()]
+    for want in ("\\textbackslash{}", "\\{c\\}", "\\$", "\\&", "\\#", "\\textasciicircum{}", "\\_",
+                 "\\textasciitilde{}", "5\\%", "\\textless{}", "\\textgreater{}", "\\textbar{}x\\textbar{}", "---",
+                 "$\\times$", "$\\div$", "$\\Delta$", "$\\geq$", "$\\pm$", "\\checkmark", "$-0.25$", "$-3$"):
+        assert want in tex, want
+    assert "%" not in tex.replace("\\%", "")  # a bare % would comment out the rest of the line
+    assert report.latex_text("0.51 [-0.44, 0.57]") == "0.51 $[-0.44, 0.57]$"  # intervals typeset, true minus
+    assert report.latex_text("70.10 ± 0.14") == "$70.10 \\pm 0.14$"
+    assert report.latex_text("CIFAR-10, 2-epoch trials") == "CIFAR-10, 2-epoch trials"  # hyphens stay hyphens
+
+
+def test_latex_tables_are_floats_with_captions_labels_and_booktabs_rules():
+    tables = report.build_tables(hurting())
+    tex = report.render(tables, "latex")
+    assert tex.isascii()
+    assert tex.count("\\begin{table}") == len(tables) == tex.count("\\caption{") == tex.count("\\end{table}")
+    labels = re.findall(r"\\label\{([^}]*)\}", tex)
+    assert len(labels) == len(tables) == len(set(labels))  # stable and distinct
+    assert "tab:kbn-summary-batch" in labels and "tab:kbn-table6-mnist-mlp-none" in labels
+    assert all(re.fullmatch(r"tab:kbn-[a-z0-9-]+", label) for label in labels)
+    assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == len(tables)
+    assert "\\hline" not in tex and not re.search(r"^%", tex, re.M)  # no titles hidden in comments
+    assert re.search(r"\$-\d+\.\d\d\$", tex) and re.search(r"\$\[-\d", tex)  # negative numbers and intervals
+    assert "$\\pm$" in tex or "\\pm" in tex
+    assert "\\footnotesize" in tex and "Protocol:" in tex  # the notes under each tabular
+    assert "\\resizebox" in tex  # wide tables shrink to the line, narrow ones keep their size
+    summary = tex.split("\\end{table}")[0]
+    assert "$\\boxtimes$" in summary or "\\checkmark" in summary  # the verdict marks, LaTeX-safe
+
+
+def test_latex_findings_are_an_escaped_itemize():
+    items = report.findings(hurting()) + [{"claim": SPECIALS, "verdict": "contradicted", "evidence": SPECIALS}]
+    tex = report.render_findings(items, "latex")
+    assert tex.isascii() and "\\begin{itemize}" in tex and tex.count("\\item") == len(items)
+    assert "\\textgreater{}" in tex and "\\textbar{}x\\textbar{}" in tex and "$-0.25$" in tex
+    assert "%" not in tex.replace("\\%", "")
+
+
+def test_standalone_is_only_for_latex(capsys, tmp_path):
+    df = hurting()
+    (tmp_path / "acc.csv").write_text(df.drop(columns=["step", "lr", "wall_time"]).to_csv(index=False))
+    assert main(["report", "--from-csv", str(tmp_path / "acc.csv"), "--standalone"]) == 2
+    err = capsys.readouterr().err
+    assert "--standalone" in err and "--format latex" in err
+
+
+# ---------------------------------------------------------------- LaTeX, compiled
+
+
+def compile_tex(folder: Path, name: str, text: str) -> str:
+    """pdflatex twice (labels settle); asserts a clean run and returns the PDF's text ('' without pdftotext)."""
+    (folder / f"{name}.tex").write_text(text)
+    for _ in range(2):
+        run = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"], cwd=folder,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-3000:]
+    log = (folder / f"{name}.log").read_text(errors="replace")
+    for bad in ("Missing character", "Undefined control sequence", "Unicode character", "Overfull \\hbox"):
+        assert bad not in log, (bad, log[log.find(bad) - 500: log.find(bad) + 500])
+    if not shutil.which("pdftotext"):
+        return ""
+    return subprocess.run(["pdftotext", f"{name}.pdf", "-"], cwd=folder, capture_output=True, text=True,
+                          check=True).stdout
+
+
+WRAPPER = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
+           "\\begin{document}\nA paper's text, then the report.\n\\input{fragment}\n"
+           "See Table~\\ref{tab:kbn-summary-batch}.\n\\end{document}\n")
+
+
+def check_both(folder: Path, argv: list[str], capsys, negative: bool) -> None:
+    """`kbn report ... --format latex` compiles standalone and \\input into a small document."""
+    assert main(argv + ["--format", "latex", "--standalone"]) == 0
+    standalone = capsys.readouterr().out
+    assert standalone.startswith("\\documentclass") and standalone.rstrip().endswith("\\end{document}")
+    pdf = compile_tex(folder, "standalone", standalone)
+    assert main(argv + ["--format", "latex"]) == 0
+    fragment = capsys.readouterr().out
+    assert "\\documentclass" not in fragment and "\\begin{document}" not in fragment
+    (folder / "fragment.tex").write_text(fragment)
+    wrapped = compile_tex(folder, "wrapper", WRAPPER)
+    for text in (pdf, wrapped):
+        if text:
+            assert re.search(r"Table 1: Summary", text), text[:500]  # a caption, numbered by LaTeX
+            assert "Findings of the thesis" in text
+            if negative:  # a true minus sign (U+2212), not a hyphen, before a negative number
+                assert re.search(r"\u2212\d+\.\d\d", text) and not re.search(r"(?<![\w-])-\d+\.\d\d", text)
+    if wrapped:
+        assert "See Table 1." in wrapped  # the label resolves
+
+
+@needs_pdflatex
+def test_latex_compiles_on_a_synthetic_csv_with_negative_numbers(tmp_path, capsys, monkeypatch):
+    df = hurting()
+    (tmp_path / "acc.csv").write_text(df.drop(columns=["step", "lr", "wall_time"]).to_csv(index=False))
+    # findings whose text holds every special character and the report's Unicode
+    real = report.findings
+    monkeypatch.setattr(report, "findings", lambda *a, **k: real(*a, **k) + [
+        {"claim": SPECIALS, "verdict": "inconclusive", "evidence": SPECIALS}])
+    check_both(tmp_path, ["report", "--from-csv", str(tmp_path / "acc.csv")], capsys, negative=True)
+
+
+@needs_pdflatex
+def test_latex_compiles_on_a_real_sweep(tiny_sweep, tmp_path, capsys):
+    check_both(tmp_path, ["report", str(tiny_sweep)], capsys, negative=False)
+
+
+# ---------------------------------------------------------------- kbn status
+
+
+def test_status_names_its_score_and_formats_numbers_one_way(tiny_sweep, capsys):
+    assert main(["status", str(tiny_sweep)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "final runs: mean validation accuracy (%)" in lines[0]  # the sweep's select_on, not "score"
+    rows = [line.split() for line in lines[2:] if line.startswith("mnist-")]
+    assert len(rows) == 2
+    for row in rows:
+        lr, score = row[5], row[6]
+        assert re.fullmatch(r"\d\.\d\de[-+]\d\d", lr), lr  # every learning rate in one format
+        assert re.fullmatch(r"\d{1,3}\.\d\d", score) and 0 <= float(score) <= 100, score  # percent, 2 places
+
+
+@needs_pdflatex
+def test_a_standalone_report_of_many_tables_compiles(tmp_path):
+    """A thesis sweep gives ~60 tables and little text: every float waits for the findings'
+    \\clearpage (LaTeX stopped with 'Output loop---100 consecutive dead cycles')."""
+    tables = [report.Table("t", f"Table number {i}", ["optimizer", "value"], [["SGD", "-1.50"]] * (1 + i % 25),
+                           kind="plain", label=(str(i),), notes=["a note"]) for i in range(120)]
+    doc = report.latex_document("many tables", report.render(tables, "latex"), report.render_findings([], "latex"))
+    text = compile_tex(tmp_path, "many", doc)
+    if text:
+        assert "Table 120: Table number 119" in text
