@@ -446,10 +446,6 @@ def _bench_out(text):
 
 
 def cmd_bench(args) -> int:
-    import json
-
-    from tabulate import tabulate
-
     from kbn import bench
     from kbn.config import ARCHS, NORMS, check_choice, check_positive
 
@@ -468,6 +464,15 @@ def cmd_bench(args) -> int:
     examples = {"default": args.examples, "cnn": args.cnn_examples, "deep_cnn": args.cnn_examples}
     results = bench.run(archs, norms, ks, backends, examples, epochs=args.epochs, seed_ks=seed_ks)
     headers, rows = bench.table(results)
+    return _bench_output(headers, rows, results, out)
+
+
+def _bench_output(headers, rows, results, out) -> int:
+    """A bench table on stdout, and with --out as markdown plus the raw JSON beside it."""
+    import json
+
+    from tabulate import tabulate
+
     md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     print(md)
     if out:
@@ -478,10 +483,7 @@ def cmd_bench(args) -> int:
 
 
 def _bench_sweep(args, out) -> int:
-    import json
     import tempfile
-
-    from tabulate import tabulate
 
     from kbn import bench
     from kbn.config import load_sweep
@@ -491,13 +493,7 @@ def _bench_sweep(args, out) -> int:
     with tempfile.TemporaryDirectory(prefix="kbn-bench-sweep-") as scratch:
         results = bench.sweep_throughput(args.sweep, workers, scratch)
     headers, rows = bench.sweep_table(results)
-    md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
-    print(md)
-    if out:
-        out.write_text(md + "\n")
-        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-        print(f"kbn: wrote {out} and {out.with_suffix('.json')}")
-    return 0
+    return _bench_output(headers, rows, results, out)
 
 
 def cmd_tensorboard(args) -> int:

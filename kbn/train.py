@@ -19,13 +19,13 @@ import platform
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import numpy as np
 
 from kbn import __version__, data as kdata, models, optim
 from kbn import interrupts
+from kbn.backend import keep_tensorflow_out
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
@@ -61,21 +61,6 @@ def enable_compile_cache() -> str | None:
 
 
 COMPILE_CACHE = enable_compile_cache()
-
-
-def set_random_seed(seed: int) -> None:
-    """keras.utils.set_random_seed without its TensorFlow import on the other backends: it seeds TF
-    for tf.data pipelines, which kbn does not use, and importing TF costs seconds before the first epoch."""
-    if keras.backend.backend() == "tensorflow":
-        keras.utils.set_random_seed(seed)
-        return
-    from keras.src.utils import rng_utils
-
-    real, rng_utils.tf = rng_utils.tf, SimpleNamespace(available=False)
-    try:
-        keras.utils.set_random_seed(seed)
-    finally:
-        rng_utils.tf = real
 
 
 @dataclasses.dataclass
@@ -148,7 +133,8 @@ def initial_model(cfg: TrainConfig, ds: kdata.Dataset) -> keras.Model:
     draw no random numbers (ones and zeros), so at one seed the runs with and without a norm start from
     the same kernels and biases in every layer both have, and see the same data order (IndexStream):
     their difference is the norm's effect, not the luck of the draw."""
-    set_random_seed(cfg.seed)
+    keep_tensorflow_out()
+    keras.utils.set_random_seed(cfg.seed)
     return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
 
 

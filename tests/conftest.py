@@ -8,6 +8,10 @@ os.environ["KBN_OFFLINE"] = "1"  # tests never touch the network
 # compiled JAX steps shared by this session's tests, never the user's cache
 os.environ.setdefault("KBN_JAX_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="kbn-jax-cache-"))
 
+import gzip
+import struct
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -85,3 +89,37 @@ def tiny(tmp_path):
     f = tmp_path / "tiny.toml"
     f.write_text(TINY)
     return f
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_sweep(tmp_path_factory):
+    """A real 2-cell sweep (TINY: none and batch, 2 seeds, 1 epoch; ~20 s), run once per test session,
+    for tests that only read a finished sweep's folder."""
+    from kbn.config import load_sweep
+    from kbn.tune import run_sweep
+
+    root = tmp_path_factory.mktemp("finished-tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KBN_DATA_DIR", str(root / "cache"))
+        write_cache()
+        (root / "tiny.toml").write_text(TINY)
+        assert run_sweep(load_sweep(root / "tiny.toml"), root / "out", log=lambda *_: None) == 0
+    return root / "out"
+
+
+def write_idx(path, arr, compress=True):
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    raw = header + arr.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(raw)
+
+
+def make_idx_folder(folder: Path, n_train=60, n_test=12, compress=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    xtr, ytr = make_images(n_train, 0)
+    xte, yte = make_images(n_test, 1)
+    sfx = ".gz" if compress else ""
+    write_idx(folder / f"train-images-idx3-ubyte{sfx}", xtr[..., 0], compress)
+    write_idx(folder / f"train-labels-idx1-ubyte{sfx}", ytr, compress)
+    write_idx(folder / f"t10k-images-idx3-ubyte{sfx}", xte[..., 0], compress)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{sfx}", yte, compress)
+    return xtr, ytr, xte, yte

@@ -64,7 +64,7 @@ def test_the_command_line_trains_on_real_fashion_mnist(tmp_path):
 
 
 def test_data_prepare_reports_splits_and_cache(tmp_path, capsys):
-    from test_data import make_idx_folder
+    from conftest import make_idx_folder
 
     make_idx_folder(tmp_path / "raw")
     assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path / "raw")]) == 0
@@ -106,7 +106,7 @@ def _one_line_error(capsys, *parts):
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_train_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys):
-    from test_data import make_idx_folder
+    from conftest import make_idx_folder
 
     make_idx_folder(tmp_path / "raw")
     logdir = _bad_logdirs(tmp_path)[which]
@@ -164,7 +164,7 @@ def test_usage_errors_point_at_the_right_help(argv, hint, capsys):
 
 
 def test_data_prepare_checks_every_name_before_preparing_any(tmp_path, capsys):
-    from test_data import make_idx_folder
+    from conftest import make_idx_folder
 
     make_idx_folder(tmp_path / "raw")
     assert main(["data", "prepare", "mnist", "imagenet", "--data-dir", str(tmp_path / "raw")]) == 2

@@ -1,33 +1,13 @@
-import gzip
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FASHION_DIR, make_images
+from conftest import FASHION_DIR, make_idx_folder, write_idx
 from kbn import data
 from kbn.errors import ConfigError, DataError
-
-
-def write_idx(path, arr, compress=True):
-    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    raw = header + arr.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(raw)
-
-
-def make_idx_folder(folder: Path, n_train=60, n_test=12, compress=True):
-    folder.mkdir(parents=True, exist_ok=True)
-    xtr, ytr = make_images(n_train, 0)
-    xte, yte = make_images(n_test, 1)
-    sfx = ".gz" if compress else ""
-    write_idx(folder / f"train-images-idx3-ubyte{sfx}", xtr[..., 0], compress)
-    write_idx(folder / f"train-labels-idx1-ubyte{sfx}", ytr, compress)
-    write_idx(folder / f"t10k-images-idx3-ubyte{sfx}", xte[..., 0], compress)
-    write_idx(folder / f"t10k-labels-idx1-ubyte{sfx}", yte, compress)
-    return xtr, ytr, xte, yte
 
 
 def test_read_idx_roundtrip_and_bad_magic(tmp_path):

@@ -21,20 +21,9 @@ needs_pdflatex = pytest.mark.skipif(
 SPECIALS = "a\\b {c} $d & e# f^g h_i j~k 5% l<m n>o |x| — × ÷ Δ − ≥ ± ✓ ✗ · ▲ ▼ −0.25 and -3"
 
 
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    """A real 2-cell sweep (tests/conftest.py's TINY): none and batch, 2 seeds, 1 epoch (~20 s)."""
-    from conftest import TINY, write_cache
-    from kbn.config import load_sweep
-    from kbn.tune import run_sweep
-
-    root = tmp_path_factory.mktemp("front-ends")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KBN_DATA_DIR", str(root / "cache"))
-        write_cache()
-        (root / "tiny.toml").write_text(TINY)
-        run_sweep(load_sweep(root / "tiny.toml"), root / "out", log=lambda *_: None)
-    return root / "out"
+@pytest.fixture
+def tiny_sweep(finished_tiny_sweep):
+    return finished_tiny_sweep
 
 
 def hurting(seeds=range(3)) -> pd.DataFrame:

@@ -13,23 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from kbn.config import load_sweep
-from kbn.tune import run_sweep
-from test_tune import ROOT, TINY, write_cache
+from conftest import write_cache
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 SERVER_START = 90  # seconds: TensorBoard imports TensorFlow when it is installed (slow on 2 busy cores)
 
 
-@pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tb")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KBN_DATA_DIR", str(root / "cache"))
-        write_cache()
-        (root / "tiny.toml").write_text(TINY)
-        assert run_sweep(load_sweep(root / "tiny.toml"), root / "out", log=lambda *_: None) == 0
-    return root / "out"
+@pytest.fixture
+def sweep_dir(finished_tiny_sweep):
+    return finished_tiny_sweep
 
 
 def run_folders(sweep: Path) -> list[str]:
