@@ -447,6 +447,7 @@ def _bench_out(text):
 
 def cmd_bench(args) -> int:
     from kbn import bench
+    from kbn.errors import ConfigError
     from kbn.config import ARCHS, NORMS, check_choice, check_positive
 
     for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs)):
@@ -461,6 +462,8 @@ def cmd_bench(args) -> int:
         [os.environ["KERAS_BACKEND"]] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else [])))
     for b in backends:
         check_choice("backends", b, ("jax", "tensorflow", "torch"))
+        if importlib.util.find_spec(b) is None:
+            raise ConfigError(f"backends: {b} is not installed here; give installed ones (e.g. jax,tensorflow)")
     examples = {"default": args.examples, "cnn": args.cnn_examples, "deep_cnn": args.cnn_examples}
     results = bench.run(archs, norms, ks, backends, examples, epochs=args.epochs, seed_ks=seed_ks)
     headers, rows = bench.table(results)
@@ -536,7 +539,8 @@ def main(argv=None) -> int:
                     "tensorboard": cmd_tensorboard}
         return commands[args.command](args)
     except Interrupted as e:
-        print(f"kbn: {e}", file=sys.stderr)
+        if not os.environ.get("KBN_CHIEF_PID"):  # a local worker's chief says it, once
+            print(f"kbn: {e}", file=sys.stderr)
         return e.exit_code
     except KbnError as e:
         print(f"kbn: error: {e}", file=sys.stderr)

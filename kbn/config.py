@@ -39,6 +39,19 @@ def check_positive(field: str, value: Any, kind: type = int, allow_none: bool = 
     return kind(value)
 
 
+def check_address(host: str, port: int | None) -> None:
+    """The chief's --host and --port, checked before anything starts."""
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"port: got {port}; give a port from 1 to 65535 (or leave it out for a free one)")
+    import socket
+
+    try:
+        socket.getaddrinfo(host, port or 0)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"host: cannot resolve {host!r} ({getattr(e, 'strerror', e)}); give this machine's "
+                          "address or name, e.g. 127.0.0.1 or 0.0.0.0") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one training run; `validate` rejects bad values with one clear line."""
@@ -74,6 +87,9 @@ class TrainConfig:
             check_positive(name, getattr(self, name), allow_none=True)
         if self.total_steps is not None and self.eval_every_steps is None:
             raise ConfigError("total_steps: only meaningful with eval_every_steps")
+        if self.total_steps is not None and self.eval_every_steps is not None and self.eval_every_steps > self.total_steps:
+            raise ConfigError(f"eval_every_steps: {self.eval_every_steps} is more than total_steps {self.total_steps}; "
+                              "the run would be evaluated only once, at its end")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed: got {self.seed!r}; it must be a non-negative integer")
 
@@ -261,7 +277,9 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
         if not isinstance(by_opt, dict):
             raise ConfigError(f"search.coarse_by_optimizer: got {by_opt!r}; give a table optimizer = [lrs]")
         for opt in by_opt:
-            check_choice("search.coarse_by_optimizer key", opt, optimizers)
+            if opt not in optimizers:
+                raise ConfigError(f"search.coarse_by_optimizer: {opt!r} is not among this sweep's optimizers "
+                                  f"({', '.join(optimizers)}); remove its grid or add it to optimizers")
         fine = search.get("fine_per_side", 2)
         if not isinstance(fine, int) or isinstance(fine, bool) or not 0 <= fine <= MAX_FINE_PER_SIDE:
             raise ConfigError(f"search.fine_per_side: got {fine!r}; give an integer from 0 to {MAX_FINE_PER_SIDE}")
@@ -287,6 +305,9 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
             search_total_steps=check_positive("search.total_steps", search.get("total_steps"), allow_none=True),
             search_seeds=search_seeds,
         )
+        if cfg.search_epochs and cfg.search_epochs > cfg.epochs:
+            raise ConfigError(f"search.epochs: {cfg.search_epochs} is longer than the final runs' {cfg.epochs} epochs; "
+                              "a rate is chosen for the length the final runs train, or a shorter one")
         # Every cell must make a valid run (e.g. total_steps needs eval_every_steps).
         for cell in cfg.cells()[:1]:
             cfg.train_config(cell, cfg.coarse_grid(cell.optimizer)[0], cfg.seeds[0], "coarse")

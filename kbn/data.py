@@ -154,9 +154,9 @@ def read_local(name: str, folder: Path) -> dict[str, np.ndarray] | None:
 def _network_ok(timeout: float = 3.0) -> bool:
     """KBN_OFFLINE=1: no; KBN_OFFLINE=0: yes; else a name lookup, bounded so an offline
     machine fails in seconds rather than letting tfds retry for minutes."""
-    flag = os.environ.get("KBN_OFFLINE")
-    if flag is not None:
-        return flag.strip() in ("0", "", "false", "no")
+    flag = (os.environ.get("KBN_OFFLINE") or "").strip()
+    if flag:  # set but empty counts as unset: check, rather than wait for tfds's retries
+        return flag in ("0", "false", "no")
     result = []
 
     def lookup():
@@ -251,7 +251,11 @@ def _cache_path(name: str) -> Path:
 
 def _write_cache(name: str, arrays: dict[str, np.ndarray], source: str) -> Path:
     path = _cache_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"KBN_DATA_DIR: cannot use {str(path.parent)!r} as the data cache ({e.strerror}); "
+                          "point it at a writable folder") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append ".npz"
         np.savez(f, version=np.array(CACHE_VERSION), source=np.array(source), **arrays)

@@ -13,17 +13,24 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from kbn.errors import Interrupted  # noqa: F401 - raised here, caught by the CLI
 
 _requested = threading.Event()
+_first = [0.0]  # when the first signal came
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A local worker hears a Ctrl-C twice: the terminal's SIGINT to the group, then its chief's SIGTERM.
+SAME_STOP_SECONDS = 5.0
 
 
 def _handler(signum, frame):
     if _requested.is_set():
+        if os.environ.get("KBN_CHIEF_PID") and time.monotonic() - _first[0] < SAME_STOP_SECONDS:
+            return  # the same stop, said twice: keep stopping between steps
         print("kbn: interrupted again; stopping now", file=sys.stderr, flush=True)
         os._exit(130)
+    _first[0] = time.monotonic()
     _requested.set()
 
 

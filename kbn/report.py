@@ -312,7 +312,7 @@ def read_long_csv(path: str | Path) -> pd.DataFrame:
 def _csv_lines(path: Path) -> list[tuple[int, list[str]]]:
     """(line number in the file, fields) of every line that is not blank or a # comment."""
     try:
-        text = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: Excel writes a byte-order mark
     except (OSError, UnicodeDecodeError) as e:
         raise ReportError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     out = []
@@ -351,7 +351,9 @@ def _long_row(where: str, row: dict) -> dict:
         bad("seed", "give a whole number from 0")
     given = [axis for axis in ("epoch", "step") if row.get(axis)]
     if len(given) != 1:
-        raise ReportError(f"{where}: give an epoch or a step (one of them), got {len(given)}")
+        raise ReportError(f"{where}: columns epoch and step: give one of them, not "
+                          f"{'both' if given else 'neither'} (epoch {row.get('epoch') or 'empty'!r}, "
+                          f"step {row.get('step') or 'empty'!r})")
     rec["epoch"] = rec["step"] = None
     rec[given[0]] = _whole(row[given[0]], 1)
     if rec[given[0]] is None:

@@ -76,6 +76,16 @@ def this_machine(gpu: bool = False) -> Machine:
     return Machine(usable_cores(), usable_memory(), gpu)
 
 
+def worker_bytes(dataset_bytes: float) -> float:
+    """A worker's peak memory: the base, the scaled dataset and the batches gathered from it."""
+    return WORKER_BASE_BYTES + 1.5 * dataset_bytes
+
+
+def memory_capacity(machine: Machine, dataset_bytes: float) -> int:
+    """How many workers fit in three quarters of the usable memory (the rest: chief and system)."""
+    return max(1, int(0.75 * machine.memory // worker_bytes(dataset_bytes)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
     workers: int
@@ -90,9 +100,9 @@ def choose_workers(machine: Machine, conv: bool, dataset_bytes: float, parallel_
     if machine.gpu:
         return Choice(GPU_WORKERS, "a GPU: one process, trials packed", machine.cores)
     per_trial = CORES_PER_TRIAL["conv" if conv else "dense"]
-    per_worker = WORKER_BASE_BYTES + 1.5 * dataset_bytes  # the scaled copy plus the batches gathered from it
+    per_worker = worker_bytes(dataset_bytes)
     by_cores = max(1, machine.cores // per_trial)
-    by_memory = max(1, int(0.75 * machine.memory // per_worker))
+    by_memory = memory_capacity(machine, dataset_bytes)
     n = max(1, min(by_cores, by_memory, parallel_trials))
     limit = {by_cores: "cores", by_memory: "memory", parallel_trials: "the trials runnable at once"}[n] \
         if n in (by_cores, by_memory, parallel_trials) else "cores"

@@ -174,6 +174,9 @@ def serve(logdir, all_runs: bool = False, host: str = "127.0.0.1", port: int = 6
     from kbn.errors import ConfigError
 
     folder = served_folder(logdir, all_runs)
+    from kbn.config import check_address
+
+    check_address(host, port)  # before TensorBoard starts: its own errors are tracebacks
     from tensorboard import program
 
     tb = program.TensorBoard()

@@ -35,7 +35,7 @@ from keras_tuner.src.engine import base_tuner
 from keras_tuner.src.engine import trial as trial_module
 
 from kbn import data as kdata
-from kbn.config import PHASES, SweepConfig
+from kbn.config import PHASES, SweepConfig, check_address
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
@@ -524,6 +524,9 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
         except DataError as e:  # its several lines of how-to belong to `kbn data prepare`
             first = str(e).splitlines()[0].split(". Tried:")[0]
             raise DataError(f"{first}; `kbn data prepare {cfg.dataset}` says how to get it") from None
+        if cfg.batch_size > len(ds.y_train):
+            raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {len(ds.y_train)} training examples of "
+                              f"{cfg.dataset}; every step would see them all")
         optim.make_optimizer(cfg.optimizer, cfg.lr)
         single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
         if pack > 1 and packable(cfg.arch):
@@ -580,6 +583,8 @@ def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = No
             choice = auto_workers(sweep, datasets, pack)
             workers, cores_each = choice.workers, choice.cores_each
             log(f"kbn sweep: {workers} local worker(s): {choice.why} (--workers N overrides)")
+        elif workers > 1:
+            check_workers(workers, sweep, datasets, pack)
         if workers == 1:
             _set_distribution_env(None)
             tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=datasets)
@@ -594,15 +599,36 @@ def auto_workers(sweep: SweepConfig, datasets: dict, pack: int):
     from kbn import resources
 
     conv = any(c.arch in CONV_ARCHS for c in sweep.cells())
-    biggest = max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "val", "test")) for ds in datasets.values())
+    biggest = _dataset_bytes(datasets)
     parallel = max(len(sweep.cells()) * len(sweep.coarse) * len(sweep.search_seeds), len(sweep.cells()) * len(sweep.seeds))
     return resources.choose_workers(resources.this_machine(gpu=pack > 1), conv, biggest, parallel)
+
+
+def check_workers(workers: int, sweep: SweepConfig, datasets: dict, pack: int) -> None:
+    """An explicit --workers N that the memory cannot hold fails before any process starts (1000
+    workers on a 2-core machine once took the whole machine down)."""
+    from kbn import resources
+
+    machine = resources.this_machine()
+    biggest = _dataset_bytes(datasets)
+    fits = resources.memory_capacity(machine, biggest)
+    if workers > fits:
+        need = workers * resources.worker_bytes(biggest) / 2**30
+        raise ConfigError(f"workers: {workers} local workers need about {need:.0f} GiB; {machine.memory / 2**30:.1f} "
+                          f"GiB is available, enough for {fits} (kbn would choose "
+                          f"{auto_workers(sweep, datasets, pack).workers}); give fewer, or leave --workers out")
+
+
+def _dataset_bytes(datasets: dict) -> float:
+    return max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "val", "test")) for ds in datasets.values())
 
 
 CONV_ARCHS = ("cnn", "deep_cnn")
 
 
 def _announce(sweep, logdir, oracle, log):
+    if "none" not in sweep.norms:
+        log("kbn sweep: note: no 'none' arm in norms: the report will have nothing to compare the norms with")
     done = len(oracle.scores())
     log(f"kbn sweep {sweep.name}: {len(sweep.cells())} cells, {planned_trials(sweep, oracle.progress())} trials "
         f"({done} already done); logs in {logdir}; tensorboard --logdir {logdir}")
@@ -651,17 +677,6 @@ def _die_with_local_chief() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     if os.getppid() != int(chief):  # the chief died before the signal was armed
         raise interrupts.Interrupted("the chief that started this worker is gone")
-
-
-def check_address(host: str, port: int | None) -> None:
-    """The chief's --host and --port, checked before anything starts."""
-    if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"port: got {port}; give a port from 1 to 65535 (or leave it out for a free one)")
-    try:
-        socket.getaddrinfo(host, port or 0)
-    except (socket.gaierror, UnicodeError) as e:
-        raise ConfigError(f"host: cannot resolve {host!r} ({getattr(e, 'strerror', e)}); give this machine's "
-                          "address or name, e.g. 127.0.0.1 or 0.0.0.0") from None
 
 
 def _free_port(host: str) -> int:
@@ -733,10 +748,10 @@ def _serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, 
 
 def _stop(procs, grace: float = 10.0) -> None:
     """SIGTERM to local workers still running (they stop between steps), SIGKILL after `grace` s."""
+    deadline = time.monotonic() + grace
     for p in procs:
         if p.poll() is None:
             p.terminate()
-    deadline = time.monotonic() + grace
     for p in procs:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))

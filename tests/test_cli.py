@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -170,3 +171,27 @@ def test_data_prepare_checks_every_name_before_preparing_any(tmp_path, capsys):
     assert main(["data", "prepare", "mnist", "imagenet", "--data-dir", str(tmp_path / "raw")]) == 2
     _one_line_error(capsys, "dataset", "'imagenet'", "fashion_mnist")
     assert not (data.cache_dir() / "mnist.npz").exists()
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["tensorboard", "{d}", "--port", "-1"], "port: got -1"),
+    (["tensorboard", "{d}", "--host", "999.1.1.1"], "host: cannot resolve '999.1.1.1'"),
+    (["bench", "--backends", "torch"], "backends: torch is not installed here"),
+])
+def test_more_options_that_cannot_work_are_one_line(tmp_path, capsys, args, expect):
+    if importlib.util.find_spec("torch") and "torch" in args:
+        pytest.skip("torch is installed here")
+    code = main([a.format(d=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("kbn: error: ") and expect in err, err
+
+
+def test_an_unusable_data_cache_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("KBN_DATA_DIR", str(tmp_path / "afile"))
+    from conftest import make_idx_folder
+
+    make_idx_folder(tmp_path / "raw")
+    assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path / "raw")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KBN_DATA_DIR: cannot use" in err, err

@@ -664,3 +664,16 @@ def test_poster_footer_speaks_only_of_what_it_shows():
     assert poster.id == "poster"
     assert not any("rel" in n for n in poster.notes), poster.notes
     assert any("±" in n for n in poster.notes)  # what it does show: mean ± sd
+
+
+def test_from_csv_reads_a_byte_order_mark_and_names_epoch_and_step(tmp_path, capsys):
+    rows = ["dataset,arch,norm,optimizer,seed,epoch,split,accuracy"]
+    rows += [f"mnist,mlp,{n},sgd,0,1,test,{a}" for n, a in (("none", 0.9), ("batch", 0.92))]
+    (tmp_path / "bom.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig")  # as Excel saves it
+    assert main(["report", "--from-csv", str(tmp_path / "bom.csv")]) == 0
+    both = rows[0].replace("epoch", "epoch,step") + "\n" + "mnist,mlp,none,sgd,0,1,16,test,0.9\n"
+    (tmp_path / "both.csv").write_text(both)
+    capsys.readouterr()
+    assert main(["report", "--from-csv", str(tmp_path / "both.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "columns epoch and step: give one of them, not both (epoch '1', step '16')" in err, err

@@ -611,3 +611,35 @@ def test_the_eta_weighs_each_trial_by_its_length():
                              "epochs": 60, "eval_every_steps": 5000, "total_steps": 50000,
                              "search": {"total_steps": 10000}})
     assert (trial_length(steps, "coarse"), trial_length(steps, "final")) == (10000, 50000)
+
+
+# ---------------------------------------------------------------- found by trying bad inputs by hand
+
+
+def test_more_workers_than_the_memory_holds_fail_before_any_starts(tiny, tmp_path, capsys):
+    from kbn.cli import main
+
+    assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--workers", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "workers: 100000 local workers need about" in err and "kbn would choose" in err
+
+
+def test_a_batch_larger_than_the_training_set_fails_before_any_trial(tiny, tmp_path, capsys):
+    from kbn.cli import main
+
+    tiny.write_text(TINY.replace("batch_size = 32", "batch_size = 5000"))
+    assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--workers", "1"]) == 2
+    assert "batch_size: 5000 is more than the 256 training examples" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change,expect", [
+    ("epochs = 1\neval_every_steps = 50\ntotal_steps = 20", "eval_every_steps: 50 is more than total_steps 20"),
+    ("epochs = 1\n[search]\nepochs = 5", "search.epochs: 5 is longer than the final runs' 1 epochs"),
+    ("epochs = 1\n[search.coarse_by_optimizer]\nadam = [0.1]", "'adam' is not among this sweep's optimizers (sgd)"),
+])
+def test_sweep_settings_that_cannot_mean_what_they_say(tmp_path, change, expect):
+    f = tmp_path / "s.toml"
+    f.write_text('datasets = ["mnist"]\narchs = ["mlp"]\nnorms = ["none"]\noptimizers = ["sgd"]\n' + change + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_sweep(f)
+    assert expect in str(e.value) and "\n" not in str(e.value)
