@@ -134,6 +134,12 @@ class SweepOracle(kt.Oracle):
             return {"status": Status.IDLE, "values": None}
         return {"status": Status.STOPPED, "values": None}
 
+    @kt.synchronized  # the chief's own thread, while gRPC threads change the trials
+    def ended_since(self, seen: set) -> tuple[list, dict]:
+        """Trials ended since `seen` (in id order) and the progress, read under the oracle's lock."""
+        ended = [t for tid, t in sorted(self.trials.items()) if tid not in seen and t.status in (COMPLETED, FAILED)]
+        return ended, self.progress() if ended else {}
+
     @kt.synchronized  # called from the chief's own thread while gRPC threads change the trials
     def finished(self) -> bool:
         return not self.ongoing_trials and not self._retry_queue and not any(
@@ -210,6 +216,7 @@ class SweepTuner(base_tuner.BaseTuner):
         self.cells = {c.key: c for c in sweep.cells()}
         self._datasets: dict = datasets if datasets is not None else {}
         self._carry: list = []
+        self._metrics_of: dict = {}  # trial id -> its metrics, for the progress line (a worker's oracle is remote)
         oracle = SweepOracle(sweep, log=log)
         oracle.verbose = 0  # kbn prints one line per trial instead of Keras Tuner's tables
         super().__init__(oracle=oracle, directory=str(self.logdir), project_name="tuner")
@@ -265,7 +272,8 @@ class SweepTuner(base_tuner.BaseTuner):
         cfg, folder, hparams = self._setup(trial)
         res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams,
                     protocol=self._protocol(trial), save_model=self._keeps_model(trial))
-        return self._metrics(res)
+        self._metrics_of[trial.trial_id] = self._metrics(res)
+        return self._metrics_of[trial.trial_id]
 
     def _run_group(self, group) -> None:
         """Train one trial, or several of one cell and phase (learning rates or seeds differ) packed
@@ -292,7 +300,8 @@ class SweepTuner(base_tuner.BaseTuner):
             return
         for t, res in zip(group, results):
             if res is not None:
-                self.oracle.update_trial(t.trial_id, self._metrics(res), step=0)
+                self._metrics_of[t.trial_id] = self._metrics(res)
+                self.oracle.update_trial(t.trial_id, self._metrics_of[t.trial_id], step=0)
             t.status = Status.COMPLETED
 
     def _pull(self):
@@ -365,18 +374,19 @@ class SweepTuner(base_tuner.BaseTuner):
         return planned_trials(self.sweep, progress), elapsed / work_done * work_left(self.sweep, progress)
 
     def _progress_line(self, trial, n, total, took, elapsed, left, packed):
-        self.log(progress_line(self.sweep, trial, n, total, took, elapsed, left, packed))
+        metrics = self._metrics_of.pop(trial.trial_id, None)
+        self.log(progress_line(self.sweep, trial, metrics, n, total, took, elapsed, left, packed))
 
 
-def progress_line(sweep: SweepConfig, trial, n, total, took, elapsed, left, packed: int = 1) -> str:
+def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, took, elapsed, left,
+                  packed: int = 1) -> str:
     """One line per ended trial: what it trained, its score (test too for a final run) or why it
-    failed, and the sweep's elapsed time and ETA."""
+    failed, and the sweep's elapsed time and ETA. `metrics` as SweepTuner._metrics gives them."""
     v = trial.hyperparameters.values
-    if trial.status == Status.COMPLETED:
-        last = trial.metrics.get_last_value
-        what = f"{sweep.select_on[:3]} {last('score'):.4f}" + (" (diverged)" if last("diverged") else "")
+    if trial.status == Status.COMPLETED and metrics:
+        what = f"{sweep.select_on[:3]} {metrics['score']:.4f}" + (" (diverged)" if metrics["diverged"] else "")
         if v["phase"] == "final":
-            what += f" test {last('test_accuracy'):.4f}"
+            what += f" test {metrics['test_accuracy']:.4f}"
     else:
         what = f"FAILED: {failure_summary(trial.message)} (traceback in tuner/trial_{trial.trial_id}/trial.json)"
     seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
@@ -396,17 +406,17 @@ class ChiefProgress:
         self.done0, self.t0, self.work = len(self.seen), time.perf_counter(), 0
 
     def poll(self) -> None:
-        ended = [t for tid, t in sorted(self.oracle.trials.items())
-                 if tid not in self.seen and t.status in (COMPLETED, FAILED)]
+        ended, progress = self.oracle.ended_since(self.seen)
         for t in ended:
             self.seen.add(t.trial_id)
             self.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
             elapsed = time.perf_counter() - self.t0
-            progress = self.oracle.progress()
             left = elapsed / self.work * work_left(self.sweep, progress)
             took = time.time() - self.oracle.started.get(t.trial_id, time.time())
-            self.log(progress_line(self.sweep, t, len(self.seen), planned_trials(self.sweep, progress), took,
-                                   elapsed, left))
+            metrics = {k: t.metrics.get_last_value(k) for k in ("score", "diverged", "test_accuracy")} \
+                if t.status == COMPLETED else None
+            self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned_trials(self.sweep, progress),
+                                   took, elapsed, left))
 
 
 def group_key(values: dict) -> tuple:

@@ -581,7 +581,7 @@ def test_summary_comes_first_with_marks_and_speed():
 def test_summary_takes_extra_per_cell_columns():
     res = report.Results(noisy(0.05))
     (s,) = report.summary_tables(res, extra=[("lr band", lambda d, a, norm, opt: 1.5)])
-    assert "lr band 1.5" in report.render([s], "text")
+    assert "lr band +1.50" in report.render([s], "text")
     assert "lr band" in set(pd.read_csv(__import__("io").StringIO(report.render([s], "csv")))["quantity"])
 
 
