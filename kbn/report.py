@@ -266,6 +266,14 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 _OPT_BY_NAME = {**{k: k for k in OPTIMIZERS}, **{v.lower(): k for k, v in DISPLAY.items()}}
 
 
+def _number(text) -> float:
+    """A CSV field as a float; NaN when empty or not a number (range checks then reject it)."""
+    try:
+        return float(text) if text else np.nan
+    except ValueError:
+        return np.nan
+
+
 def read_long_csv(path: str | Path) -> pd.DataFrame:
     """Published or exported accuracies: columns dataset,arch,norm,optimizer,[lr,]seed,epoch|step,split,accuracy.
     Every row is checked, since a bad one would change the numbers quietly (a repeated key averaged
@@ -364,22 +372,13 @@ def _long_row(where: str, row: dict) -> dict:
         rec["accuracy"] = np.nan
     if not 0 <= rec["accuracy"] <= 1:  # NaN fails too
         bad("accuracy", "give a fraction in [0, 1] (not a percentage)")
-    rec["lr"] = np.nan
-    if row.get("lr"):
-        try:
-            rec["lr"] = float(row["lr"])
-        except ValueError:
-            pass
-        if not 0 < rec["lr"] < np.inf:  # NaN fails too
-            bad("lr", "give a positive number, or leave it empty")
-    rec["wall_time"] = np.nan
-    if row.get("wall_time"):
-        try:
-            rec["wall_time"] = float(row["wall_time"])
-        except ValueError:
-            pass
-        if not 0 <= rec["wall_time"] < np.inf:
-            bad("wall_time", "give the run's seconds so far (a number from 0), or leave it empty")
+    # optional columns: empty is absent (NaN); anything else must parse and lie in range (NaN fails)
+    rec["lr"] = _number(row.get("lr"))
+    if row.get("lr") and not 0 < rec["lr"] < np.inf:
+        bad("lr", "give a positive number, or leave it empty")
+    rec["wall_time"] = _number(row.get("wall_time"))
+    if row.get("wall_time") and not 0 <= rec["wall_time"] < np.inf:
+        bad("wall_time", "give the run's seconds so far (a number from 0), or leave it empty")
     return rec
 
 
