@@ -16,7 +16,9 @@ import pandas as pd  # noqa: E402
 
 from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS  # noqa: E402
 from kbn import tuning  # noqa: E402
-from kbn.report import Results, _rel_cell, nice  # noqa: E402
+from kbn.report.labels import display_name  # noqa: E402
+from kbn.report.measures import norm_effect  # noqa: E402
+from kbn.report.results import Results  # noqa: E402
 
 NORM_COLORS = {"none": "tab:gray", "batch": "tab:blue", "layer": "tab:orange", "group": "tab:green", "rms": "tab:red"}
 
@@ -60,7 +62,7 @@ def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.grid(alpha=0.3)
             axes[0].legend(fontsize=7)
-            fig.suptitle(f"{nice(d, a)}: {metric} per {x}, with and without normalization")
+            fig.suptitle(f"{display_name(d, a)}: {metric} per {x}, with and without normalization")
             paths.append(_save(fig, out / f"curves_{metric}_{d}_{a}.png"))
     return paths
 
@@ -89,7 +91,7 @@ def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_ylabel("selection score")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7, title="o coarse, s fine, x diverged", title_fontsize=7)
-        fig.suptitle(f"{nice(d, a)}: learning-rate sensitivity of the search trials")
+        fig.suptitle(f"{display_name(d, a)}: learning-rate sensitivity of the search trials")
         paths.append(_save(fig, out / f"lr_sensitivity_{d}_{a}.png"))
     return paths
 
@@ -115,7 +117,7 @@ def expected_best(points: pd.DataFrame, out: Path) -> list[Path]:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(f"{nice(d, a)}: expected best after k random learning rates (Dodge et al. 2019)")
+        fig.suptitle(f"{display_name(d, a)}: expected best after k random learning rates (Dodge et al. 2019)")
         paths.append(_save(fig, out / f"expected_best_{d}_{a}.png"))
     return paths
 
@@ -131,7 +133,7 @@ def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
     for i, opt in enumerate(opts):
         for j, (d, a, n) in enumerate(cols):
             e = res.final_epoch(d, a, n, opt, "test")
-            r = _rel_cell(res, d, a, n, opt, "test", e) if e else None
+            r = norm_effect(res, d, a, n, opt, "test", e) if e else None
             if r:
                 m[i, j] = r.value
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(cols), 1 + 0.5 * len(opts)))
@@ -141,7 +143,7 @@ def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
         for j in range(len(cols)):
             ax.text(j, i, "—" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
     ax.set_yticks(range(len(opts)), [OPTIMIZER_NAMES[o] for o in opts])
-    ax.set_xticks(range(len(cols)), [f"{nice(d, a)}\n{n} norm" for d, a, n in cols], fontsize=8)
+    ax.set_xticks(range(len(cols)), [f"{display_name(d, a)}\n{n} norm" for d, a, n in cols], fontsize=8)
     fig.colorbar(im, ax=ax, label="rel (test, last epoch)")
     ax.set_title("Relative improvement from normalization")
     return [_save(fig, out / "rel_heatmap.png")]
@@ -162,7 +164,7 @@ def adam_jumps(runs: pd.DataFrame, out: Path) -> list[Path]:
             r = r.sort_values("epoch")
             line, = ax.plot(r["epoch"], 100 * r["val_accuracy"], marker="o", ms=3, label=f"seed {seed} validation")
             ax.plot(r["epoch"], 100 * r["accuracy"], ls="--", color=line.get_color(), label=f"seed {seed} train")
-        ax.set_title(nice(d, a))
+        ax.set_title(display_name(d, a))
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

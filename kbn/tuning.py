@@ -96,12 +96,13 @@ def band_change(rob: pd.DataFrame, norm: str) -> dict[tuple, float]:
 def tables(rob: pd.DataFrame) -> list:
     """The report's tuning-robustness tables: one per (dataset, network), rows optimizer x norm."""
     from kbn.config import OPTIMIZER_NAMES
-    from kbn.report import Table, nice
+    from kbn.report.labels import display_name
+    from kbn.report.tables import Table
 
     out = []
     for (d, a), g in rob.groupby(["dataset", "arch"]):
         ks = sorted(int(c.removeprefix("best_k")) for c in g.columns if c.startswith("best_k") and g[c].notna().any())
-        t = Table("tuning", f"Tuning robustness — {nice(d, a)}: the band of good learning rates and the expected "
+        t = Table("tuning", f"Tuning robustness — {display_name(d, a)}: the band of good learning rates and the expected "
                   "best validation accuracy (%) after k coarse-grid trials",
                   ["optimizer", "norm", "band (decades)", "points"] + [f"E[best] k={k}" for k in ks], [], kind="plain",
                   label=(d, a))

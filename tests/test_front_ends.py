@@ -38,7 +38,7 @@ def hurting(seeds=range(3)) -> pd.DataFrame:
                     for split in ("validation", "test"):
                         recs.append(dict(dataset="mnist", arch="mlp", norm=norm, optimizer=opt, seed=seed, epoch=e,
                                          split=split, accuracy=acc))
-    return report._normalise(pd.DataFrame(recs))
+    return report.normalise_long(pd.DataFrame(recs))
 
 
 # ---------------------------------------------------------------- LaTeX, as text

@@ -8,7 +8,8 @@ import pytest
 
 from kbn import report
 from kbn.cli import main
-from kbn.config import TrainConfig
+from kbn.config import OPTIMIZER_NAMES, TrainConfig
+from kbn.report.render import format_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE11 = ROOT.parent / "shared" / "reference" / "thesis_table11_deep_mlp_mnist.csv"
@@ -38,7 +39,7 @@ def test_table_11_rel_row_is_reproduced_exactly(tmp_path, capsys):
     got = tidy[(tidy["table"] == "tables11-12") & (tidy["quantity"] == "rel")]
     assert len(got) == 6 * 5
     for _, g in got.iterrows():
-        name = report.OPTIMIZER_NAMES[g["optimizer"]]
+        name = OPTIMIZER_NAMES[g["optimizer"]]
         assert round(g["value"], 2) == pytest.approx(rels[name][int(g["epoch"])]), (name, g["epoch"])
     assert main(["report", "--from-csv", str(tmp_path / "t11.csv")]) == 0
     text = capsys.readouterr().out
@@ -82,7 +83,7 @@ def synthetic(seeds=(0, 1), epochs=(1, 2, 3), archs=("mlp", "deep_mlp"), drop=()
                             if (arch, opt, norm) not in drop:
                                 recs.append(dict(dataset="mnist", arch=arch, norm=norm, optimizer=opt, seed=seed,
                                                  epoch=e, split=split, accuracy=min(acc, 1.0)))
-    return report._normalise(pd.DataFrame(recs))
+    return report.normalise_long(pd.DataFrame(recs))
 
 
 def test_every_table_and_its_marks():
@@ -145,7 +146,7 @@ def test_poster_table_from_steps():
     recs = [dict(dataset="mnist", arch="ioffe_mlp", norm=n, optimizer="sgd", seed=0, step=s, split="test",
                  accuracy=a / 100) for n, accs in (("none", (79.2, 92.0)), ("batch", (96.2, 97.2)), ("layer", (95.2, 95.9)))
             for s, a in zip((5000, 10000), accs)]
-    df = report._normalise(pd.DataFrame(recs))
+    df = report.normalise_long(pd.DataFrame(recs))
     *answer, t = report.build_tables(df)
     # step-based runs get the summary and convergence too, in steps
     assert [x.id for x in answer] == ["summary", "summary", "convergence", "convergence"]
@@ -495,7 +496,7 @@ def noisy(effect, seeds=range(5), sd=0.004, opts=("sgd", "sgdm", "adam", "adagra
                         for split in ("validation", "test"):
                             recs.append(dict(dataset="mnist", arch=arch, norm=norm, optimizer=opt, seed=seed,
                                              epoch=e, split=split, accuracy=float(np.clip(acc, 0, 1))))
-    return report._normalise(pd.DataFrame(recs))
+    return report.normalise_long(pd.DataFrame(recs))
 
 
 def claim(items, start):
@@ -540,7 +541,7 @@ def curve_df(wall=True):
                 for split in ("validation", "test"):
                     recs.append(dict(dataset="mnist", arch="mlp", norm=norm, optimizer="sgd", seed=seed, epoch=e,
                                      split=split, accuracy=acc, **({"wall_time": spe * e} if wall else {})))
-    return report._normalise(pd.DataFrame(recs))
+    return report.normalise_long(pd.DataFrame(recs))
 
 
 def test_convergence_speed_in_epochs_and_seconds():
@@ -587,7 +588,7 @@ def test_summary_takes_extra_per_cell_columns():
 
 def test_one_seed_summary_marks_point_estimates():
     (s,) = report.build_tables(noisy(0.05, seeds=(0,)))[:1]
-    cells = [report._fmt(c, s.kind, "text") for row in s.rows for c in row[1:]]
+    cells = [format_cell(c, s.kind, "text") for row in s.rows for c in row[1:]]
     assert all(c.startswith("·") and "[" not in c for c in cells), cells
 
 
@@ -660,7 +661,7 @@ def test_poster_footer_speaks_only_of_what_it_shows():
                  accuracy=a / 100 + 0.001 * seed)
             for n, accs in (("none", (79.2, 92.0)), ("batch", (96.2, 97.2)), ("layer", (95.2, None)))
             for s, a in zip((5000, 10000), accs) if a is not None for seed in (0, 1)]
-    poster = report.build_tables(report._normalise(pd.DataFrame(recs)))[-1]
+    poster = report.build_tables(report.normalise_long(pd.DataFrame(recs)))[-1]
     assert poster.id == "poster"
     assert not any("rel" in n for n in poster.notes), poster.notes
     assert any("±" in n for n in poster.notes)  # what it does show: mean ± sd

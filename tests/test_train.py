@@ -163,7 +163,7 @@ def test_a_damaged_finished_run_is_redone_and_said_so(tiny_dataset, tmp_path):
 
 
 def test_a_diverged_runs_result_is_strict_json_and_reported(tiny_dataset, tmp_path):
-    from kbn.report import run_table
+    from kbn.report.results import run_table
 
     blown = dataclasses.replace(tiny_dataset, x_train=np.full_like(tiny_dataset.x_train, np.inf))
     res = train(TrainConfig(optimizer="sgd", lr=1.0, epochs=3, batch_size=64), tmp_path, verbose=False, dataset=blown)

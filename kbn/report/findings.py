@@ -1,0 +1,191 @@
+"""The thesis's findings (SPEC.md's Study 1 conclusions, and the poster's), each checked against the
+data by one small function per claim; `findings` runs them all. A claim over several cells is
+read with Holm's correction (stats.every_cell). It states claims and their evidence: it must not
+know how the findings are printed (render.render_findings)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kbn.config import OPTIMIZER_NAMES, OPTIMIZERS
+from kbn.report.labels import ARCH_NAMES, display_name
+from kbn.report.measures import final_effect, norm_effect, curve_split, convergence
+from kbn.report.results import Results
+from kbn.report.stats import ALPHA, Stat, pool, signed, compare, contrast, every_cell, one_sample, seeds_to_resolve
+
+
+PLAIN, ADAPTIVE = ("sgd", "sgdm"), ("adam", "adagrad", "adadelta", "rmsprop", "adamw", "nadam")
+DEEP = {"mlp": "deep_mlp", "cnn": "deep_cnn"}
+CHANCE = 15.0  # percent: "near chance" for 10 classes (chance itself is 10%)
+
+
+def _cell_name(d, a, opt=None) -> str:
+    return display_name(d, a) if opt is None else f"{OPTIMIZER_NAMES[opt]}, {display_name(d, a)}"
+
+
+def _claim(claim: str, cells: dict[str, Stat], what: str, missing: str, unit: str = "") -> dict:
+    """{claim, verdict, evidence, cells} for a claim that `what` is positive in every cell (Holm's
+    correction across them); `cells` names the cells that decide the verdict."""
+    cells = {k: v for k, v in cells.items() if v is not None}
+    if not cells:
+        return {"claim": claim, "verdict": "not testable", "evidence": missing, "cells": []}
+    v, deciding = every_cell(cells)
+    listed = "; ".join(f"{k}: {signed(cells[k])}{unit}" for k in deciding)
+    n = len(cells)
+    if v == "point estimate only":
+        holds = all(c.value > 0 for c in cells.values())
+        evidence = (f"{what}; one seed, so no interval: at the point estimates the claim "
+                    f"{'holds in all' if holds else 'fails in'} {n if holds else len(deciding)} of {n} cell(s)"
+                    + ("" if holds else f": {listed}"))
+    elif v == "supported":
+        evidence = f"{what}; above 0 in all {n} cell(s) after Holm's correction; the weakest: {listed}"
+    elif v == "contradicted":
+        evidence = f"{what}; below 0 after Holm's correction in {len(deciding)} of {n} cell(s): {listed}"
+    else:
+        # Holm's last step tests the k unresolved cells at ALPHA / k at the least
+        needs = [seeds_to_resolve(cells[k], ALPHA / len(deciding)) for k in deciding]
+        more = (f"about {max(needs)} seeds would resolve it at the observed spread" if all(needs)
+                else "no practical number of seeds would resolve it at the observed spread (the effect is near 0)")
+        evidence = f"{what}; not resolved in {len(deciding)} of {n} cell(s) after Holm's correction: {listed}; {more}"
+    return {"claim": claim, "verdict": v, "evidence": evidence, "cells": deciding}
+
+
+def claim_improves(res: Results, norm: str) -> dict:
+    """The answer itself: the norm raises test accuracy at the last epoch, for every optimizer."""
+    cells = {_cell_name(d, a, o): final_effect(res, d, a, norm, o, "diff") for d, a in res.all_pairs()
+             for o in res.present_all("optimizer", OPTIMIZERS)}
+    return _claim(f"{norm} norm improves test accuracy for every optimizer", cells,
+                  "test-accuracy difference with − without, at the last epoch, in points",
+                  f"no runs with and without {norm} norm", " pts")
+
+
+def claim_faster(res: Results, norm: str) -> dict:
+    """Thesis hypothesis 1: faster convergence, measured as the gain in area under the validation
+    curve (paired by seed); the speed-ups to none's final accuracy are given beside it."""
+    cells, speed, never = {}, [], 0
+    for d, a in res.all_pairs():
+        for o in res.present_all("optimizer", OPTIMIZERS):
+            c = convergence(res, d, a, norm, o, curve_split(res, d, a))
+            if c is not None:
+                cells[_cell_name(d, a, o)] = c["auc_diff"]
+                speed += [c["speedup"]] if c["speedup"] else []
+                never += c["speedup"] is None
+    f = _claim(f"{norm} norm speeds up convergence for every optimizer", cells,
+               "gain in the area under the validation curve (mean accuracy over the epochs), in points",
+               f"no runs with and without {norm} norm", " pts")
+    if speed:
+        f["evidence"] += (f". Epochs to reach none's final validation accuracy, none ÷ {norm}: {min(speed):.1f}× to "
+                          f"{max(speed):.1f}× (median {np.median(speed):.1f}×)"
+                          + (f"; not reached with the norm in {never} cell(s)" if never else ""))
+    return f
+
+
+def claim_early(res: Results, norm: str) -> dict:
+    """rel is larger at the first reported epoch than at the last, cell by cell."""
+    cells = {}
+    for d, a in res.pairs():
+        sp = curve_split(res, d, a)
+        eps = res.epochs(d, a, sp)
+        for o in res.present("optimizer", OPTIMIZERS):
+            if len(eps) > 1:
+                first, last = (norm_effect(res, d, a, norm, o, sp, e) for e in (eps[0], eps[-1]))
+                cells[_cell_name(d, a, o)] = contrast(last, first, res.interval)
+    return _claim(f"{norm} norm helps most in the first epochs", cells,
+                  "rel at the first reported epoch minus rel at the last", f"needs several epochs with and without "
+                  f"{norm} norm")
+
+
+def claim_sophisticated(res: Results, norm: str) -> dict:
+    """Thesis hypothesis 2: per network, the mean test rel of SGD and SGDm exceeds that of the
+    adaptive methods (seed by seed where the seeds match)."""
+    cells = {}
+    for d, a in res.pairs():
+        plain = pool([final_effect(res, d, a, norm, o) for o in PLAIN])
+        adaptive = pool([final_effect(res, d, a, norm, o) for o in ADAPTIVE])
+        cells[_cell_name(d, a)] = contrast(adaptive, plain, res.interval)
+    return _claim(f"the more sophisticated the optimizer, the less {norm} norm helps", cells,
+                  "test rel at the last epoch, SGD/SGDm mean minus adaptive methods' mean",
+                  "needs SGD or SGDm and an adaptive optimizer, with and without the norm")
+
+
+def claim_deep(res: Results, norm: str) -> dict:
+    """Thesis hypothesis 3: test rel is larger on the deep network than on its shallow counterpart."""
+    pairs = set(res.pairs())
+    cells = {f"{OPTIMIZER_NAMES[o]}, {display_name(d)} {ARCH_NAMES[a]} → {ARCH_NAMES[DEEP[a]]}":
+             contrast(final_effect(res, d, a, norm, o), final_effect(res, d, DEEP[a], norm, o), res.interval)
+             for d, a in sorted(pairs) if a in DEEP and (d, DEEP[a]) in pairs
+             for o in res.present("optimizer", OPTIMIZERS)}
+    return _claim(f"{norm} norm helps more on deep networks", cells, "deep minus shallow test rel at the last epoch",
+                  "no deep and shallow runs of the same dataset and optimizer")
+
+
+def claim_deep_needs(res: Results, norm: str) -> dict:
+    """SPEC's conclusion "deep nets always need BN": it raises their test accuracy for every optimizer."""
+    cells = {_cell_name(d, a, o): final_effect(res, d, a, norm, o, "diff") for d, a in res.pairs()
+             if a in DEEP.values() for o in res.present("optimizer", OPTIMIZERS)}
+    return _claim(f"deep networks always need {norm} norm", cells,
+                  "test-accuracy difference with − without on deep networks, in points", "no deep runs", " pts")
+
+
+def claim_chance(res: Results, norm: str) -> dict:
+    """Without the norm, deep networks trained by SGD, SGDm or Adadelta start near chance: the
+    first reported accuracy is below CHANCE percent."""
+    cells = {}
+    for d, a in res.pairs():
+        eps = res.epochs(d, a, curve_split(res, d, a)) if a in DEEP.values() else []
+        for o in ("sgd", "sgdm", "adadelta"):
+            v = res.acc_by_seed(d, a, "none", o, curve_split(res, d, a), eps[0]) if eps else None
+            if v:
+                cells[_cell_name(d, a, o)] = one_sample({s: CHANCE - 100 * x for s, x in v.items()}, res.interval)
+    return _claim("deep networks without norm stay near chance (~10%) with SGD, SGDm, Adadelta early on", cells,
+                  f"{CHANCE:.0f}% minus the accuracy at the first reported epoch, in points",
+                  "no deep runs without norm", " pts")
+
+
+def claim_adam_jumps(res: Results, norm: str) -> dict | None:
+    """Adam + norm's accuracy changes more from epoch to epoch than Adam's alone (mean |change| per
+    seed over all epochs, paired by seed)."""
+    cells = {}
+    for d, a in res.pairs():
+        sp = curve_split(res, d, a)
+        jumps = []
+        for n in ("none", norm):
+            _, curves, _ = res.curves(d, a, n, "adam", sp)
+            per = {s: float(np.mean(np.abs(np.diff([100 * c[x] for x in sorted(c)])))) for s, c in curves.items()
+                   if len(c) > 1}
+            jumps.append(one_sample(per, res.interval) if per else None)
+        cells[_cell_name(d, a)] = contrast(*jumps, res.interval)
+    f = _claim(f"Adam + {norm} norm jumps from epoch to epoch more than Adam alone", cells,
+               "mean |change| of accuracy between epochs with the norm minus without, in points", "", " pts")
+    return None if f["verdict"] == "not testable" else f
+
+
+def claim_poster(res: Results, norm: str) -> dict | None:
+    """The poster: at the first evaluation, batch and layer norm are both ahead of none (paired by
+    seed, Holm over the two); how close they are to each other is shown beside it."""
+    steps = res.by_step[res.by_step["split"] == "test"]
+    if not len(steps) or not {"none", "batch", "layer"} <= set(steps["norm"]):
+        return None
+    first = steps[steps["step"] == steps["step"].min()]
+    acc = {n: dict(zip(g["seed"].astype(int), g["accuracy"])) for n, g in first.groupby("norm")}
+    cells = {f"{n} − none": compare(acc["none"], acc[n], "diff", res.interval) for n in ("batch", "layer")}
+    f = _claim("BN and LN converge about equally fast, both faster than no normalization (poster)", cells,
+               "test accuracy at the first evaluation, with the norm minus none, in points", "", " pts")
+    means = {n: 100 * float(np.mean(list(v.values()))) for n, v in acc.items()}
+    gap = compare(acc["layer"], acc["batch"], "diff", res.interval)
+    f["evidence"] += (f". Test accuracy at the first evaluation: batch {means['batch']:.1f}%, layer "
+                      f"{means['layer']:.1f}%, none {means['none']:.1f}%; batch − layer {signed(gap)} pts")
+    return f
+
+
+CLAIMS = (claim_improves, claim_faster, claim_early, claim_sophisticated, claim_deep, claim_deep_needs, claim_chance,
+          claim_adam_jumps, claim_poster)
+
+
+def findings(df: pd.DataFrame, norm: str = "batch", interval: str = "t") -> list[dict]:
+    """SPEC.md's Study 1 conclusions (and the poster's), each checked against the data: a list of
+    {claim, verdict, evidence, cells}, verdict one of supported | contradicted | inconclusive |
+    point estimate only (one seed) | not testable; cells: the cells that decide it."""
+    res = Results(df, interval=interval)
+    return [f for claim in CLAIMS if (f := claim(res, norm)) is not None]

@@ -1,0 +1,237 @@
+"""Rendering: tables and findings as aligned text, markdown, LaTeX (fragments for \\input, or a
+whole pdflatex document) or tidy CSV. LaTeX output is ASCII: every special is escaped and the
+Unicode the reports print is typeset. It prints what the tables and findings hold: it must not
+compute a number or decide what a table contains."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pandas as pd
+
+from kbn.report.labels import MISSING
+from kbn.report.stats import MARKS, Stat
+from kbn.report.tables import Summary, Table
+
+
+TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "seed", "quantity", "value"]
+
+
+def format_cell(stat, kind: str, fmt: str) -> str:
+    """One table cell as text: a label as it is, a missing cell as MISSING, a Summary as its line,
+    an accuracy (kind 'acc') as mean ± sd, any other Stat as value [low, high]."""
+    if stat is None:
+        return MISSING
+    if isinstance(stat, str):
+        return stat
+    if isinstance(stat, Summary):
+        return stat.text(fmt)
+    if kind == "acc":
+        s = f"{stat.value:.2f}"
+        if stat.std is not None:
+            s += f" ± {stat.std:.2f}"
+    else:
+        s = f"{stat.value:.2f}"
+        if stat.interval:
+            s += f" [{stat.low:.2f}, {stat.high:.2f}]"
+    return s
+
+
+def _cells(t: Table, fmt: str) -> list[list[str]]:
+    rows = []
+    for r, row in enumerate(t.rows):
+        out = []
+        for c, cell in enumerate(row):
+            kind = t.kind
+            if kind == "mixed":
+                kind = "rel" if row[1] == "rel" else "acc"
+            s = _latex_cell(cell, kind) if fmt == "latex" else format_cell(cell, kind, fmt)
+            if (r, c) in t.marks:
+                # \boldmath: the numbers are in math mode, which \bfseries alone leaves light
+                s = {"markdown": f"**{s}**", "latex": f"{{\\bfseries\\boldmath {s}}}"}.get(fmt, f"{s} {t.mark}")
+            out.append(s)
+        rows.append(out)
+    return rows
+
+
+def _notes(t: Table, fmt: str) -> list[str]:
+    """A table's footer in one format: its notes, and what its highlighted cells are (a trailing
+    mark in text, bold in markdown and LaTeX)."""
+    if not t.marks:
+        return t.notes
+    how = f"{t.mark} marks" if fmt == "text" else "Bold:"
+    return t.notes + [f"{how} {t.mark_what}."]
+
+
+def render(tables: list[Table], fmt: str = "text") -> str:
+    """The tables in one format: 'text' (aligned), 'markdown' (pipe tables), 'latex' (a float per
+    table, with stable labels) or 'csv' (every table's tidy records, TIDY_COLUMNS); notes under each."""
+    from tabulate import tabulate
+
+    if fmt == "csv":
+        recs = [r for t in tables for r in t.records]
+        return pd.DataFrame.from_records(recs, columns=TIDY_COLUMNS).to_csv(index=False)
+    if not tables:
+        return "No finished runs to report yet.\n"
+    if fmt == "latex":
+        return "\n".join(_latex_table(t, label) for t, label in zip(tables, latex_labels(tables)))
+    tablefmt = {"text": "simple", "markdown": "pipe"}[fmt]
+    parts = []
+    for t in tables:
+        body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt=tablefmt, disable_numparse=True)
+        notes = _notes(t, fmt)
+        if fmt == "markdown":
+            parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in notes))
+        else:
+            parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in notes))
+    return "\n".join(parts)
+
+
+# What a document that \input's the fragments needs in its preamble (booktabs: the rules; graphicx:
+# \resizebox; amssymb: \checkmark, \boxtimes and the triangles). All three come with Debian's
+# texlive-latex-base and texlive-latex-recommended.
+LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb")
+# Text-mode replacements: the ten LaTeX specials, the characters OT1 fonts lack (< > | would print
+# as ¡ ¿ —), and the Unicode the reports print, so the output is ASCII and pdflatex needs no
+# inputenc setup. `$` goes through math: \$ in text asks for a TS1 glyph, a bitmap font on a bare TeX.
+LATEX_CHARS = {
+    "\\": "\\textbackslash{}", "{": "\\{", "}": "\\}", "$": "$\\$$", "&": "\\&", "#": "\\#", "_": "\\_",
+    "%": "\\%", "^": "\\textasciicircum{}", "~": "\\textasciitilde{}", "<": "\\textless{}", ">": "\\textgreater{}",
+    "|": "\\textbar{}", '"': "''", "—": "---", "–": "--", "−": "$-$", "×": "$\\times$", "÷": "$\\div$",
+    "Δ": "$\\Delta$", "≥": "$\\geq$", "≤": "$\\leq$", "±": "$\\pm$", "≈": "$\\approx$", "→": "$\\rightarrow$",
+    "✓": "\\checkmark{}", "✗": "$\\boxtimes$", "·": "$\\cdot$", "▲": "$\\blacktriangle$",
+    "▼": "$\\blacktriangledown$", "…": "\\ldots{}", "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~",
+}
+_NUM = r"[-+−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+_LATEX_TOKEN = re.compile(
+    rf"(?<![\w.])\[\s*(?P<lo>{_NUM})\s*,\s*(?P<hi>{_NUM})\s*\]"  # an interval [a, b]
+    rf"|(?<![\w.])(?P<mean>{_NUM})\s*±\s*(?P<sd>{_NUM})(?![\w.])"  # mean ± sd
+    # a signed number, or one with an exponent; not the 10 of CIFAR-10 or a range's end
+    r"|(?<![\w.\-−+])(?P<num>[-−+]\d+(?:\.\d+)?(?:e[-+]?\d+)?|\d+(?:\.\d+)?e[-+]?\d+)(?![\w.])"
+    r"|(?P<ch>[^\x20-\x7e]|[\\{}$&#_%^~<>|\"])")
+
+
+def _latex_num(text: str) -> str:
+    """A number for math mode: a true minus sign, and 1e-05 as 1\times10^{-5}."""
+    text = text.replace("−", "-")
+    mantissa, _, exp = text.partition("e")
+    return mantissa + (f"\\times10^{{{int(exp)}}}" if exp else "")
+
+
+def _latex_char(ch: str) -> str:
+    """One character made safe; Unicode the table does not know falls back to its ASCII letters."""
+    if ch in LATEX_CHARS:
+        return LATEX_CHARS[ch]
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    return "".join(LATEX_CHARS.get(c, c) for c in plain) or "?"
+
+
+def latex_text(text: str) -> str:
+    """Report text as LaTeX text: specials escaped, Unicode made pdflatex-safe, and numbers typeset:
+    negative numbers with a true minus, intervals as $[a, b]$, mean ± sd as $m \\pm s$."""
+
+    def one(m: re.Match) -> str:
+        if m["lo"] is not None:
+            return f"$[{_latex_num(m['lo'])}, {_latex_num(m['hi'])}]$"
+        if m["mean"] is not None:
+            return f"${_latex_num(m['mean'])} \\pm {_latex_num(m['sd'])}$"
+        if m["num"] is not None:
+            return f"${_latex_num(m['num'])}$"
+        return _latex_char(m["ch"])
+
+    return _LATEX_TOKEN.sub(one, text)
+
+
+def _latex_safe_start(tex: str) -> str:
+    """A cell or line must not open with '[': after \\\\ or \\item, LaTeX would read it as an option."""
+    return "{}" + tex if tex.startswith("[") else tex
+
+
+def _latex_cell(cell, kind: str) -> str:
+    """One table cell. A summary cell's parts go on lines of their own (a nested tabular), which
+    keeps a summary of several networks about a third as wide."""
+    if isinstance(cell, Summary):
+        lines = [_latex_safe_start(latex_text(part)) for part in cell.text("text").split("; ")]
+        return "\\begin{tabular}[t]{@{}l@{}}" + " \\\\ ".join(lines) + "\\end{tabular}"
+    return _latex_safe_start(latex_text(format_cell(cell, kind, "text")))
+
+
+def latex_labels(tables: list[Table]) -> list[str]:
+    """Stable \\label keys, one per table, from its id and what sets it apart (dataset, network,
+    norm): tab:kbn-summary-batch, tab:kbn-table6-mnist-mlp-none. A repeat gets -2, -3, ..."""
+    out, seen = [], {}
+    for t in tables:
+        words = "-".join([t.id, *map(str, t.label)]).lower().replace("_", "-")
+        key = "tab:kbn-" + re.sub(r"[^a-z0-9-]+", "-", words).strip("-")
+        seen[key] = seen.get(key, 0) + 1
+        out.append(key if seen[key] == 1 else f"{key}-{seen[key]}")
+    return out
+
+
+def _latex_caption(title: str) -> str:
+    """The caption: LaTeX numbers the tables itself, so the thesis's own number moves to the end
+    ("Table 6 — X" becomes "X (the thesis's Table 6)")."""
+    m = re.match(r"(Tables? [\d–]+) — (.+)", title)
+    if m:
+        title = f"{m[2][0].upper()}{m[2][1:]} (the thesis's {m[1]})"
+    return latex_text(title)
+
+
+def _latex_table(t: Table, label: str) -> str:
+    """One table as a float: caption and label above, booktabs rules, the notes in small print under
+    the tabular. \\resizebox shrinks a table wider than the line to fit it and leaves a narrow one at
+    its size (the \\ifdim): tabular* could only squeeze the space between columns, which is not
+    enough for Tables 7-10 (three columns per epoch) or a summary of many networks."""
+    rows = _cells(t, "latex")
+    align = "".join("l" if c == 0 or t.kind == "summary" or all(not _numeric(r[c]) for r in t.rows) else "r"
+                    for c in range(len(t.headers)))
+    lines = [" & ".join(latex_text(h) for h in t.headers) + " \\\\", "\\midrule"]
+    # a summary's rows are several lines tall: a little space keeps them apart
+    gap = "\\addlinespace\n" if t.kind == "summary" else ""
+    lines += [gap * (i > 0) + " & ".join(r) + " \\\\" for i, r in enumerate(rows)]
+    notes = "".join(f"{latex_text(n)}\\par\n" for n in _notes(t, "latex"))
+    return (f"\\begin{{table}}[htbp]\n\\centering\n\\caption{{{_latex_caption(t.title)}}}\n\\label{{{label}}}\n"
+            "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            f"\\begin{{tabular}}{{{align}}}\n\\toprule\n" + "\n".join(lines) + "\n\\bottomrule\n\\end{tabular}}\n"
+            + (f"\\par\\smallskip\n{{\\footnotesize\\raggedright\n{notes}}}\n" if notes else "")
+            + "\\end{table}\n")
+
+
+def _numeric(cell) -> bool:
+    """Whether a cell holds a number (right-aligned in LaTeX) rather than a label."""
+    if cell is None or isinstance(cell, (Stat, Summary)):
+        return cell is not None
+    return bool(re.match(r"[-+−]?\d", str(cell)))
+
+
+def latex_document(title: str, tables_tex: str, findings_tex: str = "") -> str:
+    """A whole pdflatex document: the tables (render's LaTeX), then the findings (render_findings's).
+    Dozens of tables and little text: the floats queue beyond LaTeX's 18 (\\extrafloats), and the
+    \\clearpage that puts them before the findings flushes them all at once, one output cycle each
+    (\\maxdeadcycles, 100 by default: 120 tables stopped with "Output loop---100 consecutive dead
+    cycles")."""
+    packages = "".join(f"\\usepackage{{{p}}}\n" for p in LATEX_PACKAGES)
+    floats = tables_tex.count("\\begin{table}")
+    return ("\\documentclass{article}\n\\usepackage[margin=2cm]{geometry}\n" + packages
+            + "\\renewcommand{\\topfraction}{0.95}\\renewcommand{\\bottomfraction}{0.95}\n"
+            "\\renewcommand{\\textfraction}{0.05}\\renewcommand{\\floatpagefraction}{0.7}\n"
+            "\\setcounter{topnumber}{9}\\setcounter{bottomnumber}{9}\\setcounter{totalnumber}{9}\n"
+            f"\\extrafloats{{{floats + 20}}}\\maxdeadcycles={10 * floats + 100}\n"
+            f"\\title{{{latex_text(title)}}}\n\\date{{}}\n\\begin{{document}}\n\\maketitle\n"
+            f"{tables_tex}\n" + (f"\\clearpage\n{findings_tex}" if findings_tex else "") + "\\end{document}\n")
+
+
+def render_findings(items: list[dict], fmt: str = "text") -> str:
+    """The checked claims as text, a markdown list, or a LaTeX itemize (every special escaped)."""
+    if fmt == "latex":
+        items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], '-'))} "
+                            f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
+                            f"{latex_text(f['evidence'])}\n" for f in items)
+        listed = f"\\begin{{itemize}}\n{items_tex}\\end{{itemize}}\n" if items else "None could be checked.\n"
+        return f"\\subsection*{{Findings of the thesis, checked against these results}}\n{listed}"
+    if fmt == "markdown":
+        return "### Findings of the thesis, checked\n\n" + "".join(
+            f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
+    return "Findings of the thesis, checked against these results\n\n" + "".join(
+        f"  {MARKS.get(f['verdict'], '-')} [{f['verdict']}] {f['claim']}\n      {f['evidence']}\n" for f in items)

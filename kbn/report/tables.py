@@ -1,0 +1,446 @@
+"""The tables: the answer first (a summary per norm: the effect, its verdict and the convergence
+speed-up of every cell; then convergence per network), then every table of SPEC.md the results
+allow, in the thesis's order (`build_tables`). A `Table` holds cells (labels, `Stat`s, `Summary`s),
+the notes that say how its numbers were made, and its tidy CSV records. It decides what is in a
+table: it must not know how a table is printed (text, markdown, LaTeX, CSV)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import pandas as pd
+
+from kbn.config import DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
+from kbn.report.labels import ARCH_NAMES, MISSING, display_name
+from kbn.report.measures import final_effect, norm_effect, curve_split, convergence
+from kbn.report.results import Results, protocol_line
+from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, contrast, verdict
+
+
+@dataclasses.dataclass
+class Table:
+    """One table of the report: a title, headers and rows of cells, how its Stat cells print
+    (kind), highlighted cells, footer notes and its tidy CSV records. `id` names the kind of table
+    (summary, table6, ...); several tables may share one."""
+
+    id: str
+    title: str
+    headers: list[str]
+    rows: list[list]  # cells: str labels, Stat or Summary values, or None (missing)
+    kind: str = "rel"  # how Stat cells print: rel | acc | mixed | plain
+    marks: set = dataclasses.field(default_factory=set)  # (row, col) cells to highlight
+    notes: list[str] = dataclasses.field(default_factory=list)
+    records: list[dict] = dataclasses.field(default_factory=list)  # tidy CSV lines
+    label: tuple = ()  # what sets it apart from other tables of its id (dataset, network, norm): LaTeX labels
+    mark: str = ""  # the text format's mark of a highlighted cell: ▼ the smallest, ▲ the largest
+    mark_what: str = ""  # which cells are highlighted, for the footer: "the 3 smallest in each column"
+
+
+def _mark_extremes(table: Table, col_indices, smallest: bool, k: int = 3):
+    """Highlight the k smallest (or largest) values of each column. The footer says which: a bare
+    mark in a heading would be read as emphasis by markdown."""
+    table.mark = "▼" if smallest else "▲"
+    table.mark_what = f"the {k} {'smallest' if smallest else 'largest'} in each column"
+    for c in col_indices:
+        vals = [(r, row[c].value) for r, row in enumerate(table.rows) if isinstance(row[c], Stat)]
+        vals.sort(key=lambda t: t[1], reverse=not smallest)
+        table.marks |= {(r, c) for r, _ in vals[:k]}
+
+
+def _add_records(table, dataset, arch, optimizer, norm, epoch, quantity, stat):
+    """The tidy CSV lines of one cell: the value, its n, std, interval, P(improvement) and per-seed
+    values (quantity `<q>_seed`, the seed in the seed column) where there are seeds."""
+    if stat is None:
+        return
+    base = dict(table=table.id, dataset=dataset, arch=arch, optimizer=optimizer, norm=norm,
+                epoch="" if epoch is None else epoch, seed="")
+    if not isinstance(stat, Stat):
+        table.records.append({**base, "quantity": quantity, "value": stat})
+        return
+    lines = [(quantity, stat.value), (f"{quantity}_n", stat.n)]
+    if stat.std is not None:
+        lines.append((f"{quantity}_std", stat.std))
+    if stat.interval:
+        lines += [(f"{quantity}_ci_low", stat.low), (f"{quantity}_ci_high", stat.high)]
+    table.records += [{**base, "quantity": q, "value": round(float(v), 6)} for q, v in lines]
+    if stat.seeds and (stat.n > 1 or stat.interval):
+        table.records += [{**base, "seed": s, "quantity": f"{quantity}_seed", "value": round(v, 6)}
+                          for s, v in sorted(stat.seeds.items())]
+
+
+def _acc_cell(res, d, a, norm, opt, split, epoch):
+    v = res.acc_by_seed(d, a, norm, opt, split, epoch)
+    return None if not v else acc_stat(list(v.values()), list(v))
+
+
+def table1(res: Results, norm: str) -> Table | None:
+    """Table 1: the norm's rel on test accuracy at each cell's last epoch, rows optimizer, columns
+    dataset + network; None when no cell has both arms."""
+    pairs = res.pairs()
+    opts = res.present("optimizer", OPTIMIZERS)
+    t = Table("table1", f"Table 1 — relative improvement from {norm} norm, test set, last epoch",
+              ["optimizer"] + [display_name(d, a) for d, a in pairs], [], label=(norm,))
+    any_value = False
+    for opt in opts:
+        row = [OPTIMIZER_NAMES[opt]]
+        for d, a in pairs:
+            e = res.final_epoch(d, a, norm, opt, "test")
+            stat = norm_effect(res, d, a, norm, opt, "test", e) if e else None
+            any_value |= stat is not None
+            row.append(stat)
+            _add_records(t, d, a, opt, norm, None, "rel", stat)
+        t.rows.append(row)
+    return t if any_value else None
+
+
+# extra per-cell quantities of the summary: (name, fn(dataset, arch, norm, optimizer) -> float | None)
+Extra = tuple[str, Callable[[str, str, str, str], "float | None"]]
+
+
+def _speed(c: dict | None, key: str = "speedup") -> str:
+    if c is None:
+        return MISSING
+    if c[key] is None:
+        return "not reached" if key == "speedup" or c["epochs_norm"] is None else MISSING
+    return f"{c[key]:.1f}×"
+
+
+def convergence_tables(res: Results, norm: str) -> list[Table]:
+    """Per network: epochs (or steps) and seconds to reach the no-norm arm's final validation
+    accuracy, the speed-ups, and the area under the validation curve."""
+    out = []
+    for d, a in res.all_pairs():
+        split = curve_split(res, d, a)
+        t = Table("convergence", f"Convergence — {display_name(d, a)}, {norm} norm vs none: {split} accuracy, "
+                  "time to reach none's final accuracy", ["optimizer", "target %", "epochs none", f"epochs {norm}",
+                                                          "speed-up", "s none", f"s {norm}", "speed-up (s)",
+                                                          "AUC none", f"AUC {norm}", "AUC gain (points)"], [],
+                  kind="plain", label=(d, a, norm))
+        for opt in res.present_all("optimizer", OPTIMIZERS):
+            c = convergence(res, d, a, norm, opt, split)
+            if c is None:
+                continue
+            never = "not reached"
+            t.rows.append([OPTIMIZER_NAMES[opt], f"{c['target']:.2f}", str(c["epochs_none"]), str(c["epochs_norm"] or never),
+                           _speed(c), _secs(c["seconds_none"]), _secs(c["seconds_norm"]),
+                           _speed(c, "speedup_seconds"), f"{c['auc_none']:.2f}", f"{c['auc_norm']:.2f}",
+                           c["auc_diff"]])
+            _convergence_records(t, d, a, opt, norm, c)
+            axis = c["axis"]
+        if t.rows:
+            t.headers = [h.replace("epochs", "steps") if axis == "step" else h for h in t.headers]
+            t.notes.append(f"target: the seed-mean final {split} accuracy without the norm; epochs: the first "
+                           "evaluated epoch at which the seed-mean curve reaches it (per seed in the CSV); speed-up = "
+                           f"epochs none ÷ epochs {norm}; s: epochs × each arm's measured seconds per epoch "
+                           f"({MISSING}: no timings); AUC: the mean {split} accuracy over the evaluated epochs "
+                           "(normalised area under the curve).")
+            t.notes = [n.replace("epoch", "step") for n in t.notes] if axis == "step" else t.notes
+            out.append(t)
+    return out
+
+
+def _secs(v: float | None) -> str:
+    return MISSING if v is None else f"{v:.1f}"
+
+
+def _convergence_records(t: Table, d, a, opt, norm, c: dict):
+    """The convergence numbers of one cell in the tidy CSV (per-seed epochs to target included)."""
+    for q in ("target", "epochs_none", "epochs_norm", "speedup", "seconds_none", "seconds_norm", "speedup_seconds",
+              "auc_none", "auc_norm"):
+        if c[q] is not None:
+            _add_records(t, d, a, opt, norm, None, q, round(float(c[q]), 6))
+    _add_records(t, d, a, opt, norm, None, "auc_diff", c["auc_diff"])
+    base = dict(table=t.id, dataset=d, arch=a, optimizer=opt, norm=norm, epoch="")
+    if len(c["epochs_none_seed"]) < 2:
+        return
+    for arm in ("none", "norm"):
+        t.records += [{**base, "seed": s, "quantity": f"epochs_{arm}_seed", "value": "" if v is None else v}
+                      for s, v in sorted(c[f"epochs_{arm}_seed"].items())]
+
+
+@dataclasses.dataclass
+class Summary:
+    """One cell of the summary: the test-accuracy difference and rel with their intervals, the
+    verdict on "the norm helps" (from the difference's interval), the convergence speed-up, and
+    any extra quantities."""
+
+    diff: Stat
+    rel: Stat
+    conv: dict | None
+    extras: list[tuple[str, float]]
+
+    @property
+    def verdict(self) -> str:
+        """The cell's verdict on "the norm helps", read from the difference's interval."""
+        return verdict(self.diff)
+
+    def text(self, fmt: str) -> str:
+        """The cell as one line: mark, difference in points [interval], rel [interval], P(win),
+        speed-up and extras, separated by '; '."""
+        mark = MARKS[self.verdict]  # LaTeX: latex_text makes the marks and the numbers safe
+        parts = [f"{mark} {signed(self.diff)} pts", f"rel {signed(self.rel, plus=False)}"]
+        if self.diff.n > 1 and self.diff.p_win is not None:
+            parts.append(f"P(win) {self.diff.p_win:.2f}")
+        if self.conv is not None:
+            seconds = self.conv["speedup_seconds"]
+            parts.append(f"speed {_speed(self.conv)}" + (f" ({seconds:.1f}× in time)" if seconds else ""))
+        parts += [f"{name} {value:+.2f}" for name, value in self.extras]
+        return "; ".join(parts)
+
+
+def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
+    """One table per norm: rows optimizer, columns dataset + network, each cell a `Summary` of the
+    test accuracy at the last epoch. `extra` adds named per-cell quantities to every cell."""
+    out = []
+    if "none" not in res.present_all("norm", NORMS):
+        return out
+    for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
+        pairs = res.all_pairs()
+        t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the last epoch, with minus "
+                  "without", ["optimizer"] + [display_name(d, a) for d, a in pairs], [], kind="summary", label=(norm,))
+        for opt in res.present_all("optimizer", OPTIMIZERS):
+            row = [OPTIMIZER_NAMES[opt]]
+            for d, a in pairs:
+                cell = _summary_cell(res, d, a, norm, opt, extra)
+                row.append(cell)
+                _summary_records(t, d, a, opt, norm, cell)
+            t.rows.append(row)
+        if t.records:
+            t.notes.append("Each cell: mark, test-accuracy difference in points [95% interval], rel [interval], "
+                           "P(win) = the share of seed pairs where the norm wins (ties count half), "
+                           "speed = epochs for none to reach its final validation accuracy (test where no "
+                           "validation is recorded) ÷ epochs for the norm (in time: seconds, from each arm's "
+                           "seconds per epoch). "
+                           "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
+                           "(it holds 0), · one seed (a point estimate).")
+            out.append(t)
+    return out
+
+
+def _summary_cell(res: Results, d, a, norm, opt, extra) -> Summary | None:
+    diff = final_effect(res, d, a, norm, opt, "diff")
+    if diff is None:
+        return None
+    extras = [(name, v) for name, fn in extra if (v := fn(d, a, norm, opt)) is not None]
+    return Summary(diff, final_effect(res, d, a, norm, opt),
+                   convergence(res, d, a, norm, opt, curve_split(res, d, a)), extras)
+
+
+def _summary_records(t: Table, d, a, opt, norm, cell: Summary | None):
+    """Tidy lines of a summary cell; verdict is 1 (helps), -1 (hurts), 0 (inconclusive), absent
+    for one seed."""
+    if cell is None:
+        return
+    _add_records(t, d, a, opt, norm, None, "diff", cell.diff)
+    _add_records(t, d, a, opt, norm, None, "rel", cell.rel)
+    if cell.diff.p_win is not None:
+        _add_records(t, d, a, opt, norm, None, "p_improvement", round(cell.diff.p_win, 6))
+    code = {"supported": 1, "contradicted": -1, "inconclusive": 0}.get(cell.verdict)
+    if code is not None:
+        _add_records(t, d, a, opt, norm, None, "verdict", code)
+    if cell.conv is not None:
+        for q in ("speedup", "speedup_seconds"):
+            if cell.conv[q] is not None:
+                _add_records(t, d, a, opt, norm, None, q, round(cell.conv[q], 6))
+    for name, value in cell.extras:
+        _add_records(t, d, a, opt, norm, None, name, value)
+
+
+def _per_epoch_rows(t: Table, res: Results, d: str, a: str, eps: list[int], cell, quantity: str, norm: str):
+    """One row per optimizer, one column per epoch, each cell from `cell(opt, epoch)`."""
+    for opt in res.present("optimizer", OPTIMIZERS):
+        row = [OPTIMIZER_NAMES[opt]]
+        for e in eps:
+            stat = cell(opt, e)
+            row.append(stat)
+            _add_records(t, d, a, opt, norm, e, quantity, stat)
+        t.rows.append(row)
+
+
+def tables_2_5(res: Results, norm: str) -> list[Table]:
+    """Tables 2–5: the norm's rel on validation accuracy per epoch, one table per (dataset,
+    network); the three smallest of each column marked."""
+    out = []
+    for d, a in res.pairs():
+        eps = res.epochs(d, a, "validation")
+        t = Table("tables2-5", f"Tables 2–5 — {display_name(d, a)}: relative improvement from {norm} norm, validation, "
+                  "per epoch", ["optimizer"] + [f"epoch {e}" for e in eps], [], label=(d, a, norm))
+        _per_epoch_rows(t, res, d, a, eps, lambda opt, e: norm_effect(res, d, a, norm, opt, "validation", e), "rel",
+                        norm)
+        _mark_extremes(t, range(1, len(eps) + 1), smallest=True)
+        if t.records:
+            out.append(t)
+    return out
+
+
+def table6(res: Results) -> list[Table]:
+    """Table 6: validation accuracy (%) per epoch on CIFAR-10 + CNN (else the first network), one
+    table per norm, none included; the three largest of each column marked."""
+    pairs = res.pairs()
+    if not pairs:
+        return []
+    d, a = ("cifar10", "cnn") if ("cifar10", "cnn") in pairs else pairs[0]
+    eps = res.epochs(d, a, "validation")
+    out = []
+    for norm in res.present("norm", NORMS):
+        arm = "without normalization" if norm == "none" else f"with {norm} norm"
+        t = Table("table6", f"Table 6 — {display_name(d, a)} {arm}: validation accuracy (%) per epoch",
+                  ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc", label=(d, a, norm))
+        _per_epoch_rows(t, res, d, a, eps, lambda opt, e, n=norm: _acc_cell(res, d, a, n, opt, "validation", e),
+                        "accuracy", norm)
+        _mark_extremes(t, range(1, len(eps) + 1), smallest=False)
+        if t.records:
+            out.append(t)
+    return out
+
+
+def tables_7_10(res: Results, norm: str) -> list[Table]:
+    """Tables 7–10: the norm's validation rel per epoch on a shallow network beside its deep
+    counterpart, and deep − shallow, per dataset."""
+    out = []
+    pairs = set(res.pairs())
+    for shallow, deep in (("mlp", "deep_mlp"), ("cnn", "deep_cnn")):
+        for d in DATASETS:
+            if (d, shallow) not in pairs or (d, deep) not in pairs:
+                continue
+            eps = [e for e in res.epochs(d, shallow, "validation") if e in res.epochs(d, deep, "validation")]
+            headers = ["optimizer"]
+            for e in eps:
+                headers += [f"{e}: {ARCH_NAMES[shallow]}", f"{e}: {ARCH_NAMES[deep]}", f"{e}: deep − shallow"]
+            t = Table("tables7-10", f"Tables 7–10 — {display_name(d)}: relative improvement from {norm} norm, validation, "
+                      f"{ARCH_NAMES[shallow]} vs {ARCH_NAMES[deep]}", headers, [], label=(d, shallow, deep, norm))
+            for opt in res.present("optimizer", OPTIMIZERS):
+                row = [OPTIMIZER_NAMES[opt]]
+                for e in eps:
+                    s = norm_effect(res, d, shallow, norm, opt, "validation", e)
+                    p = norm_effect(res, d, deep, norm, opt, "validation", e)
+                    diff = contrast(s, p, res.interval)
+                    row += [s, p, diff]
+                    _add_records(t, d, shallow, opt, norm, e, "rel", s)
+                    _add_records(t, d, deep, opt, norm, e, "rel", p)
+                    _add_records(t, d, deep, opt, norm, e, "rel_diff", diff)
+                t.rows.append(row)
+            if t.records:
+                out.append(t)
+    return out
+
+
+def tables_11_12(res: Results, norm: str) -> list[Table]:
+    """Tables 11–12: accuracy (%) without and with the norm, and rel, per epoch and (dataset,
+    network): on test when several test epochs are recorded, else on validation."""
+    out = []
+    for d, a in res.pairs():
+        split = "test" if res.epochs(d, a, "test") and len(res.epochs(d, a, "test")) > 1 else "validation"
+        eps = res.epochs(d, a, split)
+        t = Table("tables11-12", f"Tables 11–12 — {display_name(d, a)}: {split} accuracy (%) without and with {norm} norm, "
+                  "and rel", ["optimizer", "row"] + [f"epoch {e}" for e in eps], [], kind="mixed", label=(d, a, norm))
+        for opt in res.present("optimizer", OPTIMIZERS):
+            lines = {"none": [], norm: [], "rel": []}
+            for e in eps:
+                for n in ("none", norm):
+                    stat = _acc_cell(res, d, a, n, opt, split, e)
+                    lines[n].append(stat)
+                    _add_records(t, d, a, opt, n, e, "accuracy", stat)
+                r = norm_effect(res, d, a, norm, opt, split, e)
+                lines["rel"].append(r)
+                _add_records(t, d, a, opt, norm, e, "rel", r)
+            for label, cells in lines.items():
+                t.rows.append([OPTIMIZER_NAMES[opt], label] + cells)
+        if any(q["quantity"] == "rel" for q in t.records):
+            out.append(t)
+    return out
+
+
+def poster_tables(res: Results) -> list[Table]:
+    """The poster's tables: test accuracy (%) at every evaluated step, rows norm, one table per
+    (dataset, network, optimizer) of step-based runs."""
+    df = res.by_step
+    out = []
+    for (d, a, opt), g in df[df["split"] == "test"].groupby(["dataset", "arch", "optimizer"]):
+        steps = sorted(int(s) for s in g["step"].unique())
+        t = Table("poster", f"Poster table — {display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: test accuracy (%) every "
+                  f"{steps[0]} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc", label=(d, a, opt))
+        for norm in [n for n in NORMS if n in set(g["norm"])]:
+            row = [norm]
+            for s in steps:
+                v = g[(g["norm"] == norm) & (g["step"] == s)].sort_values("seed")["accuracy"].tolist()
+                stat = acc_stat(v) if v else None
+                row.append(stat)
+                _add_records(t, d, a, opt, norm, s, "accuracy", stat)
+            t.rows.append(row)
+        out.append(t)
+    return out
+
+
+def build_tables(df: pd.DataFrame, epochs: list[int] | None = None, interval: str = "t",
+                 protocol: dict | None = None, extra: list[Extra] = ()) -> list[Table]:
+    """The answer first (a summary per norm, the protocol under it, then convergence speed), then
+    every table of SPEC.md that the results allow, in the thesis's order. `protocol`: what
+    `read_protocol` found (None for numbers read from a file)."""
+    res = Results(df, epochs, interval)
+    norms = [n for n in res.present("norm", NORMS) if n != "none"]
+    has_none = "none" in res.present("norm", NORMS)
+    tables: list[Table] = summary_tables(res, extra)
+    for t in tables:
+        t.notes.append(protocol_line(protocol))
+    if "none" in res.present_all("norm", NORMS):  # step-based runs (the poster's) too
+        for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
+            tables += convergence_tables(res, norm)
+    if has_none:
+        for norm in norms:
+            t1 = table1(res, norm)
+            tables += [t1] if t1 else []
+        for norm in norms:
+            tables += tables_2_5(res, norm)
+    tables += table6(res)
+    if has_none:
+        for norm in norms:
+            tables += tables_7_10(res, norm)
+        for norm in norms:
+            tables += tables_11_12(res, norm)
+    tables += poster_tables(res)
+    for t in tables:
+        if any(c is None for row in t.rows for c in row[1:]):
+            t.notes.append(f"{MISSING}: no finished run for this cell yet (the sweep may still be running).")
+        if t.kind in ("rel", "mixed", "summary"):
+            t.notes.append("rel = (y − x) / (100 − x), x = accuracy (%) without the norm, y = with it.")
+        t.notes += _method_notes(t)
+    return tables
+
+
+def _stats_of(t: Table) -> list[Stat]:
+    out = []
+    for row in t.rows:
+        for c in row[1:]:
+            out += [c.diff, c.rel] if isinstance(c, Summary) else [c] if isinstance(c, Stat) else []
+    return out
+
+
+def _method_notes(t: Table) -> list[str]:
+    """The footer's account of the numbers: n, how the intervals were made, whether the seeds were
+    paired, and a warning when there are too few seeds for a narrow interval."""
+    stats = _stats_of(t)
+    if not stats:
+        return []
+    ns = sorted({s.n for s in stats})
+    n = f"n = {ns[0]} seed{'s' if ns[0] > 1 else ''}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]} seeds"
+    if ns[-1] == 1:
+        return ["one seed per cell (n = 1): every value is a point estimate, with no interval."]
+    lines = []
+    if t.kind in ("acc", "mixed"):
+        lines.append(f"Accuracies are means ± sd over seeds ({n} per cell).")
+    methods = [m for m in METHODS if any(s.method == m for s in stats)]
+    if methods:
+        lines += [f"Effects ({n} per cell): {METHODS[m]}." for m in methods]
+    unpaired = sum(s.method in ("Welch", "unpaired bootstrap") for s in stats)
+    if unpaired:
+        lines.append(f"{unpaired} value(s) come from unpaired seeds: the arms were run with different seeds.")
+    if any(not s.interval and s.n == 1 for s in stats):
+        lines.append("Cells with one seed show a point estimate alone.")
+    if methods and 1 < ns[0] < ADVISED_SEEDS:
+        lines.append(f"n = {ns[0]} seeds: intervals are wide; {ADVISED_SEEDS} or more are advised.")
+    if t.kind == "summary":
+        lines.append("A mark reads each cell's own 95% interval; the findings below correct for testing several "
+                     "cells at once (Holm).")
+    return lines
