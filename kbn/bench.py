@@ -25,8 +25,10 @@ def _child(spec: dict) -> dict:
     import numpy as np
 
     from kbn import models, optim
+    from kbn.backend import enable_compile_cache, fast_compile_args
     from kbn.packed import build_packed
-    from kbn.train import fast_compile_args
+
+    enable_compile_cache()
 
     rng = np.random.default_rng(0)
     shape = (32, 32, 3) if spec["arch"] in ("deep_cnn",) else (28, 28, 1)

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import os
 import sys
 
-# Measured with `kbn bench` (README, "Backends and speed"): JAX trains the MLPs 2-4x faster than
-# TensorFlow on CPU and is what the GPU host has; TensorFlow (oneDNN) runs CNNs ~3x faster on CPU.
-DEFAULT_BACKEND = "jax"
-CONV_ARCHS = ("cnn", "deep_cnn")
+from kbn.backend import choose_backend
+
 HOST_DEFAULT = "127.0.0.1"
-
-
-def choose_backend(archs) -> str:
-    """KERAS_BACKEND if set; else the fastest measured backend for these networks on this machine."""
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    has_jax = importlib.util.find_spec("jax") is not None
-    has_tf = importlib.util.find_spec("tensorflow") is not None
-    on_gpu = shutil.which("nvidia-smi") is not None
-    if has_tf and (not has_jax or (not on_gpu and any(a in CONV_ARCHS for a in archs))):
-        return "tensorflow"
-    return DEFAULT_BACKEND if has_jax else "tensorflow"
 
 
 def _archs_of(args) -> list[str]:

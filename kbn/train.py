@@ -25,7 +25,7 @@ import numpy as np
 
 from kbn import __version__, data as kdata, models, optim
 from kbn import interrupts
-from kbn.backend import keep_tensorflow_out
+from kbn.backend import enable_compile_cache, fast_compile_args, keep_tensorflow_out
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
@@ -34,33 +34,6 @@ from kbn.config import TrainConfig
 from kbn.packed import build_packed, trial_logs
 
 EVAL_BATCH = 1000
-
-
-def enable_compile_cache() -> str | None:
-    """JAX: keep compiled steps on disk, keyed by the program. Every trial of a cell compiles the same
-    program (the learning rate is a variable, not a constant), so from the second trial on, and in a
-    resumed sweep, the ~1.5 s of XLA compilation per trial becomes a cache hit. KBN_JAX_CACHE_DIR
-    moves it ("off" disables it)."""
-    if keras.backend.backend() != "jax":
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    where = os.environ.get("KBN_JAX_CACHE_DIR") or str(Path(base) / "kbn" / "jax-cache")
-    if where == "off":
-        return None
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", 2 * 2**30)  # bytes; oldest entries go first
-    # JAX decides once, at its first compilation, whether a cache is in use: let it decide again.
-    from jax.experimental.compilation_cache import compilation_cache
-
-    compilation_cache.reset_cache()
-    return where
-
-
-COMPILE_CACHE = enable_compile_cache()
 
 
 @dataclasses.dataclass
@@ -94,16 +67,6 @@ class IndexStream:
         return out
 
 
-def fast_compile_args(steps_per_execution: int, arch: str) -> dict:
-    """Several steps per compiled call, so no per-step Python runs between them; on TensorFlow also
-    XLA for the MLPs, where it pays together with steps_per_execution (it slows TF's CNNs on CPU:
-    kbn bench, README)."""
-    args = {"steps_per_execution": steps_per_execution}
-    if keras.backend.backend() == "tensorflow":
-        args["jit_compile"] = arch not in ("cnn", "deep_cnn")
-    return args
-
-
 def _per_trial(logs: dict, k: int, prefix: str = "") -> list[dict]:
     if k == 1:
         return [{"loss": logs.get(prefix + "loss"), "accuracy": logs.get(prefix + "accuracy")}]
@@ -134,6 +97,7 @@ def initial_model(cfg: TrainConfig, ds: kdata.Dataset) -> keras.Model:
     the same kernels and biases in every layer both have, and see the same data order (IndexStream):
     their difference is the norm's effect, not the luck of the draw."""
     keep_tensorflow_out()
+    enable_compile_cache()  # before the first compilation
     keras.utils.set_random_seed(cfg.seed)
     return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
 

@@ -38,6 +38,7 @@ from kbn import data as kdata
 from kbn.config import PHASES, SweepConfig, check_address
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
+from kbn.backend import CONV_ARCHS, default_pack
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
                       score_value, trial_key, trial_length, work_left)
 from kbn.runlog import check_run, write_json_atomic
@@ -561,19 +562,6 @@ def _set_distribution_env(tuner_id: str | None, host: str | None = None, port: i
         os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
 
 
-def default_pack() -> int:
-    """How many trials to pull and train packed at once, where it pays (kbn bench, README): on a
-    GPU, 32; on CPU, 1 (2 cores are bound by arithmetic, and a smoke sweep ran no faster packed)."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        if jax.devices()[0].platform == "gpu":
-            return 32
-    return 1
-
-
 def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None, workers: int | None = 1,
               sweep_file: str | None = None, host: str = "127.0.0.1", port: int | None = None) -> int:
     """Run a sweep to its end (or to its failed trials); returns the number of failed trials.
@@ -632,8 +620,6 @@ def check_workers(workers: int, sweep: SweepConfig, datasets: dict, pack: int) -
 def _dataset_bytes(datasets: dict) -> float:
     return max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "val", "test")) for ds in datasets.values())
 
-
-CONV_ARCHS = ("cnn", "deep_cnn")
 
 
 def _announce(sweep, logdir, oracle, log):

@@ -74,16 +74,16 @@ def test_data_prepare_reports_splits_and_cache(tmp_path, capsys):
 
 
 def test_backend_choice_follows_the_measurements(monkeypatch):
-    from kbn import cli
+    from kbn import backend
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)  # no GPU here
-    assert cli.choose_backend(["mlp", "deep_mlp"]) == "jax"
-    assert cli.choose_backend(["mlp", "cnn"]) == "tensorflow"  # oneDNN convolutions are 3x faster on CPU
-    monkeypatch.setattr(cli.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
-    assert cli.choose_backend(["deep_cnn"]) == "jax"
+    monkeypatch.setattr(backend.shutil, "which", lambda name: None)  # no GPU here
+    assert backend.choose_backend(["mlp", "deep_mlp"]) == "jax"
+    assert backend.choose_backend(["mlp", "cnn"]) == "tensorflow"  # oneDNN convolutions are 3x faster on CPU
+    monkeypatch.setattr(backend.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    assert backend.choose_backend(["deep_cnn"]) == "jax"
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    assert cli.choose_backend(["mlp"]) == "tensorflow"
+    assert backend.choose_backend(["mlp"]) == "tensorflow"
 
 
 def test_bench_rejects_bad_options(capsys):
