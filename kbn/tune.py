@@ -31,8 +31,8 @@ import traceback
 from pathlib import Path
 
 import keras_tuner as kt
-from keras_tuner.src.engine import base_tuner
-from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.engine import base_tuner
+from keras_tuner.engine import trial as trial_module
 
 from kbn import data as kdata
 from kbn.config import PHASES, SweepConfig, check_address
