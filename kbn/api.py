@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from kbn.config import SweepConfig
-from kbn.plan import (STATUS_HEADERS, cells_by_key, folder_progress, load_folder_sweep, problem_lines, run_folder,
-                      status_rows)
+from kbn.plan import STATUS_HEADERS, cells_by_key, folder_progress, problem_lines, run_folder, status_rows
 from kbn.runlog import MODEL_FILE, check_run
+from kbn.sweep_folder import load_folder_sweep
 
 TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score"]
 FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "model"]

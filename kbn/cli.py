@@ -201,14 +201,14 @@ def cmd_sweep(args) -> int:
     sweep = load_sweep(args.file)  # validated before anything trains
     _check_sweep_options(args)  # before the folder is made
     logdir = check_writable_dir("logdir", args.logdir or Path("logs") / sweep.name)
-    from kbn import tune
+    from kbn import distribute, tune
 
     if args.worker:
         if args.oracle:
             host, _, port = args.oracle.rpartition(":")
             os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port)
             os.environ.setdefault("KERASTUNER_TUNER_ID", f"worker-{os.getpid()}")
-        failed = tune.run_worker(sweep, logdir, pack=args.pack)
+        failed = distribute.run_worker(sweep, logdir, pack=args.pack)
         if not os.environ.get("KBN_CHIEF_PID"):  # a local worker's chief reports for it
             print(f"kbn worker: no more trials{f' ({failed} failed here)' if failed else ''}")
         return 0  # failed trials are the chief's to report; non-zero means this worker stopped on an error

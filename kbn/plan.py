@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import fcntl
 import glob
 import json
 import math
 from pathlib import Path
 from typing import NamedTuple
 
-from kbn.config import Cell, SweepConfig, sweep_from_dict
-from kbn.errors import ConfigError
+from kbn.config import Cell, SweepConfig
 from kbn.runlog import check_run
+from kbn.sweep_folder import is_locked, load_folder_sweep
 
 # Keras Tuner's TrialStatus values. Only a COMPLETED trial is a result; a FAILED one (a crash that is not
 # a training outcome) holds no score, so its cell never chooses a learning rate from it, and a resumed
@@ -144,26 +143,6 @@ def failure_summary(message: str | None) -> str:
     return lines[0] if lines else "unknown error"
 
 
-def load_folder_sweep(logdir: Path | str) -> SweepConfig:
-    logdir = Path(logdir)
-    try:
-        raw = json.loads((logdir / "sweep.json").read_text())
-    except OSError:
-        raise ConfigError(f"{logdir}: no sweep.json here; is it a sweep's log folder?") from None
-    except ValueError:
-        raise ConfigError(f"{logdir}/sweep.json is unreadable; run the sweep again with its sweep file to "
-                          "rebuild it") from None
-    raw["seeds"] = list(raw["seeds"])
-    search = {"coarse": list(raw.pop("coarse")), "coarse_by_optimizer": raw.pop("coarse_by_optimizer"),
-              "fine_per_side": raw.pop("fine_per_side")}
-    for a, b in (("search_epochs", "epochs"), ("search_total_steps", "total_steps"), ("search_seeds", "seeds")):
-        if raw.get(a) is not None:
-            search[b] = raw[a]
-        raw.pop(a, None)
-    raw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in raw.items() if v is not None}
-    return sweep_from_dict({**raw, "search": search}, where=str(logdir / "sweep.json"))
-
-
 class Problem(NamedTuple):
     cell: str  # "" for a file no cell can be named for
     kind: str  # failed | unreadable | damaged
@@ -226,7 +205,7 @@ def folder_progress(logdir: Path) -> FolderState:
 def status_rows(logdir: Path, live: bool | None = None, state: FolderState | None = None) -> list[list]:
     state = state or folder_progress(logdir)
     if live is None:
-        live = _locked(Path(logdir))
+        live = is_locked(Path(logdir))
     rows = []
     for key, p in state.progress.items():
         mine = {pr.kind for pr in state.problems if pr.cell == key}
@@ -256,13 +235,3 @@ def problem_lines(state: FolderState, kinds=("failed", "unreadable", "damaged"))
 # the last header names the score: `kbn status` fills in the sweep's select_on (validation or test)
 STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "final runs: mean {select_on} accuracy (%)"]
 
-
-def _locked(logdir: Path) -> bool:
-    try:
-        with open(logdir / ".lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False

@@ -7,6 +7,11 @@ on disk each time it is asked, which is what makes a sweep resumable after `kill
 1.4.8's own GridSearchOracle is not: keras-team/keras-tuner#1055) and lets Keras Tuner's chief/worker
 mode spread one sweep over several processes or machines. Files are written atomically.
 
+This module holds the oracle, the tuner, the checks before a sweep trains (`preflight`) and
+`run_sweep`; the folder's lock and sweep.json are kbn.sweep_folder's, the chief and its worker
+processes kbn.distribute's, and what is left to do kbn.plan's. It must not know how a trial trains
+beyond calling kbn.train.
+
 Folder of a sweep (`logs/<name>/` by default):
   sweep.json          the validated sweep file; resuming with a different one is refused
   tuner/              the Keras Tuner project: oracle.json, trial_NNNN/trial.json
@@ -18,14 +23,8 @@ Folder of a sweep (`logs/<name>/` by default):
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
 import glob
-import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -35,22 +34,19 @@ from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
 from kbn import data as kdata
-from kbn.config import PHASES, SweepConfig, check_address
+from kbn.config import SweepConfig, check_address
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
-from kbn.backend import CONV_ARCHS, default_pack
+from kbn.backend import default_pack
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
                       score_value, trial_key, trial_length, work_left)
 from kbn.runlog import check_run, write_json_atomic
+from kbn.sweep_folder import prepare_folder, sweep_lock
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
 from kbn.train import train, train_many
 
 Status = trial_module.TrialStatus
-
-
-class SweepBusy(KbnError):
-    """Another live sweep holds the folder."""
 
 
 class NoTunerModels(KbnError, NotImplementedError):
@@ -396,30 +392,6 @@ def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, too
             f"{took:.1f} s{together} | elapsed {_hms(elapsed)}, ~{_hms(left)} left")
 
 
-class ChiefProgress:
-    """The chief's view of a sweep that its workers train: a progress line per trial as it ends, with
-    the same global count and length-weighted ETA as a one-process sweep (workers started by the
-    chief stay quiet, so each trial is said once)."""
-
-    def __init__(self, sweep: SweepConfig, oracle: SweepOracle, log):
-        self.sweep, self.oracle, self.log = sweep, oracle, log
-        self.seen = {tid for tid, t in oracle.trials.items() if t.status in (COMPLETED, FAILED)}
-        self.done0, self.t0, self.work = len(self.seen), time.perf_counter(), 0
-
-    def poll(self) -> None:
-        ended, progress = self.oracle.ended_since(self.seen)
-        for t in ended:
-            self.seen.add(t.trial_id)
-            self.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
-            elapsed = time.perf_counter() - self.t0
-            left = elapsed / self.work * work_left(self.sweep, progress)
-            took = time.time() - self.oracle.started.get(t.trial_id, time.time())
-            metrics = {k: t.metrics.get_last_value(k) for k in ("score", "diverged", "test_accuracy")} \
-                if t.status == COMPLETED else None
-            self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned_trials(self.sweep, progress),
-                                   took, elapsed, left))
-
-
 def group_key(values: dict) -> tuple:
     """Trials with the same key differ only in learning rate and seed: they can train packed (the
     search's learning rates, or the final runs' seeds, each seed with its own data order)."""
@@ -435,88 +407,7 @@ def _hms(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-# ---------------------------------------------------------------- the sweep folder
-
-
-@contextlib.contextmanager
-def sweep_lock(logdir: Path):
-    """An exclusive lock on the sweep folder; the kernel drops it when the holder dies."""
-    logdir.mkdir(parents=True, exist_ok=True)
-    f = open(logdir / ".lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        who = f.read().strip() or "another process"
-        f.close()
-        raise SweepBusy(f"{logdir} is in use by a live kbn sweep ({who}); wait for it to finish, "
-                        "or give this one another --logdir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    f.flush()
-    try:
-        yield
-    finally:
-        f.close()
-
-
-def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
-    """Record the sweep in its folder; resuming with a different sweep file is refused. Without
-    sweep.json (deleted, or a folder of older runs) the runs on disk are checked against the sweep."""
-    stored = logdir / "sweep.json"
-    current = json.loads(json.dumps(sweep.to_dict()))  # tuples -> lists, as stored
-    if stored.exists():
-        try:
-            old = json.loads(stored.read_text())
-        except ValueError:
-            raise ConfigError(f"{stored} is unreadable; restore it, or delete it to have the runs on disk "
-                              "checked against the sweep file") from None
-        changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
-        if changed:
-            raise ConfigError(f"{logdir} holds a sweep with other settings ({', '.join(changed)} differ); "
-                              "use another --logdir, or the sweep file it was started with")
-        return
-    mismatch = runs_against_sweep(sweep, logdir)
-    if mismatch:
-        raise ConfigError(f"{logdir} has no sweep.json and its runs were made by another sweep ({mismatch}); "
-                          "use another --logdir, or the sweep file they were made with")
-    write_json_atomic(stored, current)
-
-
-def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
-    """The first way the runs and trials in `logdir` disagree with `sweep`, or None."""
-    cells = cells_by_key(sweep)
-    ignore = ("lr", "seed", "data_dir")
-    for config_path in sorted(logdir.glob("runs/*/config.json")) + sorted(logdir.glob("search/*/*/config.json")):
-        phase = "final" if config_path.parent.parent.name == "runs" else config_path.parent.parent.name
-        try:
-            s = json.loads(config_path.read_text())["settings"]
-            key = f"{s['dataset']}-{s['arch']}-{s['norm']}-{s['optimizer']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a damaged run is redone anyway
-        where = config_path.parent.relative_to(logdir)
-        if key not in cells or phase not in PHASES:
-            return f"{where} is of cell {key}, not in this sweep"
-        want = sweep.train_config(cells[key], s["lr"], s["seed"], phase).to_dict()
-        diff = [f"{k} {s.get(k)!r} vs {v!r}" for k, v in want.items() if k not in ignore and s.get(k) != v]
-        if diff:
-            return f"{where}: {', '.join(diff)}"
-    for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
-        try:
-            v = json.loads(Path(fname).read_text())["hyperparameters"]["values"]
-            cell = cells.get(v["cell"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # reload sets it aside
-        where = Path(fname).parent.relative_to(logdir)
-        if cell is None:
-            return f"{where} is of cell {v['cell']}, not in this sweep"
-        if v["phase"] == "coarse" and float(v["lr"]) not in sweep.coarse_grid(cell.optimizer):
-            return f"{where}: coarse lr {v['lr']} is not in this sweep's coarse grid"
-        seeds = sweep.seeds if v["phase"] == "final" else sweep.search_seeds
-        if int(v["seed"]) not in seeds:
-            return f"{where}: seed {v['seed']} is not among this sweep's {v['phase']} seeds {list(seeds)}"
-    return None
+# ---------------------------------------------------------------- running a sweep
 
 
 def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
@@ -555,13 +446,6 @@ def _load(datasets: dict, cfg, verbose: bool):
     return datasets[key]
 
 
-def _set_distribution_env(tuner_id: str | None, host: str | None = None, port: int | None = None):
-    for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
-        os.environ.pop(k, None)
-    if tuner_id is not None:
-        os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
-
-
 def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None, workers: int | None = 1,
               sweep_file: str | None = None, host: str = "127.0.0.1", port: int | None = None) -> int:
     """Run a sweep to its end (or to its failed trials); returns the number of failed trials.
@@ -569,6 +453,8 @@ def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = No
     workers: 1, this process trains every trial; N > 1, it serves the oracle as Keras Tuner's chief and
     starts N local workers (`sweep_file` is what they read); 0, it only serves (workers join from other
     machines); None, kbn chooses from the machine's cores and memory (kbn.resources) and says why."""
+    from kbn.distribute import auto_workers, check_workers, serve, set_distribution_env  # it imports this module
+
     logdir = Path(logdir)
     if workers != 1:
         check_address(host, port)
@@ -584,173 +470,20 @@ def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = No
         elif workers > 1:
             check_workers(workers, sweep, datasets, pack)
         if workers == 1:
-            _set_distribution_env(None)
+            set_distribution_env(None)
             tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=datasets)
-            _announce(sweep, logdir, tuner.oracle, log)
+            announce(sweep, logdir, tuner.oracle, log)
             tuner.search()
             return len(tuner.oracle.failed())
-        return _serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each)
+        return serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each)
 
 
-def auto_workers(sweep: SweepConfig, datasets: dict, pack: int):
-    """kbn.resources' choice for this sweep on this machine."""
-    from kbn import resources
-
-    conv = any(c.arch in CONV_ARCHS for c in sweep.cells())
-    biggest = _dataset_bytes(datasets)
-    parallel = max(len(sweep.cells()) * len(sweep.coarse) * len(sweep.search_seeds), len(sweep.cells()) * len(sweep.seeds))
-    return resources.choose_workers(resources.this_machine(gpu=pack > 1), conv, biggest, parallel)
-
-
-def check_workers(workers: int, sweep: SweepConfig, datasets: dict, pack: int) -> None:
-    """An explicit --workers N that the memory cannot hold fails before any process starts (1000
-    workers on a 2-core machine once took the whole machine down)."""
-    from kbn import resources
-
-    machine = resources.this_machine()
-    biggest = _dataset_bytes(datasets)
-    fits = resources.memory_capacity(machine, biggest)
-    if workers > fits:
-        need = workers * resources.worker_bytes(biggest) / 2**30
-        raise ConfigError(f"workers: {workers} local workers need about {need:.0f} GiB; {machine.memory / 2**30:.1f} "
-                          f"GiB is available, enough for {fits} (kbn would choose "
-                          f"{auto_workers(sweep, datasets, pack).workers}); give fewer, or leave --workers out")
-
-
-def _dataset_bytes(datasets: dict) -> float:
-    return max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "val", "test")) for ds in datasets.values())
-
-
-
-def _announce(sweep, logdir, oracle, log):
+def announce(sweep, logdir, oracle, log):
+    """The sweep's opening lines: its cells and trials (how many already done), where its logs go, and
+    a note when it has no 'none' arm to compare the norms with."""
     if "none" not in sweep.norms:
         log("kbn sweep: note: no 'none' arm in norms: the report will have nothing to compare the norms with")
     done = len(oracle.scores())
     log(f"kbn sweep {sweep.name}: {len(sweep.cells())} cells, {planned_trials(sweep, oracle.progress())} trials "
         f"({done} already done); logs in {logdir}; tensorboard --logdir {logdir}")
 
-
-ORACLE_TIMEOUT = float(os.environ.get("KBN_ORACLE_TIMEOUT", 60))  # seconds a worker waits for its chief
-
-
-def run_worker(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None) -> int:
-    """A worker: Keras Tuner's env (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT) names the chief.
-    Returns the number of trials that failed here (the chief reports them too)."""
-    import grpc
-
-    for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
-        if not os.environ.get(k):
-            raise ConfigError(f"--worker needs {k} in the environment (or --oracle HOST:PORT)")
-    if "chief" in os.environ["KERASTUNER_TUNER_ID"]:
-        raise ConfigError("KERASTUNER_TUNER_ID: a worker's id must not contain 'chief'")
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    _die_with_local_chief()
-    # keras-tuner's client waits up to an hour for a chief that is not there: ask once, boundedly
-    try:
-        grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=ORACLE_TIMEOUT)
-    except grpc.FutureTimeoutError:
-        raise KbnError(f"no kbn chief answers at {address} (waited {ORACLE_TIMEOUT:g} s); start it with "
-                       "kbn sweep FILE --workers N --host H --port P, or check the address") from None
-    pack = pack or default_pack()
-    local = bool(os.environ.get("KBN_CHIEF_PID"))  # the chief that started it says each trial
-    tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=preflight(sweep, pack, verbose=not local),
-                       verbose=not local)
-    try:
-        return tuner.search()
-    except grpc.RpcError as e:
-        raise KbnError(f"lost the chief at {address} ({e.code().name}); run the worker again once it is back") from None
-
-
-def _die_with_local_chief() -> None:
-    """A local worker ends when its chief does, even by kill -9: otherwise it would wait on the gone
-    chief's gRPC calls (up to an hour) holding a core. Linux's parent-death signal does it."""
-    chief = os.environ.get("KBN_CHIEF_PID")
-    if not chief or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    if os.getppid() != int(chief):  # the chief died before the signal was armed
-        raise interrupts.Interrupted("the chief that started this worker is gone")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, host: str = "127.0.0.1",
-              port: int | None = None, log=print, pack: int | None = None) -> int:
-    """The chief alone or with `workers` local workers (run_sweep with workers != 1)."""
-    return run_sweep(sweep, logdir, log, pack, workers, sweep_file, host, port)
-
-
-def _serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each=None) -> int:
-    """The chief serves the oracle (Keras Tuner's gRPC service) and starts `workers` local workers, each
-    pinned to its own cores when kbn chose their number; more may join from other machines. A local
-    worker that stops with an error (or Ctrl-C / SIGTERM here) stops the whole sweep, resumable."""
-    import grpc
-    from concurrent import futures
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
-
-    port = port or _free_port(host)
-    _set_distribution_env("chief", host, port)
-    tuner = SweepTuner(sweep, logdir, log=log, datasets=datasets)
-    oracle = tuner.oracle
-    _announce(sweep, logdir, oracle, log)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:
-        bound = 0
-    if bound != port:
-        raise ConfigError(f"port: cannot listen on {host}:{port} (in use?); give another --port or leave it out")
-    server.start()
-    log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s)")
-    procs = []
-    try:
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        for i in range(workers):
-            env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{i}", KERASTUNER_ORACLE_IP=host,
-                       KERASTUNER_ORACLE_PORT=str(port), KBN_CHIEF_PID=str(os.getpid()))
-            if cores_each and len(cpus) >= workers * cores_each:
-                env["KBN_WORKER_CPUS"] = ",".join(map(str, cpus[i * cores_each:(i + 1) * cores_each]))
-            cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
-            cmd += ["--pack", str(pack)] if pack else []
-            procs.append(subprocess.Popen(cmd, env=env))
-        progress = ChiefProgress(sweep, oracle, log)
-        while not oracle.finished():
-            interrupts.sleep(0.5)
-            progress.poll()
-            stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-            if stopped:
-                raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "
-                               "message is above); the sweep stopped; run the same command to resume")
-            if procs and all(p.poll() is not None for p in procs) and not oracle.finished():
-                raise KbnError("all workers exited before the sweep finished; run the same command to resume")
-        progress.poll()
-        for p in procs:
-            p.wait(timeout=120)
-    finally:
-        _stop(procs)
-        server.stop(grace=2)
-        _set_distribution_env(None)
-    return len(oracle.failed())
-
-
-def _stop(procs, grace: float = 10.0) -> None:
-    """SIGTERM to local workers still running (they stop between steps), SIGKILL after `grace` s."""
-    deadline = time.monotonic() + grace
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()

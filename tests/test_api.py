@@ -99,7 +99,7 @@ def test_stock_grid_search_on_a_kbn_project_does_what_the_readme_says(tiny, tmp_
 
 
 def test_open_sweep_on_a_sweep_not_started_and_on_other_folders(tiny, tmp_path):
-    from kbn.tune import prepare_folder
+    from kbn.sweep_folder import prepare_folder
 
     with pytest.raises(ConfigError, match="no sweep.json"):
         kbn.open_sweep(tmp_path)

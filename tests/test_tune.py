@@ -14,7 +14,8 @@ from kbn import data
 from kbn.config import Cell, load_sweep, sweep_from_dict
 from kbn.errors import ConfigError
 from kbn.plan import cell_progress, folder_progress, planned_trials, status_rows
-from kbn.tune import SweepBusy, run_sweep, sweep_lock
+from kbn.sweep_folder import SweepBusy, sweep_lock
+from kbn.tune import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

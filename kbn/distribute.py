@@ -1,0 +1,214 @@
+"""One sweep over several processes or machines: Keras Tuner's chief/worker mode. The chief serves
+the oracle over gRPC (`serve`), starts local worker processes, each pinned to its own cores when
+kbn chose how many (`auto_workers`, `check_workers`), reports their trials as they end
+(`ChiefProgress`) and stops them; a worker (`run_worker`) trains the trials a chief named by Keras
+Tuner's environment hands it. It moves trials between processes: it must not know what the oracle
+hands out or how a trial trains (kbn.tune), nor the sweep folder's files (kbn.sweep_folder).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kbn import interrupts
+from kbn.backend import CONV_ARCHS, default_pack
+from kbn.config import SweepConfig
+from kbn.errors import ConfigError, KbnError
+from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
+from kbn.tune import SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep
+
+
+class ChiefProgress:
+    """The chief's view of a sweep that its workers train: a progress line per trial as it ends, with
+    the same global count and length-weighted ETA as a one-process sweep (workers started by the
+    chief stay quiet, so each trial is said once)."""
+
+    def __init__(self, sweep: SweepConfig, oracle: SweepOracle, log):
+        self.sweep, self.oracle, self.log = sweep, oracle, log
+        self.seen = {tid for tid, t in oracle.trials.items() if t.status in (COMPLETED, FAILED)}
+        self.done0, self.t0, self.work = len(self.seen), time.perf_counter(), 0
+
+    def poll(self) -> None:
+        """A progress line for each trial that ended since the last poll."""
+        ended, progress = self.oracle.ended_since(self.seen)
+        for t in ended:
+            self.seen.add(t.trial_id)
+            self.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
+            elapsed = time.perf_counter() - self.t0
+            left = elapsed / self.work * work_left(self.sweep, progress)
+            took = time.time() - self.oracle.started.get(t.trial_id, time.time())
+            metrics = {k: t.metrics.get_last_value(k) for k in ("score", "diverged", "test_accuracy")} \
+                if t.status == COMPLETED else None
+            self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned_trials(self.sweep, progress),
+                                   took, elapsed, left))
+
+
+def set_distribution_env(tuner_id: str | None, host: str | None = None, port: int | None = None):
+    """Keras Tuner's distribution environment for this process: the chief's or a worker's
+    (`tuner_id`, and the chief's address), or none (None: the process trains alone)."""
+    for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        os.environ.pop(k, None)
+    if tuner_id is not None:
+        os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
+
+
+def auto_workers(sweep: SweepConfig, datasets: dict, pack: int):
+    """kbn.resources' choice for this sweep on this machine."""
+    from kbn import resources
+
+    conv = any(c.arch in CONV_ARCHS for c in sweep.cells())
+    biggest = _dataset_bytes(datasets)
+    parallel = max(len(sweep.cells()) * len(sweep.coarse) * len(sweep.search_seeds), len(sweep.cells()) * len(sweep.seeds))
+    return resources.choose_workers(resources.this_machine(gpu=pack > 1), conv, biggest, parallel)
+
+
+def check_workers(workers: int, sweep: SweepConfig, datasets: dict, pack: int) -> None:
+    """An explicit --workers N that the memory cannot hold fails before any process starts (1000
+    workers on a 2-core machine once took the whole machine down)."""
+    from kbn import resources
+
+    machine = resources.this_machine()
+    biggest = _dataset_bytes(datasets)
+    fits = resources.memory_capacity(machine, biggest)
+    if workers > fits:
+        need = workers * resources.worker_bytes(biggest) / 2**30
+        raise ConfigError(f"workers: {workers} local workers need about {need:.0f} GiB; {machine.memory / 2**30:.1f} "
+                          f"GiB is available, enough for {fits} (kbn would choose "
+                          f"{auto_workers(sweep, datasets, pack).workers}); give fewer, or leave --workers out")
+
+
+def _dataset_bytes(datasets: dict) -> float:
+    return max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "val", "test")) for ds in datasets.values())
+
+
+ORACLE_TIMEOUT = float(os.environ.get("KBN_ORACLE_TIMEOUT", 60))  # seconds a worker waits for its chief
+
+
+def run_worker(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None) -> int:
+    """A worker: Keras Tuner's env (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT) names the chief.
+    Returns the number of trials that failed here (the chief reports them too)."""
+    import grpc
+
+    for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        if not os.environ.get(k):
+            raise ConfigError(f"--worker needs {k} in the environment (or --oracle HOST:PORT)")
+    if "chief" in os.environ["KERASTUNER_TUNER_ID"]:
+        raise ConfigError("KERASTUNER_TUNER_ID: a worker's id must not contain 'chief'")
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    _die_with_local_chief()
+    # keras-tuner's client waits up to an hour for a chief that is not there: ask once, boundedly
+    try:
+        grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=ORACLE_TIMEOUT)
+    except grpc.FutureTimeoutError:
+        raise KbnError(f"no kbn chief answers at {address} (waited {ORACLE_TIMEOUT:g} s); start it with "
+                       "kbn sweep FILE --workers N --host H --port P, or check the address") from None
+    pack = pack or default_pack()
+    local = bool(os.environ.get("KBN_CHIEF_PID"))  # the chief that started it says each trial
+    tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=preflight(sweep, pack, verbose=not local),
+                       verbose=not local)
+    try:
+        return tuner.search()
+    except grpc.RpcError as e:
+        raise KbnError(f"lost the chief at {address} ({e.code().name}); run the worker again once it is back") from None
+
+
+def _die_with_local_chief() -> None:
+    """A local worker ends when its chief does, even by kill -9: otherwise it would wait on the gone
+    chief's gRPC calls (up to an hour) holding a core. Linux's parent-death signal does it."""
+    chief = os.environ.get("KBN_CHIEF_PID")
+    if not chief or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() != int(chief):  # the chief died before the signal was armed
+        raise interrupts.Interrupted("the chief that started this worker is gone")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, host: str = "127.0.0.1",
+              port: int | None = None, log=print, pack: int | None = None) -> int:
+    """The chief alone or with `workers` local workers (run_sweep with workers != 1)."""
+    return run_sweep(sweep, logdir, log, pack, workers, sweep_file, host, port)
+
+
+def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each=None) -> int:
+    """The chief serves the oracle (Keras Tuner's gRPC service) and starts `workers` local workers, each
+    pinned to its own cores when kbn chose their number; more may join from other machines. A local
+    worker that stops with an error (or Ctrl-C / SIGTERM here) stops the whole sweep, resumable."""
+    import grpc
+    from concurrent import futures
+    # keras-tuner (1.4.8) has no public path to its gRPC service: its own chief serves it only
+    # from inside a blocking search(), which would leave the chief no thread to start workers from
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    port = port or _free_port(host)
+    set_distribution_env("chief", host, port)
+    tuner = SweepTuner(sweep, logdir, log=log, datasets=datasets)
+    oracle = tuner.oracle
+    announce(sweep, logdir, oracle, log)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound != port:
+        raise ConfigError(f"port: cannot listen on {host}:{port} (in use?); give another --port or leave it out")
+    server.start()
+    log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s)")
+    procs = []
+    try:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        for i in range(workers):
+            env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{i}", KERASTUNER_ORACLE_IP=host,
+                       KERASTUNER_ORACLE_PORT=str(port), KBN_CHIEF_PID=str(os.getpid()))
+            if cores_each and len(cpus) >= workers * cores_each:
+                env["KBN_WORKER_CPUS"] = ",".join(map(str, cpus[i * cores_each:(i + 1) * cores_each]))
+            cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
+            cmd += ["--pack", str(pack)] if pack else []
+            procs.append(subprocess.Popen(cmd, env=env))
+        progress = ChiefProgress(sweep, oracle, log)
+        while not oracle.finished():
+            interrupts.sleep(0.5)
+            progress.poll()
+            stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+            if stopped:
+                raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "
+                               "message is above); the sweep stopped; run the same command to resume")
+            if procs and all(p.poll() is not None for p in procs) and not oracle.finished():
+                raise KbnError("all workers exited before the sweep finished; run the same command to resume")
+        progress.poll()
+        for p in procs:
+            p.wait(timeout=120)
+    finally:
+        _stop(procs)
+        server.stop(grace=2)
+        set_distribution_env(None)
+    return len(oracle.failed())
+
+
+def _stop(procs, grace: float = 10.0) -> None:
+    """SIGTERM to local workers still running (they stop between steps), SIGKILL after `grace` s."""
+    deadline = time.monotonic() + grace
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
