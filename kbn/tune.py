@@ -35,7 +35,7 @@ from keras_tuner.src.engine import base_tuner
 from keras_tuner.src.engine import trial as trial_module
 
 from kbn import data as kdata
-from kbn.config import PHASES, SweepConfig, check_address
+from kbn.config import PHASES, SWEEP_FIELDS_ADDED, SweepConfig, check_address
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
@@ -43,7 +43,7 @@ from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_su
 from kbn.runlog import check_run, write_json_atomic
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
-from kbn.train import train, train_many
+from kbn.train import SETTING_DEFAULTS, train, train_many
 
 Status = trial_module.TrialStatus
 
@@ -467,7 +467,7 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     current = json.loads(json.dumps(sweep.to_dict()))  # tuples -> lists, as stored
     if stored.exists():
         try:
-            old = json.loads(stored.read_text())
+            old = {**SWEEP_FIELDS_ADDED, **json.loads(stored.read_text())}
         except ValueError:
             raise ConfigError(f"{stored} is unreadable; restore it, or delete it to have the runs on disk "
                               "checked against the sweep file") from None
@@ -498,6 +498,7 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         if key not in cells or phase not in PHASES:
             return f"{where} is of cell {key}, not in this sweep"
         want = sweep.train_config(cells[key], s["lr"], s["seed"], phase).to_dict()
+        s = {**SETTING_DEFAULTS, **s}  # runs made before a setting existed trained at its default
         diff = [f"{k} {s.get(k)!r} vs {v!r}" for k, v in want.items() if k not in ignore and s.get(k) != v]
         if diff:
             return f"{where}: {', '.join(diff)}"
@@ -528,7 +529,7 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
 
     datasets = {}
     for cell in sweep.cells():
-        cfg = sweep.train_config(cell, sweep.coarse_grid(cell.optimizer)[0], sweep.seeds[0], "coarse")
+        cfg = sweep.train_config(cell, sweep.some_lr(cell.optimizer), sweep.seeds[0], "coarse")
         try:
             ds = _load(datasets, cfg, verbose)
         except DataError as e:  # its several lines of how-to belong to `kbn data prepare`
