@@ -118,7 +118,7 @@ def preactivation_figure(g: pd.DataFrame):
             s = g[(g["norm"] == norm) & (g["scope"] == scope)].sort_values("x")
             c = NORM_COLORS[norm]
             ax.fill_between(s["x"], s["p15"], s["p85"], color=c, alpha=0.15)
-            for q, ls in (("p15", "--"), ("p50", "-"), ("p85", "--")):
+            for q, ls in (("p15", ":"), ("p50", "-"), ("p85", "--")):
                 ax.plot(s["x"], s[q], color=c, ls=ls, label=f"{q[1:]}th percentile")
             what = "unit 0" if scope == "unit" else "all units"
             ax.set_title(f"{norm} norm: {what}", fontsize=9)
@@ -128,8 +128,9 @@ def preactivation_figure(g: pd.DataFrame):
         row[0].set_ylabel("pre-activation")
     axes[0][0].legend(fontsize=7)
     d, a, opt = g["dataset"].iloc[0], g["arch"].iloc[0], g["optimizer"].iloc[0]
-    fig.suptitle(f"{display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: input to the last hidden nonlinearity ({layer}) on a fixed "
-                 f"validation batch, seed {seed} (Ioffe & Szegedy Fig. 1b-c)", fontsize=9)
+    fig.suptitle(f"{display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: input to the last hidden nonlinearity ({layer})\n"
+                 f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed} (Ioffe & Szegedy Fig. 1b-c)",
+                 fontsize=9)
     return fig
 
 
