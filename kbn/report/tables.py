@@ -398,8 +398,8 @@ def batch_size_tables(runs_a: pd.DataFrame, runs_b: pd.DataFrame, interval: str 
     out = []
     for d, a in [p for p in rl.all_pairs() if p in rs.all_pairs()]:
         for opt in [o for o in rl.present_all("optimizer", OPTIMIZERS) if o in rs.present_all("optimizer", OPTIMIZERS)]:
-            t = Table("batch_size", f"Batch size — {display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: test accuracy (%) at batch {large} "
-                      f"and {small}, and the drop from {large} to {small}",
+            t = Table("batch_size", f"Batch size — {display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: test accuracy (%) at "
+                      f"batch {large} and {small}, and the drop from {large} to {small}",
                       ["norm", f"batch {large}", f"batch {small}", "drop (points)"], [], kind="rel",
                       label=(d, a, opt))
             drops = {}
