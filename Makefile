@@ -6,7 +6,8 @@ LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: install data demo test tensorboard clean status report bench bench-cores bench-gpu \
-	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer
+	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer sweep-poster-fixed \
+	sweep-ln-batch poster
 
 install: $(VENV)/.installed
 
@@ -45,8 +46,23 @@ sweep-shallow: install
 	$(BIN)/kbn sweep sweeps/thesis-shallow.toml --logdir $(LOGDIR)/thesis-shallow $(SWEEP_ARGS)
 sweep-deep: install
 	$(BIN)/kbn sweep sweeps/thesis-deep.toml --logdir $(LOGDIR)/thesis-deep $(SWEEP_ARGS)
+# The poster (Ioffe & Szegedy 4.1 + LayerNorm): each arm's rate tuned (sweep-norms), or one fixed rate
+# for all (sweep-poster-fixed); `make poster` runs both and writes each report with its pictures
+# (curves, and the sigmoid-input percentiles with and without each norm).
 sweep-norms: install data
 	$(BIN)/kbn sweep sweeps/poster-norms.toml --logdir $(LOGDIR)/poster-norms $(SWEEP_ARGS)
+sweep-poster-fixed: install data
+	$(BIN)/kbn sweep sweeps/poster-fixed-lr.toml --logdir $(LOGDIR)/poster-fixed-lr $(SWEEP_ARGS)
+poster: sweep-norms sweep-poster-fixed
+	$(MAKE) --no-print-directory report SWEEP=poster-norms
+	$(MAKE) --no-print-directory report SWEEP=poster-fixed-lr
+# LayerNorm's batch-size claim (Ba et al. 2016): the same sweep at batch 128 and at batch 4, then the
+# report of the larger with the accuracy drop to the smaller per norm.
+sweep-ln-batch: install data
+	$(BIN)/kbn sweep sweeps/ln-batch-large.toml --logdir $(LOGDIR)/ln-batch-large $(SWEEP_ARGS)
+	$(BIN)/kbn sweep sweeps/ln-batch-small.toml --logdir $(LOGDIR)/ln-batch-small $(SWEEP_ARGS)
+	$(BIN)/kbn report $(LOGDIR)/ln-batch-large --compare-batch $(LOGDIR)/ln-batch-small \
+		--out $(LOGDIR)/ln-batch-large/report
 sweep-fashion: install data
 	$(BIN)/kbn sweep sweeps/fashion-full.toml --logdir $(LOGDIR)/fashion-full $(SWEEP_ARGS)
 sweep-answer: install data

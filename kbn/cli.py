@@ -46,7 +46,14 @@ def _add_train(sub):
     p.add_argument("--eval-every-steps", type=int, metavar="K",
                    help="evaluate (validation and test) every K steps instead of every epoch")
     p.add_argument("--total-steps", type=int, help="with --eval-every-steps: train this many steps")
+    p.add_argument("--eval-steps", metavar="STEPS", help="with --eval-every-steps: evaluate at these steps too, "
+                   "comma-separated or log:FIRST:LAST:N (N log-spaced steps, e.g. log:100:5000:12)")
     p.add_argument("--test-every-epoch", action="store_true", help="evaluate test after every epoch too")
+    p.add_argument("--init", default="glorot_uniform", help="kernel initialiser: glorot_uniform (default) or "
+                   "gaussian:STDDEV, N(0, STDDEV^2) on every kernel (Ioffe & Szegedy 4.1)")
+    p.add_argument("--probe-preactivations", type=int, default=0, metavar="N",
+                   help="log the hidden layers' pre-activation percentiles on the first N validation images at "
+                   "every evaluation (preactivations.csv, TensorBoard)")
     p.add_argument("--activation", help="override the architecture's activation")
     p.add_argument("--depth", type=int, help="override the number of hidden layers / conv blocks")
     p.add_argument("--width", type=int, help="override the units per layer / base feature maps")
@@ -91,6 +98,8 @@ def _add_report(sub):
     r.add_argument("--interval", default="t", help="95%% intervals of effects: t (Student-t over paired seeds, "
                    "default) or bootstrap (percentile, 2000 resamples of the seeds)")
     r.add_argument("--out", metavar="DIR", help="also write DIR/report.md with every table and picture")
+    r.add_argument("--compare-batch", metavar="DIR", help="another sweep's folder, alike but for the batch size: "
+                   "adds each norm's accuracy drop from the larger to the smaller batch (Ba et al. 2016)")
     r.add_argument("--standalone", action="store_true", help="with --format latex: a whole document for pdflatex "
                    "(without it: fragments to \\input, needing booktabs, graphicx and amssymb)")
 
@@ -150,7 +159,8 @@ def cmd_train(args) -> int:
         epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, subset=args.subset,
         eval_every_steps=args.eval_every_steps, total_steps=args.total_steps,
         test_every_epoch=args.test_every_epoch, activation=args.activation, depth=args.depth,
-        width=args.width, data_dir=args.data_dir,
+        width=args.width, data_dir=args.data_dir, init=args.init, eval_steps=_eval_steps(args.eval_steps),
+        probe_preactivations=args.probe_preactivations,
     )
     check_data_dir(cfg.data_dir)
     check_writable_dir("logdir", args.logdir)
@@ -161,6 +171,13 @@ def cmd_train(args) -> int:
     print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}")
     print(f"kbn: logs in {res.folder}  (metrics.csv, config.json; kbn tensorboard {res.folder.parent})")
     return 0
+
+
+def _eval_steps(text):
+    """--eval-steps: log:FIRST:LAST:N as it is, else a comma list (kbn.config checks both)."""
+    if text is None or text.startswith("log:"):
+        return text
+    return [int(v) if v.strip().isdigit() else v for v in text.split(",")]
 
 
 def cmd_data(args) -> int:
@@ -334,6 +351,11 @@ def cmd_report(args) -> int:
     has_search = rob is not None and not rob.empty
     tables = report.build_tables(df, epochs, interval, protocol, extra=tuning.summary_extra(rob) if has_search else ())
     tables += tuning.tables(rob) if has_search else []
+    if args.compare_batch:
+        if runs is None:
+            raise ConfigError("--compare-batch compares two sweep folders: give a folder, not --from-csv")
+        tables += report.batch_size_tables(runs, _scan(args.compare_batch).runs, interval,
+                                           (args.logdir, args.compare_batch))
     found = report.findings(df, interval=interval)
     if fmt == "latex":
         parts = report.render(tables, fmt), report.render_findings(found, fmt) if tables else ""

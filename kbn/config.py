@@ -6,10 +6,15 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from kbn.errors import ConfigError
 
 BASE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
-DATASETS = BASE_DATASETS + tuple(f"cluttered_{b}" for b in BASE_DATASETS)
+# Variants made from a base set (kbn.data makes and caches them): <variant>_<base>.
+# binary: pixels > 0.5 after scaling to [0, 1], the 28x28 binary images of Ioffe & Szegedy (2015) section 4.1.
+DATASET_VARIANTS = {"cluttered": BASE_DATASETS, "binary": ("mnist", "fashion_mnist")}
+DATASETS = BASE_DATASETS + tuple(f"{v}_{b}" for v, bases in DATASET_VARIANTS.items() for b in bases)
 ARCHS = ("mlp", "cnn", "deep_mlp", "deep_cnn", "ioffe_mlp")
 NORMS = ("none", "batch", "layer", "group", "rms")
 OPTIMIZERS = ("sgd", "sgdm", "nesterov", "adam", "adamw", "nadam", "adagrad", "adadelta", "rmsprop")
@@ -37,6 +42,63 @@ def check_positive(field: str, value: Any, kind: type = int, allow_none: bool = 
         what = "a positive integer" if kind is int else "a positive number"
         raise ConfigError(f"{field}: got {value!r}; it must be {what}")
     return kind(value)
+
+
+def base_dataset(name: str) -> str:
+    """The base set a dataset (or variant) is made from: binary_mnist -> mnist."""
+    for v in DATASET_VARIANTS:
+        if name.startswith(f"{v}_"):
+            return name.removeprefix(f"{v}_")
+    return name
+
+
+# Kernel initialisers: the builders' own (Keras's glorot_uniform), or gaussian:S = N(0, S^2) on every
+# kernel, biases zero (Ioffe & Szegedy 4.1: "weights initialized to small random Gaussian values").
+INITS = ("glorot_uniform", "gaussian:<stddev>")
+
+
+def check_init(value) -> str:
+    if value == "glorot_uniform":
+        return value
+    if isinstance(value, str) and value.startswith("gaussian:"):
+        try:
+            scale = float(value.split(":", 1)[1])
+        except ValueError:
+            scale = None
+        if scale is not None and math.isfinite(scale) and scale > 0:
+            return value
+    raise ConfigError(f"init: got {value!r}; give glorot_uniform or gaussian:<stddev> with a positive stddev, "
+                      "e.g. gaussian:0.1")
+
+
+def init_scale(init: str) -> float | None:
+    """The Gaussian stddev of `init`, None for the builders' own initialiser."""
+    return float(init.split(":", 1)[1]) if init.startswith("gaussian:") else None
+
+
+def parse_eval_steps(field: str, value) -> tuple[int, ...]:
+    """Extra evaluation steps: a list of positive integers, or "log:FIRST:LAST:N", N log-spaced steps
+    from FIRST to LAST rounded to 2 significant digits (dense where curves move)."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            if len(parts) != 4 or parts[0] != "log":
+                raise ValueError
+            first, last, n = int(parts[1]), int(parts[2]), int(parts[3])
+            if not 0 < first < last or n < 2:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{field}: got {value!r}; give a list of steps or log:FIRST:LAST:N "
+                              "(0 < FIRST < LAST, N >= 2), e.g. log:100:5000:12") from None
+        value = sorted({int(float(f"{v:.2g}")) for v in np.geomspace(first, last, n)})
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{field}: got {value!r}; give a non-empty list of steps or log:FIRST:LAST:N")
+    out = [check_positive(f"{field}[{i}]", v) for i, v in enumerate(value)]
+    if out != sorted(set(out)):
+        raise ConfigError(f"{field}: {value!r} must increase strictly")
+    return tuple(out)
 
 
 def check_address(host: str, port: int | None) -> None:
@@ -72,6 +134,12 @@ class TrainConfig:
     depth: int | None = None
     width: int | None = None
     data_dir: str | None = None
+    init: str = "glorot_uniform"  # or gaussian:<stddev> (INITS)
+    # Evaluations at these steps too (below total_steps), besides every eval_every_steps: dense early points.
+    eval_steps: tuple[int, ...] | None = None
+    # > 0: at each evaluation, the percentiles of every hidden layer's pre-activation (the input to its
+    # nonlinearity) on the first N validation images go to preactivations.csv and TensorBoard.
+    probe_preactivations: int = 0
 
     def __post_init__(self):
         check_choice("dataset", self.dataset, DATASETS)
@@ -92,6 +160,21 @@ class TrainConfig:
                               "the run would be evaluated only once, at its end")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed: got {self.seed!r}; it must be a non-negative integer")
+        check_init(self.init)
+        if self.eval_steps is not None:
+            if self.eval_every_steps is None:
+                raise ConfigError("eval_steps: only with eval_every_steps (the regular evaluations they add to)")
+            object.__setattr__(self, "eval_steps", parse_eval_steps("eval_steps", self.eval_steps))
+        p = self.probe_preactivations
+        if not isinstance(p, int) or isinstance(p, bool) or p < 0:
+            raise ConfigError(f"probe_preactivations: got {p!r}; give a number of validation images (0: off)")
+
+    def eval_points(self, total_steps: int) -> list[int]:
+        """The steps after which a step-based run evaluates: every eval_every_steps, the end, and the
+        eval_steps below the end."""
+        k = self.eval_every_steps
+        regular = set(range(k, total_steps, k)) | {total_steps}
+        return sorted(regular | {s for s in (self.eval_steps or ()) if s < total_steps})
 
     def run_name(self) -> str:
         """A folder name that says what the run is; identical settings give the same name."""
@@ -101,7 +184,9 @@ class TrainConfig:
         return "-".join(parts)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["eval_steps"] = None if self.eval_steps is None else list(self.eval_steps)  # as config.json reads back
+        return d
 
 
 # ---------------------------------------------------------------- sweep files
@@ -153,8 +238,16 @@ class SweepConfig:
     # chosen rate afresh instead of repeating the training that won the selection (winner's curse).
     # A search point scores the mean over these seeds. () in code means the default: max(seeds) + 1.
     search_seeds: tuple[int, ...] = ()
+    # The fixed-rate protocol: every arm's final runs train at this rate, nothing is searched.
+    lr: float | None = None
+    init: str = "glorot_uniform"
+    eval_steps: tuple[int, ...] | None = None
+    probe_preactivations: int = 0
 
     def __post_init__(self):
+        if self.lr is not None:  # nothing is searched: no grid, no search seeds
+            object.__setattr__(self, "coarse", ())
+            object.__setattr__(self, "coarse_by_optimizer", ())
         if not self.search_seeds:
             object.__setattr__(self, "search_seeds", (max(self.seeds) + 1,))
         overlap = sorted(set(self.search_seeds) & set(self.seeds))
@@ -172,7 +265,7 @@ class SweepConfig:
         """`fine_per_side` log-spaced values between the coarse winner and each neighbour (beyond
         the grid's edge with the same spacing when the winner is at an edge)."""
         grid = sorted(self.coarse_grid(optimizer))
-        if self.fine_per_side == 0 or len(grid) < 2:
+        if self.fine_per_side == 0 or len(grid) < 2 or best not in grid:
             return ()
         i = grid.index(best)
         ratio_down = best / grid[i - 1] if i > 0 else grid[i + 1] / best
@@ -187,11 +280,18 @@ class SweepConfig:
     def nominal_fine(self, optimizer: str) -> int:
         """The fine grid's size before the coarse winner is known: the largest over possible winners."""
         grid = self.coarse_grid(optimizer)
-        return max(len(self.fine_grid(optimizer, lr)) for lr in grid)
+        return max((len(self.fine_grid(optimizer, lr)) for lr in grid), default=0)
+
+    def some_lr(self, optimizer: str) -> float:
+        """A rate this sweep trains `optimizer` at (for checks before anything trains)."""
+        return self.lr if self.lr is not None else self.coarse_grid(optimizer)[0]
 
     def protocol(self) -> dict:
         """How the learning rate was chosen, as a report states it next to the numbers."""
-        return {"select_on": self.select_on, "search_seeds": list(self.search_seeds),
+        if self.lr is not None:
+            return {"lr_protocol": "fixed", "lr": self.lr, "final_epochs": self.epochs,
+                    "final_total_steps": self.total_steps, "final_seeds": list(self.seeds)}
+        return {"lr_protocol": "tuned", "select_on": self.select_on, "search_seeds": list(self.search_seeds),
                 "search_epochs": self.search_epochs or self.epochs, "search_total_steps": self.search_total_steps,
                 "final_epochs": self.epochs, "final_total_steps": self.total_steps, "final_seeds": list(self.seeds),
                 "coarse": list(self.coarse), "coarse_by_optimizer": dict(self.to_dict()["coarse_by_optimizer"]),
@@ -204,18 +304,24 @@ class SweepConfig:
             epochs=(self.search_epochs or self.epochs) if search else self.epochs, seed=seed,
             batch_size=self.batch_size, subset=self.subset, eval_every_steps=self.eval_every_steps,
             total_steps=(self.search_total_steps or self.total_steps) if search else self.total_steps,
-            test_every_epoch=self.test_every_epoch and not search,
+            test_every_epoch=self.test_every_epoch and not search, init=self.init, eval_steps=self.eval_steps,
+            probe_preactivations=self.probe_preactivations,
         )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["coarse_by_optimizer"] = {k: list(v) for k, v in self.coarse_by_optimizer}
+        d["eval_steps"] = None if self.eval_steps is None else list(self.eval_steps)
         return d
 
 
+# Fields added after sweep folders were first recorded: what a sweep.json without them trained with.
+SWEEP_FIELDS_ADDED = {"lr": None, "init": "glorot_uniform", "eval_steps": None, "probe_preactivations": 0}
+
 _TOP_KEYS = (
     "name", "datasets", "archs", "norms", "optimizers", "epochs", "seeds", "batch_size", "subset",
-    "eval_every_steps", "total_steps", "select_on", "test_every_epoch", "search",
+    "eval_every_steps", "total_steps", "select_on", "test_every_epoch", "search", "lr", "init", "eval_steps",
+    "probe_preactivations",
 )
 _SEARCH_KEYS = ("coarse", "coarse_by_optimizer", "fine_per_side", "epochs", "total_steps", "seeds")
 
@@ -263,6 +369,13 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
         for key in ("datasets", "archs", "norms", "optimizers", "epochs"):
             if key not in raw:
                 raise ConfigError(f"{key}: missing; it is required")
+        fixed_lr = check_positive("lr", raw["lr"], float) if "lr" in raw else None
+        if fixed_lr is not None and "search" in raw:
+            raise ConfigError(f"lr: a fixed rate ({fixed_lr:g}) trains every arm at it with no search; remove "
+                              "[search], or remove lr to tune the rate per cell")
+        probe = raw.get("probe_preactivations", 0)
+        if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
+            raise ConfigError(f"probe_preactivations: got {probe!r}; give a number of validation images (0: off)")
         seeds = _seeds("seeds", raw.get("seeds", [0]))
         search_seeds = _seeds("search.seeds", search["seeds"]) if "seeds" in search else ()
         name = raw.get("name", default_name)
@@ -304,14 +417,18 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
             search_epochs=check_positive("search.epochs", search.get("epochs"), allow_none=True),
             search_total_steps=check_positive("search.total_steps", search.get("total_steps"), allow_none=True),
             search_seeds=search_seeds,
+            lr=fixed_lr,
+            init=check_init(raw.get("init", "glorot_uniform")),
+            eval_steps=parse_eval_steps("eval_steps", raw["eval_steps"]) if "eval_steps" in raw else None,
+            probe_preactivations=probe,
         )
         if cfg.search_epochs and cfg.search_epochs > cfg.epochs:
             raise ConfigError(f"search.epochs: {cfg.search_epochs} is longer than the final runs' {cfg.epochs} epochs; "
                               "a rate is chosen for the length the final runs train, or a shorter one")
         # Every cell must make a valid run (e.g. total_steps needs eval_every_steps).
         for cell in cfg.cells()[:1]:
-            cfg.train_config(cell, cfg.coarse_grid(cell.optimizer)[0], cfg.seeds[0], "coarse")
-            cfg.train_config(cell, cfg.coarse_grid(cell.optimizer)[0], cfg.seeds[0], "final")
+            cfg.train_config(cell, cfg.some_lr(cell.optimizer), cfg.seeds[0], "coarse")
+            cfg.train_config(cell, cfg.some_lr(cell.optimizer), cfg.seeds[0], "final")
         return cfg
     except ConfigError as e:
         msg = str(e)

@@ -10,7 +10,7 @@ Sources, tried in order:
      sets, `cifar-10-batches-py` or `cifar-10-batches-bin` for CIFAR-10. `--data-dir`, else the Debian
      location (`apt-get install dataset-fashion-mnist` -> /usr/share/datasets/fashion-mnist);
   3. tensorflow-datasets, which downloads where there is a network.
-`cluttered_<base>` is generated deterministically from `<base>` and cached the same way.
+`cluttered_<base>` and `binary_<base>` are made deterministically from `<base>` and cached the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kbn.config import BASE_DATASETS, DATASETS, check_choice
+from kbn.config import BASE_DATASETS, DATASETS, base_dataset, check_choice
 from kbn.errors import ConfigError, DataError
 
 CACHE_VERSION = 1
@@ -245,6 +245,19 @@ def clutter(x: np.ndarray, seed: int, pieces: int = 8, piece: int = 8, margin: i
     return out
 
 
+def binarise(x: np.ndarray) -> np.ndarray:
+    """Binary images (Ioffe & Szegedy 2015, section 4.1): a pixel is on when it is > 0.5 after
+    scaling to [0, 1], i.e. > 127.5 of 255; stored as 0 or 255, so `load` gives exactly 0.0 or 1.0."""
+    return np.where(x > 127, np.uint8(255), np.uint8(0))
+
+
+# How each variant is made from its base set's uint8 images: fn(images, split index) -> images.
+VARIANT_MAKERS = {
+    "cluttered": lambda x, i: clutter(x, seed=1000 + i),
+    "binary": lambda x, i: binarise(x),
+}
+
+
 def _cache_path(name: str) -> Path:
     return cache_dir() / f"{name}.npz"
 
@@ -278,7 +291,7 @@ def _read_cache(name: str) -> tuple[dict[str, np.ndarray], str] | None:
 
 
 def _how_to_get(name: str, tried: list[str]) -> str:
-    base = name.removeprefix("cluttered_")
+    base = base_dataset(name)
     lines = [f"no data for {name!r}. Tried: " + "; ".join(tried) + ".", "Get it one of these ways:"]
     if base == "fashion_mnist":
         lines.append("  - apt-get install dataset-fashion-mnist   (Debian; kbn finds /usr/share/datasets/fashion-mnist)")
@@ -313,16 +326,17 @@ def prepare(name: str, data_dir: str | None = None, verbose: bool = True) -> tup
     cached = _read_cache(name)
     if cached is not None:
         return cached
-    if name.startswith("cluttered_"):
-        base = name.removeprefix("cluttered_")
+    base = base_dataset(name)
+    if base != name:
+        variant = name.removesuffix(f"_{base}")
         arrays, base_source = prepare(base, data_dir, verbose)
         if verbose:
             print(f"kbn: generating {name} from {base} (once; cached afterwards)", file=sys.stderr, flush=True)
         out = {}
         for i, split in enumerate(SPLITS):
-            out[f"x_{split}"] = clutter(arrays[f"x_{split}"], seed=1000 + i)
+            out[f"x_{split}"] = VARIANT_MAKERS[variant](arrays[f"x_{split}"], i)
             out[f"y_{split}"] = arrays[f"y_{split}"]
-        source = f"cluttered({base_source})"
+        source = f"{variant}({base_source})"
         _write_cache(name, out, source)
         return out, source
     assert name in BASE_DATASETS

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kbn.config import ACTIVATIONS, ARCHS, NORMS, check_choice, check_positive
+from kbn.config import ACTIVATIONS, ARCHS, NORMS, check_choice, check_init, check_positive, init_scale
 
 
 def norm_layer(norm: str, channels: int, name: str):
@@ -131,8 +131,26 @@ BUILDERS = {"mlp": mlp, "cnn": cnn, "deep_mlp": deep_mlp, "deep_cnn": deep_cnn, 
 assert tuple(BUILDERS) == ARCHS
 
 
-def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth=None, width=None):
-    """Build `arch` by name; None options keep the architecture's own defaults."""
+def apply_init(model: keras.Model, init: str) -> keras.Model:
+    """Draw every kernel (Dense and Conv2D, the output layer's too) afresh from `init`
+    (config.INITS); biases stay zero. In layer order from Keras's seeded generator, so a seed gives
+    the same kernels with and without a norm (norm layers hold no kernels)."""
+    scale = init_scale(check_init(init))
+    if scale is None:
+        return model
+    for layer in model.layers:
+        if isinstance(layer, (layers.Dense, layers.Conv2D)):
+            # one initializer per layer: one unseeded initializer gives every same-shaped kernel the same
+            # values; each draws its seed from Python's generator, which keras.utils.set_random_seed seeds
+            gaussian = keras.initializers.RandomNormal(mean=0.0, stddev=scale)
+            layer.kernel.assign(gaussian(layer.kernel.shape, dtype=layer.kernel.dtype))
+    return model
+
+
+def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth=None, width=None,
+          init="glorot_uniform"):
+    """Build `arch` by name; None options keep the architecture's own defaults; `init`: the
+    builders' own kernels (glorot_uniform) or gaussian:<stddev> (`apply_init`)."""
     check_choice("arch", arch, ARCHS)
     check_choice("norm", norm, NORMS)
     kwargs = {}
@@ -142,4 +160,4 @@ def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth
         kwargs["depth"] = check_positive("depth", depth)
     if width is not None:
         kwargs["width"] = check_positive("width", width)
-    return BUILDERS[arch](tuple(input_shape), num_classes, norm=norm, **kwargs)
+    return apply_init(BUILDERS[arch](tuple(input_shape), num_classes, norm=norm, **kwargs), init)

@@ -59,16 +59,19 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
         return [(float(lr), sum(scores[(cell.key, name, float(lr), s)] for s in sweep.search_seeds)
                  / len(sweep.search_seeds)) for lr in lrs]
 
-    coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
-    if coarse is None:
-        return out
-    out["coarse_best"] = _best(coarse)
-    fine_grid = sweep.fine_grid(cell.optimizer, out["coarse_best"])
-    out["fine"] = [0, len(fine_grid)]
-    fine = phase("fine", fine_grid)
-    if fine is None:
-        return out
-    out["chosen"] = chosen = _best(coarse + fine)
+    if sweep.lr is not None:  # the fixed-rate protocol: no search, the final runs at the sweep's rate
+        out["chosen"] = chosen = float(sweep.lr)
+    else:
+        coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
+        if coarse is None:
+            return out
+        out["coarse_best"] = _best(coarse)
+        fine_grid = sweep.fine_grid(cell.optimizer, out["coarse_best"])
+        out["fine"] = [0, len(fine_grid)]
+        fine = phase("fine", fine_grid)
+        if fine is None:
+            return out
+        out["chosen"] = chosen = _best(coarse + fine)
     for seed in sweep.seeds:
         k = (cell.key, "final", float(chosen), seed)
         if k in scores:
@@ -209,7 +212,7 @@ def status_rows(logdir: Path, live: bool | None = None, state: FolderState | Non
     rows = []
     for key, p in state.progress.items():
         mine = {pr.kind for pr in state.problems if pr.cell == key}
-        started = state.running[key] or p["coarse"][0] or mine
+        started = state.running[key] or p["coarse"][0] or p["final"][0] or mine
         if "failed" in mine:
             cell_state = "failed"
         elif p["final"][0] == p["final"][1]:

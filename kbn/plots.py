@@ -1,6 +1,7 @@
 """Pictures of a sweep (PNG): learning curves per optimizer with and without each norm (the poster's
-Figures 1-4 style), learning-rate sensitivity from the tuner trials, a heat map of rel, and the
-Adam + BN epoch-to-epoch jumps (the thesis's Figure 7)."""
+Figures 1-4 style), learning-rate sensitivity from the tuner trials, a heat map of rel, the
+Adam + BN epoch-to-epoch jumps (the thesis's Figure 7), and the pre-activation percentiles of the
+last hidden layer over training with and without each norm (Ioffe & Szegedy 2015, Fig. 1b-c)."""
 
 from __future__ import annotations
 
@@ -59,12 +60,85 @@ def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
                 ax.set_title(OPTIMIZER_NAMES[opt])
                 ax.set_xlabel(x)
                 ax.set_ylabel(metric)
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                _x_axis(ax, g[x].dropna())
                 ax.grid(alpha=0.3)
             axes[0].legend(fontsize=7)
             fig.suptitle(f"{display_name(d, a)}: {metric} per {x}, with and without normalization")
             paths.append(_save(fig, out / f"curves_{metric}_{d}_{a}.png"))
     return paths
+
+
+def _x_axis(ax, xs) -> None:
+    """Steps evaluated densely early (eval_steps: log-spaced) on a log axis, where they are spread out;
+    epochs and evenly spaced steps on a linear one with whole-number ticks."""
+    xs = np.asarray(sorted(set(float(v) for v in xs)))
+    if len(xs) > 2 and xs[0] > 0 and xs[-1] / xs[0] >= 50 and np.diff(xs).std() > 0:
+        ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def preactivation_table(logdir: Path) -> pd.DataFrame:
+    """Every final run's preactivations.csv under `logdir` (search trials left out), with its cell and
+    seed: columns dataset, arch, optimizer, norm, seed, axis, x, layer, scope, p15, p50, p85."""
+    import json
+
+    from kbn.runlog import PREACT_FILE, read_preactivations
+
+    rows = []
+    for path in sorted(Path(logdir).rglob(PREACT_FILE)):
+        folder = path.parent
+        if "search" in folder.relative_to(logdir).parts or not (folder / "result.json").is_file():
+            continue  # search trials, and unfinished runs
+        try:
+            s = json.loads((folder / "config.json").read_text())["settings"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for r in read_preactivations(folder):
+            axis = "step" if "step" in r else "epoch"
+            rows.append({**{k: s[k] for k in ("dataset", "arch", "optimizer", "norm", "seed")}, "axis": axis,
+                         "x": r[axis], **{k: r[k] for k in ("layer", "scope", "p15", "p50", "p85")}})
+    return pd.DataFrame(rows, columns=["dataset", "arch", "optimizer", "norm", "seed", "axis", "x", "layer", "scope",
+                                       "p15", "p50", "p85"])
+
+
+def preactivation_figure(g: pd.DataFrame):
+    """One (dataset, network, optimizer): a row per norm, the fixed unit (left) and all units (right)
+    of the last hidden layer; the 15th, 50th and 85th percentiles of its pre-activation on the fixed
+    validation batch over training, for the lowest seed (one network, as the paper showed), on one y
+    scale so the spreads compare across norms. Returns the figure."""
+    seed = int(g["seed"].min())
+    g = g[g["seed"] == seed]
+    layer = g["layer"].iloc[len(g) - 1]  # rows are written in layer order: the last is the last hidden layer
+    g = g[g["layer"] == layer]
+    norms = [n for n in NORMS if n in set(g["norm"])]
+    fig, axes = plt.subplots(len(norms), 2, figsize=(9, 2.6 * len(norms)), squeeze=False, sharex=True, sharey=True)
+    for row, norm in zip(axes, norms):
+        for ax, scope in zip(row, ("unit", "all")):
+            s = g[(g["norm"] == norm) & (g["scope"] == scope)].sort_values("x")
+            c = NORM_COLORS[norm]
+            ax.fill_between(s["x"], s["p15"], s["p85"], color=c, alpha=0.15)
+            for q, ls in (("p15", ":"), ("p50", "-"), ("p85", "--")):
+                ax.plot(s["x"], s[q], color=c, ls=ls, label=f"{q[1:]}th percentile")
+            what = "unit 0" if scope == "unit" else "all units"
+            ax.set_title(f"{norm} norm: {what}", fontsize=9)
+            ax.set_xlabel(g["axis"].iloc[0])
+            ax.grid(alpha=0.3)
+            _x_axis(ax, s["x"])
+        row[0].set_ylabel("pre-activation")
+    axes[0][0].legend(fontsize=7)
+    d, a, opt = g["dataset"].iloc[0], g["arch"].iloc[0], g["optimizer"].iloc[0]
+    fig.suptitle(f"{display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: input to the last hidden nonlinearity ({layer})\n"
+                 f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed} (Ioffe & Szegedy Fig. 1b-c)",
+                 fontsize=9)
+    return fig
+
+
+def preactivations(logdir: Path, out: Path) -> list[Path]:
+    """The mechanism picture per (dataset, network, optimizer) of runs that logged pre-activations."""
+    table = preactivation_table(logdir)
+    return [_save(preactivation_figure(g), out / f"preactivations_{d}_{a}_{o}.png")
+            for (d, a, o), g in table.groupby(["dataset", "arch", "optimizer"])]
 
 
 def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
@@ -182,6 +256,7 @@ def plot_all(logdir: Path | None, out: Path, df: pd.DataFrame, runs: pd.DataFram
         paths += curves(runs, out)
         paths += adam_jumps(runs, out)
     if logdir is not None:
+        paths += preactivations(logdir, out)
         points = tuning.trial_points(logdir)
         paths += lr_sensitivity(points, out)
         paths += expected_best(points, out)

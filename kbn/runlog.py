@@ -4,6 +4,9 @@ A run folder holds:
   config.json   every setting, package versions, backend, data source (written first)
   metrics.csv   one row per epoch (or per eval period): METRIC_COLUMNS
   events.out.tfevents.*   one TensorBoard run: scalars <split>/<axis>_<metric> and the HParams session
+  preactivations.csv   (probe_preactivations > 0) per evaluation and hidden layer, the 15th/50th/85th
+                percentiles of the input to its nonlinearity on a fixed batch of validation images, for one
+                fixed unit (FIXED_UNIT) and over all units; TensorBoard gets them as scalars and histograms
   model.keras   the trained network, uncompiled (kbn train; a sweep's final runs), written before result.json
   result.json   written last and atomically: a folder without it is an unfinished run
 TensorBoard files are written without TensorFlow (kbn.tboard), so the JAX backend never imports it.
@@ -19,6 +22,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from kbn import tboard
 
 MODEL_FILE = "model.keras"  # a run's trained network (kbn.train writes it, kbn.api lists it)
@@ -26,6 +31,23 @@ METRIC_COLUMNS = (
     "epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy",
     "test_loss", "test_accuracy", "lr", "wall_time",
 )
+
+
+PREACT_FILE = "preactivations.csv"
+PERCENTILES = (15, 50, 85)  # Ioffe & Szegedy (2015), Fig. 1b-c
+FIXED_UNIT = 0  # the unit (conv: channel) followed alone, as the paper followed "a typical sigmoid"
+HISTOGRAM_BUCKETS = 30
+
+
+def preactivation_rows(layers: dict) -> list[dict]:
+    """Per layer ({name: values, batch first, units last}) and scope, the PERCENTILES."""
+    rows = []
+    for name, a in layers.items():
+        a = np.asarray(a, np.float64)
+        for scope, v in (("unit", a[..., FIXED_UNIT]), ("all", a)):  # the fixed unit; every unit
+            p = np.percentile(v.ravel(), PERCENTILES)
+            rows.append({"layer": name, "scope": scope, **{f"p{q}": float(x) for q, x in zip(PERCENTILES, p)}})
+    return rows
 
 
 def _strict(obj):
@@ -85,8 +107,26 @@ class RunLog:
         self._tb.scalars({(split, metric): row.get(col) for split, metric, col in tboard.SCALARS}, tb_step)
         self._tb.flush()
 
+    def preactivations(self, layers: dict, tb_step: int) -> list[dict]:
+        """One evaluation's pre-activations ({layer: values}): percentiles to PREACT_FILE and TensorBoard
+        scalars (preactivation/<axis>_<layer>_<scope>_p<q>), each layer's values as a histogram."""
+        rows = preactivation_rows(layers)
+        if getattr(self, "_preact", None) is None:
+            self._preact_file = open(self.folder / PREACT_FILE, "w", newline="")
+            self._preact = csv.DictWriter(self._preact_file, fieldnames=[self.axis, "layer", "scope"]
+                                          + [f"p{q}" for q in PERCENTILES])
+            self._preact.writeheader()
+        for r in rows:
+            self._preact.writerow({self.axis: tb_step, **r})
+        self._preact_file.flush()
+        self._tb.preactivations(rows, layers, tb_step, HISTOGRAM_BUCKETS)
+        self._tb.flush()
+        return rows
+
     def close(self, result: dict | None) -> None:
         """Close the files; `result` (None when the run was aborted) seals the folder as finished."""
+        if getattr(self, "_preact_file", None):
+            self._preact_file.close()
         if getattr(self, "_tb", None):
             self._tb.close()
         if getattr(self, "_csv_file", None):
@@ -168,6 +208,16 @@ def check_writable_dir(field: str, path) -> Path:
 
 def _why(e: Exception) -> str:
     return e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def read_preactivations(folder: Path) -> list[dict]:
+    """PREACT_FILE as dicts: the axis column and percentiles as numbers, layer and scope as text
+    ([] when the run logged none)."""
+    path = Path(folder) / PREACT_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (v if k in ("layer", "scope") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def read_metrics(folder: Path) -> list[dict]:

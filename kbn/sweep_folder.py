@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from kbn.config import PHASES, SweepConfig, sweep_from_dict
+from kbn.config import PHASES, SWEEP_FIELDS_ADDED, SweepConfig, TrainConfig, sweep_from_dict
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import write_json_atomic
 
@@ -75,7 +75,7 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     current = json.loads(json.dumps(sweep.to_dict()))  # tuples -> lists, as stored
     if stored.exists():
         try:
-            old = json.loads(stored.read_text())
+            old = {**SWEEP_FIELDS_ADDED, **json.loads(stored.read_text())}
         except ValueError:
             raise ConfigError(f"{stored} is unreadable; restore it, or delete it to have the runs on disk "
                               "checked against the sweep file") from None
@@ -108,6 +108,7 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         if key not in cells or phase not in PHASES:
             return f"{where} is of cell {key}, not in this sweep"
         want = sweep.train_config(cells[key], s["lr"], s["seed"], phase).to_dict()
+        s = {**TrainConfig().to_dict(), **s}  # runs made before a setting existed trained at its default
         diff = [f"{k} {s.get(k)!r} vs {v!r}" for k, v in want.items() if k not in ignore and s.get(k) != v]
         if diff:
             return f"{where}: {', '.join(diff)}"
@@ -148,4 +149,6 @@ def load_folder_sweep(logdir: Path | str) -> SweepConfig:
             search[b] = raw[a]
         raw.pop(a, None)
     raw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in raw.items() if v is not None}
-    return sweep_from_dict({**raw, "search": search}, where=str(logdir / "sweep.json"))
+    # a fixed-rate sweep searched nothing: its [search] would be refused
+    return sweep_from_dict(raw if raw.get("lr") is not None else {**raw, "search": search},
+                           where=str(logdir / "sweep.json"))

@@ -16,6 +16,8 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
+
 # (TensorBoard split, metric, metrics.csv column)
 SCALARS = (
     ("train", "loss", "loss"), ("train", "accuracy", "accuracy"), ("train", "learning_rate", "lr"),
@@ -81,6 +83,22 @@ class EventWriter:
             self._described.add(name)
         return value
 
+    def preactivations(self, rows: list[dict], layers: dict, step: int, buckets: int) -> None:
+        """Pre-activation percentiles (rows of runlog.preactivation_rows) as scalars, and each layer's
+        values as a histogram (TensorBoard's Histograms and Distributions pages)."""
+        from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+
+        values = [Summary.Value(tag=f"preactivation/{self._axis}_{r['layer']}_{r['scope']}_{q}",
+                                simple_value=float(v)) for r in rows for q, v in r.items() if q.startswith("p")]
+        for name, a in layers.items():
+            a = np.asarray(a, np.float64).ravel()
+            counts, edges = np.histogram(a, bins=buckets)
+            histo = HistogramProto(min=float(a.min()), max=float(a.max()), num=float(a.size), sum=float(a.sum()),
+                                   sum_squares=float(np.dot(a, a)), bucket_limit=edges[1:].tolist(),
+                                   bucket=counts.astype(float).tolist())
+            values.append(Summary.Value(tag=f"preactivation/{self._axis}_{name}", histo=histo))
+        self.summary(Summary(value=values), step)
+
     def flush(self) -> None:
         self._records.flush()
 
@@ -118,7 +136,7 @@ def run_hparams(settings: dict, session: str) -> HParams:
 def sweep_lrs(sweep) -> list[float]:
     """Every learning rate the sweep can train: each coarse grid and the fine grid around each
     possible winner (which winner comes out is known only once the coarse trials ran)."""
-    lrs = set()
+    lrs = {sweep.lr} if sweep.lr is not None else set()  # the fixed-rate protocol's one rate
     for opt in sweep.optimizers:
         grid = sweep.coarse_grid(opt)
         lrs.update(grid)

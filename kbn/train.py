@@ -3,9 +3,12 @@ one cell that differ only in learning rate and seed can train packed into one mo
 still logged as its own run.
 
 The run proceeds in *periods*: one epoch each, or `eval_every_steps` optimizer steps (the poster's
-"test accuracy every 5,000 steps"). The training order comes from a seeded permutation stream, so the
-same seed gives the same numbers. After each period: validation (and test where asked) is evaluated,
-a row goes to metrics.csv and TensorBoard, and progress is printed. A NaN/inf loss ends the run as
+"test accuracy every 5,000 steps"), with extra evaluations at `eval_steps` (dense early points where the
+curves move). With `probe_preactivations`, each evaluation also logs the hidden layers' pre-activation
+percentiles on a fixed validation batch (PreactivationProbe; Ioffe & Szegedy's Fig. 1b-c). The training
+order comes from a seeded permutation stream, so the same seed gives the same numbers. After each
+period: validation (and test where asked) is evaluated, a row goes to metrics.csv and TensorBoard, and
+progress is printed. A NaN/inf loss ends the run as
 *diverged* (a result, not a crash).
 """
 
@@ -99,7 +102,8 @@ def initial_model(cfg: TrainConfig, ds: kdata.Dataset) -> keras.Model:
     keep_tensorflow_out()
     enable_compile_cache()  # before the first compilation
     keras.utils.set_random_seed(cfg.seed)
-    return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
+    return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width,
+                        cfg.init)
 
 
 def _packable(cfgs: list[TrainConfig]) -> None:
@@ -114,9 +118,12 @@ def _packable(cfgs: list[TrainConfig]) -> None:
 
 # Where the data was read from, not what trained: a run read from another copy is the same run.
 NOT_COMPARED = ("data_dir",)
+# A run made before a setting existed trained at the setting's default.
+SETTING_DEFAULTS = TrainConfig().to_dict()
 
 
 def _changed(old: dict, new: dict) -> list[str]:
+    old = {**SETTING_DEFAULTS, **old}
     keys = [k for k in new | old if k not in NOT_COMPARED and old.get(k, "absent") != new.get(k, "absent")]
     return [f"{k} {old.get(k, 'absent')} -> {new.get(k, 'absent')}" for k in keys]
 
@@ -168,10 +175,12 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     singles = [initial_model(cfgs[i], ds) for i in todo]  # packed: each trial from its own seed's weights
     n = len(ds.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    eval_at = None
     if cfg.eval_every_steps:
         total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
-        periods = math.ceil(total_steps / cfg.eval_every_steps)
-        period_steps = cfg.eval_every_steps
+        eval_at = cfg.eval_points(total_steps)
+        periods = len(eval_at)
+        period_steps = min(b - a for a, b in zip([0] + eval_at, eval_at))
     else:
         total_steps, periods, period_steps = cfg.epochs * steps_per_epoch, cfg.epochs, steps_per_epoch
     # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
@@ -192,7 +201,8 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
         "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
         "model": {"name": singles[0].name, "params": singles[0].count_params()},
         "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
-                     "steps_per_execution": spe, "packed_with": k, "own_data_orders": own_orders},
+                     "steps_per_execution": spe, "packed_with": k, "own_data_orders": own_orders,
+                     **({"eval_at": eval_at} if eval_at else {})},
         "protocol": protocol,
         "command": sys.argv,
         "host": platform.node(),
@@ -206,10 +216,16 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
         hp = hparams[i] or run_hparams(settings, session=cfgs[i].run_name())
         runlog.start({**shared, "settings": settings, "run": runlog.folder.name}, hp)
         runlogs.append(runlog)
+    probe = None
+    if cfg.probe_preactivations:
+        if cfg.probe_preactivations > len(ds.y_val):
+            raise ConfigError(f"probe_preactivations: {cfg.probe_preactivations} is more than the {len(ds.y_val)} "
+                              f"validation images of {cfg.dataset}")
+        probe = PreactivationProbe(evaluator, singles[0], ds.x_val[: cfg.probe_preactivations], k, packed is not None)
     outcomes: list[dict | None] = [None] * k
     try:
         _loop([cfgs[i] for i in todo], model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch,
-              total_steps, periods, verbose, log)
+              total_steps, periods, verbose, log, eval_at, probe)
         if save_model:
             _save_models([cfgs[i] for i in todo], singles, packed, runlogs, outcomes, ds)
     except BaseException:
@@ -244,7 +260,7 @@ def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
 
 
 def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods,
-          verbose, log) -> None:
+          verbose, log, eval_at=None, probe=None) -> None:
     """Train all trials together, period by period; a trial whose loss turns NaN/inf is closed as
     diverged while the others go on. Fills `outcomes` (one result dict per trial). With own_orders
     the model takes (examples, K) indices: column j is trial j's order, the one its seed gives alone."""
@@ -256,7 +272,7 @@ def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_e
     alive = list(range(k))
     last = [{} for _ in range(k)]
     for p in range(periods):
-        steps = min(cfg.eval_every_steps, total_steps - step) if cfg.eval_every_steps else steps_per_epoch
+        steps = eval_at[p] - step if cfg.eval_every_steps else steps_per_epoch
         count = steps * cfg.batch_size if cfg.eval_every_steps else n
         idx = np.stack([o.take(count) for o in orders], axis=1)  # (count, 1 or K)
         callbacks = [stopper, StopOnInterrupt()]
@@ -277,6 +293,10 @@ def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_e
         val = _evaluate(evaluator, ds.x_val, ds.y_val, k) if healthy else None
         is_last = p == periods - 1
         test = _evaluate(evaluator, ds.x_test, ds.y_test, k) if healthy and (test_each or is_last) else None
+        if probe is not None and healthy:  # its time counts in wall_time, as the evaluations' does
+            for j, layers_of_j in enumerate(probe.measure()):
+                if j in healthy:
+                    runlogs[j].preactivations(layers_of_j, step if cfg.eval_every_steps else p + 1)
         elapsed = round(time.perf_counter() - t0, 3)
         for j in alive:
             row = {
@@ -308,6 +328,41 @@ def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_e
             break
     for j in alive:
         outcomes[j] = _outcome("finished", last[j], step, ds.num_classes)
+
+
+class PreactivationProbe:
+    """The pre-activations (the input to each hidden layer's nonlinearity: after the norm where there
+    is one) on a fixed batch of validation images, per trial, in inference mode (BN with its moving
+    statistics), as Ioffe & Szegedy's Fig. 1b-c. `measure()` -> per trial, {layer: values} with the
+    batch first and the layer's units (conv: channels) last."""
+
+    def __init__(self, evaluator: keras.Model, single: keras.Model, images: np.ndarray, k: int, packed: bool):
+        self.names = hidden_activations(single)
+        self.images, self.k, self.packed = images, k, packed
+        outs = [evaluator.get_layer(n).input for n in self.names]  # node 0: the shared-images graph
+        self.model = keras.Model(evaluator.inputs[0], outs, name="preactivations")
+
+    def measure(self) -> list[dict[str, np.ndarray]]:
+        outs = self.model.predict(self.images, batch_size=len(self.images), verbose=0)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        per = [{} for _ in range(self.k)]
+        for name, a in zip(self.names, outs):
+            a = np.asarray(a)
+            if not self.packed:
+                parts = [a]
+            elif a.ndim == 3:  # dense: (batch, K, units)
+                parts = [a[:, j] for j in range(self.k)]
+            else:  # conv: (batch, H, W, K * maps), trial j's maps in block j
+                parts = np.split(a, self.k, axis=-1)
+            for j, part in enumerate(parts):
+                per[j][name] = part
+        return per
+
+
+def hidden_activations(model: keras.Model) -> list[str]:
+    """The names of a single model's hidden nonlinearities (every Activation layer: the builders put
+    one after each hidden linear map and norm; the output's softmax sits inside its Dense)."""
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Activation)]
 
 
 def _outcome(status: str, last: dict, step: int, num_classes: int) -> dict:

@@ -420,7 +420,7 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
 
     datasets = {}
     for cell in sweep.cells():
-        cfg = sweep.train_config(cell, sweep.coarse_grid(cell.optimizer)[0], sweep.seeds[0], "coarse")
+        cfg = sweep.train_config(cell, sweep.some_lr(cell.optimizer), sweep.seeds[0], "coarse")
         try:
             ds = _load(datasets, cfg, verbose)
         except DataError as e:  # its several lines of how-to belong to `kbn data prepare`

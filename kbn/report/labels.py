@@ -4,6 +4,7 @@ statistics or any output format."""
 
 from __future__ import annotations
 
+from kbn.config import base_dataset
 
 MISSING = "—"
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -11,8 +12,9 @@ ARCH_NAMES = {"mlp": "MLP", "cnn": "CNN", "deep_mlp": "deep MLP", "deep_cnn": "d
 
 
 def display_name(dataset: str, arch: str | None = None) -> str:
-    """A dataset's name as a reader knows it ('Fashion-MNIST', 'cluttered MNIST'), with the
-    network's after it when given ('MNIST + deep MLP')."""
-    base = dataset.removeprefix("cluttered_")
-    d = DATASET_NAMES.get(base, base) if base == dataset else f"cluttered {DATASET_NAMES.get(base, base)}"
+    """A dataset's name as a reader knows it ('Fashion-MNIST', 'cluttered MNIST', 'binary MNIST'), with
+    the network's after it when given ('MNIST + deep MLP')."""
+    base = base_dataset(dataset)
+    variant = dataset.removesuffix(f"_{base}")  # cluttered, binary
+    d = DATASET_NAMES.get(base, base) if base == dataset else f"{variant} {DATASET_NAMES.get(base, base)}"
     return d if arch is None else f"{d} + {ARCH_NAMES.get(arch, arch)}"

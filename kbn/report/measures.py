@@ -70,3 +70,14 @@ def convergence(res: Results, d: str, a: str, norm: str, opt: str, split: str = 
     auc = {arm: {s: float(np.mean(list(c.values()))) for s, c in cs.items()} for arm, cs in (("x", xc), ("y", yc))}
     out["auc_diff"] = compare(auc["x"], auc["y"], "diff", res.interval)
     return out
+
+
+def poster_steps(steps: list[int]) -> tuple[list[int], int]:
+    """The columns of a poster table and its regular stride. Runs with dense early evaluations
+    (eval_steps) show the regular grid (the stride most consecutive evaluations are apart) and the
+    early steps 1000 and 100; the rest are in the tidy CSV, the convergence table and the curves."""
+    gaps = [b - a for a, b in zip([0] + steps, steps)]
+    every = max(set(gaps), key=lambda g: (gaps.count(g), g))
+    if len(steps) <= 12:
+        return steps, every
+    return [s for s in steps if s % every == 0 or s in (100, 1000)], every

@@ -35,7 +35,7 @@ class ReportError(KbnError):
 
 
 RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "step", "loss", "accuracy",
-               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "status"]
+               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "status", "batch_size"]
 
 
 @dataclasses.dataclass
@@ -116,7 +116,10 @@ def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -
         sweep = json.loads((logdir / "sweep.json").read_text())
     except (OSError, ValueError):
         sweep = {}
-    if isinstance(sweep, dict):
+    if isinstance(sweep, dict) and sweep.get("lr") is not None:  # the fixed-rate protocol searched nothing
+        out["fixed_lr"] = float(sweep["lr"])
+        out.pop("search", None)
+    elif isinstance(sweep, dict):
         if sweep.get("search_epochs") or sweep.get("search_total_steps"):
             out["search"] = ([f"{sweep['search_total_steps']} steps"] if sweep.get("search_total_steps")
                              else [f"{sweep['search_epochs']} epochs"])
@@ -151,8 +154,11 @@ def protocol_line(protocol: dict | None) -> str:
             else " or ".join(items)
 
     search = protocol.get("search")
-    parts = [f"learning rate searched with {length(search).replace(' epochs', '-epoch').replace(' steps', '-step')}"
-             " trials" if search else "the learning-rate search is not recorded here"]
+    if protocol.get("fixed_lr") is not None:
+        parts = [f"fixed learning rate {protocol['fixed_lr']:g} for every arm (no search)"]
+    else:
+        parts = [f"learning rate searched with {length(search).replace(' epochs', '-epoch').replace(' steps', '-step')}"
+                 " trials" if search else "the learning-rate search is not recorded here"]
     if protocol.get("select_on"):
         parts.append(f"selected on {protocol['select_on']} accuracy")
     if protocol.get("search_seeds"):
@@ -187,13 +193,18 @@ def run_table(logdir: str | Path) -> pd.DataFrame:
 def _run_records(config: dict, status: str, rows: list[dict]) -> list[dict]:
     s = config["settings"]
     by_step = s.get("eval_every_steps") is not None
-    base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed", "lr")} | {"status": status}
+    base = {k: s[k] for k in ("dataset", "arch", "norm", "optimizer", "seed", "lr")} | {"status": status,
+                                                                                   "batch_size": s.get("batch_size")}
     records = [{**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
                 "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])} for r in rows]
     if status == "diverged" and rows:
         chance = {"val_accuracy": 0.1, "test_accuracy": 0.1}
         records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
-        if by_step:
+        if by_step and config["schedule"].get("eval_at"):  # the run's own evaluation steps
+            last = int(rows[-1]["step"])
+            records += [{**base, **chance, "epoch": None, "step": step}
+                        for step in config["schedule"]["eval_at"] if step > last]
+        elif by_step:
             k, last, total = s["eval_every_steps"], int(rows[-1]["step"]), config["schedule"]["total_steps"]
             for step in range((last // k + 1) * k, total + 1, k):
                 records.append({**base, **chance, "epoch": None, "step": step})

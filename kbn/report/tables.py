@@ -13,9 +13,9 @@ import pandas as pd
 
 from kbn.config import DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
 from kbn.report.labels import ARCH_NAMES, MISSING, display_name
-from kbn.report.measures import final_effect, norm_effect, curve_split, convergence
-from kbn.report.results import Results, protocol_line
-from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, contrast, verdict
+from kbn.report.measures import final_effect, norm_effect, curve_split, convergence, poster_steps
+from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
+from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, verdict
 
 
 @dataclasses.dataclass
@@ -353,14 +353,16 @@ def tables_11_12(res: Results, norm: str) -> list[Table]:
 
 
 def poster_tables(res: Results) -> list[Table]:
-    """The poster's tables: test accuracy (%) at every evaluated step, rows norm, one table per
-    (dataset, network, optimizer) of step-based runs."""
+    """The poster's tables: test accuracy (%) at the evaluated steps (`poster_steps`), rows norm, one
+    table per (dataset, network, optimizer) of step-based runs."""
     df = res.by_step
     out = []
     for (d, a, opt), g in df[df["split"] == "test"].groupby(["dataset", "arch", "optimizer"]):
-        steps = sorted(int(s) for s in g["step"].unique())
+        steps, every = poster_steps(sorted(int(s) for s in g["step"].unique()))
         t = Table("poster", f"Poster table — {display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: test accuracy (%) every "
-                  f"{steps[0]} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc", label=(d, a, opt))
+                  f"{every} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc", label=(d, a, opt))
+        if every != steps[0]:
+            t.title += f" (and at step {', '.join(str(s) for s in steps if s % every)})"
         for norm in [n for n in NORMS if n in set(g["norm"])]:
             row = [norm]
             for s in steps:
@@ -370,6 +372,59 @@ def poster_tables(res: Results) -> list[Table]:
                 _add_records(t, d, a, opt, norm, s, "accuracy", stat)
             t.rows.append(row)
         out.append(t)
+    return out
+
+
+def _batch_of(runs: pd.DataFrame, where: str) -> int:
+    sizes = sorted({int(b) for b in runs["batch_size"].dropna()})
+    if len(sizes) != 1:
+        raise ReportError(f"{where}: its runs train at batch sizes {sizes or 'not recorded'}; the batch-size "
+                          "table compares two folders of one batch size each")
+    return sizes[0]
+
+
+def batch_size_tables(runs_a: pd.DataFrame, runs_b: pd.DataFrame, interval: str = "t",
+                      where: tuple[str, str] = ("first folder", "second folder")) -> list[Table]:
+    """LayerNorm's claim (Ba et al. 2016): it is robust to the batch size where batch norm is not.
+    Two run tables (two sweeps alike but for the batch size); per network and optimizer, each norm's
+    test accuracy at its last evaluation at the larger and the smaller batch, and the drop from the
+    larger to the smaller (points, paired by seed where both ran the same seeds: a seed gives the same
+    initial weights at either batch size), then each norm's drop minus batch norm's (paired likewise)."""
+    sizes = {_batch_of(runs_a, where[0]): runs_a, _batch_of(runs_b, where[1]): runs_b}
+    if len(sizes) != 2:
+        raise ReportError(f"{where[0]} and {where[1]}: both train at batch {next(iter(sizes))}; give two sweeps "
+                          "that differ in batch size")
+    (small, rs), (large, rl) = sorted((b, Results(long_from_runs(r), interval=interval)) for b, r in sizes.items())
+    out = []
+    for d, a in [p for p in rl.all_pairs() if p in rs.all_pairs()]:
+        for opt in [o for o in rl.present_all("optimizer", OPTIMIZERS) if o in rs.present_all("optimizer", OPTIMIZERS)]:
+            t = Table("batch_size", f"Batch size — {display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: test accuracy (%) at "
+                      f"batch {large} and {small}, and the drop from {large} to {small}",
+                      ["norm", f"batch {large}", f"batch {small}", "drop (points)"], [], kind="rel",
+                      label=(d, a, opt))
+            drops = {}
+            for norm in [n for n in NORMS if n in rl.present_all("norm", NORMS) and n in rs.present_all("norm", NORMS)]:
+                big, little = (r.last(d, a, norm, opt, "test") for r in (rl, rs))
+                if big is None or little is None:
+                    continue
+                xl, xs = rl.at(d, a, norm, opt, "test", *big), rs.at(d, a, norm, opt, "test", *little)
+                drops[norm] = drop = compare(xs, xl, "diff", interval)  # larger minus smaller batch
+                accs = [acc_stat(list(x.values()), list(x)) for x in (xl, xs)]
+                t.rows.append([norm] + [f"{s.value:.2f}" + (f" ± {s.std:.2f}" if s.std is not None else "")
+                                        for s in accs] + [drop])
+                for b, s in zip((large, small), accs):
+                    _add_records(t, d, a, opt, norm, None, f"accuracy_batch{b}", s)
+                _add_records(t, d, a, opt, norm, None, "drop", drop)
+            for norm in [n for n in drops if n != "batch" and "batch" in drops]:
+                c = contrast(drops["batch"], drops[norm], interval)
+                t.rows.append([f"{norm} − batch", "", "", c])
+                _add_records(t, d, a, opt, f"{norm}-batch", None, "drop_difference", c)
+            if drops:
+                t.notes.append(f"drop: test accuracy at batch {large} minus at batch {small}, at each run's last "
+                               f"evaluation; <norm> − batch: that norm's drop minus batch norm's (below 0: the norm "
+                               f"loses less than batch norm at the small batch). Accuracies: mean ± sd over seeds.")
+                t.notes += _method_notes(t)
+                out.append(t)
     return out
 
 
