@@ -1,18 +1,25 @@
-"""How the reports name things: datasets, networks and a missing value, as a reader sees them
-(optimizer names are config.OPTIMIZER_NAMES). It holds names only: it must not know results,
-statistics or any output format."""
+"""How the reports name things: datasets, networks, optimizers and a missing value, as a reader sees
+them (each component's display name is its kbn.registry record's; a user's, what its run folders
+recorded). It holds names only: it must not know results, statistics or any output format."""
 
 from __future__ import annotations
 
 
+from kbn import registry
+
 MISSING = "—"
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-ARCH_NAMES = {"mlp": "MLP", "cnn": "CNN", "deep_mlp": "deep MLP", "deep_cnn": "deep CNN", "ioffe_mlp": "Ioffe MLP"}
+
+
+def optimizer_name(opt: str) -> str:
+    return registry.display("optimizer", opt)
+
+
+def arch_name(arch: str) -> str:
+    return registry.display("arch", arch)
 
 
 def display_name(dataset: str, arch: str | None = None) -> str:
     """A dataset's name as a reader knows it ('Fashion-MNIST', 'cluttered MNIST'), with the
     network's after it when given ('MNIST + deep MLP')."""
-    base = dataset.removeprefix("cluttered_")
-    d = DATASET_NAMES.get(base, base) if base == dataset else f"cluttered {DATASET_NAMES.get(base, base)}"
-    return d if arch is None else f"{d} + {ARCH_NAMES.get(arch, arch)}"
+    d = registry.display("dataset", dataset)
+    return d if arch is None else f"{d} + {arch_name(arch)}"
