@@ -248,8 +248,8 @@ def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
     for j, (cfg, runlog, outcome) in enumerate(zip(cfgs, runlogs, outcomes)):
         if outcome is None or outcome["status"] != "finished":
             continue
-        if packed is None:
-            single = keras.models.clone_model(singles[j])  # the trained model minus its optimizer state
+        if packed is None:  # built afresh, not cloned: cloning a compiled model rebuilds its optimizer from
+            single = initial_model(cfg, ds)  # its config, which a user's unregistered class cannot do
             single.set_weights(singles[j].get_weights())
         else:
             single = packed.trial_model(j, initial_model(cfg, ds))

@@ -306,7 +306,24 @@ def test_the_example_sweep_names_its_own_components():
     assert sweep.optimizers == ("adam", "examples.your_own.mine:SignSGD")
     facts = registry.user_components({"optimizer": sweep.optimizers[1], "arch": sweep.archs[0]})
     assert facts["optimizer"]["family"] == "plain" and facts["optimizer"]["display"] == "signSGD"
+    assert facts["arch"]["display"] == "residual MLP"
     from kbn import models, packed
 
     net = models.build(sweep.archs[0], (28, 28, 1), 10, "batch")
     assert packed.cannot_pack(net, "adam") == "packing has no rule for Add (res1_add)"  # trains unpacked
+
+
+def test_a_run_with_ones_own_optimizer_class_keeps_its_trained_network(tiny_dataset, tmp_path):
+    """Keras cannot rebuild an unregistered optimizer class from its config: the saved network must
+    not go through the compiled model (it did: every final run of the example failed)."""
+    import keras
+
+    from kbn.train import train
+
+    cfg = TrainConfig(optimizer="examples.your_own.mine:SignSGD", arch="examples.your_own.mine:residual_mlp",
+                      norm="batch", lr=1e-3, epochs=1, batch_size=64)
+    res = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    assert res.status == "finished"
+    net = keras.saving.load_model(res.folder / "model.keras")
+    assert net.count_params() == 136_330  # 784*128+128 + 2*(128*128+128) + 3*(4*128) + 128*10+10
+

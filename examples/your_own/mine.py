@@ -32,3 +32,6 @@ def residual_mlp(input_shape, num_classes, norm, activation="relu", width=128, b
         x = layers.Add(name=f"res{i}_add")([x, dense_block(x, width, norm, activation, f"res{i}")])
     outputs = layers.Dense(num_classes, activation="softmax", name="logits_softmax")(x)
     return keras.Model(inputs, outputs, name="residual_mlp")
+
+
+residual_mlp.kbn_name = "residual MLP"  # how kbn's tables name it (default: the function's name)
