@@ -18,7 +18,18 @@ from pathlib import Path
 # Measured with `kbn bench` (README, "Backends and speed"): JAX trains the MLPs 2-4x faster than
 # TensorFlow on CPU and is what the GPU host has; TensorFlow (oneDNN) runs CNNs ~3x faster on CPU.
 DEFAULT_BACKEND = "jax"
-CONV_ARCHS = ("cnn", "deep_cnn")
+
+
+def is_conv(arch: str) -> bool:
+    """A convolutional network of kbn's own (kbn.registry; no Keras is imported). A user's network
+    counts as dense: set KERAS_BACKEND for a convolutional one of your own."""
+    from kbn import registry
+    from kbn.errors import ConfigError
+
+    try:
+        return registry.get("arch", arch).conv
+    except ConfigError:
+        return False  # a bad name is reported by the command itself
 
 
 def choose_backend(archs) -> str:
@@ -28,7 +39,7 @@ def choose_backend(archs) -> str:
     has_jax = importlib.util.find_spec("jax") is not None
     has_tf = importlib.util.find_spec("tensorflow") is not None
     on_gpu = shutil.which("nvidia-smi") is not None
-    if has_tf and (not has_jax or (not on_gpu and any(a in CONV_ARCHS for a in archs))):
+    if has_tf and (not has_jax or (not on_gpu and any(is_conv(a) for a in archs))):
         return "tensorflow"
     return DEFAULT_BACKEND if has_jax else "tensorflow"
 
@@ -69,7 +80,7 @@ def fast_compile_args(steps_per_execution: int, arch: str) -> dict:
 
     args = {"steps_per_execution": steps_per_execution}
     if keras.backend.backend() == "tensorflow":
-        args["jit_compile"] = arch not in CONV_ARCHS
+        args["jit_compile"] = not is_conv(arch)
     return args
 
 

@@ -181,16 +181,15 @@ def _eval_steps(text):
 
 
 def cmd_data(args) -> int:
-    from kbn import data
-    from kbn.config import DATASETS, check_choice
+    from kbn import data, registry
 
     for name in args.datasets:  # every name first: preparing one can take minutes
-        check_choice("dataset", name, DATASETS)
+        registry.check("dataset", name)
     for name in args.datasets:
         arrays, source = data.prepare(name, args.data_dir)
         sizes = {s: len(arrays[f"y_{s}"]) for s in data.SPLITS}
         shape = arrays["x_train"].shape[1:]
-        print(f"{name}: {sizes} images {shape} from {source}; cache {data.cache_dir() / (name + '.npz')}")
+        print(f"{name}: {sizes} images {shape} from {source}; cache {data.cache_path(name)}")
     return 0
 
 
@@ -453,17 +452,17 @@ def _bench_out(text):
 
 
 def cmd_bench(args) -> int:
-    from kbn import bench
+    from kbn import bench, registry
     from kbn.errors import ConfigError
-    from kbn.config import ARCHS, NORMS, check_choice, check_positive
+    from kbn.config import check_choice, check_positive
 
     for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs)):
         check_positive(field, value)
     out = _bench_out(args.out)
     if args.sweep:
         return _bench_sweep(args, out)
-    archs = [check_choice("archs", a, ARCHS) for a in args.archs.split(",")]
-    norms = [check_choice("norms", n, NORMS) for n in args.norms.split(",")]
+    archs = [registry.check("arch", a, "archs") for a in args.archs.split(",")]
+    norms = [registry.check("norm", n, "norms") for n in args.norms.split(",")]
     ks, seed_ks = _counts("ks", args.ks), _counts("seed-ks", args.seed_ks)
     backends = args.backends.split(",") if args.backends else list(dict.fromkeys(
         [os.environ["KERAS_BACKEND"]] + (["tensorflow"] if importlib.util.find_spec("tensorflow") else [])))
@@ -471,7 +470,7 @@ def cmd_bench(args) -> int:
         check_choice("backends", b, ("jax", "tensorflow", "torch"))
         if importlib.util.find_spec(b) is None:
             raise ConfigError(f"backends: {b} is not installed here; give installed ones (e.g. jax,tensorflow)")
-    examples = {"default": args.examples, "cnn": args.cnn_examples, "deep_cnn": args.cnn_examples}
+    examples = {"default": args.examples} | {a: args.cnn_examples for a in archs if registry.get("arch", a).conv}
     results = bench.run(archs, norms, ks, backends, examples, epochs=args.epochs, seed_ks=seed_ks)
     headers, rows = bench.table(results)
     return _bench_output(headers, rows, results, out)

@@ -1,4 +1,4 @@
-"""Settings as data: the names kbn knows and the validated configuration of one training run."""
+"""Settings as data: the validated configuration of one training run and of a sweep."""
 
 from __future__ import annotations
 
@@ -8,21 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from kbn import registry
 from kbn.errors import ConfigError
 
-BASE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
-# Variants made from a base set (kbn.data makes and caches them): <variant>_<base>.
-# binary: pixels > 0.5 after scaling to [0, 1], the 28x28 binary images of Ioffe & Szegedy (2015) section 4.1.
-DATASET_VARIANTS = {"cluttered": BASE_DATASETS, "binary": ("mnist", "fashion_mnist")}
-DATASETS = BASE_DATASETS + tuple(f"{v}_{b}" for v, bases in DATASET_VARIANTS.items() for b in bases)
-ARCHS = ("mlp", "cnn", "deep_mlp", "deep_cnn", "ioffe_mlp")
-NORMS = ("none", "batch", "layer", "group", "rms")
-OPTIMIZERS = ("sgd", "sgdm", "nesterov", "adam", "adamw", "nadam", "adagrad", "adadelta", "rmsprop")
-# The six optimizers the thesis compares, in its table order.
-THESIS_OPTIMIZERS = ("sgd", "sgdm", "adam", "adagrad", "adadelta", "rmsprop")
-# How the thesis's tables name the optimizers.
-OPTIMIZER_NAMES = {"sgd": "SGD", "sgdm": "SGDm", "nesterov": "Nesterov", "adam": "Adam", "adamw": "AdamW",
-                   "nadam": "Nadam", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop"}
+# The components (datasets, networks, norms, optimizers) are kbn.registry's; this module validates names
+# against it without importing anything a name points to.
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "gelu", "selu", "swish")
 
 
@@ -42,14 +32,6 @@ def check_positive(field: str, value: Any, kind: type = int, allow_none: bool = 
         what = "a positive integer" if kind is int else "a positive number"
         raise ConfigError(f"{field}: got {value!r}; it must be {what}")
     return kind(value)
-
-
-def base_dataset(name: str) -> str:
-    """The base set a dataset (or variant) is made from: binary_mnist -> mnist."""
-    for v in DATASET_VARIANTS:
-        if name.startswith(f"{v}_"):
-            return name.removeprefix(f"{v}_")
-    return name
 
 
 # Kernel initialisers: the builders' own (Keras's glorot_uniform), or gaussian:S = N(0, S^2) on every
@@ -142,10 +124,8 @@ class TrainConfig:
     probe_preactivations: int = 0
 
     def __post_init__(self):
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("arch", self.arch, ARCHS)
-        check_choice("norm", self.norm, NORMS)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for kind in registry.KINDS:
+            registry.check(kind, getattr(self, kind))
         if self.activation is not None:
             check_choice("activation", self.activation, ACTIVATIONS)
         check_positive("lr", self.lr, float)
@@ -178,7 +158,8 @@ class TrainConfig:
 
     def run_name(self) -> str:
         """A folder name that says what the run is; identical settings give the same name."""
-        parts = [self.dataset, self.arch, self.norm, self.optimizer, f"lr{self.lr:.4g}".replace("+", ""), f"s{self.seed}"]
+        names = [registry.slug(getattr(self, kind)) for kind in ("dataset", "arch", "norm", "optimizer")]
+        parts = [*names, f"lr{self.lr:.4g}".replace("+", ""), f"s{self.seed}"]
         if self.subset:
             parts.append(f"n{self.subset}")
         return "-".join(parts)
@@ -209,7 +190,8 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}-{self.arch}-{self.norm}-{self.optimizer}"
+        """Unique within a sweep (a sweep refuses two names with one short form, registry.slug)."""
+        return "-".join(registry.slug(n) for n in (self.dataset, self.arch, self.norm, self.optimizer))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,15 +308,22 @@ _TOP_KEYS = (
 _SEARCH_KEYS = ("coarse", "coarse_by_optimizer", "fine_per_side", "epochs", "total_steps", "seeds")
 
 
-def _names(where, field, value, choices) -> tuple[str, ...]:
+def _names(where, field, value, kind) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: {field}: got {value!r}; give a non-empty list from: {', '.join(choices)}")
+        raise ConfigError(f"{where}: {field}: got {value!r}; give a non-empty list from: "
+                          f"{', '.join(registry.REGISTRIES[kind])}")
     for i, v in enumerate(value):
-        check_choice(f"{field}[{i}]", v, choices)
+        registry.check(kind, v, f"{field}[{i}]")
     if len(set(value)) != len(value):
         raise ConfigError(f"{where}: {field}: {value!r} names an entry twice")
+    short = {}
+    for v in value:  # run folders and cell keys use the short form
+        other = short.setdefault(registry.slug(v), v)
+        if other != v:
+            raise ConfigError(f"{where}: {field}: {other!r} and {v!r} have the same short name {registry.slug(v)!r} "
+                              "in run folders; rename one of them")
     return tuple(value)
 
 
@@ -385,7 +374,7 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
         test_every_epoch = raw.get("test_every_epoch", True)
         if not isinstance(test_every_epoch, bool):
             raise ConfigError(f"test_every_epoch: got {test_every_epoch!r}; give true or false")
-        optimizers = _names(where, "optimizers", raw["optimizers"], OPTIMIZERS)
+        optimizers = _names(where, "optimizers", raw["optimizers"], "optimizer")
         by_opt = search.get("coarse_by_optimizer", {})
         if not isinstance(by_opt, dict):
             raise ConfigError(f"search.coarse_by_optimizer: got {by_opt!r}; give a table optimizer = [lrs]")
@@ -398,9 +387,9 @@ def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep"
             raise ConfigError(f"search.fine_per_side: got {fine!r}; give an integer from 0 to {MAX_FINE_PER_SIDE}")
         cfg = SweepConfig(
             name=name,
-            datasets=_names(where, "datasets", raw["datasets"], DATASETS),
-            archs=_names(where, "archs", raw["archs"], ARCHS),
-            norms=_names(where, "norms", raw["norms"], NORMS),
+            datasets=_names(where, "datasets", raw["datasets"], "dataset"),
+            archs=_names(where, "archs", raw["archs"], "arch"),
+            norms=_names(where, "norms", raw["norms"], "norm"),
             optimizers=optimizers,
             epochs=check_positive("epochs", raw["epochs"]),
             seeds=tuple(seeds),

@@ -10,7 +10,13 @@ Sources, tried in order:
      sets, `cifar-10-batches-py` or `cifar-10-batches-bin` for CIFAR-10. `--data-dir`, else the Debian
      location (`apt-get install dataset-fashion-mnist` -> /usr/share/datasets/fashion-mnist);
   3. tensorflow-datasets, which downloads where there is a network.
-`cluttered_<base>` and `binary_<base>` are made deterministically from `<base>` and cached the same way.
+Which datasets exist, their files, validation share and class count are kbn.registry's records.
+Beyond them: `tfds:NAME` (any tensorflow-datasets image-classification set: its train split cut into
+train + validation by registry.DEFAULT_VALIDATION_FRACTION, its test split, its class count from the
+builder's info; cached like the built-ins) and `npz:PATH` (a file of x_train, y_train, x_test, y_test,
+read each time; validation cut from train the same way). A variant `<prefix>_<dataset>` (e.g.
+`cluttered_mnist`) is generated deterministically from its base by the function its registry.Variant
+names, and cached the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import dataclasses
 import gzip
 import os
 import pickle
+import re
 import socket
 import struct
 import sys
@@ -27,17 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kbn.config import BASE_DATASETS, DATASETS, base_dataset, check_choice
+from kbn import registry
 from kbn.errors import ConfigError, DataError
 
 CACHE_VERSION = 1
-# Fraction of the official training set held out for validation: 10k of 60k, 10k of 50k.
-VALIDATION_FRACTION = {"mnist": 1 / 6, "fashion_mnist": 1 / 6, "cifar10": 1 / 5}
-DEBIAN_DIRS = {
-    "fashion_mnist": ["/usr/share/datasets/fashion-mnist"],
-    "mnist": ["/usr/share/datasets/mnist"],
-    "cifar10": ["/usr/share/datasets/cifar10", "/usr/share/datasets/cifar-10"],
-}
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -58,6 +58,7 @@ class Dataset:
     y_test: np.ndarray
     source: str
     num_classes: int = 10
+    validation_fraction: float | None = None  # of the official training set, held out for validation
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -144,8 +145,37 @@ def read_cifar_folder(folder: Path) -> dict[str, np.ndarray] | None:
     return None
 
 
+READERS = {"idx": read_idx_folder, "cifar": read_cifar_folder}  # registry.Dataset.reader -> function
+
+
 def read_local(name: str, folder: Path) -> dict[str, np.ndarray] | None:
-    return read_cifar_folder(folder) if name == "cifar10" else read_idx_folder(folder)
+    return READERS[registry.get("dataset", name).reader](folder)
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    """A dataset of one's own: x_train, y_train, x_test, y_test (images (N, H, W[, C]), integer labels)."""
+    try:
+        with np.load(path) as z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise DataError(f"dataset npz:{path}: holds {', '.join(z.files)}; missing {', '.join(missing)} "
+                                "(give x_train, y_train, x_test, y_test)")
+            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError) as e:
+        raise DataError(f"dataset npz:{path}: cannot read it as .npz arrays ({e})") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim == 3:
+            arrays[f"x_{split}"] = x = x[..., None]
+        if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise DataError(f"dataset npz:{path}: x_{split} {x.shape} and y_{split} {y.shape} {y.dtype}: give images "
+                            "(N, H, W[, C]) and N non-negative integer labels")
+        if x.dtype != np.uint8:
+            if x.min() < 0 or x.max() > 1:
+                raise DataError(f"dataset npz:{path}: x_{split} is {x.dtype} outside [0, 1]; give uint8 pixels or "
+                                "floats in [0, 1]")
+            arrays[f"x_{split}"] = np.round(x * 255).astype(np.uint8)
+    return arrays
 
 
 # ---------------------------------------------------------------- tensorflow-datasets
@@ -173,7 +203,7 @@ def _network_ok(timeout: float = 3.0) -> bool:
 
 
 def read_tfds(name: str) -> tuple[dict[str, np.ndarray] | None, str]:
-    """Arrays from tensorflow-datasets, or (None, why not)."""
+    """Arrays from tensorflow-datasets (with `num_classes` from the builder's info), or (None, why not)."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - it is a dependency
@@ -187,7 +217,11 @@ def read_tfds(name: str) -> tuple[dict[str, np.ndarray] | None, str]:
         return None, "tensorflow-datasets has no copy and there is no network to download one"
     arrays = {}
     try:
-        splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=tfds_dir)
+        splits, info = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=tfds_dir, with_info=True)
+        label = info.features[info.supervised_keys[1]]
+        if not hasattr(label, "num_classes"):
+            return None, f"tensorflow-datasets: {name} has no class labels ({type(label).__name__})"
+        arrays["num_classes"] = np.array(label.num_classes)
         # Batches, not batch_size=-1: under TF 2.21 a whole-split batch aborts the process
         # (std::length_error in vector::reserve).
         for split, ds in zip(("train", "test"), splits):
@@ -204,9 +238,10 @@ def read_tfds(name: str) -> tuple[dict[str, np.ndarray] | None, str]:
 
 
 def split_official(name: str, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Cut the official training set into train + validation (the last part), deterministically."""
+    """Cut the official training set into train + validation (the last part, the share the registry
+    gives), deterministically."""
     n = len(raw["y_train"])
-    n_val = int(round(n * VALIDATION_FRACTION[name]))
+    n_val = int(round(n * registry.get("dataset", name).validation_fraction))
     if n_val < 1 or n - n_val < 1:
         raise DataError(f"{name}: only {n} training examples, too few to hold out a validation split")
     return {
@@ -216,7 +251,14 @@ def split_official(name: str, raw: dict[str, np.ndarray]) -> dict[str, np.ndarra
         "y_val": raw["y_train"][n - n_val :],
         "x_test": raw["x_test"],
         "y_test": raw["y_test"],
+        "num_classes": np.array(_classes(name, raw)),
     }
+
+
+def _classes(name: str, raw: dict) -> int:
+    """The registry's class count, else the source's (tfds's info), else the largest label + 1."""
+    known = registry.get("dataset", name).classes or raw.get("num_classes")
+    return int(known) if known is not None else int(max(raw["y_train"].max(), raw["y_test"].max())) + 1
 
 
 def clutter(x: np.ndarray, seed: int, pieces: int = 8, piece: int = 8, margin: int = 32) -> np.ndarray:
@@ -245,25 +287,19 @@ def clutter(x: np.ndarray, seed: int, pieces: int = 8, piece: int = 8, margin: i
     return out
 
 
-def binarise(x: np.ndarray) -> np.ndarray:
+def binarise(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """Binary images (Ioffe & Szegedy 2015, section 4.1): a pixel is on when it is > 0.5 after
-    scaling to [0, 1], i.e. > 127.5 of 255; stored as 0 or 255, so `load` gives exactly 0.0 or 1.0."""
+    scaling to [0, 1], i.e. > 127.5 of 255; stored as 0 or 255, so `load` gives exactly 0.0 or 1.0.
+    (`seed` is unused: a variant's function takes one.)"""
     return np.where(x > 127, np.uint8(255), np.uint8(0))
 
 
-# How each variant is made from its base set's uint8 images: fn(images, split index) -> images.
-VARIANT_MAKERS = {
-    "cluttered": lambda x, i: clutter(x, seed=1000 + i),
-    "binary": lambda x, i: binarise(x),
-}
-
-
-def _cache_path(name: str) -> Path:
-    return cache_dir() / f"{name}.npz"
+def cache_path(name: str) -> Path:
+    return cache_dir() / (re.sub(r"[^\w.]", "_", name) + ".npz")
 
 
 def _write_cache(name: str, arrays: dict[str, np.ndarray], source: str) -> Path:
-    path = _cache_path(name)
+    path = cache_path(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -277,7 +313,7 @@ def _write_cache(name: str, arrays: dict[str, np.ndarray], source: str) -> Path:
 
 
 def _read_cache(name: str) -> tuple[dict[str, np.ndarray], str] | None:
-    path = _cache_path(name)
+    path = cache_path(name)
     if not path.is_file():
         return None
     try:
@@ -285,26 +321,20 @@ def _read_cache(name: str) -> tuple[dict[str, np.ndarray], str] | None:
             if int(z["version"]) != CACHE_VERSION:
                 return None
             arrays = {f"{a}_{s}": z[f"{a}_{s}"] for s in SPLITS for a in ("x", "y")}
+            if "num_classes" in z.files:
+                arrays["num_classes"] = z["num_classes"]
             return arrays, str(z["source"])
     except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, not fatal
         return None
 
 
 def _how_to_get(name: str, tried: list[str]) -> str:
-    base = base_dataset(name)
+    rec = registry.get("dataset", name)
     lines = [f"no data for {name!r}. Tried: " + "; ".join(tried) + ".", "Get it one of these ways:"]
-    if base == "fashion_mnist":
-        lines.append("  - apt-get install dataset-fashion-mnist   (Debian; kbn finds /usr/share/datasets/fashion-mnist)")
-    if base == "cifar10":
-        lines.append(
-            "  - unpack cifar-10-python.tar.gz (or the binary version) and pass --data-dir to the folder "
-            "holding cifar-10-batches-py/ (data_batch_1..5, test_batch)"
-        )
-    else:
-        lines.append(
-            "  - put the four original IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-            "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in a folder and pass --data-dir FOLDER"
-        )
+    if rec.debian_package:
+        lines.append(f"  - apt-get install {rec.debian_package}   (Debian; kbn finds {rec.debian_dirs[0]})")
+    if rec.reader:
+        lines.append(f"  - {registry.READER_HOW[rec.reader]}")
     lines.append(f"  - on a machine with internet: kbn data prepare {name}   (tensorflow-datasets downloads it)")
     lines.append(f"Prepared data is cached in {cache_dir()} (set KBN_DATA_DIR to move it).")
     return "\n".join(lines)
@@ -320,40 +350,34 @@ def check_data_dir(data_dir: str | None) -> Path | None:
 
 
 def prepare(name: str, data_dir: str | None = None, verbose: bool = True) -> tuple[dict[str, np.ndarray], str]:
-    """uint8 arrays with splits for `name` (from the cache, else built and cached) and their source."""
-    check_choice("dataset", name, DATASETS)
+    """uint8 arrays with splits for `name` (from the cache, else built and cached) and their source;
+    `num_classes` among them."""
+    rec = registry.get("dataset", name)
     folder = check_data_dir(data_dir)
+    if rec.npz:  # a file of one's own: read each time, so a changed file is never shadowed by a cache
+        variants, _ = registry.split_variant(name)
+        if not variants:
+            return split_official(name, read_npz(rec.npz)), f"npz:{Path(rec.npz).resolve()}"
     cached = _read_cache(name)
     if cached is not None:
         return cached
-    base = base_dataset(name)
-    if base != name:
-        variant = name.removesuffix(f"_{base}")
-        arrays, base_source = prepare(base, data_dir, verbose)
-        if verbose:
-            print(f"kbn: generating {name} from {base} (once; cached afterwards)", file=sys.stderr, flush=True)
-        out = {}
-        for i, split in enumerate(SPLITS):
-            out[f"x_{split}"] = VARIANT_MAKERS[variant](arrays[f"x_{split}"], i)
-            out[f"y_{split}"] = arrays[f"y_{split}"]
-        source = f"{variant}({base_source})"
-        _write_cache(name, out, source)
-        return out, source
-    assert name in BASE_DATASETS
-    tried = [f"cache {_cache_path(name)} (absent)"]
-    candidates = [folder] if folder else [Path(d) for d in DEBIAN_DIRS[name]]
+    variants, _ = registry.split_variant(name)
+    if variants:
+        return _make_variant(name, variants[0], data_dir, verbose)
+    tried = [f"cache {cache_path(name)} (absent)"]
     raw, source = None, None
-    for cand in candidates:
+    candidates = [folder] if folder else [Path(d) for d in rec.debian_dirs]
+    for cand in candidates if rec.reader else []:
         if cand.is_dir():
             raw = read_local(name, cand)
             if raw is not None:
                 source = f"local:{cand}"
                 break
-        tried.append(f"folder {cand} (no {'CIFAR-10 batches' if name == 'cifar10' else 'IDX files'})")
+        tried.append(f"folder {cand} (no {'CIFAR-10 batches' if rec.reader == 'cifar' else 'IDX files'})")
     if raw is None:
         if verbose:
             print(f"kbn: {name}: trying tensorflow-datasets", file=sys.stderr, flush=True)
-        raw, why = read_tfds(name)
+        raw, why = read_tfds(rec.tfds or name)
         if raw is None:
             tried.append(why)
             raise DataError(_how_to_get(name, tried))
@@ -363,6 +387,23 @@ def prepare(name: str, data_dir: str | None = None, verbose: bool = True) -> tup
     if verbose:
         print(f"kbn: prepared {name} from {source}; cached at {path}", file=sys.stderr, flush=True)
     return arrays, source
+
+
+def _make_variant(name: str, prefix: str, data_dir, verbose: bool):
+    """`<prefix>_<base>`: the variant's function applied to each split of the base (seeds 1000, 1001,
+    1002 for train, val, test), labels kept; cached."""
+    base = name[len(prefix) + 1:]
+    arrays, base_source = prepare(base, data_dir, verbose)
+    if verbose:
+        print(f"kbn: generating {name} from {base} (once; cached afterwards)", file=sys.stderr, flush=True)
+    make = globals()[registry.VARIANTS[prefix].make]
+    out = {"num_classes": arrays["num_classes"]} if "num_classes" in arrays else {}
+    for i, split in enumerate(SPLITS):
+        out[f"x_{split}"] = make(arrays[f"x_{split}"], seed=1000 + i)
+        out[f"y_{split}"] = arrays[f"y_{split}"]
+    source = f"{prefix}({base_source})"
+    _write_cache(name, out, source)
+    return out, source
 
 
 def load(name: str, data_dir: str | None = None, subset: int | None = None, verbose: bool = True) -> Dataset:
@@ -377,4 +418,6 @@ def load(name: str, data_dir: str | None = None, subset: int | None = None, verb
     for s in SPLITS:
         scaled[f"x_{s}"] = np.multiply(arrays[f"x_{s}"], np.float32(1 / 255), dtype=np.float32)
         scaled[f"y_{s}"] = arrays[f"y_{s}"].astype(np.int32)
-    return Dataset(name=name, source=source, **scaled)
+    classes = int(arrays["num_classes"]) if "num_classes" in arrays else _classes(name, arrays)
+    return Dataset(name=name, source=source, num_classes=classes,
+                   validation_fraction=registry.get("dataset", name).validation_fraction, **scaled)

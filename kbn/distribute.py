@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from kbn import interrupts
-from kbn.backend import CONV_ARCHS, default_pack
+from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
@@ -61,7 +61,7 @@ def auto_workers(sweep: SweepConfig, datasets: dict, pack: int):
     """kbn.resources' choice for this sweep on this machine."""
     from kbn import resources
 
-    conv = any(c.arch in CONV_ARCHS for c in sweep.cells())
+    conv = any(is_conv(a) for a in sweep.archs)
     biggest = _dataset_bytes(datasets)
     parallel = max(len(sweep.cells()) * len(sweep.coarse) * len(sweep.search_seeds), len(sweep.cells()) * len(sweep.seeds))
     return resources.choose_workers(resources.this_machine(gpu=pack > 1), conv, biggest, parallel)

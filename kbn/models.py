@@ -5,44 +5,52 @@ right after the linear transform and before the nonlinearity, as in Ioffe & Szeg
 maps keep their bias (as the thesis's Keras code did), so adding a norm changes only the norm's own
 parameters. Every network ends in Dense(num_classes) + softmax.
 
-Norms: none | batch (BatchNormalization) | layer (LayerNormalization) | group (GroupNormalization,
-up to 8 groups of at least 4 channels) | rms (RMSNormalization: x / sqrt(mean(x^2) + eps) * scale).
+Norms are kbn.registry's: none | batch (BatchNormalization) | layer (LayerNormalization) | group
+(GroupNormalization, up to 8 groups of at least 4 channels) | rms (RMSNormalization: x / sqrt(mean(x^2)
++ eps) * scale), or a user's Keras layer class given as an import string.
+
+A network of one's own is a builder `(input_shape, num_classes, norm, activation) -> keras.Model` that
+places its norms with `norm_layer` or `dense_block` (so the norm sits before the activation, as in
+kbn's own networks); `build` refuses one whose norm layers are not where they were asked for.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import layers
 
-from kbn.config import ACTIVATIONS, ARCHS, NORMS, check_choice, check_init, check_positive, init_scale
+from kbn import registry
+from kbn.config import ACTIVATIONS, check_choice, check_init, check_positive, init_scale
+from kbn.errors import ConfigError
 
 
 def norm_layer(norm: str, channels: int, name: str):
-    """The normalization layer for `channels` features (None for `none`)."""
-    check_choice("norm", norm, NORMS)
-    if norm == "none":
-        return None
-    if norm == "batch":
-        return layers.BatchNormalization(name=name)
-    if norm == "layer":
-        return layers.LayerNormalization(name=name)
-    if norm == "rms":
-        return layers.RMSNormalization(name=name)
-    groups = max(g for g in range(1, 9) if g == 1 or (channels % g == 0 and channels // g >= 4))
-    return layers.GroupNormalization(groups=groups, name=name)
+    """The normalization layer `norm` names for `channels` features (None for `none`)."""
+    return registry.get("norm", norm).make(channels, name)
 
 
-def _block(x, linear, norm: str, activation: str, channels: int, name: str):
+def block(x, linear, norm: str, activation: str, channels: int, name: str):
+    """linear map -> norm -> activation: how every hidden layer is built (user networks too)."""
     x = linear(x)
-    nl = norm_layer(norm, channels, f"{name}_{norm}norm")
+    nl = norm_layer(norm, channels, f"{name}_{registry.slug(norm)}norm")
     if nl is not None:
         x = nl(x)
     return layers.Activation(activation, name=f"{name}_act")(x)
 
 
+def dense_block(x, units: int, norm: str, activation: str, name: str):
+    """Dense(units) -> norm -> activation, for networks of one's own.
+
+    >>> x = kbn.models.dense_block(x, 128, norm, activation, "block1")  # doctest: +SKIP
+    """
+    return block(x, layers.Dense(units, name=name), norm, activation, units, name)
+
+
 def _dense_stack(x, widths, norm, activation, prefix="dense"):
     for i, units in enumerate(widths, 1):
-        x = _block(x, layers.Dense(units, name=f"{prefix}{i}"), norm, activation, units, f"{prefix}{i}")
+        x = dense_block(x, units, norm, activation, f"{prefix}{i}")
     return x
 
 
@@ -86,7 +94,7 @@ def cnn(input_shape, num_classes=10, norm="none", activation="relu", depth=2, wi
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for i in range(1, depth + 1):
-        x = _block(x, layers.Conv2D(width, 5, padding="same", name=f"conv{i}"), norm, activation, width, f"conv{i}")
+        x = block(x, layers.Conv2D(width, 5, padding="same", name=f"conv{i}"), norm, activation, width, f"conv{i}")
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = _dense_stack(x, [256], norm, activation)
@@ -107,7 +115,7 @@ def deep_cnn(input_shape, num_classes=10, norm="none", activation="relu", depth=
         maps = width * 2 ** (b - 1)
         for j in range(1, 4):
             conv = layers.Conv2D(maps, 3, padding="same", name=f"conv{b}_{j}")
-            x = _block(x, conv, norm, activation, maps, f"conv{b}_{j}")
+            x = block(x, conv, norm, activation, maps, f"conv{b}_{j}")
         x = layers.MaxPooling2D(2, padding="same", name=f"pool{b}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = _dense_stack(x, [256], norm, activation)
@@ -125,10 +133,6 @@ def ioffe_mlp(input_shape, num_classes=10, norm="none", activation="sigmoid", de
     x = layers.Flatten(name="flatten")(inputs)
     x = _dense_stack(x, [width] * depth, norm, activation)
     return _head(inputs, x, num_classes, f"ioffe_mlp_{norm}")
-
-
-BUILDERS = {"mlp": mlp, "cnn": cnn, "deep_mlp": deep_mlp, "deep_cnn": deep_cnn, "ioffe_mlp": ioffe_mlp}
-assert tuple(BUILDERS) == ARCHS
 
 
 def apply_init(model: keras.Model, init: str) -> keras.Model:
@@ -149,10 +153,12 @@ def apply_init(model: keras.Model, init: str) -> keras.Model:
 
 def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth=None, width=None,
           init="glorot_uniform"):
-    """Build `arch` by name; None options keep the architecture's own defaults; `init`: the
-    builders' own kernels (glorot_uniform) or gaussian:<stddev> (`apply_init`)."""
-    check_choice("arch", arch, ARCHS)
-    check_choice("norm", norm, NORMS)
+    """Build `arch` (a name or a user's import string); None options keep the architecture's own
+    defaults; `init`: the builders' own kernels (glorot_uniform) or gaussian:<stddev> (`apply_init`).
+    A user's network is checked: its norms must be where `norm` asked for them."""
+    rec = registry.get("arch", arch)
+    norm_rec = registry.get("norm", norm)
+    builder = rec.resolve()
     kwargs = {}
     if activation is not None:
         kwargs["activation"] = check_choice("activation", activation, ACTIVATIONS)
@@ -160,4 +166,59 @@ def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth
         kwargs["depth"] = check_positive("depth", depth)
     if width is not None:
         kwargs["width"] = check_positive("width", width)
-    return apply_init(BUILDERS[arch](tuple(input_shape), num_classes, norm=norm, **kwargs), init)
+    if rec.source is None:
+        return apply_init(builder(tuple(input_shape), num_classes, norm=norm, **kwargs), init)
+    params = inspect.signature(builder).parameters
+    takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    for key in ("depth", "width"):
+        if key in kwargs and key not in params and not takes_all:
+            raise ConfigError(f"{key}: the builder {arch!r} takes no {key} argument; leave --{key} out")
+    act = params.get("activation")
+    if "activation" not in kwargs and act is not None and act.default is act.empty:
+        kwargs["activation"] = "relu"  # a builder without a default activation gets kbn's usual one
+    try:
+        model = builder(tuple(input_shape), num_classes, norm=norm, **kwargs)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's builder failed: say where
+        raise ConfigError(f"arch: {arch!r} failed to build with norm {norm!r}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"arch: {arch!r} returned a {type(model).__name__}, not a keras.Model")
+    check_norm_placement(model, norm_rec, arch)
+    return apply_init(model, init)
+
+
+def _neighbours(layer, outbound: bool) -> list:
+    nodes = layer._outbound_nodes if outbound else layer._inbound_nodes
+    if outbound:
+        return [n.operation for n in nodes]
+    return [p.operation for n in nodes for p in n.parent_nodes]
+
+
+def check_norm_placement(model: keras.Model, norm, arch: str) -> None:
+    """A network of one's own must hold the asked-for norm, each right after a linear map (a layer
+    with a kernel and no activation of its own) and right before an Activation, and no other norm."""
+    kinds = {r.name: r.resolve() for r in registry.NORMS.values() if r.layer}
+    want = norm.resolve()
+    if want is not None:
+        kinds[norm.name] = want
+    found = [layer for layer in model.layers if any(isinstance(layer, c) for c in kinds.values())]
+    refuse = f"arch: {arch!r} with norm {norm.name!r}: "
+    how = "; place norms with kbn.models.norm_layer or dense_block"
+    for layer in found:
+        if want is None or not isinstance(layer, want):
+            raise ConfigError(f"{refuse}found {type(layer).__name__} {layer.name!r}, which was not asked for{how}")
+        before, after = _neighbours(layer, False), _neighbours(layer, True)
+        linear = [b for b in before if hasattr(b, "kernel")
+                  and getattr(b, "activation", None) in (None, keras.activations.linear)]
+        if len(before) != 1 or not linear:
+            names = ", ".join(f"{type(b).__name__} {b.name!r}" for b in before) or "the input"
+            raise ConfigError(f"{refuse}{type(layer).__name__} {layer.name!r} follows {names}, not a linear map{how}")
+        if not after or not all(isinstance(a, layers.Activation) for a in after):
+            names = ", ".join(f"{type(a).__name__} {a.name!r}" for a in after) or "nothing"
+            raise ConfigError(f"{refuse}{type(layer).__name__} {layer.name!r} is followed by {names}, "
+                              f"not an activation{how}")
+    if want is not None and not found:
+        names = ", ".join(dict.fromkeys(type(layer).__name__ for layer in model.layers))
+        raise ConfigError(f"{refuse}no {want.__name__} layer in the model (it holds {names}){how}")

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kbn.optim import _SPECS
+from kbn import registry
 
 
 class PackedDense(layers.Layer):
@@ -135,72 +135,13 @@ class _Builder:
 
     def _graph(self, single: keras.Model, x, state: str):
         """state: shared = (b, ...) with no trial axis yet; trials = (b, K, ...) each trial its own
-        examples; dense = (b, K, units); conv = (b, H, W, K*F)."""
-        k, mk = self.k, self._layer
+        examples; dense = (b, K, units); conv = (b, H, W, K*F). Each layer type has its rule (RULES)."""
         for layer in single.layers[1:]:
-            name = layer.name
-            if isinstance(layer, layers.Flatten):
-                if state == "conv":
-                    h, w, c = x.shape[1:]
-                    f = c // k
-                    x = self._reshape(x, (h, w, k, f), f"{name}_split")
-                    x = mk(f"{name}_trials_first", lambda: layers.Permute((3, 1, 2, 4), name=f"{name}_trials_first"))(x)
-                    x = self._reshape(x, (k, h * w * f), name)
-                    state = "dense"
-                elif state == "trials":
-                    size = int(np.prod(x.shape[2:]))
-                    x = self._reshape(x, (k, size), f"{name}_per_trial")
-                else:
-                    x = mk(name, lambda: layers.Flatten(name=name))(x)
-            elif isinstance(layer, layers.Dense):
-                out = mk(name, lambda: PackedDense(k, layer.units, name=name))
-                x, state = out(x), "dense"
-                self._track(out, name, "dense")
-                if layer.activation is not None and layer.activation.__name__ != "linear":
-                    x = mk(f"{name}_activation", lambda: layers.Activation(layer.activation, name=f"{name}_activation"))(x)
-            elif isinstance(layer, layers.Conv2D):
-                if state == "shared" and k > 1:
-                    x = mk(f"{name}_repeat", lambda: layers.Concatenate(axis=-1, name=f"{name}_repeat"))([x] * k)
-                elif state == "trials":  # (b, K, H, W, C) -> (b, H, W, K*C): trial j's channels in block j
-                    h, w, c = x.shape[2:]
-                    x = mk(f"{name}_trials_last", lambda: layers.Permute((2, 3, 1, 4), name=f"{name}_trials_last"))(x)
-                    x = self._reshape(x, (h, w, k * c), f"{name}_merge_in")
-                conv = mk(name, lambda: layers.Conv2D(k * layer.filters, layer.kernel_size, padding=layer.padding,
-                                                      groups=k, name=name))
-                x, state = conv(x), "conv"
-                self._track(conv, name, "conv")
-            elif isinstance(layer, layers.MaxPooling2D):
-                x = mk(name, lambda: layers.MaxPooling2D(layer.pool_size, padding=layer.padding, name=name))(x)
-            elif isinstance(layer, layers.Activation):
-                x = mk(name, lambda: layers.Activation(layer.activation, name=name))(x)
-            elif isinstance(layer, (layers.BatchNormalization, layers.GroupNormalization)):
-                if state == "dense":
-                    u = x.shape[-1]
-                    x = self._reshape(x, (k * u,), f"{name}_flat")
-                if isinstance(layer, layers.BatchNormalization):
-                    norm = mk(name, lambda: layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon,
-                                                                      name=name))
-                else:
-                    norm = mk(name, lambda: layers.GroupNormalization(groups=k * layer.groups, epsilon=layer.epsilon,
-                                                                      name=name))
-                x = norm(x)
-                self._track(norm, name, "blocks")
-                if state == "dense":
-                    x = self._reshape(x, (k, u), f"{name}_unflat")
-            elif isinstance(layer, (layers.LayerNormalization, layers.RMSNormalization)):
-                units = x.shape[-1] if state == "dense" else x.shape[-1] // k
-                rms = isinstance(layer, layers.RMSNormalization)
-                norm = mk(name, lambda: PackedLayerNorm(k, units, layer.epsilon, rms, name=name))
-                if state == "conv":
-                    h, w = x.shape[1:3]
-                    x = self._reshape(x, (h, w, k, units), f"{name}_split")
-                    x = self._reshape(norm(x), (h, w, k * units), f"{name}_merge")
-                else:
-                    x = norm(x)
-                self._track(norm, name, "dense")
-            else:
-                raise NotImplementedError(f"packing has no rule for {type(layer).__name__} ({name})")
-        return [mk(f"t{i}", lambda: Take(i, name=f"t{i}"))(x) for i in range(k)]
+            rule = RULES.get(type(layer))
+            if rule is None:
+                raise NotImplementedError(f"packing has no rule for {type(layer).__name__} ({layer.name})")
+            x, state = rule(self, layer, x, state)
+        return [self._layer(f"t{i}", lambda: Take(i, name=f"t{i}"))(x) for i in range(self.k)]
 
     def _track(self, layer, single_name, how):
         self.copies[single_name] = (layer, how)  # the second graph tracks the same layer again
@@ -242,9 +183,128 @@ class _Builder:
         return out
 
 
+
+# ---------------------------------------------------------------- packing rules, one per layer type
+# rule(builder, single layer, x, state) -> (x, state); see _Builder._graph for the states.
+
+
+def _flatten(b: _Builder, layer, x, state):
+    k, name = b.k, layer.name
+    if state == "conv":
+        h, w, c = x.shape[1:]
+        f = c // k
+        x = b._reshape(x, (h, w, k, f), f"{name}_split")
+        x = b._layer(f"{name}_trials_first", lambda: layers.Permute((3, 1, 2, 4), name=f"{name}_trials_first"))(x)
+        return b._reshape(x, (k, h * w * f), name), "dense"
+    if state == "trials":
+        return b._reshape(x, (k, int(np.prod(x.shape[2:]))), f"{name}_per_trial"), state
+    return b._layer(name, lambda: layers.Flatten(name=name))(x), state
+
+
+def _dense(b: _Builder, layer, x, state):
+    name = layer.name
+    out = b._layer(name, lambda: PackedDense(b.k, layer.units, name=name))
+    x = out(x)
+    b._track(out, name, "dense")
+    if layer.activation is not None and layer.activation.__name__ != "linear":
+        x = b._layer(f"{name}_activation", lambda: layers.Activation(layer.activation, name=f"{name}_activation"))(x)
+    return x, "dense"
+
+
+def _conv(b: _Builder, layer, x, state):
+    k, name = b.k, layer.name
+    if state == "shared" and k > 1:
+        x = b._layer(f"{name}_repeat", lambda: layers.Concatenate(axis=-1, name=f"{name}_repeat"))([x] * k)
+    elif state == "trials":  # (b, K, H, W, C) -> (b, H, W, K*C): trial j's channels in block j
+        h, w, c = x.shape[2:]
+        x = b._layer(f"{name}_trials_last", lambda: layers.Permute((2, 3, 1, 4), name=f"{name}_trials_last"))(x)
+        x = b._reshape(x, (h, w, k * c), f"{name}_merge_in")
+    conv = b._layer(name, lambda: layers.Conv2D(k * layer.filters, layer.kernel_size, padding=layer.padding,
+                                                groups=k, name=name))
+    x = conv(x)
+    b._track(conv, name, "conv")
+    return x, "conv"
+
+
+def _max_pool(b: _Builder, layer, x, state):
+    name = layer.name
+    return b._layer(name, lambda: layers.MaxPooling2D(layer.pool_size, padding=layer.padding, name=name))(x), state
+
+
+def _activation(b: _Builder, layer, x, state):
+    name = layer.name
+    return b._layer(name, lambda: layers.Activation(layer.activation, name=name))(x), state
+
+
+def _features_norm(b: _Builder, layer, x, state):
+    """Batch or group norm over the flattened K*units (K*groups) features: per-trial statistics."""
+    k, name = b.k, layer.name
+    if state == "dense":
+        u = x.shape[-1]
+        x = b._reshape(x, (k * u,), f"{name}_flat")
+    if isinstance(layer, layers.BatchNormalization):
+        norm = b._layer(name, lambda: layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon,
+                                                                name=name))
+    else:
+        norm = b._layer(name, lambda: layers.GroupNormalization(groups=k * layer.groups, epsilon=layer.epsilon,
+                                                                name=name))
+    x = norm(x)
+    b._track(norm, name, "blocks")
+    if state == "dense":
+        x = b._reshape(x, (k, u), f"{name}_unflat")
+    return x, state
+
+
+def _last_axis_norm(b: _Builder, layer, x, state):
+    """Layer or RMS norm over the last axis, with per-trial gamma (and beta)."""
+    k, name = b.k, layer.name
+    units = x.shape[-1] if state == "dense" else x.shape[-1] // k
+    rms = isinstance(layer, layers.RMSNormalization)
+    norm = b._layer(name, lambda: PackedLayerNorm(k, units, layer.epsilon, rms, name=name))
+    if state == "conv":
+        h, w = x.shape[1:3]
+        x = b._reshape(x, (h, w, k, units), f"{name}_split")
+        x = b._reshape(norm(x), (h, w, k * units), f"{name}_merge")
+    else:
+        x = norm(x)
+    b._track(norm, name, "dense")
+    return x, state
+
+
+# Keyed by exact type: a subclass (a user's layer) may compute something else, so it trains unpacked.
+RULES = {
+    layers.Flatten: _flatten,
+    layers.Dense: _dense,
+    layers.Conv2D: _conv,
+    layers.MaxPooling2D: _max_pool,
+    layers.Activation: _activation,
+    layers.BatchNormalization: _features_norm,
+    layers.GroupNormalization: _features_norm,
+    layers.LayerNormalization: _last_axis_norm,
+    layers.RMSNormalization: _last_axis_norm,
+}
+
+
+def cannot_pack(single: keras.Model, optimizer: str) -> str | None:
+    """Why `single` trained by `optimizer` cannot be packed (None: it can): a layer without a rule,
+    a network that is not a chain of layers, or an optimizer kbn does not know to be linear in its rate."""
+    if not registry.get("optimizer", optimizer).packable:
+        return f"optimizer {optimizer} is not kbn's own (packing needs an update linear in the learning rate)"
+    previous = single.layers[0]
+    for layer in single.layers[1:]:
+        if type(layer) not in RULES:
+            return f"packing has no rule for {type(layer).__name__} ({layer.name})"
+        parents = [p.operation for n in layer._inbound_nodes for p in n.parent_nodes]
+        if parents != [previous]:
+            return f"{layer.name} does not follow {previous.name} alone (packing handles a chain of layers)"
+        previous = layer
+    return None
+
+
 def packed_optimizer(name: str, lr_arrays: dict[str, np.ndarray], **overrides) -> keras.optimizers.Optimizer:
     """The named optimizer whose learning rate is, per variable, an array of the trials' rates."""
-    base, fixed = _SPECS[name]
+    rec = registry.get("optimizer", name)
+    base, fixed = rec.resolve(), dict(rec.fixed)
 
     class PerTrialLR(base):
         def _lr_of(self, variable):
@@ -311,5 +371,7 @@ def trial_logs(logs: dict, k: int, prefix: str = "") -> list[dict]:
     return out
 
 
-def is_packable(arch: str) -> bool:
-    return arch in ("mlp", "deep_mlp", "ioffe_mlp", "cnn", "deep_cnn")
+def is_packable(arch: str, optimizer: str) -> bool:
+    """Whether a sweep should pull trials of this cell to pack: kbn's own networks (a user's is tried,
+    and trains unpacked if `cannot_pack` finds why) with kbn's own optimizers."""
+    return registry.get("arch", arch).packable and registry.get("optimizer", optimizer).packable

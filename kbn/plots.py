@@ -15,13 +15,30 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS  # noqa: E402
-from kbn import tuning  # noqa: E402
+from kbn import registry, tuning  # noqa: E402
 from kbn.report.labels import display_name  # noqa: E402
 from kbn.report.measures import norm_effect  # noqa: E402
 from kbn.report.results import Results  # noqa: E402
 
-NORM_COLORS = {"none": "tab:gray", "batch": "tab:blue", "layer": "tab:orange", "group": "tab:green", "rms": "tab:red"}
+
+def _opt(name: str) -> str:
+    return registry.display("optimizer", name)
+
+
+def _color(norm: str) -> str:
+    """The registry's colour of a norm; a user's norms take the colours after kbn's own."""
+    if norm in registry.NORMS:
+        return registry.NORMS[norm].color
+    return f"C{5 + sorted(_USER_NORMS).index(norm) % 5}" if norm in _USER_NORMS else "black"
+
+
+_USER_NORMS: set[str] = set()
+
+
+def _norms(names) -> list[str]:
+    found = registry.order("norm", set(names))
+    _USER_NORMS.update(n for n in found if n not in registry.NORMS)
+    return found
 
 
 def _grid(n: int):
@@ -46,18 +63,19 @@ def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     for (d, a), g in runs.groupby(["dataset", "arch"]):
         x = "epoch" if g["epoch"].notna().any() else "step"
-        opts = [o for o in OPTIMIZERS if o in set(g["optimizer"])]
+        opts = registry.order("optimizer", g["optimizer"])
         for metric, train_col, val_col in (("accuracy", "accuracy", "val_accuracy"), ("loss", "loss", "val_loss")):
             fig, axes = _grid(len(opts))
             for ax, opt in zip(axes, opts):
-                for norm in [n for n in NORMS if n in set(g["norm"])]:
+                for norm in _norms(g["norm"]):
                     sel = g[(g["optimizer"] == opt) & (g["norm"] == norm)].groupby(x)[[train_col, val_col]].mean()
                     if sel.empty:
                         continue
-                    c = NORM_COLORS[norm]
-                    ax.plot(sel.index, sel[val_col], color=c, label=f"{norm} (validation)")
-                    ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7, label=f"{norm} (train)")
-                ax.set_title(OPTIMIZER_NAMES[opt])
+                    c = _color(norm)
+                    ax.plot(sel.index, sel[val_col], color=c, label=f"{registry.display('norm', norm)} (validation)")
+                    ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7,
+                            label=f"{registry.display('norm', norm)} (train)")
+                ax.set_title(_opt(opt))
                 ax.set_xlabel(x)
                 ax.set_ylabel(metric)
                 _x_axis(ax, g[x].dropna())
@@ -111,12 +129,12 @@ def preactivation_figure(g: pd.DataFrame):
     g = g[g["seed"] == seed]
     layer = g["layer"].iloc[len(g) - 1]  # rows are written in layer order: the last is the last hidden layer
     g = g[g["layer"] == layer]
-    norms = [n for n in NORMS if n in set(g["norm"])]
+    norms = _norms(g["norm"])
     fig, axes = plt.subplots(len(norms), 2, figsize=(9, 2.6 * len(norms)), squeeze=False, sharex=True, sharey=True)
     for row, norm in zip(axes, norms):
         for ax, scope in zip(row, ("unit", "all")):
             s = g[(g["norm"] == norm) & (g["scope"] == scope)].sort_values("x")
-            c = NORM_COLORS[norm]
+            c = _color(norm)
             ax.fill_between(s["x"], s["p15"], s["p85"], color=c, alpha=0.15)
             for q, ls in (("p15", ":"), ("p50", "-"), ("p85", "--")):
                 ax.plot(s["x"], s[q], color=c, ls=ls, label=f"{q[1:]}th percentile")
@@ -128,7 +146,7 @@ def preactivation_figure(g: pd.DataFrame):
         row[0].set_ylabel("pre-activation")
     axes[0][0].legend(fontsize=7)
     d, a, opt = g["dataset"].iloc[0], g["arch"].iloc[0], g["optimizer"].iloc[0]
-    fig.suptitle(f"{display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: input to the last hidden nonlinearity ({layer})\n"
+    fig.suptitle(f"{display_name(d, a)}, {_opt(opt)}: input to the last hidden nonlinearity ({layer})\n"
                  f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed} (Ioffe & Szegedy Fig. 1b-c)",
                  fontsize=9)
     return fig
@@ -145,22 +163,22 @@ def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
     """Selection score against learning rate: coarse (o) and fine (s) trials, diverged ones (x)."""
     paths = []
     for (d, a), g in points.groupby(["dataset", "arch"]):
-        opts = [o for o in OPTIMIZERS if o in set(g["optimizer"])]
+        opts = registry.order("optimizer", g["optimizer"])
         fig, axes = _grid(len(opts))
         for ax, opt in zip(axes, opts):
-            for norm in [n for n in NORMS if n in set(g["norm"])]:
+            for norm in _norms(g["norm"]):
                 s = g[(g["optimizer"] == opt) & (g["norm"] == norm)].sort_values("lr")
                 if s.empty:
                     continue
-                c = NORM_COLORS[norm]
-                ax.plot(s["lr"], s["score"], color=c, alpha=0.5, label=norm)
+                c = _color(norm)
+                ax.plot(s["lr"], s["score"], color=c, alpha=0.5, label=registry.display("norm", norm))
                 for phase, marker in (("coarse", "o"), ("fine", "s")):
                     p = s[(s["phase"] == phase) & ~s["diverged"]]
                     ax.scatter(p["lr"], p["score"], color=c, marker=marker, s=22)
                 dv = s[s["diverged"]]
                 ax.scatter(dv["lr"], dv["score"], color="black", marker="x", s=40)
             ax.set_xscale("log")
-            ax.set_title(OPTIMIZER_NAMES[opt])
+            ax.set_title(_opt(opt))
             ax.set_xlabel("learning rate")
             ax.set_ylabel("selection score")
             ax.grid(alpha=0.3)
@@ -178,14 +196,14 @@ def expected_best(points: pd.DataFrame, out: Path) -> list[Path]:
     if rob.empty:  # a folder of runs without a sweep's search trials
         return paths
     for (d, a), g in rob.groupby(["dataset", "arch"]):
-        opts = [o for o in OPTIMIZERS if o in set(g["optimizer"])]
+        opts = registry.order("optimizer", g["optimizer"])
         fig, axes = _grid(len(opts))
         for ax, opt in zip(axes, opts):
             for _, r in g[g["optimizer"] == opt].iterrows():
                 ks = list(range(1, int(r["coarse_points"]) + 1))
-                ax.plot(ks, [r[f"best_k{k}"] for k in ks], marker="o", color=NORM_COLORS.get(r["norm"], "black"),
-                        label=f"{r['norm']} (band {r['band']:.2f} dec)")
-            ax.set_title(OPTIMIZER_NAMES[opt])
+                ax.plot(ks, [r[f"best_k{k}"] for k in ks], marker="o", color=_color(r["norm"]),
+                        label=f"{registry.display('norm', r['norm'])} (band {r['band']:.2f} dec)")
+            ax.set_title(_opt(opt))
             ax.set_xlabel("trials drawn from the coarse grid (k)")
             ax.set_ylabel("expected best selection score")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -199,8 +217,8 @@ def expected_best(points: pd.DataFrame, out: Path) -> list[Path]:
 def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
     """rel on the test set at the last epoch: optimizer x (network, norm)."""
     res = Results(df)
-    opts = res.present("optimizer", OPTIMIZERS)
-    cols = [(d, a, n) for d, a in res.pairs() for n in res.present("norm", NORMS) if n != "none"]
+    opts = res.present("optimizer")
+    cols = [(d, a, n) for d, a in res.pairs() for n in _norms(res.present("norm")) if n != "none"]
     if not opts or not cols:
         return []
     m = np.full((len(opts), len(cols)), np.nan)
@@ -216,8 +234,9 @@ def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
     for i in range(len(opts)):
         for j in range(len(cols)):
             ax.text(j, i, "—" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_yticks(range(len(opts)), [OPTIMIZER_NAMES[o] for o in opts])
-    ax.set_xticks(range(len(cols)), [f"{display_name(d, a)}\n{n} norm" for d, a, n in cols], fontsize=8)
+    ax.set_yticks(range(len(opts)), [_opt(o) for o in opts])
+    ax.set_xticks(range(len(cols)), [f"{display_name(d, a)}\n{registry.display('norm', n)} norm" for d, a, n in cols],
+                  fontsize=8)
     fig.colorbar(im, ax=ax, label="rel (test, last epoch)")
     ax.set_title("Relative improvement from normalization")
     return [_save(fig, out / "rel_heatmap.png")]
@@ -229,8 +248,9 @@ def adam_jumps(runs: pd.DataFrame, out: Path) -> list[Path]:
     g = runs[(runs["optimizer"] == "adam") & (runs["norm"] == "batch") & runs["epoch"].notna()]
     if g.empty:
         return []
+    datasets, archs = registry.order("dataset", g["dataset"]), registry.order("arch", g["arch"])
     keys = sorted(set(zip(g["dataset"], g["arch"])), key=lambda k: (not k[0].startswith("cluttered_"),
-                                                                   DATASETS.index(k[0]), ARCHS.index(k[1])))
+                                                                   datasets.index(k[0]), archs.index(k[1])))
     fig, axes = _grid(len(keys))
     for ax, (d, a) in zip(axes, keys):
         s = g[(g["dataset"] == d) & (g["arch"] == a)]

@@ -1,7 +1,8 @@
 """The sweep folder's own files: `.lock`, held by the live sweep so that a second one on the same
 folder is refused (`sweep_lock`; `is_locked` asks without taking it), and `sweep.json`, the
 validated sweep that a resumed sweep must match (`prepare_folder`) and that readers load back
-(`load_folder_sweep`). It knows the folder's layout (runs/, search/, tuner/) only to check the runs
+(`load_folder_sweep`), and `components.json`, a user's own components and their files' sha256
+(`check_components`). It knows the folder's layout (runs/, search/, tuner/) only to check the runs
 against a sweep: it must not know Keras Tuner, training or which trial comes next.
 """
 
@@ -16,7 +17,8 @@ import socket
 import time
 from pathlib import Path
 
-from kbn.config import PHASES, SWEEP_FIELDS_ADDED, SweepConfig, TrainConfig, sweep_from_dict
+from kbn import registry
+from kbn.config import PHASES, SWEEP_FIELDS_ADDED, Cell, SweepConfig, TrainConfig, sweep_from_dict
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import write_json_atomic
 
@@ -91,6 +93,21 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     write_json_atomic(stored, current)
 
 
+def check_components(sweep: SweepConfig, logdir: Path) -> None:
+    """Record the sweep's own components (import strings, npz files) with their files' sha256 in
+    components.json; a resumed sweep whose module or file changed since is refused in one line."""
+    settings = [sweep.train_config(c, sweep.coarse_grid(c.optimizer)[0], sweep.seeds[0], "final").to_dict()
+                for c in sweep.cells()]
+    current = registry.sweep_components(settings)
+    stored = logdir / "components.json"
+    old = json.loads(stored.read_text()) if stored.is_file() else {}
+    changed = registry.changed_components(old, current)
+    if changed:
+        raise ConfigError(f"{logdir}: {changed}")
+    if current and current != old:
+        write_json_atomic(stored, current)
+
+
 def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     """The first way the runs and trials in `logdir` disagree with `sweep`, or None."""
     from kbn.plan import cells_by_key  # kbn.plan reads sweep.json through this module
@@ -101,7 +118,7 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         phase = "final" if config_path.parent.parent.name == "runs" else config_path.parent.parent.name
         try:
             s = json.loads(config_path.read_text())["settings"]
-            key = f"{s['dataset']}-{s['arch']}-{s['norm']}-{s['optimizer']}"
+            key = Cell(s["dataset"], s["arch"], s["norm"], s["optimizer"]).key
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a damaged run is redone anyway
         where = config_path.parent.relative_to(logdir)

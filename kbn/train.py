@@ -26,7 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kbn import __version__, data as kdata, models, optim
+from kbn import __version__, data as kdata, models, optim, registry
 from kbn import interrupts
 from kbn.backend import enable_compile_cache, fast_compile_args, keep_tensorflow_out
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
@@ -34,7 +34,7 @@ from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.tboard import HParams, run_hparams
 from kbn.config import TrainConfig
-from kbn.packed import build_packed, trial_logs
+from kbn.packed import build_packed, cannot_pack, trial_logs
 
 EVAL_BATCH = 1000
 
@@ -140,6 +140,10 @@ def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log) -> RunResult |
     if check.result is None:
         return None
     changed = _changed(check.config.get("settings", {}), cfg.to_dict())
+    module_changed = registry.changed_components(check.config.get("components", {}),
+                                                 registry.user_components(cfg.to_dict()))
+    if module_changed:
+        raise ConfigError(f"logdir: {folder}: {module_changed}")
     if changed:
         raise ConfigError(f"logdir: {folder} holds a finished run with other settings ({', '.join(changed)}); "
                           "use --overwrite to redo it, or another --logdir")
@@ -170,9 +174,18 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     if not todo:
         return results
     cfg = cfgs[todo[0]]
+    components = registry.user_components(cfg.to_dict())  # a user's import strings, before any training
     ds = dataset if dataset is not None else kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=verbose)
     k = len(todo)
     singles = [initial_model(cfgs[i], ds) for i in todo]  # packed: each trial from its own seed's weights
+    why = cannot_pack(singles[0], cfg.optimizer) if k > 1 else None
+    if why:
+        if verbose:
+            log(f"kbn: {cfg.run_name()} and {k - 1} more train one by one, unpacked: {why}")
+        for i in todo:
+            results[i] = train_many([cfgs[i]], logdir, overwrite, verbose, ds, log, [hparams[i]], steps_per_execution,
+                                    protocol, save_model)[0]
+        return results
     n = len(ds.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     eval_at = None
@@ -198,7 +211,9 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     shared = {  # what every packed run's config.json says alike
         "backend": keras.backend.backend(),
         "versions": versions(),
-        "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
+        "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape),
+                 "num_classes": ds.num_classes, "validation_fraction": ds.validation_fraction},
+        "components": components,
         "model": {"name": singles[0].name, "params": singles[0].count_params()},
         "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
                      "steps_per_execution": spe, "packed_with": k, "own_data_orders": own_orders,
@@ -249,8 +264,8 @@ def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
     for j, (cfg, runlog, outcome) in enumerate(zip(cfgs, runlogs, outcomes)):
         if outcome is None or outcome["status"] != "finished":
             continue
-        if packed is None:
-            single = keras.models.clone_model(singles[j])  # the trained model minus its optimizer state
+        if packed is None:  # built afresh, not cloned: cloning a compiled model rebuilds its optimizer from
+            single = initial_model(cfg, ds)  # its config, which a user's unregistered class cannot do
             single.set_weights(singles[j].get_weights())
         else:
             single = packed.trial_model(j, initial_model(cfg, ds))

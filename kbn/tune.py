@@ -14,6 +14,7 @@ beyond calling kbn.train.
 
 Folder of a sweep (`logs/<name>/` by default):
   sweep.json          the validated sweep file; resuming with a different one is refused
+  components.json     a user's own components (import strings, npz files) and their files' sha256
   tuner/              the Keras Tuner project: oracle.json, trial_NNNN/trial.json
   search/coarse|fine/ the search trials, each a full kbn run folder (metrics.csv, TensorBoard, HParams)
   runs/               the final runs, one per seed: what reports read
@@ -33,7 +34,7 @@ import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
-from kbn import data as kdata
+from kbn import data as kdata, registry
 from kbn.config import SweepConfig, check_address
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
@@ -41,7 +42,7 @@ from kbn.backend import default_pack
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
                       score_value, trial_key, trial_length, work_left)
 from kbn.runlog import check_run, write_json_atomic
-from kbn.sweep_folder import prepare_folder, sweep_lock
+from kbn.sweep_folder import check_components, prepare_folder, sweep_lock
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
 from kbn.train import train, train_many
@@ -324,7 +325,8 @@ class SweepTuner(base_tuner.BaseTuner):
             if first.status != Status.RUNNING:
                 return []
             batch = [first]
-        while len(batch) < self.pack and packable(self.cells[batch[0].hyperparameters.values["cell"]].arch):
+        cell = self.cells[batch[0].hyperparameters.values["cell"]]
+        while len(batch) < self.pack and packable(cell.arch, cell.optimizer):
             t = ask()
             if t.status != Status.RUNNING:
                 break
@@ -413,10 +415,11 @@ def _hms(s: float) -> str:
 def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
     """Everything a sweep can check before it trains, so a missing dataset or an impossible setting
     fails in one line at once, instead of as one failed trial per cell: every dataset loads (with its
-    subset), every cell's network builds and its optimizer exists, and packing works where asked.
+    subset), every cell's network builds and its optimizer exists (a user's import strings are
+    imported here), and packing works where asked (what cannot be packed trains unpacked, said once).
     Returns the datasets loaded, keyed as SweepTuner keeps them."""
     from kbn import models, optim
-    from kbn.packed import build_packed
+    from kbn.packed import build_packed, cannot_pack
 
     datasets = {}
     for cell in sweep.cells():
@@ -429,13 +432,16 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
         if cfg.batch_size > len(ds.y_train):
             raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {len(ds.y_train)} training examples of "
                               f"{cfg.dataset}; every step would see them all")
+        registry.user_components(cfg.to_dict())  # import strings: imported, checked, in one line each
         optim.make_optimizer(cfg.optimizer, cfg.lr)
         single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
-        if pack > 1 and packable(cfg.arch):
-            try:
+        if pack > 1:
+            why = cannot_pack(single, cfg.optimizer) if registry.get("arch", cfg.arch).packable else \
+                f"network {cfg.arch} is not packable"
+            if why is None:
                 build_packed([single, single], [cfg.lr, cfg.lr], cfg.optimizer)
-            except NotImplementedError as e:
-                raise ConfigError(f"--pack {pack}: cell {cell.key} cannot be packed ({e}); use --pack 1") from None
+            elif verbose:
+                print(f"kbn sweep: cell {cell.key} trains unpacked: {why}", flush=True)
     return datasets
 
 
@@ -460,6 +466,7 @@ def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = No
         check_address(host, port)
     with sweep_lock(logdir):
         prepare_folder(sweep, logdir)
+        check_components(sweep, logdir)
         pack = pack or default_pack()
         datasets = preflight(sweep, pack)
         cores_each = None

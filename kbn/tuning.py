@@ -28,6 +28,7 @@ TRIAL_COLUMNS = ["dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", 
 def trial_points(logdir: Path) -> pd.DataFrame:
     """Every completed search trial of a sweep: cell, phase, lr, search seed, score, diverged."""
     recs = []
+    cells = _cells(logdir)
     for f in sorted(Path(logdir).rglob("tuner/trial_*/trial.json")):
         try:
             s = json.loads(f.read_text())
@@ -38,10 +39,23 @@ def trial_points(logdir: Path) -> pd.DataFrame:
             continue
         m = s.get("metrics", {}).get("metrics", {})
         div = m.get("diverged", {}).get("observations", [{}])[0].get("value", [0.0])[0]
-        d, a, n, o = v["cell"].split("-")
+        cell = cells.get(v["cell"])
+        d, a, n, o = (cell.dataset, cell.arch, cell.norm, cell.optimizer) if cell else v["cell"].split("-")
         recs.append(dict(dataset=d, arch=a, norm=n, optimizer=o, phase=v["phase"], lr=float(v["lr"]),
                          seed=int(v.get("seed", 0)), score=float(s["score"]), diverged=bool(div)))
     return pd.DataFrame.from_records(recs, columns=TRIAL_COLUMNS)
+
+
+def _cells(logdir: Path) -> dict:
+    """Cell key -> cell, from sweep.json (cell keys hold the short names of a user's components)."""
+    from kbn.errors import KbnError
+    from kbn.plan import cells_by_key
+    from kbn.sweep_folder import load_folder_sweep
+
+    try:
+        return cells_by_key(load_folder_sweep(logdir))
+    except KbnError:
+        return {}
 
 
 def lr_scores(points: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +109,7 @@ def band_change(rob: pd.DataFrame, norm: str) -> dict[tuple, float]:
 
 def tables(rob: pd.DataFrame) -> list:
     """The report's tuning-robustness tables: one per (dataset, network), rows optimizer x norm."""
-    from kbn.config import OPTIMIZER_NAMES
+    from kbn import registry
     from kbn.report.labels import display_name
     from kbn.report.tables import Table
 
@@ -107,7 +121,7 @@ def tables(rob: pd.DataFrame) -> list:
                   ["optimizer", "norm", "band (decades)", "points"] + [f"E[best] k={k}" for k in ks], [], kind="plain",
                   label=(d, a))
         for _, r in g.sort_values(["optimizer", "norm"]).iterrows():
-            row = [OPTIMIZER_NAMES.get(r["optimizer"], r["optimizer"]), r["norm"], f"{r['band']:.2f}", str(r["points"])]
+            row = [registry.display("optimizer", r["optimizer"]), r["norm"], f"{r['band']:.2f}", str(r["points"])]
             row += ["—" if pd.isna(r.get(f"best_k{k}")) else f"{100 * r[f'best_k{k}']:.2f}" for k in ks]
             t.rows.append(row)
             base = dict(table="tuning", dataset=d, arch=a, optimizer=r["optimizer"], norm=r["norm"], epoch="")

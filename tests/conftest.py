@@ -18,6 +18,23 @@ import pytest
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
+@pytest.fixture
+def debian_dirs(monkeypatch):
+    """`debian_dirs(name, folders)`: where kbn looks for a built-in dataset's Debian package, for one test."""
+    import dataclasses
+    from types import MappingProxyType
+
+    from kbn import registry
+
+    def set_dirs(name, folders):
+        rec = dataclasses.replace(registry.DATASETS[name], debian_dirs=tuple(str(f) for f in folders))
+        datasets = MappingProxyType({**registry.DATASETS, name: rec})
+        monkeypatch.setattr(registry, "DATASETS", datasets)
+        monkeypatch.setattr(registry, "REGISTRIES", MappingProxyType({**registry.REGISTRIES, "dataset": datasets}))
+
+    return set_dirs
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KBN_DATA_DIR", str(tmp_path_factory.mktemp("kbn-cache")))

@@ -37,8 +37,8 @@ def test_bad_input_is_one_line_naming_value_and_choices(args, expect, tmp_path, 
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
-def test_missing_data_explains_how_to_get_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(data.DEBIAN_DIRS, "mnist", [])
+def test_missing_data_explains_how_to_get_it(tmp_path, capsys, monkeypatch, debian_dirs):
+    debian_dirs("mnist", [])
     code = main(["train", "--dataset", "mnist", "--logdir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err

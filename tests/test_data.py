@@ -48,8 +48,8 @@ def test_subset_takes_the_first_training_examples(tmp_path):
         data.load("mnist", subset=51, verbose=False)
 
 
-def test_no_source_says_how_to_get_the_data(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.DEBIAN_DIRS, "fashion_mnist", [str(tmp_path / "nowhere")])
+def test_no_source_says_how_to_get_the_data(tmp_path, monkeypatch, debian_dirs):
+    debian_dirs("fashion_mnist", [str(tmp_path / "nowhere")])
     with pytest.raises(DataError) as e:
         data.load("fashion_mnist", verbose=False)
     msg = str(e.value)
@@ -81,11 +81,11 @@ def test_cifar_python_batches_give_40k_10k_style_split(tmp_path):
 
 
 @pytest.mark.parametrize("name,shape,n_train,n_val", [("mnist", (28, 28, 1), 50, 10), ("cifar10", (32, 32, 3), 48, 12)])
-def test_tfds_loader_with_mock_data(name, shape, n_train, n_val, monkeypatch):
+def test_tfds_loader_with_mock_data(name, shape, n_train, n_val, monkeypatch, debian_dirs):
     import tensorflow_datasets as tfds
 
     monkeypatch.setenv("KBN_OFFLINE", "0")
-    monkeypatch.setitem(data.DEBIAN_DIRS, name, [])
+    debian_dirs(name, [])
     with tfds.testing.mock_data(num_examples=60):
         ds = data.load(name, verbose=False)
     assert ds.source == "tfds"

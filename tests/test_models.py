@@ -3,7 +3,9 @@ import pytest
 from keras import layers
 
 from kbn import models
-from kbn.config import ARCHS, NORMS
+from kbn import registry
+
+ARCHS, NORMS = tuple(registry.ARCHS), tuple(registry.NORMS)
 from kbn.errors import ConfigError
 
 MNIST = (28, 28, 1)

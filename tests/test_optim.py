@@ -1,7 +1,7 @@
 import keras
 import pytest
 
-from kbn.config import OPTIMIZERS
+from kbn import registry
 from kbn.errors import ConfigError
 from kbn.optim import make_optimizer
 
@@ -18,7 +18,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("name", tuple(registry.OPTIMIZERS))
 def test_each_optimizer_by_name_with_its_learning_rate(name):
     opt = make_optimizer(name, 0.0125)
     cls, attrs = EXPECTED[name]

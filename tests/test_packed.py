@@ -5,14 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from kbn.config import NORMS, OPTIMIZERS, TrainConfig
+from kbn import registry
+from kbn.config import TrainConfig
 from kbn.runlog import read_metrics
 from kbn.train import train, train_many
 
 LRS = {"sgd": (0.02, 0.1), "sgdm": (0.01, 0.05), "nesterov": (0.01, 0.05), "adagrad": (0.01, 0.1),
        "adadelta": (0.1, 1.0), "adam": (1e-3, 1e-2), "adamw": (1e-3, 1e-2), "nadam": (1e-3, 1e-2),
        "rmsprop": (1e-3, 1e-2)}
-CASES = [("mlp", "batch", opt) for opt in OPTIMIZERS] + [("mlp", norm, "adam") for norm in NORMS if norm != "batch"]
+CASES = ([("mlp", "batch", opt) for opt in registry.OPTIMIZERS]
+         + [("mlp", norm, "adam") for norm in registry.NORMS if norm != "batch"])
 CASES += [("ioffe_mlp", "layer", "sgd")]
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbn import report
+from kbn import registry, report
 from kbn.cli import main
-from kbn.config import OPTIMIZER_NAMES, TrainConfig
+from kbn.config import TrainConfig
 from kbn.report.render import format_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_table_11_rel_row_is_reproduced_exactly(tmp_path, capsys):
     got = tidy[(tidy["table"] == "tables11-12") & (tidy["quantity"] == "rel")]
     assert len(got) == 6 * 5
     for _, g in got.iterrows():
-        name = OPTIMIZER_NAMES[g["optimizer"]]
+        name = registry.display("optimizer", g["optimizer"])
         assert round(g["value"], 2) == pytest.approx(rels[name][int(g["epoch"])]), (name, g["epoch"])
     assert main(["report", "--from-csv", str(tmp_path / "t11.csv")]) == 0
     text = capsys.readouterr().out

@@ -257,10 +257,10 @@ def _trial_dirs(logdir):
     return sorted(p.name for p in Path(logdir, "tuner").glob("trial_*"))
 
 
-def test_missing_data_fails_before_any_trial_in_one_line(tmp_path, capsys, monkeypatch):
+def test_missing_data_fails_before_any_trial_in_one_line(tmp_path, capsys, monkeypatch, debian_dirs):
     from kbn.cli import main
 
-    monkeypatch.setitem(data.DEBIAN_DIRS, "mnist", [])
+    debian_dirs("mnist", [])
     f = tmp_path / "s.toml"
     f.write_text(TINY)
     assert main(["sweep", str(f), "--logdir", str(tmp_path / "out")]) == 1

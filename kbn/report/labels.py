@@ -1,20 +1,24 @@
-"""How the reports name things: datasets, networks and a missing value, as a reader sees them
-(optimizer names are config.OPTIMIZER_NAMES). It holds names only: it must not know results,
-statistics or any output format."""
+"""How the reports name things: datasets, networks, optimizers and a missing value, as a reader sees
+them (each component's display name is its kbn.registry record's; a user's, what its run folders
+recorded). It holds names only: it must not know results, statistics or any output format."""
 
 from __future__ import annotations
 
-from kbn.config import base_dataset
+from kbn import registry
 
 MISSING = "—"
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-ARCH_NAMES = {"mlp": "MLP", "cnn": "CNN", "deep_mlp": "deep MLP", "deep_cnn": "deep CNN", "ioffe_mlp": "Ioffe MLP"}
+
+
+def optimizer_name(opt: str) -> str:
+    return registry.display("optimizer", opt)
+
+
+def arch_name(arch: str) -> str:
+    return registry.display("arch", arch)
 
 
 def display_name(dataset: str, arch: str | None = None) -> str:
-    """A dataset's name as a reader knows it ('Fashion-MNIST', 'cluttered MNIST', 'binary MNIST'), with
-    the network's after it when given ('MNIST + deep MLP')."""
-    base = base_dataset(dataset)
-    variant = dataset.removesuffix(f"_{base}")  # cluttered, binary
-    d = DATASET_NAMES.get(base, base) if base == dataset else f"{variant} {DATASET_NAMES.get(base, base)}"
-    return d if arch is None else f"{d} + {ARCH_NAMES.get(arch, arch)}"
+    """A dataset's name as a reader knows it ('Fashion-MNIST', 'cluttered MNIST'), with the
+    network's after it when given ('MNIST + deep MLP')."""
+    d = registry.display("dataset", dataset)
+    return d if arch is None else f"{d} + {arch_name(arch)}"

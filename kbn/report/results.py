@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kbn.config import ARCHS, DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
+from kbn import registry
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import check_run, read_metrics
 
@@ -79,6 +79,10 @@ def scan_runs(logdir: str | Path) -> RunScan:
         else:
             try:
                 s = check.config["settings"]
+                for kind, facts in (check.config.get("components") or {}).items():
+                    registry.learn(kind, s[kind], facts)  # a user's display name and family, as trained
+                classes = (check.config.get("data") or {}).get("num_classes")
+                registry.learn("dataset", s["dataset"], {"classes": classes})
                 key, lr = tuple(s[k] for k in CELL + ["seed"]), s["lr"]
                 rows = _run_records(check.config, check.result["status"], read_metrics(folder))
             except KeyError as e:
@@ -198,7 +202,8 @@ def _run_records(config: dict, status: str, rows: list[dict]) -> list[dict]:
     records = [{**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
                 "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])} for r in rows]
     if status == "diverged" and rows:
-        chance = {"val_accuracy": 0.1, "test_accuracy": 0.1}
+        level = 1 / (config.get("data") or {}).get("num_classes", 10)  # chance: 1 / classes
+        chance = {"val_accuracy": level, "test_accuracy": level}
         records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
         if by_step and config["schedule"].get("eval_at"):  # the run's own evaluation steps
             last = int(rows[-1]["step"])
@@ -252,7 +257,8 @@ def normalise_long(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-_OPT_BY_NAME = {**{k: k for k in OPTIMIZERS}, **{v.lower(): k for k, v in OPTIMIZER_NAMES.items()}}
+_OPT_BY_NAME = {**{k: k for k in registry.OPTIMIZERS},
+                **{r.display.lower(): k for k, r in registry.OPTIMIZERS.items()}}
 
 
 def _number(text) -> float:
@@ -336,13 +342,19 @@ def _long_row(where: str, row: dict) -> dict:
         raise ReportError(f"{where}: column {col} is {row.get(col, '')!r}; {want}")
 
     rec = {}
-    for col, allowed in (("dataset", DATASETS), ("arch", ARCHS), ("norm", NORMS), ("split", SPLITS)):
-        if row[col] not in allowed:
-            bad(col, f"choose from: {', '.join(allowed)}")
-        rec[col] = row[col]
+    for col in ("dataset", "arch", "norm"):
+        try:
+            rec[col] = registry.check(col, row[col])
+        except ConfigError as e:
+            bad(col, str(e).split("; ", 1)[1])
+    if row["split"] not in SPLITS:
+        bad("split", f"choose from: {', '.join(SPLITS)}")
+    rec["split"] = row["split"]
     rec["optimizer"] = _OPT_BY_NAME.get(row["optimizer"].lower())
+    if rec["optimizer"] is None and registry.is_import_string(row["optimizer"]):
+        rec["optimizer"] = row["optimizer"]
     if rec["optimizer"] is None:
-        bad("optimizer", f"choose from: {', '.join(OPTIMIZERS)}")
+        bad("optimizer", f"choose from: {', '.join(registry.OPTIMIZERS)}, or an import string package.module:attr")
     rec["seed"] = _whole(row["seed"], 0)
     if rec["seed"] is None:
         bad("seed", "give a whole number from 0")
@@ -410,6 +422,13 @@ def _epochs(eps: list[int]) -> str:
     return ("epoch " if len(eps) == 1 else "epochs ") + ", ".join(parts)
 
 
+def _in_order(pairs: set) -> list[tuple[str, str]]:
+    """(dataset, arch) pairs in the thesis's order, arch-major, dataset-minor; a user's names after
+    kbn's own (none is left out)."""
+    archs, datasets = registry.order("arch", {a for _, a in pairs}), registry.order("dataset", {d for d, _ in pairs})
+    return [(d, a) for a in archs for d in datasets if (d, a) in pairs]
+
+
 class Results:
     """Seed-level accuracies indexed for the table builders."""
 
@@ -441,16 +460,14 @@ class Results:
         """{seed: accuracy} of a cell at one epoch; None if it has none."""
         return self._acc.get((dataset, arch, norm, optimizer, split, epoch))
 
-    def present(self, col: str, order) -> list[str]:
-        """The values of `col`, in `order`, that epoch-based results have."""
-        have = set(self.df[self.df["epoch"].notna()][col])
-        return [v for v in order if v in have]
+    def present(self, col: str) -> list[str]:
+        """The values of `col` (a registry kind) that epoch-based results have, in the registry's order."""
+        return registry.order(col, self.df[self.df["epoch"].notna()][col])
 
     def pairs(self) -> list[tuple[str, str]]:
         """(dataset, arch) pairs in the thesis's order: arch-major, dataset-minor."""
         ep = self.df[self.df["epoch"].notna()]
-        have = set(zip(ep["dataset"], ep["arch"]))
-        return [(d, a) for a in ARCHS for d in DATASETS if (d, a) in have]
+        return _in_order(set(zip(ep["dataset"], ep["arch"])))
 
     def epochs(self, dataset, arch, split) -> list[int]:
         """The epochs to report for a network on `split`: the requested ones it has, else all of
@@ -480,13 +497,11 @@ class Results:
 
     def all_pairs(self) -> list[tuple[str, str]]:
         """(dataset, arch) pairs of epoch- and step-based runs, in the thesis's order."""
-        have = {(d, a) for d, a, _ in self._splits}
-        return [(d, a) for a in ARCHS for d in DATASETS if (d, a) in have]
+        return _in_order({(d, a) for d, a, _ in self._splits})
 
-    def present_all(self, col: str, order) -> list[str]:
-        """The values of `col`, in `order`, that any result (epoch- or step-based) has."""
-        have = set(self.df[col])
-        return [v for v in order if v in have]
+    def present_all(self, col: str) -> list[str]:
+        """The values of `col` that any result (epoch- or step-based) has, in the registry's order."""
+        return registry.order(col, self.df[col])
 
     def has(self, dataset, arch, split) -> bool:
         """Whether a (dataset, arch) pair has results on `split`."""

@@ -11,8 +11,8 @@ from typing import Callable
 
 import pandas as pd
 
-from kbn.config import DATASETS, NORMS, OPTIMIZER_NAMES, OPTIMIZERS
-from kbn.report.labels import ARCH_NAMES, MISSING, display_name
+from kbn import registry
+from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
 from kbn.report.measures import final_effect, norm_effect, curve_split, convergence, poster_steps
 from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
 from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, verdict
@@ -36,6 +36,8 @@ class Table:
     mark: str = ""  # the text format's mark of a highlighted cell: ▼ the smallest, ▲ the largest
     mark_what: str = ""  # which cells are highlighted, for the footer: "the 3 smallest in each column"
 
+
+DEEP = registry.DEEP_TWINS
 
 def _mark_extremes(table: Table, col_indices, smallest: bool, k: int = 3):
     """Highlight the k smallest (or largest) values of each column. The footer says which: a bare
@@ -78,12 +80,12 @@ def table1(res: Results, norm: str) -> Table | None:
     """Table 1: the norm's rel on test accuracy at each cell's last epoch, rows optimizer, columns
     dataset + network; None when no cell has both arms."""
     pairs = res.pairs()
-    opts = res.present("optimizer", OPTIMIZERS)
+    opts = res.present("optimizer")
     t = Table("table1", f"Table 1 — relative improvement from {norm} norm, test set, last epoch",
               ["optimizer"] + [display_name(d, a) for d, a in pairs], [], label=(norm,))
     any_value = False
     for opt in opts:
-        row = [OPTIMIZER_NAMES[opt]]
+        row = [optimizer_name(opt)]
         for d, a in pairs:
             e = res.final_epoch(d, a, norm, opt, "test")
             stat = norm_effect(res, d, a, norm, opt, "test", e) if e else None
@@ -117,12 +119,12 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
                                                           "speed-up", "s none", f"s {norm}", "speed-up (s)",
                                                           "AUC none", f"AUC {norm}", "AUC gain (points)"], [],
                   kind="plain", label=(d, a, norm))
-        for opt in res.present_all("optimizer", OPTIMIZERS):
+        for opt in res.present_all("optimizer"):
             c = convergence(res, d, a, norm, opt, split)
             if c is None:
                 continue
             never = "not reached"
-            t.rows.append([OPTIMIZER_NAMES[opt], f"{c['target']:.2f}", str(c["epochs_none"]), str(c["epochs_norm"] or never),
+            t.rows.append([optimizer_name(opt), f"{c['target']:.2f}", str(c["epochs_none"]), str(c["epochs_norm"] or never),
                            _speed(c), _secs(c["seconds_none"]), _secs(c["seconds_norm"]),
                            _speed(c, "speedup_seconds"), f"{c['auc_none']:.2f}", f"{c['auc_norm']:.2f}",
                            c["auc_diff"]])
@@ -193,14 +195,14 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
     """One table per norm: rows optimizer, columns dataset + network, each cell a `Summary` of the
     test accuracy at the last epoch. `extra` adds named per-cell quantities to every cell."""
     out = []
-    if "none" not in res.present_all("norm", NORMS):
+    if "none" not in res.present_all("norm"):
         return out
-    for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
+    for norm in [n for n in res.present_all("norm") if n != "none"]:
         pairs = res.all_pairs()
         t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the last epoch, with minus "
                   "without", ["optimizer"] + [display_name(d, a) for d, a in pairs], [], kind="summary", label=(norm,))
-        for opt in res.present_all("optimizer", OPTIMIZERS):
-            row = [OPTIMIZER_NAMES[opt]]
+        for opt in res.present_all("optimizer"):
+            row = [optimizer_name(opt)]
             for d, a in pairs:
                 cell = _summary_cell(res, d, a, norm, opt, extra)
                 row.append(cell)
@@ -249,8 +251,8 @@ def _summary_records(t: Table, d, a, opt, norm, cell: Summary | None):
 
 def _per_epoch_rows(t: Table, res: Results, d: str, a: str, eps: list[int], cell, quantity: str, norm: str):
     """One row per optimizer, one column per epoch, each cell from `cell(opt, epoch)`."""
-    for opt in res.present("optimizer", OPTIMIZERS):
-        row = [OPTIMIZER_NAMES[opt]]
+    for opt in res.present("optimizer"):
+        row = [optimizer_name(opt)]
         for e in eps:
             stat = cell(opt, e)
             row.append(stat)
@@ -283,7 +285,7 @@ def table6(res: Results) -> list[Table]:
     d, a = ("cifar10", "cnn") if ("cifar10", "cnn") in pairs else pairs[0]
     eps = res.epochs(d, a, "validation")
     out = []
-    for norm in res.present("norm", NORMS):
+    for norm in res.present("norm"):
         arm = "without normalization" if norm == "none" else f"with {norm} norm"
         t = Table("table6", f"Table 6 — {display_name(d, a)} {arm}: validation accuracy (%) per epoch",
                   ["optimizer"] + [f"epoch {e}" for e in eps], [], kind="acc", label=(d, a, norm))
@@ -300,18 +302,18 @@ def tables_7_10(res: Results, norm: str) -> list[Table]:
     counterpart, and deep − shallow, per dataset."""
     out = []
     pairs = set(res.pairs())
-    for shallow, deep in (("mlp", "deep_mlp"), ("cnn", "deep_cnn")):
-        for d in DATASETS:
+    for shallow, deep in DEEP.items():
+        for d in res.present("dataset"):
             if (d, shallow) not in pairs or (d, deep) not in pairs:
                 continue
             eps = [e for e in res.epochs(d, shallow, "validation") if e in res.epochs(d, deep, "validation")]
             headers = ["optimizer"]
             for e in eps:
-                headers += [f"{e}: {ARCH_NAMES[shallow]}", f"{e}: {ARCH_NAMES[deep]}", f"{e}: deep − shallow"]
+                headers += [f"{e}: {arch_name(shallow)}", f"{e}: {arch_name(deep)}", f"{e}: deep − shallow"]
             t = Table("tables7-10", f"Tables 7–10 — {display_name(d)}: relative improvement from {norm} norm, validation, "
-                      f"{ARCH_NAMES[shallow]} vs {ARCH_NAMES[deep]}", headers, [], label=(d, shallow, deep, norm))
-            for opt in res.present("optimizer", OPTIMIZERS):
-                row = [OPTIMIZER_NAMES[opt]]
+                      f"{arch_name(shallow)} vs {arch_name(deep)}", headers, [], label=(d, shallow, deep, norm))
+            for opt in res.present("optimizer"):
+                row = [optimizer_name(opt)]
                 for e in eps:
                     s = norm_effect(res, d, shallow, norm, opt, "validation", e)
                     p = norm_effect(res, d, deep, norm, opt, "validation", e)
@@ -335,7 +337,7 @@ def tables_11_12(res: Results, norm: str) -> list[Table]:
         eps = res.epochs(d, a, split)
         t = Table("tables11-12", f"Tables 11–12 — {display_name(d, a)}: {split} accuracy (%) without and with {norm} norm, "
                   "and rel", ["optimizer", "row"] + [f"epoch {e}" for e in eps], [], kind="mixed", label=(d, a, norm))
-        for opt in res.present("optimizer", OPTIMIZERS):
+        for opt in res.present("optimizer"):
             lines = {"none": [], norm: [], "rel": []}
             for e in eps:
                 for n in ("none", norm):
@@ -346,7 +348,7 @@ def tables_11_12(res: Results, norm: str) -> list[Table]:
                 lines["rel"].append(r)
                 _add_records(t, d, a, opt, norm, e, "rel", r)
             for label, cells in lines.items():
-                t.rows.append([OPTIMIZER_NAMES[opt], label] + cells)
+                t.rows.append([optimizer_name(opt), label] + cells)
         if any(q["quantity"] == "rel" for q in t.records):
             out.append(t)
     return out
@@ -359,11 +361,11 @@ def poster_tables(res: Results) -> list[Table]:
     out = []
     for (d, a, opt), g in df[df["split"] == "test"].groupby(["dataset", "arch", "optimizer"]):
         steps, every = poster_steps(sorted(int(s) for s in g["step"].unique()))
-        t = Table("poster", f"Poster table — {display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: test accuracy (%) every "
+        t = Table("poster", f"Poster table — {display_name(d, a)}, {optimizer_name(opt)}: test accuracy (%) every "
                   f"{every} steps", ["norm"] + [f"step {s}" for s in steps], [], kind="acc", label=(d, a, opt))
         if every != steps[0]:
             t.title += f" (and at step {', '.join(str(s) for s in steps if s % every)})"
-        for norm in [n for n in NORMS if n in set(g["norm"])]:
+        for norm in registry.order("norm", g["norm"]):
             row = [norm]
             for s in steps:
                 v = g[(g["norm"] == norm) & (g["step"] == s)].sort_values("seed")["accuracy"].tolist()
@@ -397,13 +399,13 @@ def batch_size_tables(runs_a: pd.DataFrame, runs_b: pd.DataFrame, interval: str 
     (small, rs), (large, rl) = sorted((b, Results(long_from_runs(r), interval=interval)) for b, r in sizes.items())
     out = []
     for d, a in [p for p in rl.all_pairs() if p in rs.all_pairs()]:
-        for opt in [o for o in rl.present_all("optimizer", OPTIMIZERS) if o in rs.present_all("optimizer", OPTIMIZERS)]:
-            t = Table("batch_size", f"Batch size — {display_name(d, a)}, {OPTIMIZER_NAMES[opt]}: test accuracy (%) at "
+        for opt in [o for o in rl.present_all("optimizer") if o in rs.present_all("optimizer")]:
+            t = Table("batch_size", f"Batch size — {display_name(d, a)}, {optimizer_name(opt)}: test accuracy (%) at "
                       f"batch {large} and {small}, and the drop from {large} to {small}",
                       ["norm", f"batch {large}", f"batch {small}", "drop (points)"], [], kind="rel",
                       label=(d, a, opt))
             drops = {}
-            for norm in [n for n in NORMS if n in rl.present_all("norm", NORMS) and n in rs.present_all("norm", NORMS)]:
+            for norm in [n for n in rl.present_all("norm") if n in rs.present_all("norm")]:
                 big, little = (r.last(d, a, norm, opt, "test") for r in (rl, rs))
                 if big is None or little is None:
                     continue
@@ -434,13 +436,13 @@ def build_tables(df: pd.DataFrame, epochs: list[int] | None = None, interval: st
     every table of SPEC.md that the results allow, in the thesis's order. `protocol`: what
     `read_protocol` found (None for numbers read from a file)."""
     res = Results(df, epochs, interval)
-    norms = [n for n in res.present("norm", NORMS) if n != "none"]
-    has_none = "none" in res.present("norm", NORMS)
+    norms = [n for n in res.present("norm") if n != "none"]
+    has_none = "none" in res.present("norm")
     tables: list[Table] = summary_tables(res, extra)
     for t in tables:
         t.notes.append(protocol_line(protocol))
-    if "none" in res.present_all("norm", NORMS):  # step-based runs (the poster's) too
-        for norm in [n for n in res.present_all("norm", NORMS) if n != "none"]:
+    if "none" in res.present_all("norm"):  # step-based runs (the poster's) too
+        for norm in [n for n in res.present_all("norm") if n != "none"]:
             tables += convergence_tables(res, norm)
     if has_none:
         for norm in norms:

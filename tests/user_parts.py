@@ -1,0 +1,46 @@
+"""A researcher's own components, as the tests name them: `tests.user_parts:<attr>` (run from the
+repository root). Not a test file: pytest collects nothing here."""
+
+import keras
+from keras import layers
+
+from kbn.models import dense_block, norm_layer
+
+
+def half_momentum(learning_rate):
+    """An optimizer factory taking the learning rate; declared plain for the findings."""
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.5)
+
+
+half_momentum.kbn_family = "plain"
+
+
+class ScaleNorm(layers.Layer):
+    """ScaleNorm (Nguyen & Salazar 2019): x / rms(x) * g, one learnt scalar g per layer."""
+
+    def build(self, input_shape):
+        self.g = self.add_weight(shape=(), initializer="ones", name="g")
+
+    def call(self, x):
+        return x * self.g * keras.ops.rsqrt(keras.ops.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+
+
+def two_layer(input_shape, num_classes, norm, activation="relu"):
+    """Flatten -> Dense(32) -> norm -> act -> Dense(16) -> norm -> act -> softmax: a chain kbn can pack."""
+    inputs = keras.Input(input_shape)
+    x = layers.Flatten()(inputs)
+    x = dense_block(x, 32, norm, activation, "hidden1")
+    x = dense_block(x, 16, norm, activation, "hidden2")
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="out")(x))
+
+
+def norm_after_activation(input_shape, num_classes, norm, activation="relu"):
+    """Wrong on purpose: the norm after the nonlinearity."""
+    inputs = keras.Input(input_shape)
+    x = layers.Dense(32, activation=activation, name="hidden")(layers.Flatten()(inputs))
+    nl = norm_layer(norm, 32, "late_norm")
+    x = nl(x) if nl is not None else x
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="out")(x))
+
+
+NOT_CALLABLE = 3
