@@ -96,7 +96,7 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
 def check_components(sweep: SweepConfig, logdir: Path) -> None:
     """Record the sweep's own components (import strings, npz files) with their files' sha256 in
     components.json; a resumed sweep whose module or file changed since is refused in one line."""
-    settings = [sweep.train_config(c, sweep.coarse_grid(c.optimizer)[0], sweep.seeds[0], "final").to_dict()
+    settings = [sweep.train_config(c, sweep.some_lr(c.optimizer), sweep.seeds[0], "final").to_dict()
                 for c in sweep.cells()]
     current = registry.sweep_components(settings)
     stored = logdir / "components.json"

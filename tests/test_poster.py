@@ -41,9 +41,14 @@ def test_binary_variant_is_the_base_thresholded_at_one_half_and_cached():
     assert (data.cache_dir() / "binary_mnist.npz").is_file()
 
 
-def test_binary_cifar_is_not_a_dataset():
-    with pytest.raises(ConfigError, match="dataset: unknown value 'binary_cifar10'"):
-        TrainConfig(dataset="binary_cifar10")
+def test_binary_is_a_registry_variant_of_any_base():
+    from kbn import registry
+
+    # a variant is one record: it applies to every base (a colour image is thresholded per channel)
+    assert TrainConfig(dataset="binary_cifar10").dataset == "binary_cifar10"
+    assert registry.display("dataset", "binary_fashion_mnist") == "binary Fashion-MNIST"
+    with pytest.raises(ConfigError, match="binary_svhn"):
+        TrainConfig(dataset="binary_svhn")
 
 
 # ---------------------------------------------------------------- Gaussian kernels
