@@ -1,4 +1,5 @@
 """kbn: does normalization help this optimizer, on this network, and by how much?
+It holds only the version and the public names; it must not import Keras (the CLI chooses the backend first).
 
 Data flows config -> data -> models/optim -> train (logs) -> tune -> report.
 `kbn.open_sweep(DIR)` reads a sweep folder as Python objects (kbn.api).

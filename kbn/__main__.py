@@ -1,3 +1,5 @@
+"""`python -m kbn`: the command line (kbn.cli); nothing of its own."""
+
 import sys
 from kbn.cli import main
 

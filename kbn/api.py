@@ -1,4 +1,5 @@
 """A sweep folder as Python objects: `kbn.open_sweep(DIR)`.
+Read-only: it must not train, tune or know how a report computes its numbers.
 
 What `kbn status` and the reports read, for notebooks and scripts: the sweep's settings, the learning
 rate each cell chose, every trial, and the final runs with their saved networks. It reads the files

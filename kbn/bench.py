@@ -4,6 +4,7 @@ K trials each with its own data order), per
 architecture and norm, with peak memory. Each measurement runs in its own process, so its peak memory
 is its own and the backend can differ. Data is random (speed does not depend on content), so this runs
 where no dataset is installed, e.g. on a GPU host.
+It measures speed only: it must not know sweeps' results, the report, or how a run is logged.
 """
 
 from __future__ import annotations

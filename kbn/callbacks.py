@@ -1,4 +1,5 @@
-"""Keras callbacks that watch a run train (the run's files are kbn.runlog's)."""
+"""Keras callbacks that watch a run train (the run's files are kbn.runlog's).
+They must not know the run's files, the schedule or packing beyond the trial count."""
 
 from __future__ import annotations
 

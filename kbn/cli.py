@@ -1,13 +1,17 @@
-"""The `kbn` command line: a thin layer over the library; every KbnError becomes one line."""
+"""The `kbn` command line: a thin layer over the library; every KbnError becomes one line.
+It parses and prints: it must not hold a training setting's default or rule (those are kbn.config's
+and the registry's), and imports Keras only after the backend is chosen."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
 
 from kbn.backend import choose_backend
+from kbn.config import TrainConfig  # no Keras: cheap enough to build the parser from
 
 HOST_DEFAULT = "127.0.0.1"
 
@@ -31,36 +35,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"kbn: error: {message} (see '{self.prog} --help')\n")  # prog: "kbn" or "kbn train"
 
 
+def _option(field: dataclasses.Field) -> dict:
+    """argparse keywords for a TrainConfig field: a flag for a bool, else a value of the field's type
+    (eval_steps stays text: _eval_steps reads it), defaulting to the field's default."""
+    if field.type == "bool":
+        return {"action": "store_true", "help": field.metadata["help"]}
+    kind = float if field.type.startswith("float") else int if field.type.startswith("int") else str
+    return {"type": kind, "default": field.default, "help": field.metadata["help"],
+            **({"metavar": field.metadata["metavar"]} if field.metadata["metavar"] else {})}
+
+
 def _add_train(sub):
     p = sub.add_parser("train", help="train one network and log every epoch")
-    # Choices are checked by kbn.config, which names the field and the allowed values itself.
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--arch", default="mlp")
-    p.add_argument("--norm", default="none")
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--subset", type=int, help="train on the first N training examples only")
-    p.add_argument("--eval-every-steps", type=int, metavar="K",
-                   help="evaluate (validation and test) every K steps instead of every epoch")
-    p.add_argument("--total-steps", type=int, help="with --eval-every-steps: train this many steps")
-    p.add_argument("--eval-steps", metavar="STEPS", help="with --eval-every-steps: evaluate at these steps too, "
-                   "comma-separated or log:FIRST:LAST:N (N log-spaced steps, e.g. log:100:5000:12)")
-    p.add_argument("--test-every-epoch", action="store_true", help="evaluate test after every epoch too")
-    p.add_argument("--init", default="glorot_uniform", help="kernel initialiser: glorot_uniform (default) or "
-                   "gaussian:STDDEV, N(0, STDDEV^2) on every kernel (Ioffe & Szegedy 4.1)")
-    p.add_argument("--probe-preactivations", type=int, default=0, metavar="N",
-                   help="log the hidden layers' pre-activation percentiles on the first N validation images at "
-                   "every evaluation (preactivations.csv, TensorBoard)")
-    p.add_argument("--activation", help="override the architecture's activation")
-    p.add_argument("--depth", type=int, help="override the number of hidden layers / conv blocks")
-    p.add_argument("--width", type=int, help="override the units per layer / base feature maps")
-    p.add_argument("--data-dir", help="folder with the original dataset files")
+    # One option per TrainConfig field, its default and help from the field itself. Choices are checked
+    # by kbn.config, which names the field and the allowed values itself.
+    for field in dataclasses.fields(TrainConfig):
+        p.add_argument("--" + field.name.replace("_", "-"), **_option(field))
     p.add_argument("--logdir", default="logs/runs", help="runs go to LOGDIR/<run name>/ (default logs/runs)")
     p.add_argument("--overwrite", action="store_true", help="redo a run that already finished")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the outcome, not every epoch")
 
 
 def _add_data(sub):
@@ -150,18 +143,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from kbn.config import TrainConfig
     from kbn.data import check_data_dir
     from kbn.runlog import check_writable_dir
 
-    cfg = TrainConfig(
-        dataset=args.dataset, arch=args.arch, norm=args.norm, optimizer=args.optimizer, lr=args.lr,
-        epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, subset=args.subset,
-        eval_every_steps=args.eval_every_steps, total_steps=args.total_steps,
-        test_every_epoch=args.test_every_epoch, activation=args.activation, depth=args.depth,
-        width=args.width, data_dir=args.data_dir, init=args.init, eval_steps=_eval_steps(args.eval_steps),
-        probe_preactivations=args.probe_preactivations,
-    )
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{**given, "eval_steps": _eval_steps(args.eval_steps)})
     check_data_dir(cfg.data_dir)
     check_writable_dir("logdir", args.logdir)
     from kbn.train import train  # imports Keras: after the cheap checks

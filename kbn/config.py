@@ -1,4 +1,5 @@
-"""Settings as data: the validated configuration of one training run and of a sweep."""
+"""Settings as data: the validated configuration of one training run and of a sweep.
+Pure data and checks: it must not import Keras, load data or know how a run trains."""
 
 from __future__ import annotations
 
@@ -96,32 +97,47 @@ def check_address(host: str, port: int | None) -> None:
                           "address or name, e.g. 127.0.0.1 or 0.0.0.0") from None
 
 
+def _setting(default, help: str, metavar: str | None = None):
+    """A TrainConfig field whose metadata is its command-line option's help (kbn.cli builds `kbn train`
+    from these)."""
+    return dataclasses.field(default=default, metadata={"help": help, "metavar": metavar})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one training run; `validate` rejects bad values with one clear line."""
 
-    dataset: str = "fashion_mnist"
-    arch: str = "mlp"
-    norm: str = "none"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    epochs: int = 5
-    seed: int = 0
-    batch_size: int = 128
-    subset: int | None = None
-    eval_every_steps: int | None = None  # None: evaluate once per epoch
-    total_steps: int | None = None  # only with eval_every_steps; default epochs * steps/epoch
-    test_every_epoch: bool = False
-    activation: str | None = None  # None: the architecture's own
-    depth: int | None = None
-    width: int | None = None
-    data_dir: str | None = None
-    init: str = "glorot_uniform"  # or gaussian:<stddev> (INITS)
+    # Each field's metadata is its `kbn train` option: help (and metavar), the one place both are said.
+    dataset: str = _setting("fashion_mnist", "dataset name (kbn.registry) or an import string")
+    arch: str = _setting("mlp", "network architecture name (kbn.registry) or an import string")
+    norm: str = _setting("none", "normalization: none, batch, layer, ... (kbn.registry) or an import string")
+    optimizer: str = _setting("adam", "optimizer name (kbn.registry) or an import string")
+    lr: float = _setting(1e-3, "learning rate")
+    epochs: int = _setting(5, "training epochs (step-based runs: the default length, epochs x steps/epoch)")
+    seed: int = _setting(0, "seed of the initial weights and the data order")
+    batch_size: int = _setting(128, "examples per optimizer step")
+    subset: int | None = _setting(None, "train on the first N training examples only", metavar="N")
+    # None: evaluate once per epoch
+    eval_every_steps: int | None = _setting(
+        None, "evaluate (validation and test) every K steps instead of every epoch", metavar="K")
+    # only with eval_every_steps; default epochs * steps/epoch
+    total_steps: int | None = _setting(None, "with --eval-every-steps: train this many steps")
+    test_every_epoch: bool = _setting(False, "evaluate test after every epoch too")
+    activation: str | None = _setting(None, "override the architecture's activation")  # None: its own
+    depth: int | None = _setting(None, "override the number of hidden layers / conv blocks")
+    width: int | None = _setting(None, "override the units per layer / base feature maps")
+    data_dir: str | None = _setting(None, "folder with the original dataset files")
+    init: str = _setting("glorot_uniform", "kernel initialiser: glorot_uniform (default) or gaussian:STDDEV, "
+                         "N(0, STDDEV^2) on every kernel (Ioffe & Szegedy 4.1)")  # INITS
     # Evaluations at these steps too (below total_steps), besides every eval_every_steps: dense early points.
-    eval_steps: tuple[int, ...] | None = None
+    eval_steps: tuple[int, ...] | None = _setting(
+        None, "with --eval-every-steps: evaluate at these steps too, comma-separated or log:FIRST:LAST:N "
+        "(N log-spaced steps, e.g. log:100:5000:12)", metavar="STEPS")
     # > 0: at each evaluation, the percentiles of every hidden layer's pre-activation (the input to its
     # nonlinearity) on the first N validation images go to preactivations.csv and TensorBoard.
-    probe_preactivations: int = 0
+    probe_preactivations: int = _setting(
+        0, "log the hidden layers' pre-activation percentiles on the first N validation images at every "
+        "evaluation (preactivations.csv, TensorBoard)", metavar="N")
 
     def __post_init__(self):
         for kind in registry.KINDS:

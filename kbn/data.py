@@ -1,4 +1,5 @@
 """Datasets as in-memory arrays, with the thesis's splits, prepared once and cached on disk.
+It must not know models, training or Keras: arrays in, arrays out.
 
 Splits (deterministic, no shuffling): the official training set is cut into train + validation, the
 validation part being its last sixth (MNIST-like: 50k / 10k) or fifth (CIFAR-10: 40k / 10k); the

@@ -1,4 +1,5 @@
 """Ctrl-C and SIGTERM stop kbn between training steps, leaving everything resumable.
+It must not know training, Keras or logs: a flag set by a signal, checked by whoever loops.
 
 Why not Python's KeyboardInterrupt: it is raised wherever the main thread happens to be, and JAX's
 callbacks and keras-tuner's gRPC threads swallow it ("Exception ignored in ... KeyboardInterrupt"), so

@@ -1,4 +1,5 @@
 """Model builders: the thesis's four networks and the poster's Ioffe & Szegedy MLP.
+It must not know optimizers, data loading, training or logs.
 
 Every hidden layer is  linear map (Dense or Conv2D) -> normalization -> activation : the norm sits
 right after the linear transform and before the nonlinearity, as in Ioffe & Szegedy (2015). The linear

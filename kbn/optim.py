@@ -1,5 +1,6 @@
 """Optimizers by name (kbn.registry's records, or a user's import string), each with one learning
-rate; other hyperparameters keep Keras's defaults unless overridden (e.g. `momentum`, `rho`)."""
+rate; other hyperparameters keep Keras's defaults unless overridden (e.g. `momentum`, `rho`).
+It must not know networks, data or training loops."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """K trials of one cell (learning rates, seeds) trained together as one Keras model, in one compiled step.
+It must not know sweeps, logs or data loading: Keras models in, one Keras model out.
 
 Small networks are bound by per-step framework overhead, so K trials of one cell train at
 once: the packed model holds K independent copies of the network side by side.

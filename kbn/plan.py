@@ -1,4 +1,5 @@
 """What a sweep has left to do, derived from the results of its ended trials alone.
+It must not train, import Keras or know how a report computes its numbers.
 
 Pure functions over scores keyed (cell, phase, lr, seed), shared by the oracle that hands out trials
 (kbn.tune) and by `kbn status`, which reads the trial files without Keras Tuner.

@@ -1,4 +1,5 @@
 """Every component kbn knows, one registry per kind: optimizers, norms, architectures, datasets.
+It must not import Keras at load (import strings resolve on use) nor know how a run trains.
 
 Each entry is one frozen record holding every fact kbn needs about it (how to make it, how tables
 name it, how packing treats it, ...). Adding a built-in is one record here; every other module derives

@@ -1,5 +1,6 @@
 """How many local workers a CPU sweep should start: the machine's cores and memory, and what one trial
 of a sweep occupies (measured with `kbn bench` and by hand on a 2-core machine; README, "Cores").
+It must not know sweeps' contents beyond their sizes, nor Keras.
 
 Measured here (2 cores, 24 GiB): one JAX trial of a dense network keeps about one core busy (118-121%
 CPU, start-up included) and two side by side each train as fast as one alone; one TensorFlow trial of a

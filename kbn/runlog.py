@@ -1,4 +1,5 @@
 """What a run leaves behind: its folder, metrics.csv, TensorBoard scalars and HParams, result.json.
+It must not know Keras models, optimizers or how a run trains: rows and results in, files out.
 
 A run folder holds:
   config.json   every setting, package versions, backend, data source (written first)

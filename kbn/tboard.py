@@ -1,4 +1,5 @@
 """TensorBoard: the event files of a run, its HParams session, a sweep's HParams config, `kbn tensorboard`.
+It must not know how a run trains or what a sweep searches: values in, event files out.
 
 One TensorBoard run per training: the run folder itself, holding every scalar as `<split>/<axis>_<metric>`
 (train/epoch_accuracy, validation/epoch_loss, test/epoch_accuracy, ...), where <axis> says what the

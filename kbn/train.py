@@ -1,6 +1,7 @@
 """One training run, fully logged: the unit every sweep and report is built from. Several runs of
 one cell that differ only in learning rate and seed can train packed into one model (kbn.packed), each
 still logged as its own run.
+It must not know sweeps, search phases or the report: a list of TrainConfig in, logged runs out.
 
 The run proceeds in *periods*: one epoch each, or `eval_every_steps` optimizer steps (the poster's
 "test accuracy every 5,000 steps"), with extra evaluations at `eval_steps` (dense early points where the
@@ -152,6 +153,49 @@ def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log) -> RunResult |
     return RunResult(folder, check.result["status"], check.result["metrics"], skipped=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When a run trains and evaluates: `periods` trainings, each ended by an evaluation; with
+    `eval_at` (step-based runs) period p ends at step eval_at[p], else every period is one epoch."""
+
+    steps_per_epoch: int
+    total_steps: int
+    periods: int
+    period_steps: int  # the shortest period's steps: a compiled call never spans more
+    eval_at: list[int] | None
+
+    def steps_of(self, p: int, step: int) -> int:
+        """The steps of period `p`, which starts after `step` steps."""
+        return self.eval_at[p] - step if self.eval_at else self.steps_per_epoch
+
+    def as_dict(self) -> dict:
+        return {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps, "periods": self.periods}
+
+
+def plan_schedule(cfg: TrainConfig, n: int) -> Schedule:
+    """`cfg`'s periods and evaluation points over `n` training examples."""
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    if not cfg.eval_every_steps:
+        return Schedule(steps_per_epoch, cfg.epochs * steps_per_epoch, cfg.epochs, steps_per_epoch, None)
+    total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
+    eval_at = cfg.eval_points(total_steps)
+    period_steps = min(b - a for a, b in zip([0] + eval_at, eval_at))
+    return Schedule(steps_per_epoch, total_steps, len(eval_at), period_steps, eval_at)
+
+
+def _todo(cfgs, logdir, overwrite, verbose, log) -> tuple[list[RunResult | None], list[int]]:
+    """The finished identical runs found (by position) and the positions still to train."""
+    results: list[RunResult | None] = [None] * len(cfgs)
+    todo = []
+    for i, cfg in enumerate(cfgs):
+        done = None if overwrite else _reusable(cfg, Path(logdir) / cfg.run_name(), verbose, log)
+        if done is not None:
+            results[i] = done
+        else:
+            todo.append(i)
+    return results, todo
+
+
 def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
                dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
                steps_per_execution: int = 50, protocol: dict | None = None,
@@ -163,96 +207,219 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     in final runs only: search trials would cost disk for nothing)."""
     _packable(cfgs)
     hparams = hparams or [None] * len(cfgs)
-    results: list[RunResult | None] = [None] * len(cfgs)
-    todo = []
-    for i, cfg in enumerate(cfgs):
-        done = None if overwrite else _reusable(cfg, Path(logdir) / cfg.run_name(), verbose, log)
-        if done is not None:
-            results[i] = done
-        else:
-            todo.append(i)
+    results, todo = _todo(cfgs, logdir, overwrite, verbose, log)
     if not todo:
         return results
     cfg = cfgs[todo[0]]
     components = registry.user_components(cfg.to_dict())  # a user's import strings, before any training
     ds = dataset if dataset is not None else kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=verbose)
-    k = len(todo)
     singles = [initial_model(cfgs[i], ds) for i in todo]  # packed: each trial from its own seed's weights
-    why = cannot_pack(singles[0], cfg.optimizer) if k > 1 else None
+    why = cannot_pack(singles[0], cfg.optimizer) if len(todo) > 1 else None
     if why:
         if verbose:
-            log(f"kbn: {cfg.run_name()} and {k - 1} more train one by one, unpacked: {why}")
+            log(f"kbn: {cfg.run_name()} and {len(todo) - 1} more train one by one, unpacked: {why}")
         for i in todo:
             results[i] = train_many([cfgs[i]], logdir, overwrite, verbose, ds, log, [hparams[i]], steps_per_execution,
                                     protocol, save_model)[0]
         return results
-    n = len(ds.y_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    eval_at = None
-    if cfg.eval_every_steps:
-        total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
-        eval_at = cfg.eval_points(total_steps)
-        periods = len(eval_at)
-        period_steps = min(b - a for a, b in zip([0] + eval_at, eval_at))
-    else:
-        total_steps, periods, period_steps = cfg.epochs * steps_per_epoch, cfg.epochs, steps_per_epoch
-    # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
-    spe = max(1, min(steps_per_execution, period_steps))
-    own_orders = len({cfgs[i].seed for i in todo}) > 1  # seeds: each trial its own data order
-    packed = None
-    if k == 1:
-        model = evaluator = singles[0]
-        model.compile(optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], **fast_compile_args(spe, cfg.arch))
-    else:
-        packed = build_packed(singles, [cfgs[i].lr for i in todo], cfg.optimizer, steps_per_execution=spe,
-                              train_examples=ds.x_train if own_orders else None)
-        model, evaluator = packed.train, packed.evaluate
-    shared = {  # what every packed run's config.json says alike
+    trials = _Trials.start([cfgs[i] for i in todo], singles, ds, logdir, [hparams[i] for i in todo],
+                           steps_per_execution, protocol, components, verbose, log)
+    for i, result in zip(todo, trials.run(save_model)):
+        results[i] = result
+    return results
+
+
+def _compile(cfgs: list[TrainConfig], singles: list[keras.Model], ds: kdata.Dataset, spe: int, own_orders: bool):
+    """(the model that trains, the model that evaluates, the Packed or None): one run's network compiled
+    with its optimizer, or several runs packed into one model."""
+    cfg = cfgs[0]
+    if len(cfgs) == 1:
+        single = singles[0]
+        single.compile(optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr), loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"], **fast_compile_args(spe, cfg.arch))
+        return single, single, None
+    packed = build_packed(singles, [c.lr for c in cfgs], cfg.optimizer, steps_per_execution=spe,
+                          train_examples=ds.x_train if own_orders else None)
+    return packed.train, packed.evaluate, packed
+
+
+def _run_metadata(ds: kdata.Dataset, model: keras.Model, components: dict, schedule: Schedule, spe: int, k: int,
+                  own_orders: bool, protocol: dict | None) -> dict:
+    """What every packed run's config.json says alike: environment, data, network, schedule, command."""
+    return {
         "backend": keras.backend.backend(),
         "versions": versions(),
         "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape),
                  "num_classes": ds.num_classes, "validation_fraction": ds.validation_fraction},
         "components": components,
-        "model": {"name": singles[0].name, "params": singles[0].count_params()},
-        "schedule": {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "periods": periods,
-                     "steps_per_execution": spe, "packed_with": k, "own_data_orders": own_orders,
-                     **({"eval_at": eval_at} if eval_at else {})},
+        "model": {"name": model.name, "params": model.count_params()},
+        "schedule": {**schedule.as_dict(), "steps_per_execution": spe, "packed_with": k,
+                     "own_data_orders": own_orders, **({"eval_at": schedule.eval_at} if schedule.eval_at else {})},
         "protocol": protocol,
         "command": sys.argv,
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    runlogs = []
-    for i in todo:
-        settings = cfgs[i].to_dict()
-        runlog = RunLog(Path(logdir) / cfgs[i].run_name(), axis="step" if cfgs[i].eval_every_steps else "epoch")
-        # a run of its own is a session named by its path under logdir; a sweep names its trials' sessions
-        hp = hparams[i] or run_hparams(settings, session=cfgs[i].run_name())
-        runlog.start({**shared, "settings": settings, "run": runlog.folder.name}, hp)
-        runlogs.append(runlog)
-    probe = None
-    if cfg.probe_preactivations:
-        if cfg.probe_preactivations > len(ds.y_val):
-            raise ConfigError(f"probe_preactivations: {cfg.probe_preactivations} is more than the {len(ds.y_val)} "
-                              f"validation images of {cfg.dataset}")
-        probe = PreactivationProbe(evaluator, singles[0], ds.x_val[: cfg.probe_preactivations], k, packed is not None)
-    outcomes: list[dict | None] = [None] * k
-    try:
-        _loop([cfgs[i] for i in todo], model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch,
-              total_steps, periods, verbose, log, eval_at, probe)
-        if save_model:
-            _save_models([cfgs[i] for i in todo], singles, packed, runlogs, outcomes, ds)
-    except BaseException:
-        if save_model:  # a finished run promises its model.keras: without it, the run stays unfinished
-            outcomes[:] = [o if o is not None and o["status"] == "diverged" else None for o in outcomes]
-        raise
-    finally:
-        for runlog, outcome in zip(runlogs, outcomes):
-            runlog.close(outcome)  # None (an exception, Ctrl-C): the folder stays unfinished
-    for j, i in enumerate(todo):
-        results[i] = RunResult(runlogs[j].folder, outcomes[j]["status"], outcomes[j]["metrics"])
-    return results
+
+
+def _open_runlog(cfg: TrainConfig, logdir, hparams: HParams | None, shared: dict) -> RunLog:
+    settings = cfg.to_dict()
+    runlog = RunLog(Path(logdir) / cfg.run_name(), axis="step" if cfg.eval_every_steps else "epoch")
+    # a run of its own is a session named by its path under logdir; a sweep names its trials' sessions
+    runlog.start({**shared, "settings": settings, "run": runlog.folder.name},
+                 hparams or run_hparams(settings, session=cfg.run_name()))
+    return runlog
+
+
+def _probe(cfg: TrainConfig, ds: kdata.Dataset, evaluator, single, k: int, packed: bool):
+    """The PreactivationProbe `cfg` asks for, or None."""
+    if not cfg.probe_preactivations:
+        return None
+    if cfg.probe_preactivations > len(ds.y_val):
+        raise ConfigError(f"probe_preactivations: {cfg.probe_preactivations} is more than the {len(ds.y_val)} "
+                          f"validation images of {cfg.dataset}")
+    return PreactivationProbe(evaluator, single, ds.x_val[: cfg.probe_preactivations], k, packed)
+
+
+@dataclasses.dataclass
+class _Trials:
+    """K runs of one cell training together (K = 1: a run of its own), their logs and outcomes."""
+
+    cfgs: list[TrainConfig]
+    singles: list[keras.Model]
+    ds: kdata.Dataset
+    schedule: Schedule
+    model: keras.Model
+    evaluator: keras.Model
+    packed: object  # a kbn.packed Packed, or None
+    own_orders: bool  # seeds differ: each trial its own data order
+    runlogs: list[RunLog]
+    probe: PreactivationProbe | None
+    verbose: bool
+    log: object
+
+    @classmethod
+    def start(cls, cfgs, singles, ds, logdir, hparams, steps_per_execution, protocol, components, verbose, log):
+        """Compile, write each run's config.json and open its logs."""
+        cfg, k = cfgs[0], len(cfgs)
+        schedule = plan_schedule(cfg, len(ds.y_train))
+        # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
+        spe = max(1, min(steps_per_execution, schedule.period_steps))
+        own_orders = len({c.seed for c in cfgs}) > 1
+        model, evaluator, packed = _compile(cfgs, singles, ds, spe, own_orders)
+        shared = _run_metadata(ds, singles[0], components, schedule, spe, k, own_orders, protocol)
+        runlogs = [_open_runlog(c, logdir, hp, shared) for c, hp in zip(cfgs, hparams)]
+        probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None)
+        return cls(cfgs, singles, ds, schedule, model, evaluator, packed, own_orders, runlogs, probe, verbose, log)
+
+    def run(self, save_model: bool) -> list[RunResult]:
+        """Train to the end and close every run's logs; a run left unfinished (an exception, Ctrl-C)
+        keeps no result.json."""
+        outcomes: list[dict | None] = [None] * len(self.cfgs)
+        try:
+            self._loop(outcomes)
+            if save_model:
+                _save_models(self.cfgs, self.singles, self.packed, self.runlogs, outcomes, self.ds)
+        except BaseException:
+            if save_model:  # a finished run promises its model.keras: without it, the run stays unfinished
+                outcomes[:] = [o if o is not None and o["status"] == "diverged" else None for o in outcomes]
+            raise
+        finally:
+            for runlog, outcome in zip(self.runlogs, outcomes):
+                runlog.close(outcome)  # None (an exception, Ctrl-C): the folder stays unfinished
+        return [RunResult(r.folder, o["status"], o["metrics"]) for r, o in zip(self.runlogs, outcomes)]
+
+    def _loop(self, outcomes: list) -> None:
+        """Train all trials together, period by period; a trial whose loss turns NaN/inf is closed as
+        diverged while the others go on. Fills `outcomes` (one result dict per trial)."""
+        k, n = len(self.cfgs), len(self.ds.y_train)
+        orders = [IndexStream(n, c.seed) for c in (self.cfgs if self.own_orders else self.cfgs[:1])]
+        stopper = StopOnNonFinite(k)
+        step, t0 = 0, time.perf_counter()
+        alive = list(range(k))
+        last = [{} for _ in range(k)]
+        for p in range(self.schedule.periods):
+            steps = self.schedule.steps_of(p, step)
+            train_logs = self._train_period(p, steps, orders, stopper)
+            step += steps
+            diverged = [j for j in alive if stopper.diverged[j] or not is_finite(train_logs[j]["loss"])]
+            healthy = [j for j in alive if j not in diverged]
+            val, test = self._evaluate(p, step, healthy)
+            elapsed = round(time.perf_counter() - t0, 3)
+            for j in alive:
+                last[j] = self._row(j, p, step, train_logs[j], val, test, j in diverged, elapsed)
+            for j in diverged:
+                outcomes[j] = _outcome("diverged", last[j], step, self.ds.num_classes)
+            alive = healthy
+            if not alive:
+                break
+        for j in alive:
+            outcomes[j] = _outcome("finished", last[j], step, self.ds.num_classes)
+
+    def _train_period(self, p: int, steps: int, orders: list[IndexStream], stopper) -> list[dict]:
+        """One period's training (`steps` steps); per trial, its last loss and accuracy. With own_orders
+        the model takes (examples, K) indices: column j is trial j's order, the one its seed gives alone."""
+        cfg, k, ds = self.cfgs[0], len(self.cfgs), self.ds
+        count = steps * cfg.batch_size if cfg.eval_every_steps else len(ds.y_train)
+        idx = np.stack([o.take(count) for o in orders], axis=1)  # (count, 1 or K)
+        callbacks = [stopper, StopOnInterrupt()]
+        if self.verbose:
+            callbacks.append(Heartbeat(self.runlogs[0].folder.name if k == 1 else f"{k} packed runs", steps))
+        if self.own_orders:
+            x, y = idx.astype(np.int32), [ds.y_train[idx[:, j]] for j in range(k)]
+        else:
+            x, y = ds.x_train[idx[:, 0]], ds.y_train[idx[:, 0]]
+            y = y if k == 1 else [y] * k
+        hist = self.model.fit(x, y, batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p, shuffle=False,
+                              verbose=0, callbacks=callbacks)
+        interrupts.check()  # before anything of an unfinished period is logged
+        return _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
+
+    def _evaluate(self, p: int, step: int, healthy: list[int]):
+        """(validation, test) per trial after period `p`, None where not evaluated; the probe's
+        pre-activations logged (its time counts in wall_time, as the evaluations' does)."""
+        if not healthy:
+            return None, None
+        cfg, k, ds = self.cfgs[0], len(self.cfgs), self.ds
+        val = _evaluate(self.evaluator, ds.x_val, ds.y_val, k)
+        test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
+        is_last = p == self.schedule.periods - 1
+        test = _evaluate(self.evaluator, ds.x_test, ds.y_test, k) if test_each or is_last else None
+        if self.probe is not None:
+            for j, layers_of_j in enumerate(self.probe.measure()):
+                if j in healthy:
+                    self.runlogs[j].preactivations(layers_of_j, step if cfg.eval_every_steps else p + 1)
+        return val, test
+
+    def _row(self, j: int, p: int, step: int, train: dict, val, test, diverged: bool, elapsed: float) -> dict:
+        """Trial j's metrics.csv row after period `p`, logged and printed."""
+        cfg, n = self.cfgs[0], len(self.ds.y_train)
+        row = {
+            "epoch": round(step * cfg.batch_size / n, 4) if cfg.eval_every_steps else p + 1,
+            "step": step, "loss": train["loss"], "accuracy": train["accuracy"],
+            "lr": self.cfgs[j].lr, "wall_time": elapsed,
+        }
+        if diverged:
+            row["loss"] = float("nan")
+        else:
+            row["val_loss"], row["val_accuracy"] = val[j]
+            if test is not None:
+                row["test_loss"], row["test_accuracy"] = test[j]
+        self.runlogs[j].row(row, tb_step=step if cfg.eval_every_steps else p + 1)
+        if self.verbose:
+            self._print(j, p, step, row, diverged, elapsed)
+        return row
+
+    def _print(self, j: int, p: int, step: int, row: dict, diverged: bool, elapsed: float) -> None:
+        cfg, periods, name = self.cfgs[0], self.schedule.periods, self.runlogs[j].folder.name
+        where = f"step {step}/{self.schedule.total_steps}" if cfg.eval_every_steps else f"epoch {p + 1}/{periods}"
+        eta = elapsed / (p + 1) * (periods - p - 1)
+        self.log(f"{name} {where}  loss {_fmt(row['loss'])} acc {_fmt(row['accuracy'])}  "
+                 f"val_acc {_fmt(row.get('val_accuracy'))}"
+                 + (f"  test_acc {_fmt(row['test_accuracy'])}" if row.get("test_accuracy") is not None else "")
+                 + f"  ({elapsed:.1f} s, ~{eta:.0f} s left)")
+        if diverged:
+            self.log(f"{name}: loss is not finite at step {step}: run marked diverged")
 
 
 def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
@@ -272,77 +439,6 @@ def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
         tmp = runlog.folder / f".tmp-{MODEL_FILE}"  # Keras wants the .keras ending; os.replace makes it atomic
         single.save(tmp)
         os.replace(tmp, runlog.folder / MODEL_FILE)
-
-
-def _loop(cfgs, model, evaluator, own_orders, ds, runlogs, outcomes, steps_per_epoch, total_steps, periods,
-          verbose, log, eval_at=None, probe=None) -> None:
-    """Train all trials together, period by period; a trial whose loss turns NaN/inf is closed as
-    diverged while the others go on. Fills `outcomes` (one result dict per trial). With own_orders
-    the model takes (examples, K) indices: column j is trial j's order, the one its seed gives alone."""
-    cfg, k, n = cfgs[0], len(cfgs), len(ds.y_train)
-    orders = [IndexStream(n, c.seed) for c in (cfgs if own_orders else cfgs[:1])]
-    stopper = StopOnNonFinite(k)
-    step, t0 = 0, time.perf_counter()
-    test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
-    alive = list(range(k))
-    last = [{} for _ in range(k)]
-    for p in range(periods):
-        steps = eval_at[p] - step if cfg.eval_every_steps else steps_per_epoch
-        count = steps * cfg.batch_size if cfg.eval_every_steps else n
-        idx = np.stack([o.take(count) for o in orders], axis=1)  # (count, 1 or K)
-        callbacks = [stopper, StopOnInterrupt()]
-        if verbose:
-            callbacks.append(Heartbeat(runlogs[0].folder.name if k == 1 else f"{k} packed runs", steps))
-        if own_orders:
-            x, y = idx.astype(np.int32), [ds.y_train[idx[:, j]] for j in range(k)]
-        else:
-            x, y = ds.x_train[idx[:, 0]], ds.y_train[idx[:, 0]]
-            y = y if k == 1 else [y] * k
-        hist = model.fit(x, y, batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p, shuffle=False, verbose=0,
-                         callbacks=callbacks)
-        interrupts.check()  # before anything of an unfinished period is logged
-        step += steps
-        train_logs = _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
-        diverged = [j for j in alive if stopper.diverged[j] or not is_finite(train_logs[j]["loss"])]
-        healthy = [j for j in alive if j not in diverged]
-        val = _evaluate(evaluator, ds.x_val, ds.y_val, k) if healthy else None
-        is_last = p == periods - 1
-        test = _evaluate(evaluator, ds.x_test, ds.y_test, k) if healthy and (test_each or is_last) else None
-        if probe is not None and healthy:  # its time counts in wall_time, as the evaluations' does
-            for j, layers_of_j in enumerate(probe.measure()):
-                if j in healthy:
-                    runlogs[j].preactivations(layers_of_j, step if cfg.eval_every_steps else p + 1)
-        elapsed = round(time.perf_counter() - t0, 3)
-        for j in alive:
-            row = {
-                "epoch": round(step * cfg.batch_size / n, 4) if cfg.eval_every_steps else p + 1,
-                "step": step, "loss": train_logs[j]["loss"], "accuracy": train_logs[j]["accuracy"],
-                "lr": cfgs[j].lr, "wall_time": elapsed,
-            }
-            if j in diverged:
-                row["loss"] = float("nan")
-            else:
-                row["val_loss"], row["val_accuracy"] = val[j]
-                if test is not None:
-                    row["test_loss"], row["test_accuracy"] = test[j]
-            runlogs[j].row(row, tb_step=step if cfg.eval_every_steps else p + 1)
-            last[j] = row
-            if verbose:
-                where = f"step {step}/{total_steps}" if cfg.eval_every_steps else f"epoch {p + 1}/{periods}"
-                eta = elapsed / (p + 1) * (periods - p - 1)
-                log(f"{runlogs[j].folder.name} {where}  loss {_fmt(row['loss'])} acc {_fmt(row['accuracy'])}  "
-                    f"val_acc {_fmt(row.get('val_accuracy'))}"
-                    + (f"  test_acc {_fmt(row['test_accuracy'])}" if row.get("test_accuracy") is not None else "")
-                    + f"  ({elapsed:.1f} s, ~{eta:.0f} s left)")
-                if j in diverged:
-                    log(f"{runlogs[j].folder.name}: loss is not finite at step {step}: run marked diverged")
-        for j in diverged:
-            outcomes[j] = _outcome("diverged", last[j], step, ds.num_classes)
-        alive = healthy
-        if not alive:
-            break
-    for j in alive:
-        outcomes[j] = _outcome("finished", last[j], step, ds.num_classes)
 
 
 class PreactivationProbe:

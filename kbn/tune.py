@@ -1,5 +1,6 @@
 """The sweep: per cell, a coarse learning-rate grid, a fine grid around its winner, then the chosen
 learning rate trained once per seed — all as trials of one Keras Tuner project.
+It must not know how a run trains beyond train_many, nor how the report reads the results.
 
 Every step of every cell is a Keras Tuner trial with hyperparameters {cell, phase, lr, seed}, handed out
 by `SweepOracle`. The oracle keeps no plan of its own: what is left to do is derived from the trials

@@ -1,5 +1,6 @@
 """Tuning robustness, read from a sweep's search trials: how wide is the band of good learning rates,
 and how good a result should a researcher expect from k trials of the coarse grid?
+It must not train or know the sweep folder's files beyond the trials' scores.
 
 Much of what a norm is said to buy is an easier learning rate. The search trials already hold the
 data: every (cell, phase, lr, search seed) with its selection score.

@@ -1,4 +1,5 @@
 """The thesis's and the poster's tables, from a sweep's final runs or from published numbers.
+The report must not train, import Keras or know how a run's files are written beyond reading them.
 
 Everything starts from one long table of accuracies (results.LONG_COLUMNS: one accuracy, a
 fraction, per dataset, arch, norm, optimizer, learning rate, seed, epoch or step, and split; a
