@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test tensorboard clean status report bench bench-cores bench-gpu \
+.PHONY: install data demo test test-fast tensorboard clean status report bench bench-cores bench-gpu \
 	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer sweep-poster-fixed \
 	sweep-ln-batch poster
 
@@ -84,6 +84,9 @@ report: install
 # pytest exits 5 when it collects nothing: that is not a failure of the project.
 test: install data
 	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+# The tests marked slow (whole sweeps, signals, TensorFlow subprocesses) left out: for editing.
+test-fast: install data
+	$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 # Speed: trial-epochs per second of plain fit, the fast path and packed trials (README, Backends
 # and speed). bench-gpu runs in the Python that has JAX with CUDA (a GPU host may have no

@@ -18,6 +18,7 @@ TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "ph
 FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "model"]
 
 
+@pytest.mark.slow
 def test_open_sweep_answers_per_cell_and_final_runs_keep_their_models(tiny, tmp_path):
     from kbn.tune import SweepTuner, run_sweep
 
@@ -72,6 +73,7 @@ def test_open_sweep_answers_per_cell_and_final_runs_keep_their_models(tiny, tmp_
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_stock_grid_search_on_a_kbn_project_does_what_the_readme_says(tiny, tmp_path):
     """README, Keras Tuner interop: stock GridSearch reloads kbn's trials, ranks them all together
     (by its own default objective unless given one) and finds no models."""

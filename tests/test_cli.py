@@ -1,3 +1,4 @@
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -8,7 +9,8 @@ import pytest
 
 from conftest import FASHION_DIR
 from kbn import data
-from kbn.cli import main
+from kbn.cli import main, parser
+from kbn.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +49,7 @@ def test_missing_data_explains_how_to_get_it(tmp_path, capsys, monkeypatch, debi
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.slow
 def test_the_command_line_trains_on_real_fashion_mnist(tmp_path):
     env = dict(os.environ, KBN_DATA_DIR=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "kbn", "train", "--dataset", "fashion_mnist", "--arch", "mlp", "--norm", "batch",
@@ -195,3 +198,24 @@ def test_an_unusable_data_cache_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path / "raw")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "KBN_DATA_DIR: cannot use" in err, err
+
+
+# ---------------------------------------------------------------- train options from TrainConfig
+
+
+def test_every_train_setting_is_an_option_with_its_default_and_help():
+    train = parser()._subparsers._group_actions[0].choices["train"]
+    options = {a.dest: a for a in train._actions}
+    for field in dataclasses.fields(TrainConfig):
+        action = options[field.name]
+        assert action.option_strings == ["--" + field.name.replace("_", "-")]
+        assert action.default == field.default and action.help == field.metadata["help"]
+    defaults = parser().parse_args(["train"])
+    assert {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)} == TrainConfig().to_dict()
+
+
+def test_option_values_reach_the_config_typed():
+    args = parser().parse_args(["train", "--lr", "0.5", "--batch-size", "60", "--eval-every-steps", "50",
+                                "--test-every-epoch"])
+    assert (args.lr, args.batch_size, args.eval_every_steps, args.test_every_epoch) == (0.5, 60, 50, True)
+    assert isinstance(args.lr, float) and isinstance(args.batch_size, int)

@@ -81,6 +81,7 @@ def test_cifar_python_batches_give_40k_10k_style_split(tmp_path):
 
 
 @pytest.mark.parametrize("name,shape,n_train,n_val", [("mnist", (28, 28, 1), 50, 10), ("cifar10", (32, 32, 3), 48, 12)])
+@pytest.mark.slow
 def test_tfds_loader_with_mock_data(name, shape, n_train, n_val, monkeypatch, debian_dirs):
     import tensorflow_datasets as tfds
 

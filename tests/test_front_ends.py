@@ -149,6 +149,7 @@ def test_latex_compiles_on_a_synthetic_csv_with_negative_numbers(tmp_path, capsy
 
 
 @needs_pdflatex
+@pytest.mark.slow
 def test_latex_compiles_on_a_real_sweep(tiny_sweep, tmp_path, capsys):
     check_both(tmp_path, ["report", str(tiny_sweep)], capsys, negative=False)
 

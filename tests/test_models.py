@@ -29,6 +29,7 @@ PARAMS = {
 
 
 @pytest.mark.parametrize("arch,shape,norm", list(PARAMS))
+@pytest.mark.slow
 def test_exact_parameter_counts(arch, shape, norm):
     assert models.build(arch, shape, norm=norm).count_params() == PARAMS[(arch, shape, norm)]
 
@@ -67,6 +68,7 @@ def test_no_norm_means_no_norm_layers_and_the_thesis_shapes():
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("shape", [MNIST, CIFAR])
+@pytest.mark.slow
 def test_forward_pass_gives_class_probabilities(arch, shape):
     m = models.build(arch, shape, norm="batch")
     p = np.asarray(m(np.random.default_rng(0).random((2,) + shape, dtype=np.float32)))
@@ -74,6 +76,7 @@ def test_forward_pass_gives_class_probabilities(arch, shape):
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_depth_width_activation_overrides():
     m = models.build("mlp", MNIST, norm="none", activation="tanh", depth=5, width=64)
     dense = [l for l in m.layers if isinstance(l, layers.Dense)]

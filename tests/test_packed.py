@@ -45,14 +45,17 @@ def _compare(tmp_path, tiny_dataset, arch, norm, opt, epochs=2, trials=None, **k
 
 
 @pytest.mark.parametrize("arch,norm,opt", CASES, ids=["-".join(c) for c in CASES])
+@pytest.mark.slow
 def test_packed_equals_one_by_one(tmp_path, tiny_dataset, arch, norm, opt):
     _compare(tmp_path, tiny_dataset, arch, norm, opt)
 
 
+@pytest.mark.slow
 def test_packed_cnn_grouped_convolutions(tmp_path, tiny_dataset):
     _compare(tmp_path, tiny_dataset, "cnn", "batch", "sgdm", width=4)
 
 
+@pytest.mark.slow
 def test_packed_eval_every_steps(tmp_path, tiny_dataset):
     _compare(tmp_path, tiny_dataset, "ioffe_mlp", "batch", "sgd", eval_every_steps=3, total_steps=7)
 
@@ -61,6 +64,7 @@ SEED_CASES = [("mlp", "batch", "sgdm"), ("mlp", "group", "rmsprop"), ("ioffe_mlp
 
 
 @pytest.mark.parametrize("arch,norm,opt", SEED_CASES, ids=["-".join(c) for c in SEED_CASES])
+@pytest.mark.slow
 def test_packed_seeds_keep_their_own_data_order(tmp_path, tiny_dataset, arch, norm, opt):
     """Seeds differ in initial weights and in data order; a mix of seeds and learning rates packs too."""
     lo, hi = LRS[opt]
@@ -69,12 +73,14 @@ def test_packed_seeds_keep_their_own_data_order(tmp_path, tiny_dataset, arch, no
     assert packed[0].metrics["loss"] != pytest.approx(packed[1].metrics["loss"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_packed_seeds_cnn_and_eval_every_steps(tmp_path, tiny_dataset):
     _compare(tmp_path, tiny_dataset, "cnn", "batch", "adam", width=4, trials=[(1e-3, 0), (1e-3, 5)])
     _compare(tmp_path / "steps", tiny_dataset, "mlp", "batch", "sgd", trials=[(0.1, 0), (0.1, 1)],
              eval_every_steps=3, total_steps=7)
 
 
+@pytest.mark.slow
 def test_one_diverging_trial_leaves_the_others_alone(tmp_path, tiny_dataset):
     cfgs = [TrainConfig(optimizer="adam", lr=lr, epochs=2, batch_size=64) for lr in (1e-3, 1e30)]
     ok, blown = train_many(cfgs, tmp_path, verbose=False, dataset=tiny_dataset)
@@ -86,6 +92,7 @@ def test_one_diverging_trial_leaves_the_others_alone(tmp_path, tiny_dataset):
     assert len(rows) == 1 and np.isnan(rows[0]["loss"])
 
 
+@pytest.mark.slow
 def test_finished_trials_are_not_packed_again(tmp_path, tiny_dataset):
     cfgs = [TrainConfig(optimizer="sgd", lr=lr, epochs=1, batch_size=64) for lr in (0.01, 0.1, 0.5)]
     first = train(cfgs[1], tmp_path, verbose=False, dataset=tiny_dataset)
@@ -103,6 +110,7 @@ def test_only_learning_rates_and_seeds_may_differ(tmp_path, tiny_dataset):
         train_many([TrainConfig(), TrainConfig()], tmp_path, dataset=tiny_dataset)
 
 
+@pytest.mark.slow
 def test_bench_measures_fit_fast_and_packed():
     """One real (tiny) measurement per variant, through the same child process the CLI uses."""
     from kbn import bench
@@ -150,6 +158,7 @@ assert worst < 1e-6, worst
 """
 
 
+@pytest.mark.slow
 def test_packed_is_exact_in_float64():
     """In float64, with learning rates that float32 holds exactly, packed and one-by-one agree to
     the float32 rounding of Keras's metric means, even on the 20-layer BN network with its own data
@@ -170,6 +179,7 @@ EXTRACT = [("mlp", "batch", {}), ("mlp", "layer", {}), ("mlp", "rms", {}), ("cnn
 
 
 @pytest.mark.parametrize("arch,norm,kw", EXTRACT, ids=["-".join(c[:2]) for c in EXTRACT])
+@pytest.mark.slow
 def test_a_trial_extracted_from_a_packed_model_predicts_as_its_output(tiny_dataset, arch, norm, kw):
     """The inverse of copy_weights: trial j's weights (BN statistics included) in a single model built
     like the originals give the packed model's output j."""

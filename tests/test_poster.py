@@ -54,6 +54,7 @@ def test_binary_is_a_registry_variant_of_any_base():
 # ---------------------------------------------------------------- Gaussian kernels
 
 
+@pytest.mark.slow
 def test_gaussian_init_draws_every_kernel_at_the_stated_scale():
     import keras
 
@@ -77,6 +78,7 @@ def test_gaussian_init_draws_every_kernel_at_the_stated_scale():
     assert np.asarray(glorot.layers[2].kernel).std() == pytest.approx(np.sqrt(2 / (784 + 100)), rel=0.05)
 
 
+@pytest.mark.slow
 def test_gaussian_init_keeps_the_arms_paired_and_reaches_the_packed_model(tiny_dataset):
     from kbn.packed import build_packed
     from kbn.train import initial_model
@@ -204,6 +206,7 @@ def check_logged_percentiles(folder: Path, x_val: np.ndarray, norm: str, n: int)
 
 
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+@pytest.mark.slow
 def test_logged_percentiles_equal_those_of_the_models_preactivations(tiny_dataset, tmp_path, norm):
     from kbn.train import train
 
@@ -228,6 +231,7 @@ def test_logged_percentiles_equal_those_of_the_models_preactivations(tiny_datase
     assert [e.step for e in h] == [2, 10, 20, 30] and h[-1].histogram_value.num == 100 * 100
 
 
+@pytest.mark.slow
 def test_packed_trials_log_their_own_percentiles(tiny_dataset, tmp_path):
     from kbn.train import train_many
 
@@ -242,6 +246,7 @@ def test_packed_trials_log_their_own_percentiles(tiny_dataset, tmp_path):
     assert [r["p50"] for r in a] != [r["p50"] for r in b]  # each trial its own, not one trial's twice
 
 
+@pytest.mark.slow
 def test_percentiles_on_the_tensorflow_backend(tmp_path):
     """A fresh process: Keras picks its backend at import."""
     code = (
@@ -278,6 +283,7 @@ def test_too_many_probe_images_is_one_line(tiny_dataset, tmp_path):
 # ---------------------------------------------------------------- the mechanism picture
 
 
+@pytest.mark.slow
 def test_the_mechanism_figure_draws_the_logged_percentiles(tiny_dataset, tmp_path):
     from kbn import plots
     from kbn.train import train
@@ -325,6 +331,7 @@ def test_a_fixed_rate_with_a_search_is_one_line():
         sweep_from_dict({**raw, "lr": 0, "search": {}})
 
 
+@pytest.mark.slow
 def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path):
     from kbn import report
     from kbn.plan import folder_progress, load_folder_sweep, planned_trials

@@ -156,6 +156,7 @@ def test_a_bad_import_string_fails_before_training_in_one_line(kind, spec, expec
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())  # nothing trained
 
 
+@pytest.mark.slow
 def test_a_builder_with_the_norm_misplaced_is_refused_with_the_layer(tiny_dataset):
     from kbn import models
 
@@ -188,6 +189,7 @@ def test_npz_dataset_splits_counts_classes_and_says_what_is_wrong(tmp_path):
         data.load(f"npz:{tmp_path / 'bad.npz'}", verbose=False)
 
 
+@pytest.mark.slow
 def test_tfds_dataset_takes_its_class_count_from_the_builder(monkeypatch):
     import tensorflow_datasets as tfds
 
@@ -204,6 +206,7 @@ def test_tfds_dataset_takes_its_class_count_from_the_builder(monkeypatch):
 # ---------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_kbn_train_with_ones_own_optimizer_network_norm_and_data(tmp_path, capsys):
     npz = write_npz(tmp_path / "four.npz")
     args = ["train", "--dataset", npz, "--arch", f"{USER}:two_layer", "--norm", f"{USER}:ScaleNorm", "--optimizer",
@@ -223,6 +226,7 @@ def test_kbn_train_with_ones_own_optimizer_network_norm_and_data(tmp_path, capsy
     assert result["metrics"]["test_accuracy"] > 0.4  # 4 learnable classes: above chance (25%)
 
 
+@pytest.mark.slow
 def test_a_sweep_of_ones_own_components_runs_reports_and_refuses_a_changed_module(tmp_path, capsys, monkeypatch):
     lab = tmp_path / "lab"
     lab.mkdir()
@@ -268,6 +272,7 @@ def test_a_sweep_of_ones_own_components_runs_reports_and_refuses_a_changed_modul
                    "changed one"]
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_returned_for_a_changed_module(tiny_dataset, tmp_path, monkeypatch):
     from kbn.train import train
 
@@ -286,6 +291,7 @@ def test_a_finished_run_is_not_returned_for_a_changed_module(tiny_dataset, tmp_p
                             f"{registry.file_hash(module)[:12]}); restore it, or use another --logdir for the changed one")
 
 
+@pytest.mark.slow
 def test_what_packing_has_no_rule_for_trains_unpacked_saying_so(tiny_dataset, tmp_path):
     from kbn.train import train_many
 
@@ -313,6 +319,7 @@ def test_the_example_sweep_names_its_own_components():
     assert packed.cannot_pack(net, "adam") == "packing has no rule for Add (res1_add)"  # trains unpacked
 
 
+@pytest.mark.slow
 def test_a_run_with_ones_own_optimizer_class_keeps_its_trained_network(tiny_dataset, tmp_path):
     """Keras cannot rebuild an unregistered optimizer class from its config: the saved network must
     not go through the compiled model (it did: every final run of the example failed)."""

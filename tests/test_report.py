@@ -210,6 +210,7 @@ def run_folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_runs_to_tables_export_and_back(run_folder, tmp_path, capsys):
     df = report.collect_runs(run_folder)
     assert set(df["seed"]) == {0, 1} and set(df["split"]) == {"train", "validation", "test"}
@@ -303,6 +304,7 @@ def test_export_writes_the_lr_and_from_csv_reads_files_with_or_without_it(run_fo
     assert "line 2" in err and "lr" in err and "seed" in err, err
 
 
+@pytest.mark.slow
 def test_damaged_runs_are_named_and_unfinished_runs_counted(run_folder, tmp_path, capsys):
     import shutil
 

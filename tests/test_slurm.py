@@ -33,6 +33,7 @@ def _task(task_id, tiny, shared, port, **env):
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the sbatch script is a bash script")
+@pytest.mark.slow
 def test_the_slurm_script_runs_a_chief_and_a_worker_over_a_shared_folder(tiny, tmp_path):
     shared, port = tmp_path / "shared", _free_port()
     procs = []
@@ -60,6 +61,7 @@ def test_the_slurm_script_runs_a_chief_and_a_worker_over_a_shared_folder(tiny, t
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the sbatch script is a bash script")
+@pytest.mark.slow
 def test_a_worker_whose_chief_never_comes_gives_up_in_bounded_time(tiny, tmp_path):
     p = _task(1, tiny, tmp_path / "shared", _free_port(), KBN_CHIEF_WAIT="2")
     out, _ = p.communicate(timeout=60)

@@ -96,6 +96,7 @@ def session_groups(url):
     return _get(f"{url}/data/plugin/hparams/session_groups", body)
 
 
+@pytest.mark.slow
 def test_hparams_show_one_row_per_training(sweep_dir, tmp_path):
     with tensorboard(sweep_dir, tmp_path) as (url, runs):
         runs()
@@ -127,6 +128,7 @@ def test_hparams_show_one_row_per_training(sweep_dir, tmp_path):
     assert sorted(infos["phase"]["domainDiscrete"]) == ["coarse", "final", "fine"]
 
 
+@pytest.mark.slow
 def test_every_run_is_a_training_with_scalars(sweep_dir, tmp_path):
     with tensorboard(sweep_dir, tmp_path) as (url, runs):
         names = runs()
@@ -138,6 +140,7 @@ def test_every_run_is_a_training_with_scalars(sweep_dir, tmp_path):
 
 
 @pytest.mark.parametrize("extra,count", [([], 4), (["--all"], 14)])
+@pytest.mark.slow
 def test_kbn_tensorboard_serves_the_final_runs_or_all(sweep_dir, tmp_path, extra, count):
     port = _free_port()
     cmd = [sys.executable, "-m", "kbn", "tensorboard", str(sweep_dir), "--port", str(port), *extra]
@@ -169,6 +172,7 @@ sys.exit(rc)
 """
 
 
+@pytest.mark.slow
 def test_jax_train_imports_no_tensorflow(tmp_path):
     write_cache("mnist")
     env = dict(os.environ, KERAS_BACKEND="jax")

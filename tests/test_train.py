@@ -11,7 +11,7 @@ import pytest
 from kbn.runlog import METRIC_COLUMNS, read_metrics
 from kbn.config import TrainConfig
 from kbn.errors import ConfigError
-from kbn.train import IndexStream, train
+from kbn.train import IndexStream, plan_schedule, train
 
 
 def tb_scalars(folder):
@@ -110,6 +110,7 @@ def test_index_stream_covers_every_example_each_epoch():
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.slow
 def test_both_backends_train_and_log(backend, tmp_path):
     """A fresh process per backend (Keras picks it at import)."""
     code = (
@@ -214,6 +215,7 @@ def test_a_run_keeps_its_trained_network_as_model_keras(tiny_dataset, tmp_path):
     assert not list(res.folder.glob(".*tmp*"))  # written atomically: no leftovers
 
 
+@pytest.mark.slow
 def test_packed_runs_each_keep_their_own_network_and_search_runs_none(tiny_dataset, tmp_path):
     from kbn.train import train_many
 
@@ -227,3 +229,19 @@ def test_packed_runs_each_keep_their_own_network_and_search_runs_none(tiny_datas
     assert ok1.metrics["test_accuracy"] != ok2.metrics["test_accuracy"] or ok1.metrics["loss"] != ok2.metrics["loss"]
     search = train_many(cfgs[:2], tmp_path / "search", verbose=False, dataset=tiny_dataset, save_model=False)
     assert not any((r.folder / "model.keras").exists() for r in search)
+
+
+# ---------------------------------------------------------------- the schedule
+
+@pytest.mark.parametrize("settings, n, expected", [
+    ({"epochs": 3, "batch_size": 100}, 1050, (11, 33, 3, 11, None)),
+    ({"eval_every_steps": 50, "total_steps": 200, "eval_steps": "log:10:100:4"}, 1000,
+     (8, 200, 7, 4, [10, 22, 46, 50, 100, 150, 200])),
+])
+def test_schedule_periods_and_evaluation_points(settings, n, expected):
+    s = plan_schedule(TrainConfig(**settings), n)
+    assert (s.steps_per_epoch, s.total_steps, s.periods, s.period_steps, s.eval_at) == expected
+    step = 0
+    for p in range(s.periods):
+        step += s.steps_of(p, step)
+    assert step == s.total_steps

@@ -122,6 +122,7 @@ def test_cell_progress_derives_the_plan_from_scores():
 # ---------------------------------------------------------------- running sweeps
 
 
+@pytest.mark.slow
 def test_sweep_searches_then_trains_the_chosen_lr_per_seed(tiny, tmp_path):
     sweep = load_sweep(tiny)
     lines = []
@@ -160,6 +161,7 @@ def test_sweep_searches_then_trains_the_chosen_lr_per_seed(tiny, tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json")}
 
 
+@pytest.mark.slow
 def test_divergent_trials_are_results_and_do_not_abort_the_search(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load", write_cache(inf_pixels=True))
     sweep = load_sweep(tiny)
@@ -177,6 +179,7 @@ def test_a_live_sweep_locks_its_folder(tiny, tmp_path):
     assert not (tmp_path / "out" / "tuner").exists()
 
 
+@pytest.mark.slow
 def test_resuming_with_another_sweep_file_is_refused(tiny, tmp_path):
     run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
     tiny.write_text(TINY.replace("epochs = 1", "epochs = 2"))
@@ -190,6 +193,7 @@ def _kbn(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_redoes_nothing_finished(tiny, tmp_path):
     out = tmp_path / "killed"
     p = _kbn(["sweep", str(tiny), "--logdir", str(out)])
@@ -219,6 +223,7 @@ def test_kill_9_then_resume_redoes_nothing_finished(tiny, tmp_path):
     assert chosen(out) == chosen(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path):
     p = _kbn(["sweep", str(tiny), "--logdir", str(tmp_path / "dist"), "--workers", "2"])
     text, _ = p.communicate(timeout=400)
@@ -234,6 +239,7 @@ def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path):
     assert None not in chosen(tmp_path / "single").values()
 
 
+@pytest.mark.slow
 def test_packed_sweep_trains_each_grid_as_one_model(tiny, tmp_path):
     sweep = load_sweep(tiny)
     lines = []
@@ -298,6 +304,7 @@ def failing_train(error, when):
         yield
 
 
+@pytest.mark.slow
 def test_a_kbn_error_inside_a_trial_stops_the_sweep_and_the_trial_runs_on_resume(tiny, tmp_path, monkeypatch):
     from kbn.errors import DataError
 
@@ -315,6 +322,7 @@ def test_a_kbn_error_inside_a_trial_stops_the_sweep_and_the_trial_runs_on_resume
     assert stuck[0]["trial_id"] in after  # it ran again under its own id
 
 
+@pytest.mark.slow
 def test_a_crashed_trial_is_failed_holds_its_cell_and_is_retried_on_resume(tiny, tmp_path, monkeypatch, capsys):
     from kbn.cli import main
 
@@ -356,6 +364,7 @@ def test_a_finished_sweep_with_a_failed_trial_says_so_again_rather_than_finished
     assert "finished;" not in out and "failed trial(s)" in out
 
 
+@pytest.mark.slow
 def test_an_unreadable_trial_file_never_makes_ids_collide(tiny, tmp_path):
     out = tmp_path / "out"
     run_sweep(load_sweep(tiny), out, log=lambda *_: None)
@@ -377,6 +386,7 @@ def test_an_unreadable_trial_file_never_makes_ids_collide(tiny, tmp_path):
     assert len(list((out / "tuner" / "damaged").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_status_names_an_unreadable_trial_file(tiny, tmp_path, capsys):
     from kbn.cli import main
 
@@ -389,6 +399,7 @@ def test_status_names_an_unreadable_trial_file(tiny, tmp_path, capsys):
     assert rows["mnist-mlp-none-sgd"][2] == "2/3" and rows["mnist-mlp-none-sgd"][1] != "done"
 
 
+@pytest.mark.slow
 def test_next_trial_id_follows_the_highest_on_disk(tiny, tmp_path):
     from kbn.tune import SweepTuner
 
@@ -400,6 +411,7 @@ def test_next_trial_id_follows_the_highest_on_disk(tiny, tmp_path):
     assert tuner.oracle._next_id == 21
 
 
+@pytest.mark.slow
 def test_a_deleted_sweep_json_is_rebuilt_only_for_the_same_sweep(tiny, tmp_path):
     out = tmp_path / "out"
     run_sweep(load_sweep(tiny), out, log=lambda *_: None)
@@ -416,6 +428,7 @@ def test_a_deleted_sweep_json_is_rebuilt_only_for_the_same_sweep(tiny, tmp_path)
     assert (out / "sweep.json").exists()
 
 
+@pytest.mark.slow
 def test_fault_injection_status_names_each_damage_and_resume_redoes_exactly_those(tiny, tmp_path):
     import shutil
 
@@ -469,6 +482,7 @@ def _wait_for_completed(out, n, proc, timeout=240):
 
 
 @pytest.mark.parametrize("how", ["SIGINT to the group", "SIGTERM"])
+@pytest.mark.slow
 def test_a_signal_stops_the_sweep_within_seconds_and_it_resumes(tiny, tmp_path, how):
     out = tmp_path / "out"
     for stop_after in (2, 7):  # early (search) and later (other cells, or final runs)
@@ -494,6 +508,7 @@ def test_a_signal_stops_the_sweep_within_seconds_and_it_resumes(tiny, tmp_path, 
     assert chosen(out) == chosen(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_chief_stops_its_workers_too(tiny, tmp_path):
     out = tmp_path / "out"
     p = _kbn(["sweep", str(tiny), "--logdir", str(out), "--workers", "2"], start_new_session=True)
@@ -533,6 +548,7 @@ def test_sweep_options_that_cannot_work_fail_in_one_line(tiny, tmp_path, capsys,
     assert not (tmp_path / "out" / "tuner").exists()
 
 
+@pytest.mark.slow
 def test_a_worker_with_no_chief_fails_within_bounded_time(tiny, tmp_path):
     env = dict(os.environ, KBN_ORACLE_TIMEOUT="3")
     t0 = time.time()
@@ -579,6 +595,7 @@ def test_search_seeds_must_not_be_final_seeds():
                          "epochs": 1, "seeds": [0, 1], "search": {"seeds": [1]}})
 
 
+@pytest.mark.slow
 def test_final_runs_never_repeat_a_search_training_and_record_the_protocol(tiny, tmp_path):
     sweep = load_sweep(tiny)
     run_sweep(sweep, tmp_path / "out", log=lambda *_: None)

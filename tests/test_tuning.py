@@ -44,6 +44,7 @@ def test_robustness_per_cell_and_the_change_a_norm_makes():
     assert tuning.band_change(tuning.robustness(df), "batch") == {("mnist", "mlp", "sgd"): pytest.approx(1.5, abs=0.001)}
 
 
+@pytest.mark.slow
 def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path, capsys):
     from kbn.cli import main
     from kbn.config import load_sweep
