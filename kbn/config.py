@@ -313,8 +313,11 @@ class SweepConfig:
         return d
 
 
-# Fields added after sweep folders were first recorded: what a sweep.json without them trained with.
-SWEEP_FIELDS_ADDED = {"lr": None, "init": "glorot_uniform", "eval_steps": None, "probe_preactivations": 0}
+# Fields added after sweep folders were first recorded: a sweep.json without them trained at their defaults.
+SWEEP_FIELDS_ADDED = {f.name: f.default for f in dataclasses.fields(SweepConfig)
+                      if f.name in ("lr", "init", "eval_steps", "probe_preactivations")}
+# Likewise for a run's config.json: a run made before a setting existed trained at the setting's default.
+SETTING_DEFAULTS = TrainConfig().to_dict()
 
 _TOP_KEYS = (
     "name", "datasets", "archs", "norms", "optimizers", "epochs", "seeds", "batch_size", "subset",

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from kbn import registry
-from kbn.config import PHASES, SWEEP_FIELDS_ADDED, Cell, SweepConfig, TrainConfig, sweep_from_dict
+from kbn.config import PHASES, SETTING_DEFAULTS, SWEEP_FIELDS_ADDED, Cell, SweepConfig, sweep_from_dict
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import write_json_atomic
 
@@ -125,7 +125,7 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         if key not in cells or phase not in PHASES:
             return f"{where} is of cell {key}, not in this sweep"
         want = sweep.train_config(cells[key], s["lr"], s["seed"], phase).to_dict()
-        s = {**TrainConfig().to_dict(), **s}  # runs made before a setting existed trained at its default
+        s = {**SETTING_DEFAULTS, **s}  # runs made before a setting existed trained at its default
         diff = [f"{k} {s.get(k)!r} vs {v!r}" for k, v in want.items() if k not in ignore and s.get(k) != v]
         if diff:
             return f"{where}: {', '.join(diff)}"

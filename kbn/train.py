@@ -34,7 +34,7 @@ from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.tboard import HParams, run_hparams
-from kbn.config import TrainConfig
+from kbn.config import SETTING_DEFAULTS, TrainConfig
 from kbn.packed import build_packed, cannot_pack, trial_logs
 
 EVAL_BATCH = 1000
@@ -119,8 +119,6 @@ def _packable(cfgs: list[TrainConfig]) -> None:
 
 # Where the data was read from, not what trained: a run read from another copy is the same run.
 NOT_COMPARED = ("data_dir",)
-# A run made before a setting existed trained at the setting's default.
-SETTING_DEFAULTS = TrainConfig().to_dict()
 
 
 def _changed(old: dict, new: dict) -> list[str]:
