@@ -16,13 +16,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kbn import registry, tuning  # noqa: E402
-from kbn.report.labels import display_name  # noqa: E402
+from kbn.report.labels import display_name, optimizer_name  # noqa: E402
 from kbn.report.measures import norm_effect  # noqa: E402
 from kbn.report.results import Results  # noqa: E402
-
-
-def _opt(name: str) -> str:
-    return registry.display("optimizer", name)
 
 
 def _color(norm: str) -> str:
@@ -75,7 +71,7 @@ def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
                     ax.plot(sel.index, sel[val_col], color=c, label=f"{registry.display('norm', norm)} (validation)")
                     ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7,
                             label=f"{registry.display('norm', norm)} (train)")
-                ax.set_title(_opt(opt))
+                ax.set_title(optimizer_name(opt))
                 ax.set_xlabel(x)
                 ax.set_ylabel(metric)
                 _x_axis(ax, g[x].dropna())
@@ -146,7 +142,7 @@ def preactivation_figure(g: pd.DataFrame):
         row[0].set_ylabel("pre-activation")
     axes[0][0].legend(fontsize=7)
     d, a, opt = g["dataset"].iloc[0], g["arch"].iloc[0], g["optimizer"].iloc[0]
-    fig.suptitle(f"{display_name(d, a)}, {_opt(opt)}: input to the last hidden nonlinearity ({layer})\n"
+    fig.suptitle(f"{display_name(d, a)}, {optimizer_name(opt)}: input to the last hidden nonlinearity ({layer})\n"
                  f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed} (Ioffe & Szegedy Fig. 1b-c)",
                  fontsize=9)
     return fig
@@ -178,7 +174,7 @@ def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
                 dv = s[s["diverged"]]
                 ax.scatter(dv["lr"], dv["score"], color="black", marker="x", s=40)
             ax.set_xscale("log")
-            ax.set_title(_opt(opt))
+            ax.set_title(optimizer_name(opt))
             ax.set_xlabel("learning rate")
             ax.set_ylabel("selection score")
             ax.grid(alpha=0.3)
@@ -203,7 +199,7 @@ def expected_best(points: pd.DataFrame, out: Path) -> list[Path]:
                 ks = list(range(1, int(r["coarse_points"]) + 1))
                 ax.plot(ks, [r[f"best_k{k}"] for k in ks], marker="o", color=_color(r["norm"]),
                         label=f"{registry.display('norm', r['norm'])} (band {r['band']:.2f} dec)")
-            ax.set_title(_opt(opt))
+            ax.set_title(optimizer_name(opt))
             ax.set_xlabel("trials drawn from the coarse grid (k)")
             ax.set_ylabel("expected best selection score")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -234,7 +230,7 @@ def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
     for i in range(len(opts)):
         for j in range(len(cols)):
             ax.text(j, i, "—" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_yticks(range(len(opts)), [_opt(o) for o in opts])
+    ax.set_yticks(range(len(opts)), [optimizer_name(o) for o in opts])
     ax.set_xticks(range(len(cols)), [f"{display_name(d, a)}\n{registry.display('norm', n)} norm" for d, a, n in cols],
                   fontsize=8)
     fig.colorbar(im, ax=ax, label="rel (test, last epoch)")

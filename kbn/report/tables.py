@@ -398,14 +398,20 @@ def batch_size_tables(runs_a: pd.DataFrame, runs_b: pd.DataFrame, interval: str 
                           "that differ in batch size")
     (small, rs), (large, rl) = sorted((b, Results(long_from_runs(r), interval=interval)) for b, r in sizes.items())
     out = []
-    for d, a in [p for p in rl.all_pairs() if p in rs.all_pairs()]:
-        for opt in [o for o in rl.present_all("optimizer") if o in rs.present_all("optimizer")]:
+
+    def in_both(values, others):
+        others = set(others)
+        return [v for v in values if v in others]
+
+    opts, norms = (in_both(rl.present_all(col), rs.present_all(col)) for col in ("optimizer", "norm"))
+    for d, a in in_both(rl.all_pairs(), rs.all_pairs()):
+        for opt in opts:
             t = Table("batch_size", f"Batch size — {display_name(d, a)}, {optimizer_name(opt)}: test accuracy (%) at "
                       f"batch {large} and {small}, and the drop from {large} to {small}",
                       ["norm", f"batch {large}", f"batch {small}", "drop (points)"], [], kind="rel",
                       label=(d, a, opt))
             drops = {}
-            for norm in [n for n in rl.present_all("norm") if n in rs.present_all("norm")]:
+            for norm in norms:
                 big, little = (r.last(d, a, norm, opt, "test") for r in (rl, rs))
                 if big is None or little is None:
                     continue
