@@ -1,6 +1,6 @@
 """Every backend decision kbn makes for the user: which Keras backend to run (`choose_backend`),
-JAX's compile cache on disk (`enable_compile_cache`), how a model compiles fast
-(`fast_compile_args`), how many trials to train packed (`default_pack`), and keeping TensorFlow out
+JAX's compile cache on disk (`enable_compile_cache`), how a model compiles and trains fast
+(`fast_compile_args`, `steps_per_call`, `jax_loop_enabled`), how many trials to train packed (`default_pack`), and keeping TensorFlow out
 of a JAX process (`keep_tensorflow_out`). The numbers behind them are `kbn bench`'s (README,
 "Backends and speed"). Nothing runs at import: each caller asks when it needs the answer, and only
 `choose_backend` may run before Keras is imported (it reads no Keras). It must not know sweeps,
@@ -70,6 +70,21 @@ def enable_compile_cache() -> str | None:
 
     compilation_cache.reset_cache()
     return where
+
+
+def steps_per_call(arch: str) -> int:
+    """The most training steps one compiled call runs (a period's shortest span caps it). JAX: a whole
+    epoch of a dense network as one compiled loop (kbn.jax_loop); a convolutional one, 50 steps, so
+    Ctrl-C and the heartbeat still answer within seconds on a CPU. TensorFlow: 50 (kbn bench)."""
+    return 1000 if jax_loop_enabled() and not is_conv(arch) else 50
+
+
+def jax_loop_enabled() -> bool:
+    """Periods train as compiled loops (kbn.jax_loop) on JAX unless KBN_JAX_LOOP=off, which gives
+    Keras's own `fit` (for comparison: same steps, same numbers up to float rounding)."""
+    import keras
+
+    return keras.backend.backend() == "jax" and os.environ.get("KBN_JAX_LOOP", "on") != "off"
 
 
 def fast_compile_args(steps_per_execution: int, arch: str) -> dict:

@@ -29,12 +29,13 @@ import numpy as np
 
 from kbn import __version__, data as kdata, models, optim, registry
 from kbn import interrupts
-from kbn.backend import enable_compile_cache, fast_compile_args, keep_tensorflow_out
+from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.tboard import HParams, run_hparams
 from kbn.config import SETTING_DEFAULTS, TrainConfig
+from kbn.jax_loop import JaxPeriods
 from kbn.packed import build_packed, cannot_pack, trial_logs
 
 EVAL_BATCH = 1000
@@ -196,11 +197,12 @@ def _todo(cfgs, logdir, overwrite, verbose, log) -> tuple[list[RunResult | None]
 
 def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
                dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
-               steps_per_execution: int = 50, protocol: dict | None = None,
+               steps_per_execution: int | None = None, protocol: dict | None = None,
                save_model: bool = True) -> list[RunResult]:
     """Train runs of one cell that differ only in learning rate and seed, packed into one model when
     there are several (each keeps its own weights, statistics, optimizer state, data order and logs).
     `protocol` (a sweep's: how its learning rate was chosen, the phase) goes into config.json.
+    `steps_per_execution`: the most steps one compiled call runs (default: kbn.backend.steps_per_call).
     `save_model`: each finished run keeps its own trained network as `model.keras` (a sweep asks for it
     in final runs only: search trials would cost disk for nothing)."""
     _packable(cfgs)
@@ -293,6 +295,7 @@ class _Trials:
     own_orders: bool  # seeds differ: each trial its own data order
     runlogs: list[RunLog]
     probe: PreactivationProbe | None
+    periods: JaxPeriods | None  # JAX: each period as compiled loops; else Keras's fit
     verbose: bool
     log: object
 
@@ -302,13 +305,16 @@ class _Trials:
         cfg, k = cfgs[0], len(cfgs)
         schedule = plan_schedule(cfg, len(ds.y_train))
         # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
-        spe = max(1, min(steps_per_execution, schedule.period_steps))
+        spe = max(1, min(steps_per_execution or steps_per_call(cfg.arch), schedule.period_steps))
         own_orders = len({c.seed for c in cfgs}) > 1
         model, evaluator, packed = _compile(cfgs, singles, ds, spe, own_orders)
         shared = _run_metadata(ds, singles[0], components, schedule, spe, k, own_orders, protocol)
         runlogs = [_open_runlog(c, logdir, hp, shared) for c, hp in zip(cfgs, hparams)]
         probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None)
-        return cls(cfgs, singles, ds, schedule, model, evaluator, packed, own_orders, runlogs, probe, verbose, log)
+        periods = (JaxPeriods(model, ds.x_train, ds.y_train, k, own_orders, cfg.batch_size, spe)
+                   if jax_loop_enabled() else None)
+        return cls(cfgs, singles, ds, schedule, model, evaluator, packed, own_orders, runlogs, probe, periods, verbose,
+                   log)
 
     def run(self, save_model: bool) -> list[RunResult]:
         """Train to the end and close every run's logs; a run left unfinished (an exception, Ctrl-C)
@@ -363,6 +369,10 @@ class _Trials:
         callbacks = [stopper, StopOnInterrupt()]
         if self.verbose:
             callbacks.append(Heartbeat(self.runlogs[0].folder.name if k == 1 else f"{k} packed runs", steps))
+        if self.periods is not None:
+            logs = self.periods.train(idx, callbacks, p)
+            interrupts.check()
+            return _per_trial(logs, k)
         if self.own_orders:
             x, y = idx.astype(np.int32), [ds.y_train[idx[:, j]] for j in range(k)]
         else:

@@ -1,0 +1,97 @@
+"""A training period on JAX as compiled loops: `jax.lax.scan` over up to `chunk` of the model's own
+`train_step`s, the batches gathered from the training set on the device inside the loop. Keras's
+`fit` on JAX dispatches every step from Python (its steps_per_execution is a Python loop) and slices
+each batch on the host; on 2 CPU cores that costs about a third of an MLP epoch (kbn bench, README).
+The steps, their order, the optimizer, the metrics (means over the period, as `fit` reports them)
+and the callbacks' view (one `on_train_batch_end` per compiled call) are `fit`'s.
+It must not know runs, logs or sweeps: a compiled model, its training data and index orders in,
+the period's metrics out. TensorFlow keeps `fit` (its steps_per_execution is already one graph).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+class JaxPeriods:
+    """Trains `model` (compiled, on the JAX backend) period by period. `own_orders`: the model takes
+    (batch, K) indices and gathers its examples itself (kbn.packed's seeds); else it takes images.
+    `k` trials: the targets are a list of K (one per output) as `fit` is given them."""
+
+    def __init__(self, model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, k: int, own_orders: bool,
+                 batch_size: int, chunk: int):
+        import jax
+        import jax.numpy as jnp
+
+        self.model, self.k, self.own_orders = model, k, own_orders
+        self.batch_size, self.chunk = batch_size, chunk
+        self._x = None if own_orders else jnp.asarray(x_train)  # own_orders: the model holds the images
+        self._y = jnp.asarray(y_train)
+        # fit builds the metrics and the optimizer on its first batch; so does this, without training
+        model._symbolic_build(data_batch=self._batch(jnp.zeros((batch_size, k if own_orders else 1), jnp.int32),
+                                                     self._x, self._y))
+        self._scan = jax.jit(self._steps)
+
+    def _batch(self, ids, x, y):
+        """The (x, y) one step trains on: `ids` is (batch, 1 or K) rows of the training set (x, y)."""
+        if self.own_orders:
+            return ids, [y[ids[:, j]] for j in range(self.k)]
+        y = y[ids[:, 0]]
+        return x[ids[:, 0]], (y if self.k == 1 else [y] * self.k)
+
+    def _steps(self, state, ids, x, y):
+        """`ids` (steps, batch, cols): that many train_steps in one compiled loop; the metrics after
+        the last (Keras's train_step reports the metrics' running means). The training set comes in as
+        arguments: closed over, it would be a constant of every compiled program (and its cache key)."""
+        import jax
+
+        def one(st, step_ids):
+            logs, st = self.model.train_step(st, self._batch(step_ids, x, y))
+            return st, logs
+
+        state, logs = jax.lax.scan(one, state, ids)
+        return jax.tree_util.tree_map(lambda v: v[-1], logs), state
+
+    def _state(self):
+        m = self.model
+        return ([v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables],
+                [v.value for v in m.optimizer.variables], [v.value for v in m.metrics_variables])
+
+    def _store(self, state) -> None:
+        m = self.model
+        variables = (m.trainable_variables, m.non_trainable_variables, m.optimizer.variables, m.metrics_variables)
+        for vs, values in zip(variables, state):
+            for v, value in zip(vs, values):
+                v.assign(value)
+
+    def train(self, idx: np.ndarray, callbacks: list, epoch: int) -> dict:
+        """One period over `idx` (examples, 1 or K), in batches of batch_size (the last may be short, as
+        in `fit`); returns the period's logs as floats. A callback may stop the period early
+        (`model.stop_training`), as in `fit`, between compiled calls."""
+        import jax.numpy as jnp
+
+        model, b = self.model, self.batch_size
+        model.stop_training = False
+        model.reset_metrics()
+        for cb in callbacks:
+            cb.set_model(model)
+            cb.on_epoch_begin(epoch)
+        full = len(idx) // b
+        starts = list(range(0, full, self.chunk))
+        calls = [(s * b, min(s + self.chunk, full) * b) for s in starts]
+        if len(idx) % b:
+            calls.append((full * b, len(idx)))  # the short last batch, a call of its own
+        state, logs, done = self._state(), {}, 0
+        ids = jnp.asarray(idx.astype(np.int32))
+        for lo, hi in calls:
+            steps = max(1, (hi - lo) // b)
+            logs, state = self._scan(state, ids[lo:hi].reshape(steps, hi - lo if steps == 1 else b, -1), self._x, self._y)
+            done += steps
+            logs = {key: float(v) for key, v in logs.items()}
+            for cb in callbacks:
+                cb.on_train_batch_end(done - 1, logs)
+            if model.stop_training:
+                break
+        self._store(state)
+        return logs

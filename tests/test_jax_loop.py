@@ -1,0 +1,74 @@
+"""A period trained as compiled loops (kbn.jax_loop) gives what Keras's fit gives: the same steps on
+the same batches, the same metrics, the same weights (float32 rounding apart)."""
+
+import keras
+import numpy as np
+import pytest
+
+from kbn.config import TrainConfig
+from kbn.runlog import read_metrics
+from kbn.train import train_many
+
+CASES = [("mlp", "batch", "adam", [(1e-3, 0)]), ("mlp", "none", "sgdm", [(0.05, 0)]),
+         ("ioffe_mlp", "layer", "sgd", [(0.5, 0)]),
+         ("mlp", "batch", "rmsprop", [(1e-3, 0), (1e-2, 0)]),  # packed, one data order
+         ("mlp", "batch", "sgd", [(0.1, 0), (0.1, 1)])]  # packed, each seed its own order
+
+
+def _weights(folder):
+    return keras.saving.load_model(folder / "model.keras", compile=False).get_weights()
+
+
+@pytest.mark.parametrize("arch,norm,opt,trials", CASES, ids=[f"{a}-{n}-{o}-k{len(t)}" for a, n, o, t in CASES])
+def test_compiled_loop_equals_fit(tmp_path, tiny_dataset, monkeypatch, arch, norm, opt, trials):
+    # 3 epochs with a short last batch each (the tiny training set is not a multiple of 48)
+    assert len(tiny_dataset.y_train) % 48
+    cfgs = [TrainConfig(arch=arch, norm=norm, optimizer=opt, lr=lr, seed=seed, epochs=3, batch_size=48)
+            for lr, seed in trials]
+    out = {}
+    for mode in ("off", "on"):
+        monkeypatch.setenv("KBN_JAX_LOOP", mode)
+        out[mode] = train_many(cfgs, tmp_path / mode, verbose=False, dataset=tiny_dataset)
+    for fit, loop in zip(out["off"], out["on"]):
+        a, b = read_metrics(fit.folder), read_metrics(loop.folder)
+        assert [r["step"] for r in a] == [r["step"] for r in b]
+        for ra, rb in zip(a, b):
+            for col in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                assert rb[col] == pytest.approx(ra[col], rel=1e-4, abs=1e-5), (col, ra, rb)
+        for wa, wb in zip(_weights(fit.folder), _weights(loop.folder)):
+            np.testing.assert_allclose(wb, wa, rtol=1e-3, atol=1e-5)
+
+
+def test_compiled_loop_calls_per_period(tmp_path, tiny_dataset):
+    """steps_per_execution caps a compiled call: 2 steps per call, so a period of 5 full batches and a
+    short one is 4 calls, each seen by the callbacks, and a callback can stop the period between
+    them, as in fit."""
+    from kbn import jax_loop, models, optim
+
+    keras.utils.set_random_seed(0)
+    model = models.build("mlp", tiny_dataset.input_shape, tiny_dataset.num_classes, "none")
+    model.compile(optimizer=optim.make_optimizer("sgd", 0.1), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    n = 5 * 16 + 7
+    x, y = tiny_dataset.x_train[:n], tiny_dataset.y_train[:n]
+    periods = jax_loop.JaxPeriods(model, x, y, 1, False, 16, 2)
+
+    class Seen(keras.callbacks.Callback):
+        def __init__(self, stop_after=None):
+            super().__init__()
+            self.batches, self.stop_after = [], stop_after
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(batch)
+            if self.stop_after is not None and len(self.batches) == self.stop_after:
+                self.model.stop_training = True
+
+    seen = Seen()
+    before = model.get_weights()[0].copy()
+    logs = periods.train(np.arange(n)[:, None], [seen], 0)
+    assert seen.batches == [1, 3, 4, 5]  # the last step done by each call (0-based)
+    assert set(logs) == {"loss", "accuracy"} and np.isfinite(logs["loss"])
+    assert not np.allclose(model.get_weights()[0], before)  # the trained weights are the model's
+    stopped = Seen(stop_after=1)
+    periods.train(np.arange(n)[:, None], [stopped], 1)
+    assert stopped.batches == [1]
