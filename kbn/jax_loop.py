@@ -1,11 +1,11 @@
-"""A training period on JAX as compiled loops: `jax.lax.scan` over up to `chunk` of the model's own
+"""A training period and an evaluation on JAX as compiled loops: `jax.lax.scan` over up to `chunk` of the model's own
 `train_step`s, the batches gathered from the training set on the device inside the loop. Keras's
 `fit` on JAX dispatches every step from Python (its steps_per_execution is a Python loop) and slices
 each batch on the host; on 2 CPU cores that costs about a third of an MLP epoch (kbn bench, README).
 The steps, their order, the optimizer, the metrics (means over the period, as `fit` reports them)
 and the callbacks' view (one `on_train_batch_end` per compiled call) are `fit`'s.
-It must not know runs, logs or sweeps: a compiled model, its training data and index orders in,
-the period's metrics out. TensorFlow keeps `fit` (its steps_per_execution is already one graph).
+An evaluation is likewise one loop over the model's own `test_step`s (`evaluate`'s batches and means).
+It must not know runs, logs or sweeps: a compiled model, its data and index orders in, metrics out. TensorFlow keeps `fit` (its steps_per_execution is already one graph).
 """
 
 from __future__ import annotations
@@ -95,3 +95,52 @@ class JaxPeriods:
                 break
         self._store(state)
         return logs
+
+
+class JaxEvaluation:
+    """`model.evaluate(x, y, batch_size)` as compiled loops over the model's `test_step` (same batches,
+    the last one short; the metrics are means over all examples, as `evaluate` returns them). `k`
+    outputs (packed trials) all score against y. Each evaluation set goes to the device once."""
+
+    def __init__(self, model: keras.Model, batch_size: int, k: int):
+        import jax
+
+        self.model, self.batch_size, self.k = model, batch_size, k
+        self._loop = jax.jit(self._steps)
+        self._on_device: dict[int, list] = {}
+
+    def _steps(self, state, x, y):
+        """x, y: (batches, batch, ...); that many test_steps in one compiled loop."""
+        import jax
+
+        def one(st, batch):
+            bx, by = batch
+            logs, st = self.model.test_step(st, (bx, by if self.k == 1 else [by] * self.k))
+            return st, logs
+
+        state, logs = jax.lax.scan(one, state, (x, y))
+        return jax.tree_util.tree_map(lambda v: v[-1], logs), state
+
+    def _batches(self, x: np.ndarray, y: np.ndarray) -> list[tuple]:
+        """(x, y) per compiled call: the full batches stacked, then the short rest; kept per x array
+        (the caller's arrays live as long as its dataset)."""
+        import jax.numpy as jnp
+
+        if id(x) not in self._on_device:
+            b, n = self.batch_size, len(x)
+            cuts = ([(0, (n // b) * b, n // b)] if n >= b else []) + ([((n // b) * b, n, 1)] if n % b else [])
+            self._on_device[id(x)] = [(jnp.asarray(x[lo:hi]).reshape(steps, -1, *x.shape[1:]),
+                                       jnp.asarray(y[lo:hi]).reshape(steps, -1)) for lo, hi, steps in cuts]
+        return self._on_device[id(x)]
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """The metrics `model.evaluate(x, y, batch_size, return_dict=True)` returns, as floats."""
+        model, b = self.model, self.batch_size
+        model._symbolic_build(data_batch=(x[:b], y[:b] if self.k == 1 else [y[:b]] * self.k))  # as evaluate does
+        model.reset_metrics()
+        state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+                 [v.value for v in model.metrics_variables])
+        logs = {}
+        for xb, yb in self._batches(x, y):
+            logs, state = self._loop(state, xb, yb)
+        return {key: float(v) for key, v in logs.items()}

@@ -35,7 +35,7 @@ from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.tboard import HParams, run_hparams
 from kbn.config import SETTING_DEFAULTS, TrainConfig
-from kbn.jax_loop import JaxPeriods
+from kbn.jax_loop import JaxEvaluation, JaxPeriods
 from kbn.packed import build_packed, cannot_pack, trial_logs
 
 EVAL_BATCH = 1000
@@ -78,8 +78,12 @@ def _per_trial(logs: dict, k: int, prefix: str = "") -> list[dict]:
     return trial_logs(logs, k, prefix)
 
 
-def _evaluate(model, x, y, k: int) -> list[tuple[float, float]]:
-    r = model.evaluate(x, y if k == 1 else [y] * k, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+def _evaluate(model, x, y, k: int, compiled: JaxEvaluation | None = None) -> list[tuple[float, float]]:
+    """(loss, accuracy) per trial on (x, y); `compiled`: the same as one compiled loop (JAX)."""
+    if compiled is not None:
+        r = compiled.evaluate(x, y)
+    else:
+        r = model.evaluate(x, y if k == 1 else [y] * k, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
     return [(float(t["loss"]), float(t["accuracy"])) for t in _per_trial(r, k)]
 
 
@@ -296,6 +300,7 @@ class _Trials:
     runlogs: list[RunLog]
     probe: PreactivationProbe | None
     periods: JaxPeriods | None  # JAX: each period as compiled loops; else Keras's fit
+    evaluation: JaxEvaluation | None  # JAX: evaluations as compiled loops; else Keras's evaluate
     verbose: bool
     log: object
 
@@ -311,10 +316,12 @@ class _Trials:
         shared = _run_metadata(ds, singles[0], components, schedule, spe, k, own_orders, protocol)
         runlogs = [_open_runlog(c, logdir, hp, shared) for c, hp in zip(cfgs, hparams)]
         probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None)
-        periods = (JaxPeriods(model, ds.x_train, ds.y_train, k, own_orders, cfg.batch_size, spe)
-                   if jax_loop_enabled() else None)
-        return cls(cfgs, singles, ds, schedule, model, evaluator, packed, own_orders, runlogs, probe, periods, verbose,
-                   log)
+        periods = evaluation = None
+        if jax_loop_enabled():
+            periods = JaxPeriods(model, ds.x_train, ds.y_train, k, own_orders, cfg.batch_size, spe)
+            evaluation = JaxEvaluation(evaluator, EVAL_BATCH, k)
+        return cls(cfgs, singles, ds, schedule, model, evaluator, packed, own_orders, runlogs, probe, periods,
+                   evaluation, verbose, log)
 
     def run(self, save_model: bool) -> list[RunResult]:
         """Train to the end and close every run's logs; a run left unfinished (an exception, Ctrl-C)
@@ -389,10 +396,10 @@ class _Trials:
         if not healthy:
             return None, None
         cfg, k, ds = self.cfgs[0], len(self.cfgs), self.ds
-        val = _evaluate(self.evaluator, ds.x_val, ds.y_val, k)
+        val = _evaluate(self.evaluator, ds.x_val, ds.y_val, k, self.evaluation)
         test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
         is_last = p == self.schedule.periods - 1
-        test = _evaluate(self.evaluator, ds.x_test, ds.y_test, k) if test_each or is_last else None
+        test = _evaluate(self.evaluator, ds.x_test, ds.y_test, k, self.evaluation) if test_each or is_last else None
         if self.probe is not None:
             for j, layers_of_j in enumerate(self.probe.measure()):
                 if j in healthy:

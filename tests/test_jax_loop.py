@@ -72,3 +72,31 @@ def test_compiled_loop_calls_per_period(tmp_path, tiny_dataset):
     stopped = Seen(stop_after=1)
     periods.train(np.arange(n)[:, None], [stopped], 1)
     assert stopped.batches == [1]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_compiled_evaluation_equals_evaluate(tiny_dataset, k):
+    """Two full batches and a short one: the means over all examples, as evaluate returns them."""
+    from kbn import jax_loop, models
+    from kbn.packed import build_packed
+
+    keras.utils.set_random_seed(0)
+    singles = [models.build("mlp", tiny_dataset.input_shape, tiny_dataset.num_classes, "batch") for _ in range(k)]
+    if k == 1:
+        model = singles[0]
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    else:
+        model = build_packed(singles, [0.1, 0.01], "sgd").evaluate
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2 * 16 + 5, *tiny_dataset.input_shape)).astype("float32")
+    y = rng.integers(0, tiny_dataset.num_classes, len(x))
+    want = model.evaluate(x, y if k == 1 else [y] * k, batch_size=16, verbose=0, return_dict=True)
+    got = jax_loop.JaxEvaluation(model, 16, k).evaluate(x, y)
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key] == pytest.approx(float(want[key]), rel=1e-5), key
+    # a short last batch weighs by its examples: the mean over 37 examples, not over 3 batches
+    first = jax_loop.JaxEvaluation(model, 16, k).evaluate(x[:32], y[:32])
+    rest = jax_loop.JaxEvaluation(model, 16, k).evaluate(x[32:], y[32:])
+    loss = "loss" if k == 1 else "t0_loss"
+    assert got[loss] == pytest.approx((32 * first[loss] + 5 * rest[loss]) / 37, rel=1e-5)
