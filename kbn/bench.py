@@ -1,5 +1,6 @@
 """`kbn bench`: trial-epochs per second of plain `fit` (one trial at a time, Keras defaults), kbn's
-fast single path (steps_per_execution) and packed trials (K learning rates in one model; `seeds`:
+fast single path (on JAX an epoch as compiled loops, kbn.jax_loop; on TensorFlow steps_per_execution)
+and packed trials (K learning rates in one model; `seeds`:
 K trials each with its own data order), per
 architecture and norm, with peak memory. Each measurement runs in its own process, so its peak memory
 is its own and the backend can differ. Data is random (speed does not depend on content), so this runs
@@ -26,7 +27,8 @@ def _child(spec: dict) -> dict:
     import numpy as np
 
     from kbn import models, optim
-    from kbn.backend import enable_compile_cache, fast_compile_args
+    from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, steps_per_call
+    from kbn.jax_loop import JaxPeriods
     from kbn.packed import build_packed
 
     enable_compile_cache()
@@ -42,23 +44,33 @@ def _child(spec: dict) -> dict:
         keras.utils.set_random_seed(0)
         singles.append(models.build(spec["arch"], shape, norm=spec["norm"]))
     lrs = list(np.geomspace(1e-4, 1e-2, k)) if k > 1 else [1e-3]
+    order = np.arange(n)[:, None]  # kbn's own loop takes the data order as indices into x
     if spec["variant"] == "packed":
         model = build_packed(singles, lrs, "adam", steps_per_execution=spe).train
         target = [y] * k
     elif spec["variant"] == "seeds":  # each trial its own data order: indices gathered in the model
         model = build_packed(singles, lrs, "adam", steps_per_execution=spe, train_examples=x).train
-        x = np.stack([rng.permutation(n) for _ in range(k)], axis=1).astype(np.int32)
-        target = [y[x[:, j]] for j in range(k)]
+        order = np.stack([rng.permutation(n) for _ in range(k)], axis=1)
+        x, target = order.astype(np.int32), [y[order[:, j]] for j in range(k)]
     else:
         model = singles[0]
         kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, spec["arch"])
         model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], **kw)
         target = y
+    if spec["variant"] != "fit" and jax_loop_enabled():  # what kbn trains with on JAX
+        own = spec["variant"] == "seeds"
+        periods = JaxPeriods(model, None if own else x, y, k, own, 128, steps_per_call(spec["arch"]))
+
+        def epoch():
+            periods.train(order, [], 0)
+    else:
+        def epoch():
+            model.fit(x, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
     times = []
     for _ in range(spec["epochs"] + 1):  # the first epoch compiles: not counted
         t0 = time.perf_counter()
-        model.fit(x, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
+        epoch()
         times.append(time.perf_counter() - t0)
     per_epoch = min(times[1:]) * EPOCH / n
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
