@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FASHION_DIR, make_idx_folder, write_idx
 from kbn import data
 from kbn.errors import ConfigError, DataError
 
 
-def test_read_idx_roundtrip_and_bad_magic(tmp_path):
+def test_read_idx_roundtrip_and_bad_magic(tmp_path, write_idx):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "a.gz", arr)
     np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz"), arr)
@@ -20,7 +19,7 @@ def test_read_idx_roundtrip_and_bad_magic(tmp_path):
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_idx_folder_gives_thesis_split_then_loads_from_cache(tmp_path, compress):
+def test_idx_folder_gives_thesis_split_then_loads_from_cache(tmp_path, compress, make_idx_folder):
     xtr, ytr, xte, yte = make_idx_folder(tmp_path / "raw", compress=compress)
     ds = data.load("mnist", data_dir=str(tmp_path / "raw"), verbose=False)
     # The last sixth of the official training set is validation (10k of 60k on the real set).
@@ -38,7 +37,7 @@ def test_idx_folder_gives_thesis_split_then_loads_from_cache(tmp_path, compress)
     assert (Path(os.environ["KBN_DATA_DIR"]) / "mnist.npz").is_file()
 
 
-def test_subset_takes_the_first_training_examples(tmp_path):
+def test_subset_takes_the_first_training_examples(tmp_path, make_idx_folder):
     make_idx_folder(tmp_path / "raw")
     full = data.load("mnist", data_dir=str(tmp_path / "raw"), verbose=False)
     sub = data.load("mnist", subset=7, verbose=False)
@@ -96,7 +95,7 @@ def test_tfds_loader_with_mock_data(name, shape, n_train, n_val, monkeypatch, de
     assert set(np.unique(ds.y_train)) <= set(range(10))
 
 
-def test_cluttered_variant_is_deterministic_and_keeps_labels(tmp_path):
+def test_cluttered_variant_is_deterministic_and_keeps_labels(tmp_path, make_idx_folder):
     make_idx_folder(tmp_path / "raw")
     base = data.load("mnist", data_dir=str(tmp_path / "raw"), verbose=False)
     c1 = data.load("cluttered_mnist", verbose=False)
@@ -110,10 +109,9 @@ def test_cluttered_variant_is_deterministic_and_keeps_labels(tmp_path):
     assert not np.array_equal(data.clutter(x, seed=5), data.clutter(x, seed=6))
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist")
-def test_real_fashion_mnist_from_the_debian_package():
+def test_real_fashion_mnist_from_the_debian_package(fashion_dir):
     ds = data.load("fashion_mnist", verbose=False)
     assert ds.sizes() == {"train": 50_000, "val": 10_000, "test": 10_000}
-    assert ds.source == f"local:{FASHION_DIR}"
+    assert ds.source == f"local:{fashion_dir}"
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
     assert np.bincount(np.concatenate([ds.y_train, ds.y_val])).tolist() == [6000] * 10

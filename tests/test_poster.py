@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_cache
 from kbn.config import TrainConfig, load_sweep, parse_eval_steps, sweep_from_dict
 from kbn.errors import ConfigError
 from kbn.runlog import FIXED_UNIT, PERCENTILES, read_metrics, read_preactivations
@@ -25,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- binary inputs
 
 
-def test_binary_variant_is_the_base_thresholded_at_one_half_and_cached():
+def test_binary_variant_is_the_base_thresholded_at_one_half_and_cached(write_cache):
     from kbn import data
 
     write_cache("mnist")
@@ -332,7 +331,7 @@ def test_a_fixed_rate_with_a_search_is_one_line():
 
 
 @pytest.mark.slow
-def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path):
+def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path, write_cache):
     from kbn import report
     from kbn.plan import folder_progress, load_folder_sweep, planned_trials
     from kbn.tune import run_sweep

@@ -185,9 +185,8 @@ def test_bad_report_options(capsys):
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
+def run_folder(tmp_path_factory, make_images):
     """Real kbn runs on generated data: none/batch x sgd/adam x 2 seeds, 2 epochs, one diverged run."""
-    from conftest import make_images
     from kbn.data import Dataset
     from kbn.train import train
 
