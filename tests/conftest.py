@@ -209,6 +209,28 @@ def make_idx_folder():
 # ---------------------------------------------------------------- sweep folders and the kbn command
 
 
+@pytest.fixture
+def write_finished_run():
+    """`write_finished_run(folder, rows=3, status="finished")`: a run folder as kbn.runlog writes one,
+    `rows` evaluation periods with made-up numbers (no training); returns its RunLog."""
+    from kbn.runlog import RunLog
+
+    def write(folder, rows=3, status="finished"):
+        log = RunLog(folder)
+        log.start({"settings": {"seed": 0}, "schedule": {"periods": rows}})
+        last = {}
+        for e in range(1, rows + 1):
+            last = {"epoch": e, "step": 10 * e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0,
+                    "val_accuracy": 0.5 + e / 100, "lr": 0.1, "wall_time": e}
+            if status == "diverged" and e == rows:
+                last = {"epoch": e, "step": 10 * e, "loss": float("nan"), "lr": 0.1, "wall_time": e}
+            log.row(last, tb_step=e)
+        log.close({"status": status, "metrics": {"val_accuracy": last.get("val_accuracy", 0.1), "loss": last["loss"]}})
+        return log
+
+    return write
+
+
 def _trial_states(logdir) -> dict:
     out = {}
     for p in sorted(Path(logdir, "tuner").glob("trial_*/trial.json")):

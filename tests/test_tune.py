@@ -20,6 +20,96 @@ from kbn.tune import run_sweep
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# ---------------------------------------------------------------- the oracle, driven with a stub tuner
+
+ORACLE_SWEEP = {"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"], "epochs": 1,
+                "seeds": [0, 1], "search": {"coarse": [0.001, 0.01, 0.1, 1.0], "fine_per_side": 1}}
+MADE_UP = {0.001: 0.5, 0.01: 0.7, 0.1: 0.9, 1.0: 0.2, 0.0316: 0.95, 0.316: 0.4}  # lr -> a search score
+
+
+class StubTuner:
+    """What SweepTuner does with a trial, through Keras Tuner's own oracle calls, minus the training: the
+    run folder is written with made-up numbers and the trial scores MADE_UP[lr] (a final run, 0.8)."""
+
+    def __init__(self, oracle, logdir, write_run):
+        self.oracle, self.logdir, self.write_run = oracle, logdir, write_run
+
+    def start(self, tuner_id="tuner0"):
+        return self.oracle.create_trial(tuner_id)
+
+    def finish(self, trial):
+        from kbn.plan import run_folder
+
+        values = trial.hyperparameters.values
+        self.write_run(run_folder(self.oracle.sweep, self.logdir, values), rows=1)
+        score = 0.8 if values["phase"] == "final" else MADE_UP[values["lr"]]
+        self.oracle.update_trial(trial.trial_id, {"score": score}, step=0)
+        trial.status = "COMPLETED"
+        self.oracle.end_trial(trial)
+
+
+def stub_oracle(sweep, logdir):
+    from kbn.tune import SweepOracle
+
+    oracle = SweepOracle(sweep, log=lambda *_: None)
+    oracle.verbose = 0  # as SweepTuner has it: kbn's own progress lines, not Keras Tuner's tables
+    oracle._set_project_dir(str(logdir), "tuner")  # what Keras Tuner's BaseTuner does with a new oracle
+    oracle.reload()
+    return oracle
+
+
+def phase_lr_seed(trial):
+    v = trial.hyperparameters.values
+    return v["phase"], v["lr"], v["seed"]
+
+
+def test_the_oracle_searches_coarse_then_fine_around_the_winner_then_the_final_seeds(tmp_path, write_finished_run):
+    from kbn.config import sweep_from_dict
+
+    sweep = sweep_from_dict(ORACLE_SWEEP)
+    tuner = StubTuner(stub_oracle(sweep, tmp_path), tmp_path, write_finished_run)
+    coarse = [tuner.start(f"tuner{i}") for i in range(4)]  # four tuners at once: the whole coarse grid
+    assert [phase_lr_seed(t) for t in coarse] == [("coarse", lr, 2) for lr in (0.001, 0.01, 0.1, 1.0)]
+    assert [t.trial_id for t in coarse] == ["0000", "0001", "0002", "0003"]
+    assert tuner.start("tuner4").status == "IDLE"  # what comes next waits for the coarse results
+    for t in coarse:
+        tuner.finish(t)
+    fine = [tuner.start(f"tuner{i}") for i in range(2)]
+    assert [phase_lr_seed(t) for t in fine] == [("fine", 0.0316, 2), ("fine", 0.316, 2)]
+    lo, hi = fine[0].hyperparameters.values["lr"], fine[1].hyperparameters.values["lr"]
+    assert lo < 0.1 < hi and lo * hi == pytest.approx(0.1**2, rel=1e-2)  # centred, in log, on the coarse winner
+    assert tuner.start("tuner2").status == "IDLE"
+    for t in fine:
+        tuner.finish(t)
+    final = [tuner.start(f"tuner{i}") for i in range(2)]
+    assert [phase_lr_seed(t) for t in final] == [("final", 0.0316, 0), ("final", 0.0316, 1)]  # the best of both
+    assert tuner.oracle.progress()[sweep.cells()[0].key]["coarse_best"] == 0.1
+    for t in final:
+        tuner.finish(t)
+    assert tuner.oracle.finished() and tuner.start("tuner0").status == "STOPPED"
+
+
+def test_a_reloaded_oracle_resumes_where_the_trials_on_disk_stop(tmp_path, write_finished_run):
+    from kbn.config import sweep_from_dict
+
+    sweep = sweep_from_dict(ORACLE_SWEEP)
+    tuner = StubTuner(stub_oracle(sweep, tmp_path), tmp_path, write_finished_run)
+    while (t := tuner.start()).hyperparameters.values["phase"] != "final":
+        tuner.finish(t)
+    tuner.finish(t)  # final seed 0 ends; seed 1 is handed out and then the process dies (kill -9)
+    lost = tuner.start()
+    assert phase_lr_seed(lost) == ("final", 0.0316, 1) and lost.trial_id == "0007"
+    again = StubTuner(stub_oracle(sweep, tmp_path), tmp_path, write_finished_run)  # from the trial files alone
+    progress = again.oracle.progress()[sweep.cells()[0].key]
+    assert (progress["coarse"], progress["fine"], progress["final"]) == ([4, 4], [2, 2], [1, 2])
+    assert progress["chosen"] == 0.0316
+    redo = again.start()
+    assert (redo.trial_id, phase_lr_seed(redo)) == ("0007", ("final", 0.0316, 1))  # under its own id
+    again.finish(redo)
+    assert again.oracle.finished() and again.start().status == "STOPPED"
+    assert sorted(again.oracle.trials) == [f"{i:04d}" for i in range(8)]
+
+
 # ---------------------------------------------------------------- running sweeps
 
 
