@@ -1,7 +1,10 @@
 """Pictures of a sweep (PNG): learning curves per optimizer with and without each norm (the poster's
 Figures 1-4 style), learning-rate sensitivity from the tuner trials, a heat map of rel, the
 Adam + BN epoch-to-epoch jumps (the thesis's Figure 7), and the pre-activation percentiles of the
-last hidden layer over training with and without each norm (Ioffe & Szegedy 2015, Fig. 1b-c)."""
+last hidden layer over training with and without each norm (Ioffe & Szegedy 2015, Fig. 1b-c).
+It draws what the results, the run folders and the trials hold (seed means at most): it must not
+compute the reports' effects or intervals (kbn.report's, kbn.tuning's), train, or write anything but
+its pictures."""
 
 from __future__ import annotations
 
