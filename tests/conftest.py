@@ -95,7 +95,7 @@ def tiny_dataset():
     from kbn.data import Dataset
 
     parts = {}
-    for split, n, seed in (("train", 512, 0), ("val", 128, 1), ("test", 128, 2)):
+    for split, n, seed in (("train", 512, 0), ("validation", 128, 1), ("test", 128, 2)):
         x, y = make_images(n, seed)
         parts[f"x_{split}"] = x.astype(np.float32) / 255
         parts[f"y_{split}"] = y.astype(np.int32)
@@ -122,10 +122,10 @@ def write_cache(name="mnist", inf_pixels=False):
     from kbn import data
 
     arrays = {}
-    for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
+    for split, n, seed in (("train", 256, 0), ("validation", 64, 1), ("test", 64, 2)):
         x, y = make_images(n, seed)
         arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
-    data._write_cache(name, arrays, "generated")
+    data.write_cache(name, arrays, "generated")
     if inf_pixels:  # float32 inf after scaling: every training loss is NaN
         orig = data.load
 

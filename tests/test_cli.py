@@ -70,7 +70,7 @@ def test_data_prepare_reports_splits_and_cache(tmp_path, capsys, make_idx_folder
     make_idx_folder(tmp_path / "raw")
     assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path / "raw")]) == 0
     out = capsys.readouterr().out
-    assert "mnist: {'train': 50, 'val': 10, 'test': 12}" in out and "mnist.npz" in out
+    assert "mnist: {'train': 50, 'validation': 10, 'test': 12}" in out and "mnist.npz" in out
 
 
 def test_backend_choice_follows_the_measurements(monkeypatch):

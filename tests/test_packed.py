@@ -123,7 +123,7 @@ from kbn.runlog import read_metrics
 from kbn.train import train, train_many
 
 parts = {}
-for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
+for split, n, seed in (("train", 256, 0), ("validation", 64, 1), ("test", 64, 2)):
     x, y = make_images(n, seed)
     parts[f"x_{split}"], parts[f"y_{split}"] = x.astype(np.float32) / 255, y.astype(np.int32)
 ds = Dataset(name="fashion_mnist", source="generated", **parts)

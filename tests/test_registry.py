@@ -112,7 +112,7 @@ def test_a_new_built_in_is_one_record(monkeypatch, tmp_path, make_idx_folder):
     cfg = TrainConfig(dataset="kmnist", arch="wide_mlp", norm="unit", optimizer="sgdm5")
     assert optim.make_optimizer(cfg.optimizer, 0.1).momentum == pytest.approx(0.5)
     ds = data.load("cluttered_kmnist", verbose=False)
-    assert ds.num_classes == 10 and ds.sizes() == {"train": 50, "val": 10, "test": 12}
+    assert ds.num_classes == 10 and ds.sizes() == {"train": 50, "validation": 10, "test": 12}
     net = models.build("wide_mlp", ds.input_shape, norm="unit")
     assert [type(lay).__name__ for lay in net.layers].count("UnitNormalization") == 3
     assert display_name("cluttered_kmnist", "wide_mlp") == "cluttered KMNIST + wide MLP"
@@ -186,7 +186,7 @@ def test_npz_dataset_splits_counts_classes_and_says_what_is_wrong(tmp_path, writ
     from kbn.errors import DataError
 
     ds = data.load(write_npz(tmp_path / "four.npz"), verbose=False)
-    assert ds.num_classes == 4 and ds.sizes() == {"train": 250, "val": 50, "test": 60}
+    assert ds.num_classes == 4 and ds.sizes() == {"train": 250, "validation": 50, "test": 60}
     assert ds.input_shape == (20, 20, 1) and ds.validation_fraction == registry.DEFAULT_VALIDATION_FRACTION
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((3, 4, 4)), y_train=np.zeros(3, int))
     with pytest.raises(DataError, match=r"holds x_train, y_train; missing x_test, y_test"):
@@ -202,7 +202,7 @@ def test_tfds_dataset_takes_its_class_count_from_the_builder(monkeypatch):
     monkeypatch.setenv("KBN_OFFLINE", "0")
     with tfds.testing.mock_data(num_examples=60):
         ds = data.load("tfds:cifar100", verbose=False)
-    assert ds.num_classes == 100 and ds.sizes() == {"train": 50, "val": 10, "test": 60}
+    assert ds.num_classes == 100 and ds.sizes() == {"train": 50, "validation": 10, "test": 60}
     assert data.cache_path("tfds:cifar100").name == "tfds_cifar100.npz" and data.cache_path("tfds:cifar100").is_file()
     assert data.load("tfds:cifar100", verbose=False).num_classes == 100  # from the cache, no tfds
 
