@@ -6,13 +6,27 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from kbn.config import load_sweep
+from kbn.distribute import set_distribution_env
 from kbn.tune import run_sweep
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
+KT_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+def test_a_process_joins_its_chief_through_keras_tuners_environment(monkeypatch):
+    for k in KT_ENV:
+        monkeypatch.setenv(k, "stale")  # left by a parent process: never inherited by mistake
+    set_distribution_env("tuner3", "10.0.0.7", 8123)
+    assert [os.environ[k] for k in KT_ENV] == ["tuner3", "10.0.0.7", "8123"]
+    set_distribution_env("chief", "127.0.0.1", 9000)
+    assert [os.environ[k] for k in KT_ENV] == ["chief", "127.0.0.1", "9000"]
+    set_distribution_env(None)  # training alone
+    assert not any(k in os.environ for k in KT_ENV)
 
 
 @pytest.mark.slow
