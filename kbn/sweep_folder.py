@@ -2,8 +2,8 @@
 folder is refused (`sweep_lock`; `is_locked` asks without taking it), and `sweep.json`, the
 validated sweep in its file's own shape (the [search] table nested), which a resumed sweep must
 match (`prepare_folder`) and readers load back (`stored_sweep`, `load_folder_sweep`; a folder from
-before kbn kept that shape holds it flattened, and is read as well), and `components.json`, a user's own components and their files' sha256
-(`check_components`). It knows the folder's layout (runs/, search/, tuner/) only to check the runs
+before kbn kept that shape holds it flattened, and is read as well), and `components.json`, a
+user's own components and their files' sha256 (`check_components`). It knows the folder's layout (runs/, search/, tuner/) only to check the runs
 against a sweep: it must not know Keras Tuner, training or which trial comes next.
 """
 
@@ -78,11 +78,11 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     sweep.json (deleted, or a folder of older runs) the runs on disk are checked against the sweep."""
     stored = logdir / SWEEP_FILE
     if stored.exists():
+        fix = "restore it, or delete it to have the runs on disk checked against the sweep file"
         try:
-            old = sweep_from_dict(stored_sweep(logdir), where=str(stored))
+            old = sweep_from_dict(stored_sweep(logdir, fix), where=str(stored))
         except ConfigError as e:
-            raise ConfigError(f"{e}; restore it, or delete it to have the runs on disk checked against the "
-                              "sweep file") from None
+            raise ConfigError(str(e) if str(e).endswith(fix) else f"{e}; {fix}") from None
         changed = [f.name for f in dataclasses.fields(SweepConfig) if getattr(old, f.name) != getattr(sweep, f.name)]
         if changed:
             raise ConfigError(f"{logdir} holds a sweep with other settings ({', '.join(sorted(changed))} differ); "
@@ -148,21 +148,19 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     return None
 
 
-def stored_sweep(logdir: Path | str) -> dict:
+def stored_sweep(logdir: Path | str, fix: str = "run the sweep again with its sweep file to rebuild it") -> dict:
     """`logdir`/sweep.json as written, in the sweep file's shape, not validated (a report reads what it
     can of a hand-edited one). One written flattened (SweepConfig's fields by name, before sweep.json
-    kept the file's shape) is put in that shape."""
+    kept the file's shape) is put in that shape. `fix`: what an unreadable one's error tells to do."""
     logdir = Path(logdir)
     try:
         raw = json.loads((logdir / SWEEP_FILE).read_text())
     except OSError:
         raise ConfigError(f"{logdir}: no sweep.json here; is it a sweep's log folder?") from None
     except ValueError:
-        raise ConfigError(f"{logdir}/sweep.json is unreadable; run the sweep again with its sweep file to "
-                          "rebuild it") from None
+        raise ConfigError(f"{logdir}/sweep.json is unreadable; {fix}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{logdir}/sweep.json holds {type(raw).__name__}, not a sweep; run the sweep again "
-                          "with its sweep file to rebuild it")
+        raise ConfigError(f"{logdir}/sweep.json holds {type(raw).__name__}, not a sweep; {fix}")
     return file_shape(raw) if not raw.keys().isdisjoint(SEARCH_FIELDS) else raw
 
 
