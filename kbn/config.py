@@ -210,6 +210,11 @@ class Cell:
         return "-".join(registry.slug(n) for n in (self.dataset, self.arch, self.norm, self.optimizer))
 
 
+def _search(key: str, default):
+    """A SweepConfig field set in the sweep file's [search] table, under `key`."""
+    return dataclasses.field(default=default, metadata={"search": key})
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """A sweep file, validated: the cells, the learning-rate grids and the final runs."""
@@ -227,15 +232,16 @@ class SweepConfig:
     total_steps: int | None = None
     select_on: str = "validation"
     test_every_epoch: bool = True
-    coarse: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    coarse_by_optimizer: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    fine_per_side: int = 2
-    search_epochs: int | None = None  # None: the sweep's epochs
-    search_total_steps: int | None = None
+    # The [search] table's fields: their metadata is their key in it.
+    coarse: tuple[float, ...] = _search("coarse", (1e-4, 1e-3, 1e-2, 1e-1, 1.0))
+    coarse_by_optimizer: tuple[tuple[str, tuple[float, ...]], ...] = _search("coarse_by_optimizer", ())
+    fine_per_side: int = _search("fine_per_side", 2)
+    search_epochs: int | None = _search("epochs", None)  # None: the sweep's epochs
+    search_total_steps: int | None = _search("total_steps", None)
     # Seeds the search trials train under, never a final run's: the final runs then estimate the
     # chosen rate afresh instead of repeating the training that won the selection (winner's curse).
     # A search point scores the mean over these seeds. () in code means the default: max(seeds) + 1.
-    search_seeds: tuple[int, ...] = ()
+    search_seeds: tuple[int, ...] = _search("seeds", ())
     # The fixed-rate protocol: every arm's final runs train at this rate, nothing is searched.
     lr: float | None = None
     init: str = "glorot_uniform"
@@ -307,24 +313,43 @@ class SweepConfig:
         )
 
     def to_dict(self) -> dict:
+        """Every field by its name, the search's beside the rest (search_epochs, coarse, ...)."""
         d = dataclasses.asdict(self)
         d["coarse_by_optimizer"] = {k: list(v) for k, v in self.coarse_by_optimizer}
         d["eval_steps"] = None if self.eval_steps is None else list(self.eval_steps)
         return d
 
+    def to_file_dict(self) -> dict:
+        """The sweep in its file's own shape (the [search] table nested, unset values left out), as
+        `sweep_from_dict` reads it back: sweep.json holds this."""
+        return file_shape(_as_lists(self.to_dict()))
 
-# Fields added after sweep folders were first recorded: a sweep.json without them trained at their defaults.
-SWEEP_FIELDS_ADDED = {f.name: f.default for f in dataclasses.fields(SweepConfig)
-                      if f.name in ("lr", "init", "eval_steps", "probe_preactivations")}
+
 # Likewise for a run's config.json: a run made before a setting existed trained at the setting's default.
 SETTING_DEFAULTS = TrainConfig().to_dict()
 
-_TOP_KEYS = (
-    "name", "datasets", "archs", "norms", "optimizers", "epochs", "seeds", "batch_size", "subset",
-    "eval_every_steps", "total_steps", "select_on", "test_every_epoch", "search", "lr", "init", "eval_steps",
-    "probe_preactivations",
-)
-_SEARCH_KEYS = ("coarse", "coarse_by_optimizer", "fine_per_side", "epochs", "total_steps", "seeds")
+# A sweep file's keys, in SweepConfig's field order: the [search] table's where its first field is.
+# SEARCH_FIELDS: SweepConfig's field -> its key in [search].
+SEARCH_FIELDS = {f.name: f.metadata["search"] for f in dataclasses.fields(SweepConfig) if "search" in f.metadata}
+_SEARCH_KEYS = tuple(SEARCH_FIELDS.values())
+_TOP_KEYS = tuple(dict.fromkeys("search" if f.name in SEARCH_FIELDS else f.name for f in dataclasses.fields(SweepConfig)))
+_REQUIRED = tuple(f.name for f in dataclasses.fields(SweepConfig) if f.default is dataclasses.MISSING and f.name != "name")
+
+
+def _as_lists(value):
+    """Tuples as lists, all the way down: a sweep file's (and JSON's) shape."""
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return [_as_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def file_shape(flat: dict) -> dict:
+    """SweepConfig's fields by name (`SweepConfig.to_dict`, and sweep.json as kbn wrote it before it
+    kept the file's shape) -> the sweep file's shape: the search's fields in a `search` table under
+    their keys there, unset (None) values left out; a fixed-rate sweep (lr set) has no search."""
+    top = {k: v for k, v in flat.items() if k not in SEARCH_FIELDS and v is not None}
+    search = {SEARCH_FIELDS[k]: v for k, v in flat.items() if k in SEARCH_FIELDS and v is not None}
+    return top if top.get("lr") is not None else {**top, "search": search}
 
 
 def _names(where, field, value, kind) -> tuple[str, ...]:
@@ -362,81 +387,99 @@ def _grid(where, field, value) -> tuple[float, ...]:
     return out
 
 
+def _check_keys(raw: dict) -> dict:
+    """Unknown and missing keys; returns the [search] table."""
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"unknown field {key!r}; allowed: {', '.join(_TOP_KEYS)}")
+    search = raw.get("search", {})
+    if not isinstance(search, dict):
+        raise ConfigError(f"search: got {search!r}; it must be a table ([search])")
+    for key in search:
+        if key not in _SEARCH_KEYS:
+            raise ConfigError(f"unknown field search.{key}; allowed: {', '.join(_SEARCH_KEYS)}")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{key}: missing; it is required")
+    return search
+
+
+def _flag(field: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field}: got {value!r}; give true or false")
+    return value
+
+
+def _run_fields(raw: dict, where: str, default_name: str) -> dict:
+    """The fields outside [search], validated: the cells, the final runs and how each run trains."""
+    fixed_lr = check_positive("lr", raw["lr"], float) if "lr" in raw else None
+    if fixed_lr is not None and "search" in raw:
+        raise ConfigError(f"lr: a fixed rate ({fixed_lr:g}) trains every arm at it with no search; remove "
+                          "[search], or remove lr to tune the rate per cell")
+    probe = raw.get("probe_preactivations", 0)
+    if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
+        raise ConfigError(f"probe_preactivations: got {probe!r}; give a number of validation images (0: off)")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"name: got {name!r}; give a short name without '/'")
+    return dict(
+        name=name, seeds=_seeds("seeds", raw.get("seeds", [0])),
+        select_on=check_choice("select_on", raw.get("select_on", "validation"), SELECT_ON),
+        test_every_epoch=_flag("test_every_epoch", raw.get("test_every_epoch", True)),
+        optimizers=_names(where, "optimizers", raw["optimizers"], "optimizer"),
+        datasets=_names(where, "datasets", raw["datasets"], "dataset"),
+        archs=_names(where, "archs", raw["archs"], "arch"),
+        norms=_names(where, "norms", raw["norms"], "norm"),
+        epochs=check_positive("epochs", raw["epochs"]),
+        batch_size=check_positive("batch_size", raw.get("batch_size", 128)),
+        **{k: check_positive(k, raw.get(k), allow_none=True) for k in ("subset", "eval_every_steps", "total_steps")},
+        lr=fixed_lr, init=check_init(raw.get("init", "glorot_uniform")),
+        eval_steps=parse_eval_steps("eval_steps", raw["eval_steps"]) if "eval_steps" in raw else None,
+        probe_preactivations=probe,
+    )
+
+
+def _search_fields(search: dict, where: str, optimizers: tuple[str, ...]) -> dict:
+    """The [search] table's fields, validated, by their SweepConfig names."""
+    by_opt = search.get("coarse_by_optimizer", {})
+    if not isinstance(by_opt, dict):
+        raise ConfigError(f"search.coarse_by_optimizer: got {by_opt!r}; give a table optimizer = [lrs]")
+    for opt in by_opt:
+        if opt not in optimizers:
+            raise ConfigError(f"search.coarse_by_optimizer: {opt!r} is not among this sweep's optimizers "
+                              f"({', '.join(optimizers)}); remove its grid or add it to optimizers")
+    fine = search.get("fine_per_side", 2)
+    if not isinstance(fine, int) or isinstance(fine, bool) or not 0 <= fine <= MAX_FINE_PER_SIDE:
+        raise ConfigError(f"search.fine_per_side: got {fine!r}; give an integer from 0 to {MAX_FINE_PER_SIDE}")
+    return dict(
+        search_seeds=_seeds("search.seeds", search["seeds"]) if "seeds" in search else (),
+        coarse=_grid(where, "search.coarse", search.get("coarse", list(SweepConfig.coarse))),
+        coarse_by_optimizer=tuple(
+            (o, _grid(where, f"search.coarse_by_optimizer.{o}", v)) for o, v in sorted(by_opt.items())),
+        fine_per_side=fine,
+        search_epochs=check_positive("search.epochs", search.get("epochs"), allow_none=True),
+        search_total_steps=check_positive("search.total_steps", search.get("total_steps"), allow_none=True),
+    )
+
+
+def _check_whole(cfg: SweepConfig) -> None:
+    """What no single field shows: a search longer than the final runs, or a cell that makes no valid run."""
+    if cfg.search_epochs and cfg.search_epochs > cfg.epochs:
+        raise ConfigError(f"search.epochs: {cfg.search_epochs} is longer than the final runs' {cfg.epochs} epochs; "
+                          "a rate is chosen for the length the final runs train, or a shorter one")
+    for cell in cfg.cells()[:1]:  # e.g. total_steps needs eval_every_steps
+        cfg.train_config(cell, cfg.some_lr(cell.optimizer), cfg.seeds[0], "coarse")
+        cfg.train_config(cell, cfg.some_lr(cell.optimizer), cfg.seeds[0], "final")
+
+
 def sweep_from_dict(raw: dict, where: str = "sweep", default_name: str = "sweep") -> SweepConfig:
-    """Validate a parsed sweep file; every error names the file, the field and what is allowed."""
+    """Validate a parsed sweep file (or sweep.json, in the same shape); every error names the file,
+    the field and what is allowed."""
     try:
-        for key in raw:
-            if key not in _TOP_KEYS:
-                raise ConfigError(f"unknown field {key!r}; allowed: {', '.join(_TOP_KEYS)}")
-        search = raw.get("search", {})
-        if not isinstance(search, dict):
-            raise ConfigError(f"search: got {search!r}; it must be a table ([search])")
-        for key in search:
-            if key not in _SEARCH_KEYS:
-                raise ConfigError(f"unknown field search.{key}; allowed: {', '.join(_SEARCH_KEYS)}")
-        for key in ("datasets", "archs", "norms", "optimizers", "epochs"):
-            if key not in raw:
-                raise ConfigError(f"{key}: missing; it is required")
-        fixed_lr = check_positive("lr", raw["lr"], float) if "lr" in raw else None
-        if fixed_lr is not None and "search" in raw:
-            raise ConfigError(f"lr: a fixed rate ({fixed_lr:g}) trains every arm at it with no search; remove "
-                              "[search], or remove lr to tune the rate per cell")
-        probe = raw.get("probe_preactivations", 0)
-        if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
-            raise ConfigError(f"probe_preactivations: got {probe!r}; give a number of validation images (0: off)")
-        seeds = _seeds("seeds", raw.get("seeds", [0]))
-        search_seeds = _seeds("search.seeds", search["seeds"]) if "seeds" in search else ()
-        name = raw.get("name", default_name)
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ConfigError(f"name: got {name!r}; give a short name without '/'")
-        select_on = check_choice("select_on", raw.get("select_on", "validation"), SELECT_ON)
-        test_every_epoch = raw.get("test_every_epoch", True)
-        if not isinstance(test_every_epoch, bool):
-            raise ConfigError(f"test_every_epoch: got {test_every_epoch!r}; give true or false")
-        optimizers = _names(where, "optimizers", raw["optimizers"], "optimizer")
-        by_opt = search.get("coarse_by_optimizer", {})
-        if not isinstance(by_opt, dict):
-            raise ConfigError(f"search.coarse_by_optimizer: got {by_opt!r}; give a table optimizer = [lrs]")
-        for opt in by_opt:
-            if opt not in optimizers:
-                raise ConfigError(f"search.coarse_by_optimizer: {opt!r} is not among this sweep's optimizers "
-                                  f"({', '.join(optimizers)}); remove its grid or add it to optimizers")
-        fine = search.get("fine_per_side", 2)
-        if not isinstance(fine, int) or isinstance(fine, bool) or not 0 <= fine <= MAX_FINE_PER_SIDE:
-            raise ConfigError(f"search.fine_per_side: got {fine!r}; give an integer from 0 to {MAX_FINE_PER_SIDE}")
-        cfg = SweepConfig(
-            name=name,
-            datasets=_names(where, "datasets", raw["datasets"], "dataset"),
-            archs=_names(where, "archs", raw["archs"], "arch"),
-            norms=_names(where, "norms", raw["norms"], "norm"),
-            optimizers=optimizers,
-            epochs=check_positive("epochs", raw["epochs"]),
-            seeds=tuple(seeds),
-            batch_size=check_positive("batch_size", raw.get("batch_size", 128)),
-            subset=check_positive("subset", raw.get("subset"), allow_none=True),
-            eval_every_steps=check_positive("eval_every_steps", raw.get("eval_every_steps"), allow_none=True),
-            total_steps=check_positive("total_steps", raw.get("total_steps"), allow_none=True),
-            select_on=select_on,
-            test_every_epoch=test_every_epoch,
-            coarse=_grid(where, "search.coarse", search.get("coarse", list(SweepConfig.coarse))),
-            coarse_by_optimizer=tuple(
-                (o, _grid(where, f"search.coarse_by_optimizer.{o}", v)) for o, v in sorted(by_opt.items())),
-            fine_per_side=fine,
-            search_epochs=check_positive("search.epochs", search.get("epochs"), allow_none=True),
-            search_total_steps=check_positive("search.total_steps", search.get("total_steps"), allow_none=True),
-            search_seeds=search_seeds,
-            lr=fixed_lr,
-            init=check_init(raw.get("init", "glorot_uniform")),
-            eval_steps=parse_eval_steps("eval_steps", raw["eval_steps"]) if "eval_steps" in raw else None,
-            probe_preactivations=probe,
-        )
-        if cfg.search_epochs and cfg.search_epochs > cfg.epochs:
-            raise ConfigError(f"search.epochs: {cfg.search_epochs} is longer than the final runs' {cfg.epochs} epochs; "
-                              "a rate is chosen for the length the final runs train, or a shorter one")
-        # Every cell must make a valid run (e.g. total_steps needs eval_every_steps).
-        for cell in cfg.cells()[:1]:
-            cfg.train_config(cell, cfg.some_lr(cell.optimizer), cfg.seeds[0], "coarse")
-            cfg.train_config(cell, cfg.some_lr(cell.optimizer), cfg.seeds[0], "final")
+        search = _check_keys(raw)
+        run = _run_fields(raw, where, default_name)
+        cfg = SweepConfig(**run, **_search_fields(search, where, run["optimizers"]))
+        _check_whole(cfg)
         return cfg
     except ConfigError as e:
         msg = str(e)

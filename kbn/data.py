@@ -43,7 +43,10 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "validation", "test")
+# The cache files' names of the validation arrays, from before the split was called `validation`
+# everywhere; kept, so that caches already prepared load as they are.
+_CACHE_KEYS = {"x_validation": "x_val", "y_validation": "y_val"}
 
 
 @dataclasses.dataclass
@@ -53,8 +56,8 @@ class Dataset:
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
+    x_validation: np.ndarray
+    y_validation: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
@@ -248,8 +251,8 @@ def split_official(name: str, raw: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return {
         "x_train": raw["x_train"][: n - n_val],
         "y_train": raw["y_train"][: n - n_val],
-        "x_val": raw["x_train"][n - n_val :],
-        "y_val": raw["y_train"][n - n_val :],
+        "x_validation": raw["x_train"][n - n_val :],
+        "y_validation": raw["y_train"][n - n_val :],
         "x_test": raw["x_test"],
         "y_test": raw["y_test"],
         "num_classes": np.array(_classes(name, raw)),
@@ -299,7 +302,10 @@ def cache_path(name: str) -> Path:
     return cache_dir() / (re.sub(r"[^\w.]", "_", name) + ".npz")
 
 
-def _write_cache(name: str, arrays: dict[str, np.ndarray], source: str) -> Path:
+def write_cache(name: str, arrays: dict[str, np.ndarray], source: str) -> Path:
+    """Store a dataset's splits (uint8 images x_<split> and labels y_<split> for each of SPLITS, and
+    optionally num_classes) in the cache as `name`: `load(name)` then reads them (`kbn data prepare`
+    writes its datasets so; tests write generated ones). `source` is what runs record as its origin."""
     path = cache_path(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +314,8 @@ def _write_cache(name: str, arrays: dict[str, np.ndarray], source: str) -> Path:
                           "point it at a writable folder") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append ".npz"
-        np.savez(f, version=np.array(CACHE_VERSION), source=np.array(source), **arrays)
+        np.savez(f, version=np.array(CACHE_VERSION), source=np.array(source),
+                 **{_CACHE_KEYS.get(k, k): v for k, v in arrays.items()})
     os.replace(tmp, path)  # atomic: a killed prepare never leaves a half-written cache
     return path
 
@@ -321,7 +328,7 @@ def _read_cache(name: str) -> tuple[dict[str, np.ndarray], str] | None:
         with np.load(path) as z:
             if int(z["version"]) != CACHE_VERSION:
                 return None
-            arrays = {f"{a}_{s}": z[f"{a}_{s}"] for s in SPLITS for a in ("x", "y")}
+            arrays = {f"{a}_{s}": z[_CACHE_KEYS.get(f"{a}_{s}", f"{a}_{s}")] for s in SPLITS for a in ("x", "y")}
             if "num_classes" in z.files:
                 arrays["num_classes"] = z["num_classes"]
             return arrays, str(z["source"])
@@ -384,7 +391,7 @@ def prepare(name: str, data_dir: str | None = None, verbose: bool = True) -> tup
             raise DataError(_how_to_get(name, tried))
         source = why
     arrays = split_official(name, raw)
-    path = _write_cache(name, arrays, source)
+    path = write_cache(name, arrays, source)
     if verbose:
         print(f"kbn: prepared {name} from {source}; cached at {path}", file=sys.stderr, flush=True)
     return arrays, source
@@ -392,7 +399,7 @@ def prepare(name: str, data_dir: str | None = None, verbose: bool = True) -> tup
 
 def _make_variant(name: str, prefix: str, data_dir, verbose: bool):
     """`<prefix>_<base>`: the variant's function applied to each split of the base (seeds 1000, 1001,
-    1002 for train, val, test), labels kept; cached."""
+    1002 for train, validation, test), labels kept; cached."""
     base = name[len(prefix) + 1:]
     arrays, base_source = prepare(base, data_dir, verbose)
     if verbose:
@@ -403,7 +410,7 @@ def _make_variant(name: str, prefix: str, data_dir, verbose: bool):
         out[f"x_{split}"] = make(arrays[f"x_{split}"], seed=1000 + i)
         out[f"y_{split}"] = arrays[f"y_{split}"]
     source = f"{prefix}({base_source})"
-    _write_cache(name, out, source)
+    write_cache(name, out, source)
     return out, source
 
 

@@ -83,7 +83,7 @@ def check_workers(workers: int, sweep: SweepConfig, datasets: dict, pack: int) -
 
 
 def _dataset_bytes(datasets: dict) -> float:
-    return max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "val", "test")) for ds in datasets.values())
+    return max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "validation", "test")) for ds in datasets.values())
 
 
 ORACLE_TIMEOUT = float(os.environ.get("KBN_ORACLE_TIMEOUT", 60))  # seconds a worker waits for its chief

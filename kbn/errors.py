@@ -1,4 +1,5 @@
-"""The small error hierarchy: the CLI prints any KbnError as one line, never a traceback."""
+"""The small error hierarchy: the CLI prints any KbnError as one line, never a traceback.
+Exception classes only: it must not import anything of kbn's, so every module can raise them."""
 
 
 class KbnError(Exception):

@@ -1,7 +1,10 @@
 """Pictures of a sweep (PNG): learning curves per optimizer with and without each norm (the poster's
 Figures 1-4 style), learning-rate sensitivity from the tuner trials, a heat map of rel, the
 Adam + BN epoch-to-epoch jumps (the thesis's Figure 7), and the pre-activation percentiles of the
-last hidden layer over training with and without each norm (Ioffe & Szegedy 2015, Fig. 1b-c)."""
+last hidden layer over training with and without each norm (Ioffe & Szegedy 2015, Fig. 1b-c).
+It draws what the results, the run folders and the trials hold (seed means at most): it must not
+compute the reports' effects or intervals (kbn.report's, kbn.tuning's), train, or write anything but
+its pictures."""
 
 from __future__ import annotations
 
@@ -21,20 +24,16 @@ from kbn.report.measures import norm_effect  # noqa: E402
 from kbn.report.results import Results  # noqa: E402
 
 
-def _color(norm: str) -> str:
-    """The registry's colour of a norm; a user's norms take the colours after kbn's own."""
-    if norm in registry.NORMS:
-        return registry.NORMS[norm].color
-    return f"C{5 + sorted(_USER_NORMS).index(norm) % 5}" if norm in _USER_NORMS else "black"
-
-
-_USER_NORMS: set[str] = set()
+def norm_colors(names) -> dict[str, str]:
+    """Each norm's colour: the registry's for kbn's own; a user's norms, in name order, take the
+    colours after kbn's. `plot_all` makes it once from all its data, so a norm keeps its colour across
+    the pictures of one report."""
+    user = sorted({n for n in names if n not in registry.NORMS})
+    return {n: registry.NORMS[n].color if n in registry.NORMS else f"C{5 + user.index(n) % 5}" for n in set(names)}
 
 
 def _norms(names) -> list[str]:
-    found = registry.order("norm", set(names))
-    _USER_NORMS.update(n for n in found if n not in registry.NORMS)
-    return found
+    return registry.order("norm", set(names))
 
 
 def _grid(n: int):
@@ -53,9 +52,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
-    """Accuracy and loss per epoch (or step), one panel per optimizer, a colour per norm;
-    solid = validation, dashed = training; seed means."""
+def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Path]:
+    """Accuracy and loss per epoch (or step), one panel per optimizer, a colour per norm (`colors`;
+    by default `norm_colors` of these runs); solid = validation, dashed = training; seed means."""
+    colors = colors or norm_colors(runs["norm"])
     paths = []
     for (d, a), g in runs.groupby(["dataset", "arch"]):
         x = "epoch" if g["epoch"].notna().any() else "step"
@@ -67,7 +67,7 @@ def curves(runs: pd.DataFrame, out: Path) -> list[Path]:
                     sel = g[(g["optimizer"] == opt) & (g["norm"] == norm)].groupby(x)[[train_col, val_col]].mean()
                     if sel.empty:
                         continue
-                    c = _color(norm)
+                    c = colors[norm]
                     ax.plot(sel.index, sel[val_col], color=c, label=f"{registry.display('norm', norm)} (validation)")
                     ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7,
                             label=f"{registry.display('norm', norm)} (train)")
@@ -116,11 +116,12 @@ def preactivation_table(logdir: Path) -> pd.DataFrame:
                                        "p15", "p50", "p85"])
 
 
-def preactivation_figure(g: pd.DataFrame):
+def preactivation_figure(g: pd.DataFrame, colors: dict | None = None):
     """One (dataset, network, optimizer): a row per norm, the fixed unit (left) and all units (right)
     of the last hidden layer; the 15th, 50th and 85th percentiles of its pre-activation on the fixed
     validation batch over training, for the lowest seed (one network, as the paper showed), on one y
-    scale so the spreads compare across norms. Returns the figure."""
+    scale so the spreads compare across norms; `colors` as in `curves`. Returns the figure."""
+    colors = colors or norm_colors(g["norm"])
     seed = int(g["seed"].min())
     g = g[g["seed"] == seed]
     layer = g["layer"].iloc[len(g) - 1]  # rows are written in layer order: the last is the last hidden layer
@@ -130,7 +131,7 @@ def preactivation_figure(g: pd.DataFrame):
     for row, norm in zip(axes, norms):
         for ax, scope in zip(row, ("unit", "all")):
             s = g[(g["norm"] == norm) & (g["scope"] == scope)].sort_values("x")
-            c = _color(norm)
+            c = colors[norm]
             ax.fill_between(s["x"], s["p15"], s["p85"], color=c, alpha=0.15)
             for q, ls in (("p15", ":"), ("p50", "-"), ("p85", "--")):
                 ax.plot(s["x"], s[q], color=c, ls=ls, label=f"{q[1:]}th percentile")
@@ -148,15 +149,17 @@ def preactivation_figure(g: pd.DataFrame):
     return fig
 
 
-def preactivations(logdir: Path, out: Path) -> list[Path]:
+def preactivations(logdir: Path, out: Path, colors: dict | None = None) -> list[Path]:
     """The mechanism picture per (dataset, network, optimizer) of runs that logged pre-activations."""
     table = preactivation_table(logdir)
-    return [_save(preactivation_figure(g), out / f"preactivations_{d}_{a}_{o}.png")
+    colors = colors or norm_colors(table["norm"])
+    return [_save(preactivation_figure(g, colors), out / f"preactivations_{d}_{a}_{o}.png")
             for (d, a, o), g in table.groupby(["dataset", "arch", "optimizer"])]
 
 
-def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
+def lr_sensitivity(points: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Path]:
     """Selection score against learning rate: coarse (o) and fine (s) trials, diverged ones (x)."""
+    colors = colors or norm_colors(points["norm"])
     paths = []
     for (d, a), g in points.groupby(["dataset", "arch"]):
         opts = registry.order("optimizer", g["optimizer"])
@@ -166,7 +169,7 @@ def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
                 s = g[(g["optimizer"] == opt) & (g["norm"] == norm)].sort_values("lr")
                 if s.empty:
                     continue
-                c = _color(norm)
+                c = colors[norm]
                 ax.plot(s["lr"], s["score"], color=c, alpha=0.5, label=registry.display("norm", norm))
                 for phase, marker in (("coarse", "o"), ("fine", "s")):
                     p = s[(s["phase"] == phase) & ~s["diverged"]]
@@ -184,20 +187,21 @@ def lr_sensitivity(points: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def expected_best(points: pd.DataFrame, out: Path) -> list[Path]:
+def expected_best(points: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Path]:
     """Tuning robustness per (dataset, network): expected best validation score after k trials drawn
     from the coarse grid, one panel per optimizer, a line per norm (kbn.tuning)."""
     rob = tuning.robustness(points)
     paths = []
     if rob.empty:  # a folder of runs without a sweep's search trials
         return paths
+    colors = colors or norm_colors(rob["norm"])
     for (d, a), g in rob.groupby(["dataset", "arch"]):
         opts = registry.order("optimizer", g["optimizer"])
         fig, axes = _grid(len(opts))
         for ax, opt in zip(axes, opts):
             for _, r in g[g["optimizer"] == opt].iterrows():
                 ks = list(range(1, int(r["coarse_points"]) + 1))
-                ax.plot(ks, [r[f"best_k{k}"] for k in ks], marker="o", color=_color(r["norm"]),
+                ax.plot(ks, [r[f"best_k{k}"] for k in ks], marker="o", color=colors[r["norm"]],
                         label=f"{registry.display('norm', r['norm'])} (band {r['band']:.2f} dec)")
             ax.set_title(optimizer_name(opt))
             ax.set_xlabel("trials drawn from the coarse grid (k)")
@@ -267,14 +271,16 @@ def adam_jumps(runs: pd.DataFrame, out: Path) -> list[Path]:
 def plot_all(logdir: Path | None, out: Path, df: pd.DataFrame, runs: pd.DataFrame | None) -> list[Path]:
     """Every picture the results allow; `runs` (the run table) is None for published numbers."""
     out.mkdir(parents=True, exist_ok=True)
+    points = tuning.trial_points(logdir) if logdir is not None else None
+    names = [*df["norm"], *(runs["norm"] if runs is not None else ()), *(points["norm"] if points is not None else ())]
+    colors = norm_colors(names)
     paths = []
     if runs is not None and len(runs):
-        paths += curves(runs, out)
+        paths += curves(runs, out, colors)
         paths += adam_jumps(runs, out)
     if logdir is not None:
-        paths += preactivations(logdir, out)
-        points = tuning.trial_points(logdir)
-        paths += lr_sensitivity(points, out)
-        paths += expected_best(points, out)
+        paths += preactivations(logdir, out, colors)
+        paths += lr_sensitivity(points, out, colors)
+        paths += expected_best(points, out, colors)
     paths += rel_heatmap(df, out)
     return paths

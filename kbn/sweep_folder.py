@@ -1,14 +1,16 @@
 """The sweep folder's own files: `.lock`, held by the live sweep so that a second one on the same
 folder is refused (`sweep_lock`; `is_locked` asks without taking it), and `sweep.json`, the
-validated sweep that a resumed sweep must match (`prepare_folder`) and that readers load back
-(`load_folder_sweep`), and `components.json`, a user's own components and their files' sha256
-(`check_components`). It knows the folder's layout (runs/, search/, tuner/) only to check the runs
+validated sweep in its file's own shape (the [search] table nested), which a resumed sweep must
+match (`prepare_folder`) and readers load back (`stored_sweep`, `load_folder_sweep`; a folder from
+before kbn kept that shape holds it flattened, and is read as well), and `components.json`, a
+user's own components and their files' sha256 (`check_components`). It knows the folder's layout (runs/, search/, tuner/) only to check the runs
 against a sweep: it must not know Keras Tuner, training or which trial comes next.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import json
@@ -18,12 +20,13 @@ import time
 from pathlib import Path
 
 from kbn import registry
-from kbn.config import PHASES, SETTING_DEFAULTS, SWEEP_FIELDS_ADDED, Cell, SweepConfig, sweep_from_dict
+from kbn.config import PHASES, SEARCH_FIELDS, SETTING_DEFAULTS, Cell, SweepConfig, file_shape, sweep_from_dict
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import write_json_atomic
 
 
 LOCK_FILE = ".lock"
+SWEEP_FILE = "sweep.json"
 
 
 class SweepBusy(KbnError):
@@ -73,24 +76,23 @@ def is_locked(logdir: Path) -> bool:
 def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     """Record the sweep in its folder; resuming with a different sweep file is refused. Without
     sweep.json (deleted, or a folder of older runs) the runs on disk are checked against the sweep."""
-    stored = logdir / "sweep.json"
-    current = json.loads(json.dumps(sweep.to_dict()))  # tuples -> lists, as stored
+    stored = logdir / SWEEP_FILE
     if stored.exists():
+        fix = "restore it, or delete it to have the runs on disk checked against the sweep file"
         try:
-            old = {**SWEEP_FIELDS_ADDED, **json.loads(stored.read_text())}
-        except ValueError:
-            raise ConfigError(f"{stored} is unreadable; restore it, or delete it to have the runs on disk "
-                              "checked against the sweep file") from None
-        changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+            old = sweep_from_dict(stored_sweep(logdir, fix), where=str(stored))
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(e).endswith(fix) else f"{e}; {fix}") from None
+        changed = [f.name for f in dataclasses.fields(SweepConfig) if getattr(old, f.name) != getattr(sweep, f.name)]
         if changed:
-            raise ConfigError(f"{logdir} holds a sweep with other settings ({', '.join(changed)} differ); "
+            raise ConfigError(f"{logdir} holds a sweep with other settings ({', '.join(sorted(changed))} differ); "
                               "use another --logdir, or the sweep file it was started with")
         return
     mismatch = runs_against_sweep(sweep, logdir)
     if mismatch:
         raise ConfigError(f"{logdir} has no sweep.json and its runs were made by another sweep ({mismatch}); "
                           "use another --logdir, or the sweep file they were made with")
-    write_json_atomic(stored, current)
+    write_json_atomic(stored, sweep.to_file_dict())
 
 
 def check_components(sweep: SweepConfig, logdir: Path) -> None:
@@ -146,26 +148,22 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     return None
 
 
-def load_folder_sweep(logdir: Path | str) -> SweepConfig:
-    """The sweep recorded in `logdir`/sweep.json, validated again. It is stored flattened (the search
-    settings beside the rest, as SweepConfig.to_dict gives them): this maps it back to the sweep
-    file's shape."""
+def stored_sweep(logdir: Path | str, fix: str = "run the sweep again with its sweep file to rebuild it") -> dict:
+    """`logdir`/sweep.json as written, in the sweep file's shape, not validated (a report reads what it
+    can of a hand-edited one). One written flattened (SweepConfig's fields by name, before sweep.json
+    kept the file's shape) is put in that shape. `fix`: what an unreadable one's error tells to do."""
     logdir = Path(logdir)
     try:
-        raw = json.loads((logdir / "sweep.json").read_text())
+        raw = json.loads((logdir / SWEEP_FILE).read_text())
     except OSError:
         raise ConfigError(f"{logdir}: no sweep.json here; is it a sweep's log folder?") from None
     except ValueError:
-        raise ConfigError(f"{logdir}/sweep.json is unreadable; run the sweep again with its sweep file to "
-                          "rebuild it") from None
-    raw["seeds"] = list(raw["seeds"])
-    search = {"coarse": list(raw.pop("coarse")), "coarse_by_optimizer": raw.pop("coarse_by_optimizer"),
-              "fine_per_side": raw.pop("fine_per_side")}
-    for a, b in (("search_epochs", "epochs"), ("search_total_steps", "total_steps"), ("search_seeds", "seeds")):
-        if raw.get(a) is not None:
-            search[b] = raw[a]
-        raw.pop(a, None)
-    raw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in raw.items() if v is not None}
-    # a fixed-rate sweep searched nothing: its [search] would be refused
-    return sweep_from_dict(raw if raw.get("lr") is not None else {**raw, "search": search},
-                           where=str(logdir / "sweep.json"))
+        raise ConfigError(f"{logdir}/sweep.json is unreadable; {fix}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{logdir}/sweep.json holds {type(raw).__name__}, not a sweep; {fix}")
+    return file_shape(raw) if not raw.keys().isdisjoint(SEARCH_FIELDS) else raw
+
+
+def load_folder_sweep(logdir: Path | str) -> SweepConfig:
+    """The sweep recorded in `logdir`/sweep.json, validated again."""
+    return sweep_from_dict(stored_sweep(logdir), where=str(Path(logdir) / SWEEP_FILE))

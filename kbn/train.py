@@ -279,10 +279,10 @@ def _probe(cfg: TrainConfig, ds: kdata.Dataset, evaluator, single, k: int, packe
     """The PreactivationProbe `cfg` asks for, or None."""
     if not cfg.probe_preactivations:
         return None
-    if cfg.probe_preactivations > len(ds.y_val):
-        raise ConfigError(f"probe_preactivations: {cfg.probe_preactivations} is more than the {len(ds.y_val)} "
+    if cfg.probe_preactivations > len(ds.y_validation):
+        raise ConfigError(f"probe_preactivations: {cfg.probe_preactivations} is more than the {len(ds.y_validation)} "
                           f"validation images of {cfg.dataset}")
-    return PreactivationProbe(evaluator, single, ds.x_val[: cfg.probe_preactivations], k, packed)
+    return PreactivationProbe(evaluator, single, ds.x_validation[: cfg.probe_preactivations], k, packed)
 
 
 @dataclasses.dataclass
@@ -396,7 +396,7 @@ class _Trials:
         if not healthy:
             return None, None
         cfg, k, ds = self.cfgs[0], len(self.cfgs), self.ds
-        val = _evaluate(self.evaluator, ds.x_val, ds.y_val, k, self.evaluation)
+        val = _evaluate(self.evaluator, ds.x_validation, ds.y_validation, k, self.evaluation)
         test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
         is_last = p == self.schedule.periods - 1
         test = _evaluate(self.evaluator, ds.x_test, ds.y_test, k, self.evaluation) if test_each or is_last else None

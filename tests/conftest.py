@@ -1,4 +1,8 @@
-"""Shared fixtures: isolated cache, no network, tiny learnable data."""
+"""Shared fixtures: isolated cache, no network, tiny learnable data, and the helpers that tests of
+several modules need (generated images and IDX folders, a generated dataset in the cache, a tiny
+sweep file, reading a sweep folder's trials, starting `python -m kbn`). Test files take these as
+fixtures; none imports another test file. (Child processes that tests start may `import conftest`
+for `make_images`: they are not test files.)"""
 
 import os
 
@@ -9,13 +13,26 @@ os.environ["KBN_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("KBN_JAX_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="kbn-jax-cache-"))
 
 import gzip
+import json
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fashion_dir() -> str:
+    """The real Fashion-MNIST's Debian folder; the test is skipped where it is not installed."""
+    if not os.path.isdir(FASHION_DIR):
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    return FASHION_DIR
 
 
 @pytest.fixture
@@ -35,6 +52,21 @@ def debian_dirs(monkeypatch):
     return set_dirs
 
 
+@pytest.fixture
+def signals_to_kbn():
+    """kbn.interrupts takes SIGINT and SIGTERM for one test; pytest's handlers come back after it."""
+    import signal
+
+    from kbn import interrupts
+
+    before = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    interrupts.install()
+    yield
+    for s, h in before.items():
+        signal.signal(s, h)
+    interrupts._requested.clear()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KBN_DATA_DIR", str(tmp_path_factory.mktemp("kbn-cache")))
@@ -52,12 +84,18 @@ def make_images(n, seed=0, shape=(28, 28, 1)):
     return x, y
 
 
+@pytest.fixture(name="make_images", scope="session")
+def _make_images():
+    """`make_images(n, seed=0, shape=(28, 28, 1))`: learnable uint8 images and their labels."""
+    return make_images
+
+
 @pytest.fixture
 def tiny_dataset():
     from kbn.data import Dataset
 
     parts = {}
-    for split, n, seed in (("train", 512, 0), ("val", 128, 1), ("test", 128, 2)):
+    for split, n, seed in (("train", 512, 0), ("validation", 128, 1), ("test", 128, 2)):
         x, y = make_images(n, seed)
         parts[f"x_{split}"] = x.astype(np.float32) / 255
         parts[f"y_{split}"] = y.astype(np.int32)
@@ -84,10 +122,10 @@ def write_cache(name="mnist", inf_pixels=False):
     from kbn import data
 
     arrays = {}
-    for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
+    for split, n, seed in (("train", 256, 0), ("validation", 64, 1), ("test", 64, 2)):
         x, y = make_images(n, seed)
         arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
-    data._write_cache(name, arrays, "generated")
+    data.write_cache(name, arrays, "generated")
     if inf_pixels:  # float32 inf after scaling: every training loss is NaN
         orig = data.load
 
@@ -100,8 +138,21 @@ def write_cache(name="mnist", inf_pixels=False):
     return None
 
 
+@pytest.fixture(name="write_cache", scope="session")
+def _write_cache():
+    """`write_cache(name="mnist", inf_pixels=False)`: a generated dataset in this test's kbn cache."""
+    return write_cache
+
+
+@pytest.fixture
+def tiny_text() -> str:
+    """The tiny sweep file's text (TINY), for tests that write a variant of it."""
+    return TINY
+
+
 @pytest.fixture
 def tiny(tmp_path):
+    """The tiny sweep file (TINY) in tmp_path, its generated dataset in the cache."""
     write_cache()
     f = tmp_path / "tiny.toml"
     f.write_text(TINY)
@@ -124,19 +175,105 @@ def finished_tiny_sweep(tmp_path_factory):
     return root / "out"
 
 
-def write_idx(path, arr, compress=True):
+def _write_idx(path, arr, compress=True):
     header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
     raw = header + arr.astype(np.uint8).tobytes()
     (gzip.open if compress else open)(path, "wb").write(raw)
 
 
-def make_idx_folder(folder: Path, n_train=60, n_test=12, compress=True):
+def _make_idx_folder(folder: Path, n_train=60, n_test=12, compress=True):
     folder.mkdir(parents=True, exist_ok=True)
     xtr, ytr = make_images(n_train, 0)
     xte, yte = make_images(n_test, 1)
     sfx = ".gz" if compress else ""
-    write_idx(folder / f"train-images-idx3-ubyte{sfx}", xtr[..., 0], compress)
-    write_idx(folder / f"train-labels-idx1-ubyte{sfx}", ytr, compress)
-    write_idx(folder / f"t10k-images-idx3-ubyte{sfx}", xte[..., 0], compress)
-    write_idx(folder / f"t10k-labels-idx1-ubyte{sfx}", yte, compress)
+    _write_idx(folder / f"train-images-idx3-ubyte{sfx}", xtr[..., 0], compress)
+    _write_idx(folder / f"train-labels-idx1-ubyte{sfx}", ytr, compress)
+    _write_idx(folder / f"t10k-images-idx3-ubyte{sfx}", xte[..., 0], compress)
+    _write_idx(folder / f"t10k-labels-idx1-ubyte{sfx}", yte, compress)
     return xtr, ytr, xte, yte
+
+
+@pytest.fixture
+def write_idx():
+    """`write_idx(path, arr, compress=True)`: one IDX file (gzipped by default)."""
+    return _write_idx
+
+
+@pytest.fixture
+def make_idx_folder():
+    """`make_idx_folder(folder, n_train=60, n_test=12, compress=True)`: the four MNIST-style IDX files of
+    generated images; returns (x_train, y_train, x_test, y_test)."""
+    return _make_idx_folder
+
+
+# ---------------------------------------------------------------- sweep folders and the kbn command
+
+
+@pytest.fixture
+def write_finished_run():
+    """`write_finished_run(folder, rows=3, status="finished")`: a run folder as kbn.runlog writes one,
+    `rows` evaluation periods with made-up numbers (no training); returns its RunLog."""
+    from kbn.runlog import RunLog
+
+    def write(folder, rows=3, status="finished"):
+        log = RunLog(folder)
+        log.start({"settings": {"seed": 0}, "schedule": {"periods": rows}})
+        last = {}
+        for e in range(1, rows + 1):
+            last = {"epoch": e, "step": 10 * e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0,
+                    "val_accuracy": 0.5 + e / 100, "lr": 0.1, "wall_time": e}
+            if status == "diverged" and e == rows:
+                last = {"epoch": e, "step": 10 * e, "loss": float("nan"), "lr": 0.1, "wall_time": e}
+            log.row(last, tb_step=e)
+        log.close({"status": status, "metrics": {"val_accuracy": last.get("val_accuracy", 0.1), "loss": last["loss"]}})
+        return log
+
+    return write
+
+
+def _trial_states(logdir) -> dict:
+    out = {}
+    for p in sorted(Path(logdir, "tuner").glob("trial_*/trial.json")):
+        s = json.loads(p.read_text())
+        out[s["trial_id"]] = s
+    return out
+
+
+@pytest.fixture
+def trial_states():
+    """`trial_states(logdir)`: trial id -> its Keras Tuner trial.json, as on disk."""
+    return _trial_states
+
+
+@pytest.fixture
+def chosen_lrs():
+    """`chosen_lrs(logdir)`: cell key -> the learning rate its search chose (None: not yet)."""
+    from kbn.plan import folder_progress
+
+    return lambda logdir: {k: p["chosen"] for k, p in folder_progress(Path(logdir)).progress.items()}
+
+
+@pytest.fixture
+def kbn_process():
+    """`kbn_process(args, **popen_kw)`: `python -m kbn ARGS` started from the repository, stdout and
+    stderr together as text."""
+    def start(args, **kw):
+        return subprocess.Popen([sys.executable, "-m", "kbn", *args], cwd=ROOT, env=dict(os.environ),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+    return start
+
+
+@pytest.fixture
+def wait_for_completed():
+    """`wait_for_completed(logdir, n, proc, timeout=240)`: returns once n trials of the sweep in
+    `logdir` completed; fails if `proc` ends or the time runs out first."""
+    def wait(out, n, proc, timeout=240):
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if out.exists() and sum(s["status"] == "COMPLETED" for s in _trial_states(out).values()) >= n:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {n} trials completed in {timeout} s")
+
+    return wait

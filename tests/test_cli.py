@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FASHION_DIR
 from kbn import data
 from kbn.cli import main, parser
 from kbn.config import TrainConfig
@@ -48,9 +47,8 @@ def test_missing_data_explains_how_to_get_it(tmp_path, capsys, monkeypatch, debi
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist")
 @pytest.mark.slow
-def test_the_command_line_trains_on_real_fashion_mnist(tmp_path):
+def test_the_command_line_trains_on_real_fashion_mnist(tmp_path, fashion_dir):
     env = dict(os.environ, KBN_DATA_DIR=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "kbn", "train", "--dataset", "fashion_mnist", "--arch", "mlp", "--norm", "batch",
            "--optimizer", "adam", "--lr", "0.001", "--epochs", "2", "--seed", "0", "--subset", "5000",
@@ -67,13 +65,12 @@ def test_the_command_line_trains_on_real_fashion_mnist(tmp_path):
     assert any(n.startswith("events.out.tfevents.") for n in names)  # one TensorBoard run, no split sub-runs
 
 
-def test_data_prepare_reports_splits_and_cache(tmp_path, capsys):
-    from conftest import make_idx_folder
+def test_data_prepare_reports_splits_and_cache(tmp_path, capsys, make_idx_folder):
 
     make_idx_folder(tmp_path / "raw")
     assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path / "raw")]) == 0
     out = capsys.readouterr().out
-    assert "mnist: {'train': 50, 'val': 10, 'test': 12}" in out and "mnist.npz" in out
+    assert "mnist: {'train': 50, 'validation': 10, 'test': 12}" in out and "mnist.npz" in out
 
 
 def test_backend_choice_follows_the_measurements(monkeypatch):
@@ -109,8 +106,7 @@ def _one_line_error(capsys, *parts):
 
 
 @pytest.mark.parametrize("which", [0, 1])
-def test_train_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys):
-    from conftest import make_idx_folder
+def test_train_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, make_idx_folder):
 
     make_idx_folder(tmp_path / "raw")
     logdir = _bad_logdirs(tmp_path)[which]
@@ -167,8 +163,7 @@ def test_usage_errors_point_at_the_right_help(argv, hint, capsys):
     _one_line_error(capsys, hint)
 
 
-def test_data_prepare_checks_every_name_before_preparing_any(tmp_path, capsys):
-    from conftest import make_idx_folder
+def test_data_prepare_checks_every_name_before_preparing_any(tmp_path, capsys, make_idx_folder):
 
     make_idx_folder(tmp_path / "raw")
     assert main(["data", "prepare", "mnist", "imagenet", "--data-dir", str(tmp_path / "raw")]) == 2
@@ -189,10 +184,9 @@ def test_more_options_that_cannot_work_are_one_line(tmp_path, capsys, args, expe
     assert code == 2 and err.startswith("kbn: error: ") and expect in err, err
 
 
-def test_an_unusable_data_cache_is_one_line(tmp_path, capsys, monkeypatch):
+def test_an_unusable_data_cache_is_one_line(tmp_path, capsys, monkeypatch, make_idx_folder):
     (tmp_path / "afile").write_text("x")
     monkeypatch.setenv("KBN_DATA_DIR", str(tmp_path / "afile"))
-    from conftest import make_idx_folder
 
     make_idx_folder(tmp_path / "raw")
     assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path / "raw")]) == 2

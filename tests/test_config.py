@@ -1,7 +1,14 @@
+"""kbn.config: a run's settings and a sweep file, validated on load (one line naming the field, the
+value and the choices), and the bundled sweep files."""
+
+from pathlib import Path
+
 import pytest
 
-from kbn.config import TrainConfig
+from kbn.config import TrainConfig, load_sweep, sweep_from_dict
 from kbn.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -39,3 +46,81 @@ def test_run_name_is_stable_and_descriptive():
     assert a.run_name() == "mnist-cnn-batch-sgdm-lr0.01-s3"
     assert TrainConfig(subset=1000).run_name().endswith("-n1000")
     assert a.run_name() == TrainConfig(**a.to_dict()).run_name()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.toml")), ids=lambda p: p.name)
+def test_every_bundled_sweep_file_is_valid(path):
+    sweep = load_sweep(path)
+    assert sweep.name == path.stem and sweep.cells()
+
+
+def test_bundled_sweeps_cover_the_study():
+    shallow = load_sweep(ROOT / "sweeps/thesis-shallow.toml")
+    assert set(shallow.datasets) == {"mnist", "cifar10"} and set(shallow.archs) == {"mlp", "cnn"}
+    assert shallow.optimizers == ("sgd", "sgdm", "adam", "adagrad", "adadelta", "rmsprop") and shallow.epochs == 50
+    assert len(shallow.cells()) == 48
+    deep = load_sweep(ROOT / "sweeps/thesis-deep.toml")
+    assert set(deep.archs) == {"deep_mlp", "deep_cnn"}
+    poster = load_sweep(ROOT / "sweeps/poster-norms.toml")
+    assert poster.norms == ("none", "batch", "layer") and poster.batch_size == 60
+    assert poster.eval_every_steps == 5000 and poster.total_steps == 50000
+    assert set(load_sweep(ROOT / "sweeps/fashion-full.toml").datasets) == {"fashion_mnist"}
+
+
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        ('datasets = ["imagenet"]', ["datasets[0]", "'imagenet'", "cifar10"]),
+        ('norms = ["none", "weight"]', ["norms[1]", "'weight'", "layer"]),
+        ('archs = ["resnet"]', ["archs[0]", "'resnet'", "deep_cnn"]),
+        ('optimizers = ["lion"]', ["optimizers[0]", "'lion'", "adadelta"]),
+        ("epochs = 0", ["epochs", "0"]),
+        ('epochs = "ten"', ["epochs", "'ten'"]),
+        ("colour = 3", ["unknown field 'colour'", "datasets", "select_on"]),
+        ('select_on = "train"', ["select_on", "'train'", "validation, test"]),
+        ("seeds = []", ["seeds"]),
+        ("[search]\ncoarse = []", ["search.coarse", "non-empty"]),
+        ("[search]\ncoarse = [0.1, -1]", ["search.coarse[1]", "-1"]),
+        ("[search]\nfine = 2", ["search.fine", "fine_per_side"]),
+        ("[search.coarse_by_optimizer]\nadam = [0.1]", ["coarse_by_optimizer", "'adam'", "sgd"]),
+    ],
+)
+def test_bad_sweep_files_name_file_field_and_choices(tmp_path, text, expect):
+    base = {"datasets": '["mnist"]', "archs": '["mlp"]', "norms": '["none"]', "optimizers": '["sgd"]', "epochs": "1"}
+    key = text.split("=")[0].strip()
+    lines = [f"{k} = {v}" for k, v in base.items() if k != key]
+    f = tmp_path / "bad.toml"
+    f.write_text("\n".join(lines) + "\n" + text + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_sweep(f)
+    msg = str(e.value)
+    assert msg.startswith(str(f)) and "\n" not in msg
+    for part in expect:
+        assert part in msg, msg
+
+
+def test_unreadable_or_broken_toml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_sweep(tmp_path / "missing.toml")
+    (tmp_path / "b.toml").write_text("datasets = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_sweep(tmp_path / "b.toml")
+
+
+def test_search_seeds_must_not_be_final_seeds():
+    with pytest.raises(ConfigError, match=r"search.seeds: \[1\] shares \[1\] with seeds \[0, 1\]"):
+        sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                         "epochs": 1, "seeds": [0, 1], "search": {"seeds": [1]}})
+
+
+@pytest.mark.parametrize("change,expect", [
+    ("epochs = 1\neval_every_steps = 50\ntotal_steps = 20", "eval_every_steps: 50 is more than total_steps 20"),
+    ("epochs = 1\n[search]\nepochs = 5", "search.epochs: 5 is longer than the final runs' 1 epochs"),
+    ("epochs = 1\n[search.coarse_by_optimizer]\nadam = [0.1]", "'adam' is not among this sweep's optimizers (sgd)"),
+])
+def test_sweep_settings_that_cannot_mean_what_they_say(tmp_path, change, expect):
+    f = tmp_path / "s.toml"
+    f.write_text('datasets = ["mnist"]\narchs = ["mlp"]\nnorms = ["none"]\noptimizers = ["sgd"]\n' + change + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_sweep(f)
+    assert expect in str(e.value) and "\n" not in str(e.value)

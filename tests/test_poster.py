@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_cache
 from kbn.config import TrainConfig, load_sweep, parse_eval_steps, sweep_from_dict
 from kbn.errors import ConfigError
 from kbn.runlog import FIXED_UNIT, PERCENTILES, read_metrics, read_preactivations
@@ -25,14 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- binary inputs
 
 
-def test_binary_variant_is_the_base_thresholded_at_one_half_and_cached():
+def test_binary_variant_is_the_base_thresholded_at_one_half_and_cached(write_cache):
     from kbn import data
 
     write_cache("mnist")
     grey = data.load("mnist", verbose=False)
     binary = data.load("binary_mnist", verbose=False)
     assert binary.source == "binary(generated)"
-    for split in ("train", "val", "test"):
+    for split in ("train", "validation", "test"):
         x, g = getattr(binary, f"x_{split}"), getattr(grey, f"x_{split}")
         assert set(np.unique(x)) <= {0.0, 1.0}
         np.testing.assert_array_equal(x, (g > 0.5).astype(np.float32))
@@ -213,7 +212,7 @@ def test_logged_percentiles_equal_those_of_the_models_preactivations(tiny_datase
     cfg = TrainConfig(arch="ioffe_mlp", norm=norm, optimizer="sgd", lr=0.5, batch_size=32, eval_every_steps=10,
                       total_steps=30, eval_steps=[2], init="gaussian:0.1", probe_preactivations=100)
     res = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
-    assert check_logged_percentiles(res.folder, tiny_dataset.x_val, norm, 100) == 18
+    assert check_logged_percentiles(res.folder, tiny_dataset.x_validation, norm, 100) == 18
     rows = read_preactivations(res.folder)
     assert sorted({r["step"] for r in rows}) == [2, 10, 20, 30]
     assert len(rows) == 4 * 3 * 2  # evaluations x hidden layers x (unit, all)
@@ -241,7 +240,7 @@ def test_packed_trials_log_their_own_percentiles(tiny_dataset, tmp_path):
     results = train_many(cfgs, tmp_path, verbose=False, dataset=tiny_dataset)
     assert json.loads((results[0].folder / "config.json").read_text())["schedule"]["packed_with"] == 2
     for r in results:
-        assert check_logged_percentiles(r.folder, tiny_dataset.x_val, "batch", 64) == 18
+        assert check_logged_percentiles(r.folder, tiny_dataset.x_validation, "batch", 64) == 18
     a, b = (read_preactivations(r.folder) for r in results)
     assert [r["p50"] for r in a] != [r["p50"] for r in b]  # each trial its own, not one trial's twice
 
@@ -254,7 +253,7 @@ def test_percentiles_on_the_tensorflow_backend(tmp_path):
         "from pathlib import Path\n"
         "from kbn.data import Dataset; from kbn.config import TrainConfig; from kbn.train import train, train_many\n"
         "p = {}\n"
-        "for s, n, seed in (('train', 256, 0), ('val', 64, 1), ('test', 64, 2)):\n"
+        "for s, n, seed in (('train', 256, 0), ('validation', 64, 1), ('test', 64, 2)):\n"
         "    x, y = conftest.make_images(n, seed); p['x_'+s] = x.astype('float32')/255; p['y_'+s] = y.astype('int32')\n"
         "ds = Dataset(name='mnist', source='generated', **p)\n"
         "kw = dict(arch='ioffe_mlp', norm='layer', optimizer='sgd', batch_size=32, eval_every_steps=8, total_steps=16,"
@@ -262,7 +261,7 @@ def test_percentiles_on_the_tensorflow_backend(tmp_path):
         "one = train(TrainConfig(lr=0.5, **kw), Path(sys.argv[1]) / 'one', verbose=False, dataset=ds)\n"
         "two = train_many([TrainConfig(lr=0.5, **kw), TrainConfig(lr=1.0, **kw)], Path(sys.argv[1]) / 'two',"
         " verbose=False, dataset=ds)\n"
-        "print(sum(test_poster.check_logged_percentiles(r.folder, ds.x_val, 'layer', 50) for r in [one] + two))\n"
+        "print(sum(test_poster.check_logged_percentiles(r.folder, ds.x_validation, 'layer', 50) for r in [one] + two))\n"
     )
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
@@ -332,7 +331,7 @@ def test_a_fixed_rate_with_a_search_is_one_line():
 
 
 @pytest.mark.slow
-def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path):
+def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path, write_cache):
     from kbn import report
     from kbn.plan import folder_progress, load_folder_sweep, planned_trials
     from kbn.tune import run_sweep

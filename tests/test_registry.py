@@ -10,7 +10,6 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from conftest import make_idx_folder, make_images
 from kbn import registry
 from kbn.cli import main
 from kbn.config import TrainConfig, load_sweep, sweep_from_dict
@@ -26,12 +25,17 @@ def _repo_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))  # `tests.user_parts:...` imports from the repository root
 
 
-def write_npz(path, n_train=300, n_test=60, classes=4):
-    """A dataset of one's own: 4 classes, 20x20 grey images."""
-    xtr, ytr = make_images(n_train, 0, (20, 20, 1))
-    xte, yte = make_images(n_test, 1, (20, 20, 1))
-    np.savez(path, x_train=xtr[..., 0], y_train=ytr % classes, x_test=xte[..., 0], y_test=yte % classes)
-    return f"npz:{path}"
+@pytest.fixture
+def write_npz(make_images):
+    """`write_npz(path, n_train=300, n_test=60, classes=4)`: a dataset of one's own, 4 classes of 20x20
+    grey images; returns its npz:PATH name."""
+    def write(path, n_train=300, n_test=60, classes=4):
+        xtr, ytr = make_images(n_train, 0, (20, 20, 1))
+        xte, yte = make_images(n_test, 1, (20, 20, 1))
+        np.savez(path, x_train=xtr[..., 0], y_train=ytr % classes, x_test=xte[..., 0], y_test=yte % classes)
+        return f"npz:{path}"
+
+    return write
 
 
 # ---------------------------------------------------------------- one place per built-in
@@ -94,7 +98,7 @@ def _add(monkeypatch, kind, rec):
     monkeypatch.setattr(registry, "REGISTRIES", MappingProxyType({**registry.REGISTRIES, kind: new}))
 
 
-def test_a_new_built_in_is_one_record(monkeypatch, tmp_path):
+def test_a_new_built_in_is_one_record(monkeypatch, tmp_path, make_idx_folder):
     """A record added to the registry alone is accepted everywhere: config, optimizers, models,
     data and the report's names and families."""
     from kbn import data, models, optim
@@ -108,7 +112,7 @@ def test_a_new_built_in_is_one_record(monkeypatch, tmp_path):
     cfg = TrainConfig(dataset="kmnist", arch="wide_mlp", norm="unit", optimizer="sgdm5")
     assert optim.make_optimizer(cfg.optimizer, 0.1).momentum == pytest.approx(0.5)
     ds = data.load("cluttered_kmnist", verbose=False)
-    assert ds.num_classes == 10 and ds.sizes() == {"train": 50, "val": 10, "test": 12}
+    assert ds.num_classes == 10 and ds.sizes() == {"train": 50, "validation": 10, "test": 12}
     net = models.build("wide_mlp", ds.input_shape, norm="unit")
     assert [type(lay).__name__ for lay in net.layers].count("UnitNormalization") == 3
     assert display_name("cluttered_kmnist", "wide_mlp") == "cluttered KMNIST + wide MLP"
@@ -147,7 +151,7 @@ def test_a_sweep_refuses_two_names_with_one_short_name():
     ("norm", f"{USER}:two_layer", "names function two_layer, not a Keras layer class"),
     ("arch", f"{USER}:ScaleNorm", f"names class {USER}.ScaleNorm, not a builder function"),
 ])
-def test_a_bad_import_string_fails_before_training_in_one_line(kind, spec, expect, tmp_path, capsys):
+def test_a_bad_import_string_fails_before_training_in_one_line(kind, spec, expect, tmp_path, capsys, write_npz):
     npz = write_npz(tmp_path / "d.npz")
     code = main(["train", "--dataset", npz, f"--{kind}", spec, "--epochs", "1", "--logdir", str(tmp_path / "r"),
                  "-q"])
@@ -177,12 +181,12 @@ def test_a_builder_with_the_norm_misplaced_is_refused_with_the_layer(tiny_datase
 # ---------------------------------------------------------------- datasets of one's own
 
 
-def test_npz_dataset_splits_counts_classes_and_says_what_is_wrong(tmp_path):
+def test_npz_dataset_splits_counts_classes_and_says_what_is_wrong(tmp_path, write_npz):
     from kbn import data
     from kbn.errors import DataError
 
     ds = data.load(write_npz(tmp_path / "four.npz"), verbose=False)
-    assert ds.num_classes == 4 and ds.sizes() == {"train": 250, "val": 50, "test": 60}
+    assert ds.num_classes == 4 and ds.sizes() == {"train": 250, "validation": 50, "test": 60}
     assert ds.input_shape == (20, 20, 1) and ds.validation_fraction == registry.DEFAULT_VALIDATION_FRACTION
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((3, 4, 4)), y_train=np.zeros(3, int))
     with pytest.raises(DataError, match=r"holds x_train, y_train; missing x_test, y_test"):
@@ -198,7 +202,7 @@ def test_tfds_dataset_takes_its_class_count_from_the_builder(monkeypatch):
     monkeypatch.setenv("KBN_OFFLINE", "0")
     with tfds.testing.mock_data(num_examples=60):
         ds = data.load("tfds:cifar100", verbose=False)
-    assert ds.num_classes == 100 and ds.sizes() == {"train": 50, "val": 10, "test": 60}
+    assert ds.num_classes == 100 and ds.sizes() == {"train": 50, "validation": 10, "test": 60}
     assert data.cache_path("tfds:cifar100").name == "tfds_cifar100.npz" and data.cache_path("tfds:cifar100").is_file()
     assert data.load("tfds:cifar100", verbose=False).num_classes == 100  # from the cache, no tfds
 
@@ -207,7 +211,7 @@ def test_tfds_dataset_takes_its_class_count_from_the_builder(monkeypatch):
 
 
 @pytest.mark.slow
-def test_kbn_train_with_ones_own_optimizer_network_norm_and_data(tmp_path, capsys):
+def test_kbn_train_with_ones_own_optimizer_network_norm_and_data(tmp_path, capsys, write_npz):
     npz = write_npz(tmp_path / "four.npz")
     args = ["train", "--dataset", npz, "--arch", f"{USER}:two_layer", "--norm", f"{USER}:ScaleNorm", "--optimizer",
             f"{USER}:half_momentum", "--lr", "0.05", "--epochs", "2", "--batch-size", "32",
@@ -227,7 +231,7 @@ def test_kbn_train_with_ones_own_optimizer_network_norm_and_data(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_a_sweep_of_ones_own_components_runs_reports_and_refuses_a_changed_module(tmp_path, capsys, monkeypatch):
+def test_a_sweep_of_ones_own_components_runs_reports_and_refuses_a_changed_module(tmp_path, capsys, monkeypatch, write_npz):
     lab = tmp_path / "lab"
     lab.mkdir()
     shutil.copy(ROOT / "tests" / "user_parts.py", lab / "kbn_test_parts.py")

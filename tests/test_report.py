@@ -185,14 +185,13 @@ def test_bad_report_options(capsys):
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
+def run_folder(tmp_path_factory, make_images):
     """Real kbn runs on generated data: none/batch x sgd/adam x 2 seeds, 2 epochs, one diverged run."""
-    from conftest import make_images
     from kbn.data import Dataset
     from kbn.train import train
 
     parts = {}
-    for split, n, seed in (("train", 256, 0), ("val", 64, 1), ("test", 64, 2)):
+    for split, n, seed in (("train", 256, 0), ("validation", 64, 1), ("test", 64, 2)):
         x, y = make_images(n, seed)
         parts[f"x_{split}"], parts[f"y_{split}"] = x.astype(np.float32) / 255, y.astype(np.int32)
     ds = Dataset(name="mnist", source="generated", **parts)

@@ -1,3 +1,6 @@
+"""kbn.runlog: a run's files (config.json, metrics.csv, result.json), strict JSON, and the check that
+a finished run is whole."""
+
 import json
 import math
 
@@ -7,29 +10,15 @@ from kbn.errors import ConfigError
 from kbn.runlog import RunLog, check_run, check_writable_dir, write_json_atomic
 
 
-def finished_run(folder, rows=3, status="finished"):
-    log = RunLog(folder)
-    log.start({"settings": {"seed": 0}, "schedule": {"periods": rows}})
-    last = {}
-    for e in range(1, rows + 1):
-        last = {"epoch": e, "step": 10 * e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0,
-                "val_accuracy": 0.5 + e / 100, "lr": 0.1, "wall_time": e}
-        if status == "diverged" and e == rows:
-            last = {"epoch": e, "step": 10 * e, "loss": float("nan"), "lr": 0.1, "wall_time": e}
-        log.row(last, tb_step=e)
-    log.close({"status": status, "metrics": {"val_accuracy": last.get("val_accuracy", 0.1), "loss": last["loss"]}})
-    return log
-
-
-def test_a_whole_run_is_finished(tmp_path):
-    log = finished_run(tmp_path / "r")
+def test_a_whole_run_is_finished(tmp_path, write_finished_run):
+    log = write_finished_run(tmp_path / "r")
     assert log.finished()["metrics"]["val_accuracy"] == pytest.approx(0.53)
     assert not check_run(tmp_path / "r").damaged
     assert check_run(tmp_path / "absent").result is None and not check_run(tmp_path / "absent").damaged
 
 
-def test_a_diverged_run_writes_strict_json(tmp_path):
-    finished_run(tmp_path / "r", status="diverged")
+def test_a_diverged_run_writes_strict_json(tmp_path, write_finished_run):
+    write_finished_run(tmp_path / "r", status="diverged")
     text = (tmp_path / "r" / "result.json").read_text()
     assert "NaN" not in text
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
@@ -50,8 +39,8 @@ def test_json_writer_turns_non_finite_numbers_into_null(tmp_path):
     (lambda f: (f / "metrics.csv").write_text("\n".join((f / "metrics.csv").read_text().splitlines()[:-1]) + "\n"),
      "2 complete row(s) of 3"),
 ])
-def test_damaged_runs_are_not_finished_and_say_why(tmp_path, damage, expect):
-    finished_run(tmp_path / "r")
+def test_damaged_runs_are_not_finished_and_say_why(tmp_path, damage, expect, write_finished_run):
+    write_finished_run(tmp_path / "r")
     damage(tmp_path / "r")
     check = check_run(tmp_path / "r")
     assert check.damaged and expect in check.problem and check.result is None

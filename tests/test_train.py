@@ -117,7 +117,7 @@ def test_both_backends_train_and_log(backend, tmp_path):
         "import sys; sys.path.insert(0, 'tests'); import conftest, numpy as np\n"
         "from kbn.data import Dataset; from kbn.config import TrainConfig; from kbn.train import train\n"
         "p = {}\n"
-        "for s, n, seed in (('train', 256, 0), ('val', 64, 1), ('test', 64, 2)):\n"
+        "for s, n, seed in (('train', 256, 0), ('validation', 64, 1), ('test', 64, 2)):\n"
         "    x, y = conftest.make_images(n, seed); p['x_'+s] = x.astype('float32')/255; p['y_'+s] = y.astype('int32')\n"
         "r = train(TrainConfig(norm='batch', epochs=2, batch_size=32), sys.argv[1], verbose=False,"
         " dataset=Dataset(name='mnist', source='generated', **p))\n"

@@ -19,6 +19,7 @@ import pandas as pd
 from kbn import registry
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import check_run, read_metrics
+from kbn.sweep_folder import stored_sweep
 
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
@@ -117,22 +118,23 @@ def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -
         out["search"] = _lengths(search)
         out["search_seeds"] = sorted({s["seed"] for s in search if "seed" in s})
     try:
-        sweep = json.loads((logdir / "sweep.json").read_text())
-    except (OSError, ValueError):
+        sweep = stored_sweep(logdir)
+    except ConfigError:
         sweep = {}
-    if isinstance(sweep, dict) and sweep.get("lr") is not None:  # the fixed-rate protocol searched nothing
+    search = sweep.get("search") if isinstance(sweep.get("search"), dict) else {}
+    if sweep.get("lr") is not None:  # the fixed-rate protocol searched nothing
         out["fixed_lr"] = float(sweep["lr"])
         out.pop("search", None)
-    elif isinstance(sweep, dict):
-        if sweep.get("search_epochs") or sweep.get("search_total_steps"):
-            out["search"] = ([f"{sweep['search_total_steps']} steps"] if sweep.get("search_total_steps")
-                             else [f"{sweep['search_epochs']} epochs"])
-        elif "search" not in out and sweep.get("epochs"):  # a sweep without search_epochs searches at full length
-            full = sweep.get("total_steps")
-            out["search"] = [f"{full} steps" if full else f"{sweep['epochs']} epochs"]
-        for key in ("select_on", "search_seeds"):
-            if sweep.get(key) is not None:
-                out[key] = sweep[key]
+        return out
+    if search.get("epochs") or search.get("total_steps"):
+        out["search"] = ([f"{search['total_steps']} steps"] if search.get("total_steps")
+                         else [f"{search['epochs']} epochs"])
+    elif "search" not in out and sweep.get("epochs"):  # a sweep without search epochs searches at full length
+        full = sweep.get("total_steps")
+        out["search"] = [f"{full} steps" if full else f"{sweep['epochs']} epochs"]
+    for key, value in (("select_on", sweep.get("select_on")), ("search_seeds", search.get("seeds"))):
+        if value is not None:
+            out[key] = value
     return out
 
 

@@ -1,0 +1,116 @@
+"""kbn.backend: every backend decision, asked for when needed (nothing runs at import): the Keras
+backend per network and machine, JAX's compile cache, fast compilation, the default pack, and no
+TensorFlow in a JAX process."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from kbn import backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """`machine(jax=True, tf=True, gpu=False)`: what choose_backend finds installed, for one test."""
+    def set_machine(jax=True, tf=True, gpu=False):
+        have = {"jax": jax, "tensorflow": tf}
+        real = importlib.util.find_spec
+        monkeypatch.delenv("KERAS_BACKEND", raising=False)
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: object() if have.get(name) else None if name in have else real(name, *a))
+        monkeypatch.setattr(shutil, "which", lambda cmd: "/usr/bin/nvidia-smi" if gpu and cmd == "nvidia-smi" else None)
+
+    return set_machine
+
+
+@pytest.mark.parametrize("archs,have,expect", [
+    (["mlp"], {}, "jax"),  # dense networks: JAX, 2-4x faster on CPU
+    (["mlp", "cnn"], {}, "tensorflow"),  # a CNN on CPU: TensorFlow's oneDNN
+    (["deep_cnn"], {"gpu": True}, "jax"),  # on a GPU: JAX for every network
+    (["cnn"], {"tf": False}, "jax"),
+    (["mlp"], {"jax": False}, "tensorflow"),
+    (["my_module:MyNet"], {}, "jax"),  # a user's network counts as dense
+])
+def test_choose_backend_by_networks_and_machine(machine, archs, have, expect):
+    machine(**have)
+    assert backend.choose_backend(archs) == expect
+
+
+def test_keras_backend_set_by_the_user_always_wins(machine, monkeypatch):
+    machine()
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert backend.choose_backend(["cnn"]) == "torch"
+
+
+def test_is_conv_reads_the_registry():
+    assert backend.is_conv("cnn") and backend.is_conv("deep_cnn")
+    assert not backend.is_conv("mlp") and not backend.is_conv("ioffe_mlp") and not backend.is_conv("no-such-net")
+
+
+def test_fast_compile_runs_several_steps_per_call_and_on_jax_no_jit_flag():
+    assert keras.backend.backend() == "jax"  # conftest's backend
+    assert backend.fast_compile_args(8, "mlp") == {"steps_per_execution": 8}
+
+
+def test_default_pack_is_one_on_cpu():
+    import jax
+
+    assert jax.devices()[0].platform == "cpu"
+    assert backend.default_pack() == 1
+
+
+def test_compile_cache_goes_where_kbn_jax_cache_dir_says(tmp_path, monkeypatch):
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("KBN_JAX_CACHE_DIR", "off")
+    backend.enable_compile_cache.cache_clear()
+    try:
+        assert backend.enable_compile_cache() is None
+        backend.enable_compile_cache.cache_clear()
+        monkeypatch.setenv("KBN_JAX_CACHE_DIR", str(tmp_path / "cache"))
+        assert backend.enable_compile_cache() == str(tmp_path / "cache")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    finally:  # the session's own cache again, for the tests after this one
+        backend.enable_compile_cache.cache_clear()
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_nothing_is_decided_at_import():
+    code = ("import sys, kbn.backend; "
+            "print(sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+NO_TF = """
+import sys, time
+t0 = time.perf_counter()
+from kbn.cli import main
+rc = main(sys.argv[1:])
+print("tensorflow imported:", "tensorflow" in sys.modules)
+print(f"seconds: {time.perf_counter() - t0:.2f}")
+sys.exit(rc)
+"""
+
+
+@pytest.mark.slow
+def test_jax_train_imports_no_tensorflow(tmp_path, write_cache):
+    write_cache("mnist")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    cmd = [sys.executable, "-c", NO_TF, "train", "--dataset", "mnist", "--epochs", "1", "--batch-size", "64",
+           "--logdir", str(tmp_path / "logs")]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "tensorflow imported: False" in out.stdout, out.stdout[-2000:]
+    assert "oneDNN" not in out.stderr

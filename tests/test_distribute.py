@@ -1,0 +1,103 @@
+"""kbn.distribute: one sweep over a chief and its worker processes (Keras Tuner's chief/worker mode,
+on loopback here)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kbn.config import load_sweep
+from kbn.distribute import set_distribution_env
+from kbn.tune import run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+KT_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+def test_a_process_joins_its_chief_through_keras_tuners_environment(monkeypatch):
+    for k in KT_ENV:
+        monkeypatch.setenv(k, "stale")  # left by a parent process: never inherited by mistake
+    set_distribution_env("tuner3", "10.0.0.7", 8123)
+    assert [os.environ[k] for k in KT_ENV] == ["tuner3", "10.0.0.7", "8123"]
+    set_distribution_env("chief", "127.0.0.1", 9000)
+    assert [os.environ[k] for k in KT_ENV] == ["chief", "127.0.0.1", "9000"]
+    set_distribution_env(None)  # training alone
+    assert not any(k in os.environ for k in KT_ENV)
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path, trial_states, chosen_lrs, kbn_process):
+    p = kbn_process(["sweep", str(tiny), "--logdir", str(tmp_path / "dist"), "--workers", "2"])
+    text, _ = p.communicate(timeout=400)
+    assert p.returncode == 0, text[-3000:]
+    assert "chief serving the oracle on 127.0.0.1:" in text
+    lines = [line for line in text.splitlines() if line.startswith("[")]
+    assert len(lines) == 14 and [line.split("]")[0] for line in lines] == [f"[{n:>3}/14" for n in range(1, 15)]
+    assert all("left" in line for line in lines)  # the chief says each trial once, with the global count
+    assert {f.name for f in (tmp_path / "dist" / "tuner").glob("tuner*.json")} == {"tuner0.json", "tuner1.json"}
+    assert len(trial_states(tmp_path / "dist")) == 14
+    run_sweep(load_sweep(tiny), tmp_path / "single", log=lambda *_: None)
+    assert chosen_lrs(tmp_path / "dist") == chosen_lrs(tmp_path / "single")
+    assert None not in chosen_lrs(tmp_path / "single").values()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_chief_stops_its_workers_too(tiny, tmp_path, trial_states, kbn_process, wait_for_completed):
+    out = tmp_path / "out"
+    p = kbn_process(["sweep", str(tiny), "--logdir", str(out), "--workers", "2"], start_new_session=True)
+    wait_for_completed(out, 2, p)
+    workers = subprocess.run(["pgrep", "-f", "--", f"--logdir {out} --worker( |$)"], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    text, _ = p.communicate(timeout=60)
+    assert p.returncode == 130 and time.time() - t0 < 20, text[-3000:]
+    assert "kbn: interrupted; run the same command to resume" in text
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", "--", f"--logdir {out} --worker( |$)"], capture_output=True).returncode == 1  # none left
+    r = kbn_process(["sweep", str(tiny), "--logdir", str(out), "--workers", "2"])
+    text, _ = r.communicate(timeout=400)
+    assert r.returncode == 0, text[-3000:]
+    assert all(s["status"] == "COMPLETED" for s in trial_states(out).values()) and len(trial_states(out)) == 14
+
+
+@pytest.mark.slow
+def test_a_worker_with_no_chief_fails_within_bounded_time(tiny, tmp_path):
+    env = dict(os.environ, KBN_ORACLE_TIMEOUT="3")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "kbn", "sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--worker",
+                        "--oracle", "127.0.0.1:1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and time.time() - t0 < 60
+    assert "kbn: error: no kbn chief answers at 127.0.0.1:1 (waited 3 s)" in p.stderr, p.stderr[-2000:]
+
+
+def test_more_workers_than_the_memory_holds_fail_before_any_starts(tiny, tmp_path, capsys):
+    from kbn.cli import main
+
+    assert main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--workers", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "workers: 100000 local workers need about" in err and "kbn would choose" in err
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--workers", "0", "--port", "99999"], "port: got 99999; give a port from 1 to 65535"),
+    (["--workers", "0", "--port", "-5"], "port: got -5"),
+    (["--oracle", "127.0.0.1:8000"], "--oracle 127.0.0.1:8000: only a worker joins a chief; add --worker"),
+    (["--host", "0.0.0.0"], "--host and --port are where a chief serves: add --workers N"),
+    (["--port", "8000"], "--host and --port are where a chief serves"),
+    (["--worker", "--workers", "2", "--oracle", "127.0.0.1:1"], "--worker and --workers conflict"),
+    (["--worker", "--oracle", "127.0.0.1:0"], "oracle: got '127.0.0.1:0'"),
+    (["--workers", "0", "--host", "not-a-host"], "host: cannot resolve 'not-a-host'"),
+])
+def test_sweep_options_that_cannot_work_fail_in_one_line(tiny, tmp_path, capsys, args, expect):
+    from kbn.cli import main
+
+    code = main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("kbn: error: ") and err.count("\n") == 1, err
+    assert expect in err
+    assert not (tmp_path / "out" / "tuner").exists()
