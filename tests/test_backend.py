@@ -60,6 +60,16 @@ def test_fast_compile_runs_several_steps_per_call_and_on_jax_no_jit_flag():
     assert backend.fast_compile_args(8, "mlp") == {"steps_per_execution": 8}
 
 
+def test_steps_per_call_whole_epochs_for_dense_networks_on_jax(monkeypatch):
+    """The suite runs on JAX: a dense network's epoch is one compiled loop (up to 1000 steps), a
+    convolutional one 50 steps per call; KBN_JAX_LOOP=off is Keras's fit, 50 steps per call."""
+    assert backend.jax_loop_enabled()
+    assert backend.steps_per_call("mlp") == backend.steps_per_call("deep_mlp") == 1000
+    assert backend.steps_per_call("cnn") == 50
+    monkeypatch.setenv("KBN_JAX_LOOP", "off")
+    assert not backend.jax_loop_enabled() and backend.steps_per_call("mlp") == 50
+
+
 def test_default_pack_is_one_on_cpu():
     import jax
 

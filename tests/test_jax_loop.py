@@ -100,3 +100,17 @@ def test_compiled_evaluation_equals_evaluate(tiny_dataset, k):
     rest = jax_loop.JaxEvaluation(model, 16, k).evaluate(x[32:], y[32:])
     loss = "loss" if k == 1 else "t0_loss"
     assert got[loss] == pytest.approx((32 * first[loss] + 5 * rest[loss]) / 37, rel=1e-5)
+
+
+def test_dataset_arrays_go_to_the_device_once_and_leave_with_them():
+    import gc
+
+    from kbn import jax_loop
+
+    a = np.arange(12, dtype="float32").reshape(3, 4)
+    d = jax_loop.on_device(a)
+    assert jax_loop.on_device(a) is d and np.array_equal(np.asarray(d), a)
+    key = id(a)
+    del a
+    gc.collect()
+    assert key not in jax_loop._ON_DEVICE
