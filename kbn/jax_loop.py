@@ -10,11 +10,50 @@ It must not know runs, logs or sweeps: a compiled model, its data and index orde
 
 from __future__ import annotations
 
+import collections
+import json
+
 import keras
 import numpy as np
 
 
 _ON_DEVICE: dict[int, object] = {}
+# Compiled loops by what they compute (see `signature`): a sweep's worker trains many runs of one cell,
+# and tracing and loading the loops costs more than a small run's training (smoke sweep: 0.3 s of
+# 0.8 s per trial). The oldest go first.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 32
+
+
+def signature(model: keras.Model, *extra) -> str | None:
+    """What a compiled loop over `model`'s steps computes, apart from the state passed to it: the
+    network's and the optimizer's configurations (the learning rate aside: it is an optimizer variable,
+    passed in with the state), the loss and metrics, and `extra` (batch shapes, trial count). None where that cannot be
+    vouched for: a learning-rate schedule, an optimizer or layer that is not Keras's own (its behaviour
+    need not be in its configuration)."""
+    opt = model.optimizer
+    parts = [model] + list(model.layers) + ([opt] if opt is not None else [])
+    if any(not type(p).__module__.startswith("keras.") for p in parts):
+        return None
+    ocfg = dict(opt.get_config()) if opt is not None else {}
+    ocfg.pop("name", None)  # Keras numbers each new optimizer: adam, adam_1, ...
+    if not isinstance(ocfg.pop("learning_rate", 0.0), float):
+        return None
+    compiled = {k: v for k, v in (model.get_compile_config() or {}).items() if k != "optimizer"}  # loss, metrics
+    return json.dumps([type(opt).__name__, ocfg, model.get_config(), compiled, extra], sort_keys=True, default=repr)
+
+
+def _compiled(key: str | None, make):
+    """The jitted function for `key`, made by `make()` the first time (None: never shared)."""
+    if key is None:
+        return make()
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+    else:
+        _COMPILED[key] = make()
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    return _COMPILED[key]
 
 
 def on_device(a: np.ndarray):
@@ -47,7 +86,8 @@ class JaxPeriods:
         # fit builds the metrics and the optimizer on its first batch; so does this, without training
         model._symbolic_build(data_batch=self._batch(jnp.zeros((batch_size, k if own_orders else 1), jnp.int32),
                                                      self._x, self._y))
-        self._scan = jax.jit(self._steps)
+        # a loop traced for an identical model and optimizer runs this one's state as well
+        self._scan = _compiled(signature(model, "train", batch_size, k, own_orders), lambda: jax.jit(self._steps))
 
     def _batch(self, ids, x, y):
         """The (x, y) one step trains on: `ids` is (batch, 1 or K) rows of the training set (x, y)."""
@@ -122,8 +162,7 @@ class JaxEvaluation:
         import jax
 
         self.model, self.batch_size, self.k = model, batch_size, k
-        self._loop = jax.jit(self._steps)
-        self._on_device: dict[int, list] = {}
+        self._loop = _compiled(signature(model, "evaluate", batch_size, k), lambda: jax.jit(self._steps))
 
     def _steps(self, state, x, y):
         """x, y: (batches, batch, ...); that many test_steps in one compiled loop."""
@@ -138,16 +177,20 @@ class JaxEvaluation:
         return jax.tree_util.tree_map(lambda v: v[-1], logs), state
 
     def _batches(self, x: np.ndarray, y: np.ndarray) -> list[tuple]:
-        """(x, y) per compiled call: the full batches stacked, then the short rest; kept per x array
-        (the caller's arrays live as long as its dataset)."""
+        """(x, y) per compiled call: the full batches stacked, then the short rest; on the device once
+        per process and evaluation set (a worker's runs evaluate on the same arrays)."""
+        import weakref
+
         import jax.numpy as jnp
 
-        if id(x) not in self._on_device:
+        key = (id(x), self.batch_size)
+        if key not in _ON_DEVICE:
             b, n = self.batch_size, len(x)
             cuts = ([(0, (n // b) * b, n // b)] if n >= b else []) + ([((n // b) * b, n, 1)] if n % b else [])
-            self._on_device[id(x)] = [(jnp.asarray(x[lo:hi]).reshape(steps, -1, *x.shape[1:]),
-                                       jnp.asarray(y[lo:hi]).reshape(steps, -1)) for lo, hi, steps in cuts]
-        return self._on_device[id(x)]
+            _ON_DEVICE[key] = [(jnp.asarray(x[lo:hi]).reshape(steps, -1, *x.shape[1:]),
+                                jnp.asarray(y[lo:hi]).reshape(steps, -1)) for lo, hi, steps in cuts]
+            weakref.finalize(x, _ON_DEVICE.pop, key, None)
+        return _ON_DEVICE[key]
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
         """The metrics `model.evaluate(x, y, batch_size, return_dict=True)` returns, as floats."""

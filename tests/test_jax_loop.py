@@ -114,3 +114,49 @@ def test_dataset_arrays_go_to_the_device_once_and_leave_with_them():
     del a
     gc.collect()
     assert key not in jax_loop._ON_DEVICE
+
+
+def test_shared_compiled_loops_give_each_run_its_own_result(tmp_path, tiny_dataset):
+    """A worker's runs of one cell share the compiled loops (traced once): a run trained after others
+    gives exactly what it gives in a fresh process, its own learning rate and seed included; another
+    optimizer configuration (sgd vs sgdm: one Keras class) gets loops of its own."""
+    from kbn import jax_loop
+
+    def run(opt, lr, seed, where):
+        cfg = TrainConfig(arch="mlp", norm="batch", optimizer=opt, lr=lr, seed=seed, epochs=2, batch_size=48)
+        return train_many([cfg], tmp_path / where, verbose=False, dataset=tiny_dataset)[0]
+
+    jax_loop._COMPILED.clear()
+    fresh = {(o, lr): run(o, lr, 1, f"fresh-{o}") for o, lr in (("sgdm", 0.05), ("adam", 3e-3))}
+    jax_loop._COMPILED.clear()
+    run("sgd", 0.5, 0, "first")
+    run("adam", 1e-3, 0, "first")
+    n = len(jax_loop._COMPILED)
+    after = {(o, lr): run(o, lr, 1, "after") for o, lr in (("sgdm", 0.05), ("adam", 3e-3))}
+    assert len(jax_loop._COMPILED) == n + 2  # sgdm's train and evaluation loops are its own; adam's shared
+    for key, a in fresh.items():
+        b = after[key]
+        assert read_metrics(a.folder) == [dict(r, wall_time=a_r["wall_time"]) for r, a_r in
+                                          zip(read_metrics(b.folder), read_metrics(a.folder))]
+        for wa, wb in zip(_weights(a.folder), _weights(b.folder)):
+            np.testing.assert_array_equal(wa, wb)
+
+
+def test_no_shared_loops_for_what_a_configuration_cannot_vouch_for(tiny_dataset):
+    """A learning-rate schedule (not an optimizer variable) or a class outside Keras: its loop is
+    its own (None), since its configuration need not say everything the loop computes."""
+    from kbn import jax_loop, models
+
+    def compiled(optimizer):
+        m = models.build("mlp", tiny_dataset.input_shape, tiny_dataset.num_classes, "none")
+        m.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        return jax_loop.signature(m, "train")
+
+    assert compiled(keras.optimizers.SGD(0.1)) == compiled(keras.optimizers.SGD(0.2)) is not None
+    assert compiled(keras.optimizers.SGD(0.1)) != compiled(keras.optimizers.SGD(0.1, momentum=0.9))
+    assert compiled(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))) is None
+
+    class Mine(keras.optimizers.SGD):
+        pass
+
+    assert compiled(Mine(0.1)) is None
