@@ -19,6 +19,59 @@ import time
 EPOCH = 50_000  # times are reported per 50k-example epoch, the thesis's MNIST training split
 
 
+def _setup(spec: dict, x, y, rng):
+    """(model, its inputs, its targets, the data order as indices) for one measurement."""
+    import keras
+    import numpy as np
+
+    from kbn import models, optim
+    from kbn.backend import fast_compile_args
+    from kbn.packed import build_packed
+
+    k, spe, n = spec["k"], spec["spe"], len(y)
+    singles = []
+    for _ in range(k):
+        keras.utils.set_random_seed(0)
+        singles.append(models.build(spec["arch"], x.shape[1:], norm=spec["norm"]))
+    lrs = list(np.geomspace(1e-4, 1e-2, k)) if k > 1 else [1e-3]
+    order = np.arange(n)[:, None]  # kbn's own loop takes the data order as indices into x
+    if spec["variant"] == "packed":
+        return build_packed(singles, lrs, "adam", steps_per_execution=spe).train, x, [y] * k, order
+    if spec["variant"] == "seeds":  # each trial its own data order: indices gathered in the model
+        model = build_packed(singles, lrs, "adam", steps_per_execution=spe, train_examples=x).train
+        order = np.stack([rng.permutation(n) for _ in range(k)], axis=1)
+        return model, order.astype(np.int32), [y[order[:, j]] for j in range(k)], order
+    model = singles[0]
+    kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, spec["arch"])
+    model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], **kw)
+    return model, x, y, order
+
+
+def _epoch_runner(spec: dict, model, x, y, inputs, target, order):
+    """One epoch as kbn trains it (on JAX its compiled loop; `fit` for the baseline and on TensorFlow)."""
+    from kbn.backend import jax_loop_enabled, steps_per_call
+    from kbn.jax_loop import JaxPeriods
+
+    if spec["variant"] != "fit" and jax_loop_enabled():
+        own = spec["variant"] == "seeds"
+        periods = JaxPeriods(model, None if own else x, y, spec["k"], own, 128, steps_per_call(spec["arch"]))
+        return lambda: periods.train(order, [], 0)
+    return lambda: model.fit(inputs, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
+
+
+def _device_peak_mb():
+    """Peak accelerator memory in MB (JAX on a GPU), else None."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    dev = jax.devices()[0]
+    return None if dev.platform == "cpu" else (dev.memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**20
+
+
 def _child(spec: dict) -> dict:
     """One measurement, in this process: seconds per trial-epoch and peak memory."""
     import resource
@@ -26,64 +79,24 @@ def _child(spec: dict) -> dict:
     import keras
     import numpy as np
 
-    from kbn import models, optim
-    from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, steps_per_call
-    from kbn.jax_loop import JaxPeriods
-    from kbn.packed import build_packed
+    from kbn.backend import enable_compile_cache
 
     enable_compile_cache()
-
     rng = np.random.default_rng(0)
     shape = (32, 32, 3) if spec["arch"] in ("deep_cnn",) else (28, 28, 1)
-    n = spec["examples"]
-    x = rng.random((n,) + shape, dtype=np.float32)
-    y = rng.integers(0, 10, n).astype(np.int32)
-    k, spe = spec["k"], spec["spe"]
-    singles = []
-    for _ in range(k):
-        keras.utils.set_random_seed(0)
-        singles.append(models.build(spec["arch"], shape, norm=spec["norm"]))
-    lrs = list(np.geomspace(1e-4, 1e-2, k)) if k > 1 else [1e-3]
-    order = np.arange(n)[:, None]  # kbn's own loop takes the data order as indices into x
-    if spec["variant"] == "packed":
-        model = build_packed(singles, lrs, "adam", steps_per_execution=spe).train
-        target = [y] * k
-    elif spec["variant"] == "seeds":  # each trial its own data order: indices gathered in the model
-        model = build_packed(singles, lrs, "adam", steps_per_execution=spe, train_examples=x).train
-        order = np.stack([rng.permutation(n) for _ in range(k)], axis=1)
-        x, target = order.astype(np.int32), [y[order[:, j]] for j in range(k)]
-    else:
-        model = singles[0]
-        kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, spec["arch"])
-        model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], **kw)
-        target = y
-    if spec["variant"] != "fit" and jax_loop_enabled():  # what kbn trains with on JAX
-        own = spec["variant"] == "seeds"
-        periods = JaxPeriods(model, None if own else x, y, k, own, 128, steps_per_call(spec["arch"]))
-
-        def epoch():
-            periods.train(order, [], 0)
-    else:
-        def epoch():
-            model.fit(x, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
+    x = rng.random((spec["examples"],) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, spec["examples"]).astype(np.int32)
+    model, inputs, target, order = _setup(spec, x, y, rng)
+    epoch = _epoch_runner(spec, model, x, y, inputs, target, order)
     times = []
     for _ in range(spec["epochs"] + 1):  # the first epoch compiles: not counted
         t0 = time.perf_counter()
         epoch()
         times.append(time.perf_counter() - t0)
-    per_epoch = min(times[1:]) * EPOCH / n
+    per_epoch = min(times[1:]) * EPOCH / spec["examples"]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    device_peak = None
-    if keras.backend.backend() == "jax":
-        import jax
-
-        dev = jax.devices()[0]
-        if dev.platform != "cpu":
-            stats = dev.memory_stats() or {}
-            device_peak = stats.get("peak_bytes_in_use", 0) / 2**20
-    return {**spec, "backend": keras.backend.backend(), "s_per_trial_epoch": per_epoch / k,
-            "peak_mb": peak_mb, "device_peak_mb": device_peak}
+    return {**spec, "backend": keras.backend.backend(), "s_per_trial_epoch": per_epoch / spec["k"],
+            "peak_mb": peak_mb, "device_peak_mb": _device_peak_mb()}
 
 
 def _run_child(spec: dict, backend: str, timeout: int) -> dict | None:
