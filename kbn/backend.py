@@ -1,10 +1,10 @@
 """Every backend decision kbn makes for the user: which Keras backend to run (`choose_backend`),
 JAX's compile cache on disk (`enable_compile_cache`), how a model compiles and trains fast
-(`fast_compile_args`, `steps_per_call`, `jax_loop_enabled`), how many trials to train packed (`default_pack`), and keeping TensorFlow out
-of a JAX process (`keep_tensorflow_out`). The numbers behind them are `kbn bench`'s (README,
-"Backends and speed"). Nothing runs at import: each caller asks when it needs the answer, and only
-`choose_backend` may run before Keras is imported (it reads no Keras). It must not know sweeps,
-runs or results.
+(`fast_compile_args`, `steps_per_call`, `jax_loop_enabled`), how many trials to train packed
+(`default_pack`), and keeping TensorFlow out of a JAX process (`keep_tensorflow_out`). The numbers
+behind them are `kbn bench`'s (README, "Backends and speed"). Nothing runs at import: each caller asks
+when it needs the answer, and only `choose_backend` may run before Keras is imported (it reads no
+Keras). It must not know sweeps, runs or results.
 """
 
 from __future__ import annotations

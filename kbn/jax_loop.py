@@ -1,11 +1,12 @@
-"""A training period and an evaluation on JAX as compiled loops: `jax.lax.scan` over up to `chunk` of the model's own
-`train_step`s, the batches gathered from the training set on the device inside the loop. Keras's
+"""A training period and an evaluation on JAX as compiled loops: `jax.lax.scan` over up to `chunk`
+of the model's own `train_step`s, the batches gathered from the training set on the device inside the loop. Keras's
 `fit` on JAX dispatches every step from Python (its steps_per_execution is a Python loop) and slices
 each batch on the host; on 2 CPU cores that costs about a third of an MLP epoch (kbn bench, README).
 The steps, their order, the optimizer, the metrics (means over the period, as `fit` reports them)
 and the callbacks' view (one `on_train_batch_end` per compiled call) are `fit`'s.
 An evaluation is likewise one loop over the model's own `test_step`s (`evaluate`'s batches and means).
-It must not know runs, logs or sweeps: a compiled model, its data and index orders in, metrics out. TensorFlow keeps `fit` (its steps_per_execution is already one graph).
+It must not know runs, logs or sweeps: a compiled model, its data and index orders in, metrics out.
+TensorFlow keeps `fit` (its steps_per_execution is already one graph).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 
 
-_ON_DEVICE: dict[int, object] = {}
+_ON_DEVICE: dict[tuple, object] = {}
 # Compiled loops by what they compute (see `signature`): a sweep's worker trains many runs of one cell,
 # and tracing and loading the loops costs more than a small run's training (smoke sweep: 0.3 s of
 # 0.8 s per trial). The oldest go first.
@@ -28,9 +29,9 @@ _COMPILED_MAX = 32
 def signature(model: keras.Model, *extra) -> str | None:
     """What a compiled loop over `model`'s steps computes, apart from the state passed to it: the
     network's and the optimizer's configurations (the learning rate aside: it is an optimizer variable,
-    passed in with the state), the loss and metrics, and `extra` (batch shapes, trial count). None where that cannot be
-    vouched for: a learning-rate schedule, an optimizer or layer that is not Keras's own (its behaviour
-    need not be in its configuration)."""
+    passed in with the state), the loss and metrics, and `extra` (batch shapes, trial count). None
+    where that cannot be vouched for: a learning-rate schedule, an optimizer or layer that is not
+    Keras's own (its behaviour need not be in its configuration)."""
     opt = model.optimizer
     parts = [model] + list(model.layers) + ([opt] if opt is not None else [])
     if any(not type(p).__module__.startswith("keras.") for p in parts):
@@ -56,17 +57,33 @@ def _compiled(key: str | None, make):
     return _COMPILED[key]
 
 
-def on_device(a: np.ndarray):
-    """`a` as a JAX array, copied once per process: every run of a sweep's worker trains on the same
-    dataset arrays (157 MB of Fashion-MNIST images). The copy goes when `a` does."""
+def _kept(arrays: tuple, tag, make):
+    """`make()`, made once per process for these arrays (and `tag`) and dropped when any of them goes:
+    every run of a sweep's worker trains and evaluates on the same dataset arrays."""
     import weakref
 
+    key = (*map(id, arrays), tag)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = make()
+        for a in arrays:
+            weakref.finalize(a, _ON_DEVICE.pop, key, None)
+    return _ON_DEVICE[key]
+
+
+def on_device(a: np.ndarray):
+    """`a` as a JAX array, copied once per process (157 MB of Fashion-MNIST images); the copy goes
+    when `a` does."""
     import jax.numpy as jnp
 
-    if id(a) not in _ON_DEVICE:
-        _ON_DEVICE[id(a)] = jnp.asarray(a)
-        weakref.finalize(a, _ON_DEVICE.pop, id(a), None)
-    return _ON_DEVICE[id(a)]
+    return _kept((a,), "array", lambda: jnp.asarray(a))
+
+
+def cuts(n: int, batch_size: int, chunk: int) -> list[tuple[int, int, int]]:
+    """(first, end, steps) of each compiled call over n examples: up to `chunk` full batches each,
+    then the short last batch in a call of its own (as `fit` and `evaluate` batch them)."""
+    full = n // batch_size
+    out = [(s * batch_size, min(s + chunk, full) * batch_size, min(chunk, full - s)) for s in range(0, full, chunk)]
+    return out + ([(full * batch_size, n, 1)] if n % batch_size else [])
 
 
 class JaxPeriods:
@@ -133,16 +150,10 @@ class JaxPeriods:
         for cb in callbacks:
             cb.set_model(model)
             cb.on_epoch_begin(epoch)
-        full = len(idx) // b
-        starts = list(range(0, full, self.chunk))
-        calls = [(s * b, min(s + self.chunk, full) * b) for s in starts]
-        if len(idx) % b:
-            calls.append((full * b, len(idx)))  # the short last batch, a call of its own
         state, logs, done = self._state(), {}, 0
         ids = jnp.asarray(idx.astype(np.int32))
-        for lo, hi in calls:
-            steps = max(1, (hi - lo) // b)
-            logs, state = self._scan(state, ids[lo:hi].reshape(steps, hi - lo if steps == 1 else b, -1), self._x, self._y)
+        for lo, hi, steps in cuts(len(idx), b, self.chunk):
+            logs, state = self._scan(state, ids[lo:hi].reshape(steps, -1, ids.shape[1]), self._x, self._y)
             done += steps
             logs = {key: float(v) for key, v in logs.items()}
             for cb in callbacks:
@@ -178,19 +189,14 @@ class JaxEvaluation:
 
     def _batches(self, x: np.ndarray, y: np.ndarray) -> list[tuple]:
         """(x, y) per compiled call: the full batches stacked, then the short rest; on the device once
-        per process and evaluation set (a worker's runs evaluate on the same arrays)."""
-        import weakref
-
+        per process and evaluation set."""
         import jax.numpy as jnp
 
-        key = (id(x), self.batch_size)
-        if key not in _ON_DEVICE:
-            b, n = self.batch_size, len(x)
-            cuts = ([(0, (n // b) * b, n // b)] if n >= b else []) + ([((n // b) * b, n, 1)] if n % b else [])
-            _ON_DEVICE[key] = [(jnp.asarray(x[lo:hi]).reshape(steps, -1, *x.shape[1:]),
-                                jnp.asarray(y[lo:hi]).reshape(steps, -1)) for lo, hi, steps in cuts]
-            weakref.finalize(x, _ON_DEVICE.pop, key, None)
-        return _ON_DEVICE[key]
+        def make():
+            return [(jnp.asarray(x[lo:hi]).reshape(steps, -1, *x.shape[1:]), jnp.asarray(y[lo:hi]).reshape(steps, -1))
+                    for lo, hi, steps in cuts(len(x), self.batch_size, max(1, len(x) // self.batch_size))]
+
+        return _kept((x, y), ("batches", self.batch_size), make)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
         """The metrics `model.evaluate(x, y, batch_size, return_dict=True)` returns, as floats."""

@@ -95,6 +95,12 @@ def test_compiled_evaluation_equals_evaluate(tiny_dataset, k):
     assert set(got) == set(want)
     for key in want:
         assert got[key] == pytest.approx(float(want[key]), rel=1e-5), key
+    # the same images with other labels are another evaluation set, not the one already on the device
+    y2 = (y + 1) % tiny_dataset.num_classes
+    want2 = model.evaluate(x, y2 if k == 1 else [y2] * k, batch_size=16, verbose=0, return_dict=True)
+    got2 = jax_loop.JaxEvaluation(model, 16, k).evaluate(x, y2)
+    for key in want2:
+        assert got2[key] == pytest.approx(float(want2[key]), rel=1e-5), key
     # a short last batch weighs by its examples: the mean over 37 examples, not over 3 batches
     first = jax_loop.JaxEvaluation(model, 16, k).evaluate(x[:32], y[:32])
     rest = jax_loop.JaxEvaluation(model, 16, k).evaluate(x[32:], y[32:])
@@ -111,9 +117,10 @@ def test_dataset_arrays_go_to_the_device_once_and_leave_with_them():
     d = jax_loop.on_device(a)
     assert jax_loop.on_device(a) is d and np.array_equal(np.asarray(d), a)
     key = id(a)
+    assert any(key in k for k in jax_loop._ON_DEVICE)
     del a
     gc.collect()
-    assert key not in jax_loop._ON_DEVICE
+    assert all(key not in k for k in jax_loop._ON_DEVICE)  # keys: (id of each array..., tag)
 
 
 def test_shared_compiled_loops_give_each_run_its_own_result(tmp_path, tiny_dataset):
