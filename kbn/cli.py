@@ -154,7 +154,9 @@ def cmd_train(args) -> int:
 
     res = train(cfg, args.logdir, overwrite=args.overwrite, verbose=not args.quiet)
     m = res.metrics
-    print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}")
+    how = "" if res.outcome is None or not res.outcome.unstable else \
+        f" ({res.outcome.describe('step' if cfg.eval_every_steps else 'epoch')})"
+    print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}{how}")
     print(f"kbn: logs in {res.folder}  (metrics.csv, config.json; kbn tensorboard {res.folder.parent})")
     return 0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kbn import tboard
+from kbn import stability, tboard
 
 MODEL_FILE = "model.keras"  # a run's trained network (kbn.train writes it, kbn.api lists it)
 METRIC_COLUMNS = (
@@ -124,11 +124,15 @@ class RunLog:
         self._tb.flush()
         return rows
 
-    def close(self, result: dict | None) -> None:
-        """Close the files; `result` (None when the run was aborted) seals the folder as finished."""
+    def close(self, result: dict | None, tb_step: int | None = None) -> None:
+        """Close the files; `result` (None when the run was aborted) seals the folder as finished.
+        Its outcome (trained, diverged, collapsed, never learned) also goes to TensorBoard at
+        `tb_step`: scalars outcome/<kind> and the HParams session's end status."""
         if getattr(self, "_preact_file", None):
             self._preact_file.close()
         if getattr(self, "_tb", None):
+            if result is not None and result.get("outcome"):
+                self._tb.outcome(result["outcome"]["kind"], tb_step or 0)
             self._tb.close()
         if getattr(self, "_csv_file", None):
             self._csv_file.close()
@@ -144,6 +148,7 @@ class RunCheck:
     config: dict | None = None
     result: dict | None = None
     problem: str | None = None
+    outcome: stability.Outcome | None = None  # a finished run's: result.json's, or read off metrics.csv
 
     @property
     def damaged(self) -> bool:
@@ -187,7 +192,21 @@ def check_run(folder: Path) -> RunCheck:
         return RunCheck(config, problem=f"metrics.csv holds {len(complete)} complete row(s) of {want}")
     if finished and rows[-1]["val_accuracy"] != result["metrics"].get("val_accuracy"):
         return RunCheck(config, problem="metrics.csv's last row disagrees with result.json")
-    return RunCheck(config, result)
+    return RunCheck(config, result, outcome=run_outcome(config, result, rows))
+
+
+def run_outcome(config: dict, result: dict, rows: list[dict]) -> stability.Outcome:
+    """How a finished run ended: result.json's outcome, or (a run made before kbn recorded one)
+    read off its metrics.csv rows by the same rule."""
+    stored = result.get("outcome")
+    if isinstance(stored, dict) and stored.get("kind") in stability.OUTCOMES:
+        try:
+            return stability.Outcome.from_dict(stored)
+        except TypeError:
+            pass  # a hand-edited outcome: read it off the rows instead
+    classes = (config.get("data") or {}).get("num_classes") or 10
+    axis = "step" if (config.get("settings") or {}).get("eval_every_steps") else "epoch"
+    return stability.of_rows(rows, 1 / classes, result["status"] == "diverged", axis)
 
 
 def check_writable_dir(field: str, path) -> Path:

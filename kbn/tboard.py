@@ -33,6 +33,34 @@ _WHAT = {"loss": "mean cross-entropy", "accuracy": "accuracy (fraction correct)"
 _files = itertools.count()
 
 
+def session_end(status):
+    """The HParams session's end (its status), built as summary_v2 builds the start: tensorboard's
+    own summary.session_end_pb uses TensorFlow's protos when TensorFlow is installed, which this
+    writer's events cannot hold."""
+    import time as _time
+
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2, summary_v2
+
+    end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=_time.time())
+    return summary_v2._summary_pb(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))
+
+
+def outcome_scalars(kind: str) -> dict[str, float]:
+    """The outcome's scalars: 1 for the run's unstable kind and for outcome/unstable, 0 elsewhere."""
+    from kbn.stability import OUTCOMES
+
+    out = {f"outcome/{k.replace(' ', '_')}": float(k == kind) for k in OUTCOMES[1:]}
+    return {**out, "outcome/unstable": float(kind != "trained")}
+
+
+OUTCOME_WHAT = {
+    "diverged": "its training loss turned NaN/inf",
+    "collapsed": "it learned, then fell below half of what it had learned above chance and stayed there",
+    "never_learned": "its accuracy stayed at chance throughout",
+    "unstable": "it diverged, collapsed or never learned",
+}
+
+
 def tag(split: str, metric: str, axis: str = "epoch") -> str:
     return f"{split}/{axis}_{metric}"
 
@@ -100,6 +128,19 @@ class EventWriter:
             values.append(Summary.Value(tag=f"preactivation/{self._axis}_{name}", histo=histo))
         self.summary(Summary(value=values), step)
 
+    def outcome(self, kind: str, step: int) -> None:
+        """How the run ended (kbn.stability): 0/1 scalars outcome/<kind> for each unstable kind and
+        outcome/unstable, which HParams shows as columns, and the session's end status: SUCCESS for a
+        run that trained, FAILURE for one that diverged, collapsed or never learned (the dashboard's
+        status filter then separates them)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.hparams import api_pb2, summary_v2
+
+        values = [Summary.Value(tag=t, simple_value=float(v)) for t, v in outcome_scalars(kind).items()]
+        self.summary(Summary(value=values), step)
+        status = api_pb2.STATUS_SUCCESS if kind == "trained" else api_pb2.STATUS_FAILURE
+        self.summary(session_end(status), step)
+
     def flush(self) -> None:
         self._records.flush()
 
@@ -164,6 +205,9 @@ def sweep_experiment(sweep):
     metrics = [hp.Metric(tag(split, metric, axis), display_name=f"{split} {metric}",
                          description=description(split, metric, axis))
                for split in ("test", "validation", "train") for metric in ("accuracy", "loss")]
+    metrics += [hp.Metric(t, display_name=t.replace("_", " "), description=f"1 when {OUTCOME_WHAT[t.split('/')[1]]}, "
+                          "else 0 (kbn.stability's rule); logged once, at the run's end")
+                for t in outcome_scalars("trained")]
     return hp.hparams_config_pb(hparams, metrics)
 
 

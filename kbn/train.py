@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kbn import __version__, data as kdata, models, optim, registry
+from kbn import __version__, data as kdata, models, optim, registry, stability
 from kbn import interrupts
 from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
@@ -47,6 +47,7 @@ class RunResult:
     status: str  # finished | diverged
     metrics: dict
     skipped: bool = False  # True when an identical finished run was found and not redone
+    outcome: stability.Outcome | None = None  # trained, diverged, collapsed or never learned (kbn.stability)
 
 
 def versions() -> dict[str, str | None]:
@@ -153,7 +154,7 @@ def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log) -> RunResult |
                           "use --overwrite to redo it, or another --logdir")
     if verbose:
         log(f"kbn: {folder} already finished ({check.result['status']}); not redone (use --overwrite to redo)")
-    return RunResult(folder, check.result["status"], check.result["metrics"], skipped=True)
+    return RunResult(folder, check.result["status"], check.result["metrics"], skipped=True, outcome=check.outcome)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +304,7 @@ class _Trials:
     evaluation: JaxEvaluation | None  # JAX: evaluations as compiled loops; else Keras's evaluate
     verbose: bool
     log: object
+    last_tb_step: int = 0  # TensorBoard's step of the last evaluation: where a run's outcome is logged
 
     @classmethod
     def start(cls, cfgs, singles, ds, logdir, hparams, steps_per_execution, protocol, components, verbose, log):
@@ -337,8 +339,9 @@ class _Trials:
             raise
         finally:
             for runlog, outcome in zip(self.runlogs, outcomes):
-                runlog.close(outcome)  # None (an exception, Ctrl-C): the folder stays unfinished
-        return [RunResult(r.folder, o["status"], o["metrics"]) for r, o in zip(self.runlogs, outcomes)]
+                runlog.close(outcome, self.last_tb_step)  # None (an exception, Ctrl-C): the folder stays unfinished
+        return [RunResult(r.folder, o["status"], o["metrics"], outcome=stability.Outcome.from_dict(o["outcome"]))
+                for r, o in zip(self.runlogs, outcomes)]
 
     def _loop(self, outcomes: list) -> None:
         """Train all trials together, period by period; a trial whose loss turns NaN/inf is closed as
@@ -348,7 +351,7 @@ class _Trials:
         stopper = StopOnNonFinite(k)
         step, t0 = 0, time.perf_counter()
         alive = list(range(k))
-        last = [{} for _ in range(k)]
+        rows = [[] for _ in range(k)]  # each trial's metrics.csv rows: its outcome is read off them
         for p in range(self.schedule.periods):
             steps = self.schedule.steps_of(p, step)
             train_logs = self._train_period(p, steps, orders, stopper)
@@ -358,14 +361,20 @@ class _Trials:
             val, test = self._evaluate(p, step, healthy)
             elapsed = round(time.perf_counter() - t0, 3)
             for j in alive:
-                last[j] = self._row(j, p, step, train_logs[j], val, test, j in diverged, elapsed)
+                rows[j].append(self._row(j, p, step, train_logs[j], val, test, j in diverged, elapsed))
+            self.last_tb_step = step if self.cfgs[0].eval_every_steps else p + 1
             for j in diverged:
-                outcomes[j] = _outcome("diverged", last[j], step, self.ds.num_classes)
+                outcomes[j] = self._outcome("diverged", rows[j], step)
             alive = healthy
             if not alive:
                 break
         for j in alive:
-            outcomes[j] = _outcome("finished", last[j], step, self.ds.num_classes)
+            outcomes[j] = self._outcome("finished", rows[j], step)
+
+    def _outcome(self, status: str, rows: list[dict], step: int) -> dict:
+        axis = "step" if self.cfgs[0].eval_every_steps else "epoch"
+        how = stability.of_rows(rows, 1 / self.ds.num_classes, status == "diverged", axis)
+        return _outcome(status, rows[-1], step, self.ds.num_classes, how)
 
     def _train_period(self, p: int, steps: int, orders: list[IndexStream], stopper) -> list[dict]:
         """One period's training (`steps` steps); per trial, its last loss and accuracy. With own_orders
@@ -491,7 +500,7 @@ def hidden_activations(model: keras.Model) -> list[str]:
     return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Activation)]
 
 
-def _outcome(status: str, last: dict, step: int, num_classes: int) -> dict:
+def _outcome(status: str, last: dict, step: int, num_classes: int, how: stability.Outcome) -> dict:
     metrics = {
         "loss": last.get("loss"),
         "accuracy": last.get("accuracy"),
@@ -507,4 +516,5 @@ def _outcome(status: str, last: dict, step: int, num_classes: int) -> dict:
     # A diverged run scores as chance, so a search ranks it below every run that trained.
     if status == "diverged":
         metrics["val_accuracy"] = metrics["test_accuracy"] = 1.0 / num_classes
-    return {"status": status, "metrics": metrics, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {"status": status, "metrics": metrics, "outcome": how.as_dict(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -277,3 +277,46 @@ def wait_for_completed():
         raise AssertionError(f"fewer than {n} trials completed in {timeout} s")
 
     return wait
+
+
+COLLAPSING = """
+name = "collapsing"
+# deep MLP without a norm, SGD + momentum at 0.07 on 10,000 real Fashion-MNIST images: its runs learn
+# for a few epochs and fall to chance (or never leave it); with batch norm the same rate trains
+lr = 0.07
+datasets = ["fashion_mnist"]
+archs = ["deep_mlp"]
+norms = ["none", "batch"]
+optimizers = ["sgdm"]
+epochs = 15
+seeds = [0, 1, 2]
+subset = 10000
+"""
+
+
+@pytest.fixture(scope="session")
+def collapsing(tmp_path_factory):
+    """A real sweep (kbn's own front end, its chosen local workers) whose runs collapse."""
+    if not os.path.isdir(FASHION_DIR):
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    root = tmp_path_factory.mktemp("collapsing")
+    (root / "collapsing.toml").write_text(COLLAPSING)
+    env = {**os.environ, "KBN_DATA_DIR": str(root / "cache")}
+    p = subprocess.run([sys.executable, "-m", "kbn", "sweep", str(root / "collapsing.toml"), "--logdir",
+                        str(root / "out")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return root / "out", p.stdout + p.stderr
+
+
+@pytest.fixture(scope="session")
+def collapsing_runs(collapsing):
+    """(norm, seed) -> (result.json, metrics.csv rows) of the collapsing sweep's final runs."""
+    out = collapsing[0]
+    from kbn.runlog import read_metrics
+
+    runs = {}
+    for f in sorted((out / "runs").glob("*/result.json")):
+        cfg = json.loads((f.parent / "config.json").read_text())["settings"]
+        runs[(cfg["norm"], cfg["seed"])] = (json.loads(f.read_text()), read_metrics(f.parent))
+    return runs

@@ -157,3 +157,22 @@ def test_kbn_tensorboard_refuses_a_folder_that_is_not_there(tmp_path, capsys):
 
     assert main(["tensorboard", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tensorboard_shows_how_each_run_ended(collapsing, collapsing_runs, tmp_path):
+    """Through TensorBoard's own HParams API: a run that did not train ends its session with
+    STATUS_FAILURE and carries outcome/unstable = 1."""
+    out, _ = collapsing
+    runs = collapsing_runs
+    with tensorboard(out / "runs", tmp_path) as (url, wait):
+        wait()
+        groups = _settled(lambda: session_groups(url), time.monotonic() + 60)
+    assert groups["totalSize"] == 6
+    for g in groups["sessionGroups"]:
+        (session,) = g["sessions"]
+        norm, seed = g["hparams"]["norm"], int(g["hparams"]["seed"])
+        kind = runs[(norm, seed)][0]["outcome"]["kind"]
+        values = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
+        assert values["outcome/unstable"] == float(kind != "trained")
+        assert session["status"] == ("STATUS_SUCCESS" if kind == "trained" else "STATUS_FAILURE")
