@@ -27,9 +27,11 @@ from kbn.plan import STATUS_HEADERS, cells_by_key, folder_progress, problem_line
 from kbn.runlog import MODEL_FILE, check_run
 from kbn.sweep_folder import load_folder_sweep
 
-TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score"]
-FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "model"]
-STATUS_COLUMNS = ["cell", "state", "coarse", "fine", "final", "chosen_lr", "final_mean_score"]
+TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score",
+                 "outcome"]
+FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "outcome",
+                 "best_val_accuracy", "fell_at", "model"]
+STATUS_COLUMNS = ["cell", "state", "coarse", "fine", "final", "chosen_lr", "final_mean_score", "final_unstable"]
 assert len(STATUS_COLUMNS) == len(STATUS_HEADERS)
 
 
@@ -61,7 +63,9 @@ class Sweep:
     def trials(self) -> pd.DataFrame:
         """Every trial of the Keras Tuner project, one row each, in trial-id order: TRIAL_COLUMNS.
         status is Keras Tuner's (COMPLETED, FAILED, RUNNING, ...); score is what selection ranks (the
-        validation or test accuracy, per `select_on`; chance for a diverged trial), None until it ends.
+        validation or test accuracy, per `select_on`; chance for a diverged trial), None until it ends;
+        outcome is how a completed trial's training ended (trained, diverged, collapsed, never learned:
+        kbn.stability), read from its run folder, None until then.
         Unreadable trial files are left out (`problems()` names them).
 
         >>> t = kbn.open_sweep("logs/smoke").trials
@@ -74,17 +78,23 @@ class Sweep:
             cell = cells.get(v.get("cell"))
             if cell is None:
                 continue
+            outcome = None
+            if state.get("status") == "COMPLETED":
+                check = check_run(run_folder(self.config, self.folder, v, cells))
+                outcome = check.outcome.kind if check.outcome is not None else None
             rows.append([tid, cell.key, cell.dataset, cell.arch, cell.norm, cell.optimizer, v["phase"],
-                         float(v["lr"]), int(v["seed"]), state.get("status"), state.get("score")])
+                         float(v["lr"]), int(v["seed"]), state.get("status"), state.get("score"), outcome])
         return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
     @property
     def final_runs(self) -> pd.DataFrame:
         """The final runs (phase "final": the chosen rate, once per seed), one row each: FINAL_COLUMNS.
         folder is the run folder under runs/; status is the run's (finished, diverged), or "damaged",
-        or the trial's while it has not ended (running, failed); model is the path of its trained
-        network (`model.keras`, saved uncompiled; None for a diverged run or one made before kbn kept
-        models).
+        or the trial's while it has not ended (running, failed); outcome is how its training ended
+        (trained, diverged, collapsed, never learned: kbn.stability), with its best validation accuracy
+        and, for a collapsed or diverged run, the epoch (step) where it fell (fell_at); model is the path
+        of its trained network (`model.keras`, saved uncompiled; None for a diverged run or one made
+        before kbn kept models).
 
         >>> import keras
         >>> row = kbn.open_sweep("logs/smoke").final_runs.iloc[0]
@@ -107,8 +117,10 @@ class Sweep:
             else:
                 status = "damaged" if check.damaged else str(state.get("status")).lower()
             model = folder / MODEL_FILE
+            how = check.outcome
             rows.append([v["cell"], int(v["seed"]), float(v["lr"]), str(folder), status,
                          metrics.get("test_accuracy"), metrics.get("val_accuracy"),
+                         how.kind if how else None, how.best if how else None, how.fell_at if how else None,
                          str(model) if check.result is not None and model.exists() else None])
         return pd.DataFrame(rows, columns=FINAL_COLUMNS)
 

@@ -189,6 +189,10 @@ class TrainConfig:
 # ---------------------------------------------------------------- sweep files
 
 SELECT_ON = ("validation", "test")
+# How a cell's rate is chosen from its search (kbn.plan.choose): "best", the highest mean score;
+# "stable", the highest among the rates that neither they nor their next larger rate diverged or
+# collapsed in the search (the default: the best rate sits at the edge of stability).
+SELECTIONS = ("stable", "best")
 # Between two coarse values a decade apart, more fine points than this come closer than the 3
 # significant digits a learning rate is written with: they would repeat each other.
 MAX_FINE_PER_SIDE = 20
@@ -242,6 +246,7 @@ class SweepConfig:
     # chosen rate afresh instead of repeating the training that won the selection (winner's curse).
     # A search point scores the mean over these seeds. () in code means the default: max(seeds) + 1.
     search_seeds: tuple[int, ...] = _search("seeds", ())
+    selection: str = _search("selection", "stable")  # SELECTIONS
     # The fixed-rate protocol: every arm's final runs train at this rate, nothing is searched.
     lr: float | None = None
     init: str = "glorot_uniform"
@@ -295,7 +300,8 @@ class SweepConfig:
         if self.lr is not None:
             return {"lr_protocol": "fixed", "lr": self.lr, "final_epochs": self.epochs,
                     "final_total_steps": self.total_steps, "final_seeds": list(self.seeds)}
-        return {"lr_protocol": "tuned", "select_on": self.select_on, "search_seeds": list(self.search_seeds),
+        return {"lr_protocol": "tuned", "select_on": self.select_on, "selection": self.selection,
+                "search_seeds": list(self.search_seeds),
                 "search_epochs": self.search_epochs or self.epochs, "search_total_steps": self.search_total_steps,
                 "final_epochs": self.epochs, "final_total_steps": self.total_steps, "final_seeds": list(self.seeds),
                 "coarse": list(self.coarse), "coarse_by_optimizer": dict(self.to_dict()["coarse_by_optimizer"]),
@@ -457,6 +463,7 @@ def _search_fields(search: dict, where: str, optimizers: tuple[str, ...]) -> dic
         coarse_by_optimizer=tuple(
             (o, _grid(where, f"search.coarse_by_optimizer.{o}", v)) for o, v in sorted(by_opt.items())),
         fine_per_side=fine,
+        selection=check_choice("search.selection", search.get("selection", "stable"), SELECTIONS),
         search_epochs=check_positive("search.epochs", search.get("epochs"), allow_none=True),
         search_total_steps=check_positive("search.total_steps", search.get("total_steps"), allow_none=True),
     )

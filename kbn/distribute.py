@@ -20,7 +20,7 @@ from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
-from kbn.tune import SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep
+from kbn.tune import SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep, trial_metrics
 
 
 class ChiefProgress:
@@ -42,8 +42,7 @@ class ChiefProgress:
             elapsed = time.perf_counter() - self.t0
             left = elapsed / self.work * work_left(self.sweep, progress)
             took = time.time() - self.oracle.started.get(t.trial_id, time.time())
-            metrics = {k: t.metrics.get_last_value(k) for k in ("score", "diverged", "test_accuracy")} \
-                if t.status == COMPLETED else None
+            metrics = trial_metrics(t) if t.status == COMPLETED else None
             self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned_trials(self.sweep, progress),
                                    took, elapsed, left))
 

@@ -38,14 +38,63 @@ def _best(candidates: list[tuple[float, float]]) -> float:
     return max(candidates, key=lambda c: c[1])[0]
 
 
-def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], failed=frozenset()) -> dict:
-    """Where a cell stands, from the scores of its completed trials (`trial_key` -> score) and the
-    keys of its failed ones (never run again by this process; a resumed sweep retries them).
+# How a searched rate's trainings ended (kbn.stability's kinds): a rate is unstable when any of its
+# search trainings diverged or collapsed, or never learned while a smaller rate learned (too large a
+# step kills the network rather than slowing it).
+UNSTABLE_KINDS = ("diverged", "collapsed")
+
+
+def unstable_rates(kinds: dict[float, list[str]]) -> set[float]:
+    """The searched rates (lr -> its search trainings' outcome kinds) that are unstable."""
+    out, learned_below = set(), False
+    for lr in sorted(kinds):
+        ks = kinds[lr]
+        if any(k in UNSTABLE_KINDS for k in ks) or (learned_below and "never learned" in ks):
+            out.add(lr)
+        learned_below |= any(k in ("trained", "collapsed") for k in ks)
+    return out
+
+
+def choose(scored: list[tuple[float, float]], kinds: dict[float, list[str]], rule: str) -> tuple[float, list]:
+    """The chosen rate of scored (lr, mean score) pairs, and the better-scoring rates the rule passed
+    over, each (lr, why). rule "best": the highest score. "stable": the highest score among the rates
+    that are stable and whose next larger searched rate is stable too -- the best rate sits near
+    the edge of stability, and a rate whose neighbour fell over in a short search often falls over
+    itself in a longer final run; with no such rate, the highest score."""
+    best = _best(scored)
+    if rule == "best":
+        return best, []
+    bad = unstable_rates(kinds)
+    order = sorted(kinds)
+    above = {lr: next((r for r in order if r > lr), None) for lr in order}
+
+    def why(lr):
+        if lr in bad:
+            return "unstable in the search"
+        if above[lr] in bad:
+            return f"its larger neighbour {above[lr]:g} is unstable"
+        return None
+
+    eligible = [(lr, sc) for lr, sc in scored if why(lr) is None]
+    chosen = _best(eligible) if eligible else best
+    score = dict(scored)
+    passed = [(lr, why(lr)) for lr, sc in sorted(scored) if sc > score[chosen] and why(lr) is not None]
+    return chosen, passed
+
+
+def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], failed=frozenset(),
+                  outcomes: dict[tuple, str] | None = None) -> dict:
+    """Where a cell stands, from the scores of its completed trials (`trial_key` -> score), the
+    keys of its failed ones (never run again by this process; a resumed sweep retries them) and how
+    the completed ones ended (`trial_key` -> kbn.stability kind; absent: trained).
 
     Returns todo (items runnable now, in order), failed (items held up by a failure), counts per
-    phase, the coarse winner and the chosen lr."""
+    phase, the coarse winner, the chosen lr, the rates the selection rule passed over (lr, why),
+    and the final runs' scores and outcome kinds."""
+    outcomes = outcomes or {}
     out = {"todo": [], "failed": [], "coarse": [0, 0], "fine": [0, 0], "final": [0, len(sweep.seeds)],
-           "coarse_best": None, "chosen": None, "final_scores": []}
+           "coarse_best": None, "chosen": None, "passed_over": [], "final_scores": [], "final_outcomes": []}
+    kinds: dict[float, list[str]] = {}
 
     def phase(name, lrs):
         """A search phase: every lr under every search seed; an lr scores the mean over its seeds."""
@@ -57,6 +106,8 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
                 out["failed" if k in failed else "todo"].append(_item(cell, name, k[2], k[3]))
         if len(done) < len(keys):
             return None
+        for k in keys:
+            kinds.setdefault(k[2], []).append(outcomes.get(k, "trained"))
         return [(float(lr), sum(scores[(cell.key, name, float(lr), s)] for s in sweep.search_seeds)
                  / len(sweep.search_seeds)) for lr in lrs]
 
@@ -66,18 +117,20 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
         coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
         if coarse is None:
             return out
-        out["coarse_best"] = _best(coarse)
+        out["coarse_best"], _ = choose(coarse, kinds, sweep.selection)
         fine_grid = sweep.fine_grid(cell.optimizer, out["coarse_best"])
         out["fine"] = [0, len(fine_grid)]
         fine = phase("fine", fine_grid)
         if fine is None:
             return out
-        out["chosen"] = chosen = _best(coarse + fine)
+        chosen, out["passed_over"] = choose(coarse + fine, kinds, sweep.selection)
+        out["chosen"] = chosen
     for seed in sweep.seeds:
         k = (cell.key, "final", float(chosen), seed)
         if k in scores:
             out["final"][0] += 1
             out["final_scores"].append(scores[k])
+            out["final_outcomes"].append(outcomes.get(k, "trained"))
         else:
             out["failed" if k in failed else "todo"].append(_item(cell, "final", chosen, seed))
     return out
@@ -173,7 +226,7 @@ def folder_progress(logdir: Path) -> FolderState:
     logdir = Path(logdir)
     sweep = load_folder_sweep(logdir)
     cells = cells_by_key(sweep)
-    scores, failed, running = {}, set(), collections.Counter()
+    scores, failed, running, outcomes = {}, set(), collections.Counter(), {}
     problems = []
     for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
         tid = Path(fname).parent.name
@@ -196,13 +249,14 @@ def folder_progress(logdir: Path) -> FolderState:
                 problems.append(Problem(cell, "damaged", f"{rel}: {check.problem}; redone on resume"))
             else:
                 scores[trial_key(values)] = score_value(state.get("score"))
+                outcomes[trial_key(values)] = check.outcome.kind
         elif status == FAILED:
             failed.add(trial_key(values))
             problems.append(Problem(cell, "failed", f"{tid} ({what}) failed: {failure_summary(state.get('message'))}; "
                                     "retried on resume"))
         else:
             running[cell] += 1
-    progress = {c.key: cell_progress(sweep, c, scores, failed) for c in sweep.cells()}
+    progress = {c.key: cell_progress(sweep, c, scores, failed, outcomes) for c in sweep.cells()}
     return FolderState(sweep, progress, running, problems)
 
 
@@ -227,8 +281,15 @@ def status_rows(logdir: Path, live: bool | None = None, state: FolderState | Non
         final = "-" if not p["final_scores"] else f"{100 * sum(p['final_scores']) / len(p['final_scores']):.2f}"
         rows.append([key, cell_state, "{}/{}".format(*p["coarse"]),
                      "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
-                     "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.2e}", final])
+                     "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.2e}", final,
+                     unstable_text(p["final_outcomes"])])
     return rows
+
+
+def unstable_text(kinds: list[str]) -> str:
+    """The final runs that did not train, counted by kind: '2 collapsed, 1 never learned'; '-' if none."""
+    counts = collections.Counter(k for k in kinds if k != "trained")
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "-"
 
 
 def problem_lines(state: FolderState, kinds=("failed", "unreadable", "damaged")) -> list[str]:
@@ -237,5 +298,6 @@ def problem_lines(state: FolderState, kinds=("failed", "unreadable", "damaged"))
 
 
 # the last header names the score: `kbn status` fills in the sweep's select_on (validation or test)
-STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "final runs: mean {select_on} accuracy (%)"]
+STATUS_HEADERS = ["cell", "state", "coarse", "fine", "final", "chosen lr", "final runs: mean {select_on} accuracy (%)",
+                  "final runs that did not train"]
 

@@ -84,6 +84,10 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
         except ConfigError as e:
             raise ConfigError(str(e) if str(e).endswith(fix) else f"{e}; {fix}") from None
         changed = [f.name for f in dataclasses.fields(SweepConfig) if getattr(old, f.name) != getattr(sweep, f.name)]
+        if changed == ["selection"]:
+            raise ConfigError(f"{logdir} holds a sweep whose rates were chosen with search.selection = "
+                              f"{old.selection!r}, and this file asks for {sweep.selection!r}; add selection = "
+                              f"{old.selection!r} to its [search] table to resume it, or use another --logdir")
         if changed:
             raise ConfigError(f"{logdir} holds a sweep with other settings ({', '.join(sorted(changed))} differ); "
                               "use another --logdir, or the sweep file it was started with")
@@ -161,7 +165,11 @@ def stored_sweep(logdir: Path | str, fix: str = "run the sweep again with its sw
         raise ConfigError(f"{logdir}/sweep.json is unreadable; {fix}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{logdir}/sweep.json holds {type(raw).__name__}, not a sweep; {fix}")
-    return file_shape(raw) if not raw.keys().isdisjoint(SEARCH_FIELDS) else raw
+    raw = file_shape(raw) if not raw.keys().isdisjoint(SEARCH_FIELDS) else raw
+    if isinstance(raw.get("search"), dict) and "selection" not in raw["search"]:
+        # made before kbn had the stable rule: its rates were chosen as the best scores
+        raw["search"] = {**raw["search"], "selection": "best"}
+    return raw
 
 
 def load_folder_sweep(logdir: Path | str) -> SweepConfig:

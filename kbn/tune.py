@@ -71,9 +71,15 @@ class SweepOracle(kt.Oracle):
         self._next_id = 0
         self.started: dict[str, float] = {}  # trial id -> when it was handed out (the chief's ETA)
 
+    def _completed(self):
+        return [t for t in self.trials.values() if t.status == COMPLETED and "cell" in t.hyperparameters.values]
+
     def scores(self) -> dict[tuple, float]:
-        return {trial_key(t.hyperparameters.values): score_value(t.score)
-                for t in self.trials.values() if t.status == COMPLETED and "cell" in t.hyperparameters.values}
+        return {trial_key(t.hyperparameters.values): score_value(t.score) for t in self._completed()}
+
+    def outcomes(self) -> dict[tuple, str]:
+        """How each completed trial ended (kbn.stability's kinds), from its metrics."""
+        return {trial_key(t.hyperparameters.values): outcome_kind(trial_metrics(t)) for t in self._completed()}
 
     def failed(self) -> dict[tuple, str]:
         """Trials that crashed in this process: their cells wait for a resumed sweep to retry them."""
@@ -81,8 +87,8 @@ class SweepOracle(kt.Oracle):
                 for t in self.trials.values() if t.status == FAILED}
 
     def progress(self) -> dict[str, dict]:
-        scores, failed = self.scores(), self.failed()
-        return {c.key: cell_progress(self.sweep, c, scores, failed) for c in self.sweep.cells()}
+        scores, failed, outcomes = self.scores(), self.failed(), self.outcomes()
+        return {c.key: cell_progress(self.sweep, c, scores, failed, outcomes) for c in self.sweep.cells()}
 
     @kt.synchronized
     def create_trial(self, tuner_id):
@@ -246,10 +252,16 @@ class SweepTuner(base_tuner.BaseTuner):
         return {**self.sweep.protocol(), "phase": trial.hyperparameters.values["phase"]}
 
     def _metrics(self, res) -> dict:
+        """What the oracle keeps of a trial: its score, accuracies, and how it ended (0/1 per unstable
+        kind, kbn.stability), which the stable selection rule and the progress line read."""
         m = res.metrics
         score = m["val_accuracy"] if self.sweep.select_on == "validation" else m["test_accuracy"]
-        return {"score": float(score), "val_accuracy": float(m["val_accuracy"]),
-                "test_accuracy": float(m["test_accuracy"]), "diverged": float(res.status == "diverged")}
+        kind = res.outcome.kind if res.outcome is not None else ("diverged" if res.status == "diverged" else "trained")
+        out = {"score": float(score), "val_accuracy": float(m["val_accuracy"]),
+               "test_accuracy": float(m["test_accuracy"]), **outcome_metrics(kind)}
+        if res.outcome is not None and res.outcome.fell_at is not None:
+            out["fell_at"] = float(res.outcome.fell_at)
+        return out
 
     @staticmethod
     def _keeps_model(trial) -> bool:
@@ -384,15 +396,41 @@ def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, too
     failed, and the sweep's elapsed time and ETA. `metrics` as SweepTuner._metrics gives them."""
     v = trial.hyperparameters.values
     if trial.status == Status.COMPLETED and metrics:
-        what = f"{sweep.select_on[:3]} {metrics['score']:.4f}" + (" (diverged)" if metrics["diverged"] else "")
+        label = {"validation": "val", "test": "test"}[sweep.select_on]
+        what = f"{label} {metrics['score']:.4f}"
         if v["phase"] == "final":
             what += f" test {metrics['test_accuracy']:.4f}"
+        kind = outcome_kind(metrics)
+        if kind != "trained":
+            axis = "step" if sweep.eval_every_steps else "epoch"
+            fell = metrics.get("fell_at")
+            what += f" ({kind}" + (f" at {axis} {fell:g}" if fell is not None else "") + ")"
     else:
         what = f"FAILED: {failure_summary(trial.message)} (traceback in tuner/trial_{trial.trial_id}/trial.json)"
     seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
     together = f" ({packed} packed)" if packed > 1 else ""
     return (f"[{n:>3}/{total}] {v['cell']} {v['phase']:<6} lr {v['lr']:<9.4g}{seed} {what}  "
             f"{took:.1f} s{together} | elapsed {_hms(elapsed)}, ~{_hms(left)} left")
+
+
+def trial_metrics(trial) -> dict[str, float]:
+    """A Keras Tuner trial's metrics by name, their last values (only those it has)."""
+    return {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
+
+
+def outcome_metrics(kind: str) -> dict[str, float]:
+    """A trial's outcome as the oracle's metrics: 0/1 per unstable kind (Keras Tuner keeps numbers)."""
+    from kbn.stability import OUTCOMES
+
+    return {k.replace(" ", "_"): float(kind == k) for k in OUTCOMES[1:]}
+
+
+def outcome_kind(metrics: dict) -> str:
+    """The outcome kind back from `outcome_metrics` (a trial made before kbn kept them: its diverged
+    flag alone)."""
+    from kbn.stability import OUTCOMES
+
+    return next((k for k in OUTCOMES[1:] if metrics.get(k.replace(" ", "_"))), "trained")
 
 
 def group_key(values: dict) -> tuple:

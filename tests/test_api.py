@@ -14,8 +14,10 @@ from kbn.errors import ConfigError, KbnError
 from kbn.plan import folder_progress, status_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score"]
-FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "model"]
+TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score",
+                 "outcome"]
+FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "outcome",
+                 "best_val_accuracy", "fell_at", "model"]
 
 
 @pytest.mark.slow

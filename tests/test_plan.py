@@ -93,3 +93,66 @@ def test_status_names_an_unreadable_trial_file(tiny, tmp_path, capsys):
     assert "tuner/trial_0002/trial.json is unreadable" in out
     rows = {r[0]: r for r in status_rows(tmp_path / "out", live=False)}
     assert rows["mnist-mlp-none-sgd"][2] == "2/3" and rows["mnist-mlp-none-sgd"][1] != "done"
+
+
+def _edge_sweep(selection, seeds=(3,)):
+    return sweep_from_dict({"datasets": ["mnist"], "archs": ["deep_mlp"], "norms": ["none"], "optimizers": ["sgd"],
+                            "epochs": 50, "seeds": [0, 1, 2],
+                            "search": {"coarse": [0.001, 0.01, 0.1, 1.0], "fine_per_side": 1, "epochs": 10,
+                                       "seeds": list(seeds), "selection": selection}})
+
+
+def test_the_stable_rule_passes_over_a_rate_whose_larger_neighbour_fell_over():
+    """The issue's deep-MLP cells: the best search score sits one grid step below a rate that scored
+    chance; "best" picks it, "stable" steps back from the edge."""
+    from kbn.plan import choose, unstable_rates
+
+    for selection, coarse_best, chosen in (("best", 0.1, 0.1), ("stable", 0.01, 0.0316)):
+        s = _edge_sweep(selection)
+        cell = s.cells()[0]
+        k = cell.key
+        scores = {(k, "coarse", 0.001, 3): 0.6, (k, "coarse", 0.01, 3): 0.85, (k, "coarse", 0.1, 3): 0.887,
+                  (k, "coarse", 1.0, 3): 0.1}
+        outcomes = {(k, "coarse", 1.0, 3): "collapsed"}
+        p = cell_progress(s, cell, scores, outcomes=outcomes)
+        assert p["coarse_best"] == coarse_best
+        fine = {lr: 0.87 if lr == 0.0316 else 0.8 for lr in s.fine_grid("sgd", coarse_best)}
+        scores.update({(k, "fine", lr, 3): v for lr, v in fine.items()})
+        p = cell_progress(s, cell, scores, outcomes=outcomes)
+        assert p["chosen"] == chosen, selection
+        assert [t["lr"] for t in p["todo"]] == [chosen] * 3
+    assert p["passed_over"] == [(0.1, "its larger neighbour 1 is unstable")]
+    # what counts as unstable: a divergence or collapse anywhere, chance above a rate that learned
+    assert unstable_rates({0.001: ["never learned"], 0.01: ["trained"], 0.1: ["never learned"]}) == {0.1}
+    assert unstable_rates({0.01: ["trained", "diverged"], 0.1: ["trained"]}) == {0.01}
+    assert choose([(0.01, 0.5), (0.1, 0.9)], {0.01: ["diverged"], 0.1: ["collapsed"]}, "stable") == \
+        (0.1, [])  # nothing eligible: the best score, nothing passed over for another
+
+
+def test_one_unstable_search_seed_makes_a_rate_ineligible_under_the_stable_rule():
+    s = _edge_sweep("stable", seeds=(3, 4))
+    cell = s.cells()[0]
+    k = cell.key
+    scores = {(k, ph, lr, sd): v for (ph, lr, v) in (("coarse", 0.001, 0.6), ("coarse", 0.01, 0.8),
+                                                       ("coarse", 0.1, 0.9), ("coarse", 1.0, 0.85)) for sd in (3, 4)}
+    p = cell_progress(s, cell, scores, outcomes={(k, "coarse", 0.1, 4): "collapsed"})
+    assert p["coarse_best"] == 1.0  # 0.1 collapsed under seed 4; 0.01's neighbour is 0.1
+    p = cell_progress(s, cell, scores, outcomes={})
+    assert p["coarse_best"] == 0.1
+
+
+def test_a_folder_made_before_the_stable_rule_keeps_its_choice(tmp_path):
+    """sweep.json without search.selection was chosen by the best score: read as "best", and a
+    sweep file asking for the new default is refused in one line naming the field."""
+    import json
+
+    from kbn.sweep_folder import load_folder_sweep, prepare_folder
+
+    s = _edge_sweep("best")
+    raw = s.to_file_dict()
+    del raw["search"]["selection"]
+    (tmp_path / "sweep.json").write_text(json.dumps(raw))
+    assert load_folder_sweep(tmp_path).selection == "best"
+    with pytest.raises(ConfigError, match=r"search.selection = 'best'.*add selection = 'best' to its \[search\]"):
+        prepare_folder(_edge_sweep("stable"), tmp_path)
+    prepare_folder(s, tmp_path)  # the same file with selection = "best" resumes

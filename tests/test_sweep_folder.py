@@ -1,6 +1,7 @@
 """kbn.sweep_folder: the live sweep's lock, sweep.json (a resumed sweep must match it; readers load
 it back) and the check of the runs on disk against a sweep."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -62,7 +63,7 @@ def test_sweep_json_keeps_the_sweep_files_shape(tmp_path):
     prepare_folder(sweep, tmp_path)
     stored = json.loads((tmp_path / "sweep.json").read_text())
     assert stored["search"] == {"coarse": [0.01, 0.1, 1.0], "coarse_by_optimizer": {"adam": [0.001, 0.01]},
-                                "fine_per_side": 2, "epochs": 1, "seeds": [2]}
+                                "fine_per_side": 2, "epochs": 1, "seeds": [2], "selection": "stable"}
     assert not {"coarse", "search_seeds", "search_epochs", "subset"} & set(stored)  # nested; unset left out
     assert sweep_from_dict(stored) == sweep == load_folder_sweep(tmp_path)
 
@@ -79,14 +80,19 @@ def test_a_fixed_rate_sweep_is_stored_without_a_search(tmp_path):
                                           ({"search": {**SWEEP["search"], "epochs": 2}}, "search_epochs")])
 @pytest.mark.parametrize("shape", ["file", "old"])
 def test_a_changed_sweep_is_refused_and_the_same_one_resumes(tmp_path, change, field, shape):
+    same = SWEEP
     if shape == "old":
         (tmp_path / "sweep.json").write_text(json.dumps(OLD_SWEEP_JSON))
+        # made before search.selection: its rates were the best scores, which its file must now say
+        same = {**SWEEP, "search": {**SWEEP["search"], "selection": "best"}}
     else:
         prepare_folder(sweep_from_dict(SWEEP), tmp_path)
     before = (tmp_path / "sweep.json").read_text()
-    prepare_folder(sweep_from_dict(SWEEP), tmp_path)  # the same sweep: accepted
+    prepare_folder(sweep_from_dict(same), tmp_path)  # the same sweep: accepted
+    if "search" in change:
+        change = {"search": {**change["search"], "selection": same["search"].get("selection", "stable")}}
     with pytest.raises(ConfigError, match=rf"holds a sweep with other settings \({field} differ\)"):
-        prepare_folder(sweep_from_dict({**SWEEP, **change}), tmp_path)
+        prepare_folder(sweep_from_dict({**same, **change}), tmp_path)
     assert (tmp_path / "sweep.json").read_text() == before  # neither rewrites it
 
 
@@ -96,11 +102,13 @@ def test_an_old_flattened_sweep_json_reads_as_its_sweep(tmp_path):
     new.mkdir()
     (old / "sweep.json").write_text(json.dumps(OLD_SWEEP_JSON))
     prepare_folder(sweep_from_dict(SWEEP), new)
-    assert load_folder_sweep(old) == load_folder_sweep(new) == sweep_from_dict(SWEEP)
-    assert stored_sweep(old)["search"] == stored_sweep(new)["search"]  # put in the file's shape
+    assert load_folder_sweep(new) == sweep_from_dict(SWEEP)
+    # made before search.selection existed: its rates were chosen as the best scores
+    assert load_folder_sweep(old) == dataclasses.replace(sweep_from_dict(SWEEP), selection="best")
+    assert {**stored_sweep(old)["search"], "selection": "stable"} == stored_sweep(new)["search"]  # the file's shape
     assert "init" not in stored_sweep(old)  # as written: fields added since take their defaults on load
     protocol = read_protocol(old, [], [])
-    assert protocol == read_protocol(new, [], []) and protocol["search"] == ["1 epochs"]
+    assert protocol == {**read_protocol(new, [], []), "selection": "best"} and protocol["search"] == ["1 epochs"]
     assert protocol["search_seeds"] == [2] and protocol["select_on"] == "validation"
 
 
