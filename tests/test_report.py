@@ -90,9 +90,9 @@ def test_every_table_and_its_marks():
     tables = report.build_tables(synthetic())
     ids = [t.id for t in tables]
     # the answer first: the summary and convergence tables, then the thesis's
-    assert ids == ["summary", "convergence", "convergence", "table1", "tables2-5", "tables2-5", "table6", "table6",
+    assert ids == ["summary", "convergence", "auc", "convergence", "auc", "table1", "tables2-5", "tables2-5", "table6", "table6",
                    "tables7-10", "tables11-12", "tables11-12"]
-    tables = tables[3:]
+    tables = tables[5:]
     t1 = tables[0]
     assert t1.headers == ["optimizer", "MNIST + MLP", "MNIST + deep MLP"]
     assert [r[0] for r in t1.rows] == ["SGD", "SGDm", "Adam", "Adagrad"]
@@ -127,7 +127,7 @@ def test_formats():
     assert "| optimizer" in md and "±" not in text  # one seed: no spread to show
     df = pd.read_csv(__import__("io").StringIO(out), keep_default_na=False)
     assert list(df.columns) == report.TIDY_COLUMNS
-    thesis = df[~df["table"].isin(["summary", "convergence"])]
+    thesis = df[~df["table"].isin(["summary", "convergence", "auc"])]
     # one seed: values with their n, and no interval, spread or per-seed lines
     assert set(thesis["quantity"]) == {"rel", "rel_n", "accuracy", "accuracy_n", "rel_diff", "rel_diff_n"}
     assert (df[df["table"] == "table1"]["epoch"] == "").all() and (df["seed"] == "").all()
@@ -149,9 +149,16 @@ def test_poster_table_from_steps():
     df = report.normalise_long(pd.DataFrame(recs))
     *answer, t = report.build_tables(df)
     # step-based runs get the summary and convergence too, in steps
-    assert [x.id for x in answer] == ["summary", "summary", "convergence", "convergence"]
+    assert [x.id for x in answer] == ["summary", "summary", "convergence", "auc", "convergence", "auc"]
     assert answer[0].headers == ["optimizer", "MNIST + Ioffe MLP"] and answer[0].rows[0][1].diff.value == pytest.approx(5.2)
-    assert "steps none" in answer[2].headers and answer[2].rows[0][2:5] == ["10000", "5000", "2.0×"]
+    # the ladder: 50 % of the way from chance to none's best (92.0) is 51.0 %, both arms there at step
+    # 5000; 90 % (83.8 %) and above: none gets there at 10000, batch norm (96.2) at 5000, twice as fast
+    ladder = answer[2]
+    assert "steps none" in ladder.headers
+    assert [r[1] for r in ladder.rows] == ["50 %", "90 %", "99 %", "100 %"]
+    assert ladder.rows[0][2] == "51.00" and ladder.rows[1][2] == "83.80"
+    assert [r[3:5] + [r[6]] for r in ladder.rows] == [["5000", "5000", "1.0×"], ["10000", "5000", "2.0×"],
+                                                      ["10000", "5000", "2.0×"], ["10000", "5000", "2.0×"]]
     assert t.id == "poster" and t.headers == ["norm", "step 5000", "step 10000"]
     assert [r[0] for r in t.rows] == ["none", "batch", "layer"]
     assert t.rows[1][1].value == pytest.approx(96.2)
@@ -220,7 +227,9 @@ def test_runs_to_tables_export_and_back(run_folder, tmp_path, capsys):
     assert main(["export", str(run_folder), "--out", str(tmp_path / "acc.csv")]) == 0
     assert "accuracies (3 epochs)" in capsys.readouterr().out
     exported = pd.read_csv(tmp_path / "acc.csv")
-    assert list(exported.columns) == report.LONG_COLUMNS + ["wall_time"]  # the runs' seconds, for speed in time
+    # the runs' seconds, for speed in time; where the diverged run diverged, so it reads back as diverged
+    assert list(exported.columns) == report.LONG_COLUMNS + ["wall_time", "diverged_at"]
+    assert set(exported["diverged_at"].dropna()) == {1.0}
     assert main(["report", str(run_folder), "--format", "csv"]) == 0
     from_logs = capsys.readouterr().out
     assert main(["report", "--from-csv", str(tmp_path / "acc.csv"), "--format", "csv"]) == 0
@@ -547,16 +556,45 @@ def curve_df(wall=True):
 
 def test_convergence_speed_in_epochs_and_seconds():
     c = report.convergence(report.Results(curve_df()), "mnist", "mlp", "batch", "sgd")
-    assert c["target"] == pytest.approx(90.0)
-    assert c["epochs_none"] == 10 and c["epochs_norm"] == 2 and c["speedup"] == pytest.approx(5.0)
-    assert c["seconds_none"] == pytest.approx(10.0) and c["seconds_norm"] == pytest.approx(4.0)
-    assert c["speedup_seconds"] == pytest.approx(2.5)
-    assert c["epochs_norm_seed"] == {0: 2, 1: 2, 2: 2}
+    rungs = {r.q: r for r in c["rungs"]}
+    # none's best is its final 90 %; chance 10 %: the 100 % rung is 90 %, reached by none at epoch 10
+    # and by batch norm at epoch 2, in 10 s and 4 s (2 s per epoch): 5x in epochs, 2.5x in time
+    top = rungs[1.0]
+    assert top.target == pytest.approx(90.0) and top.none_seed == {0: 10, 1: 10, 2: 10}
+    assert top.norm_seed == {0: 2, 1: 2, 2: 2} and top.speedup.value == pytest.approx(5.0)
+    assert top.speedup_seconds.value == pytest.approx(2.5)
+    # the 90 % rung: 10 + 0.9 x 80 = 82 %, none at epoch 2, batch norm at epoch 1 (88 %)
+    r90 = rungs[0.9]
+    assert r90.target == pytest.approx(82.0) and r90.median("none") == 2 and r90.median("norm") == 1
+    assert c["speedup"] == pytest.approx(2.0) and c["speedup_seconds"] == pytest.approx(1.0)
     assert c["auc_none"] == pytest.approx(85.5) and c["auc_diff"].value > 0
     no_wall = report.convergence(report.Results(curve_df(wall=False)), "mnist", "mlp", "batch", "sgd")
-    assert no_wall["speedup"] == pytest.approx(5.0) and no_wall["speedup_seconds"] is None
+    assert no_wall["speedup"] == pytest.approx(2.0) and no_wall["speedup_seconds"] is None
     text = report.render(report.build_tables(curve_df()), "text")
-    assert "speed 5.0× (2.5× in time)" in text and "P(win) 1.00" in text
+    assert "speed 2.0× [2.0, 2.0] (1.0× in time)" in text and "P(win) 1.00" in text  # the same ratio each seed
+
+
+def test_the_ladder_keeps_its_targets_when_the_baseline_collapses():
+    """A no-norm arm that learns to 90 % and falls to chance: its target is its best, not its final
+    chance level (which both arms 'reach' at epoch 1), and a norm that never gets there is counted."""
+    recs = []
+    for seed in (0, 1, 2):
+        for e in range(1, 11):
+            none = [0.5, 0.7, 0.9, 0.9, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1][e - 1]
+            batch = min(0.6 + 0.1 * e, 0.95) if seed < 2 else min(0.5 + 0.03 * e, 0.8)
+            for norm, acc in (("none", none), ("batch", batch)):
+                for split in ("validation", "test"):
+                    recs.append(dict(dataset="mnist", arch="mlp", norm=norm, optimizer="sgd", seed=seed, epoch=e,
+                                     split=split, accuracy=acc))
+    res = report.Results(report.normalise_long(pd.DataFrame(recs)))
+    c = report.convergence(res, "mnist", "mlp", "batch", "sgd")
+    top = {r.q: r for r in c["rungs"]}[1.0]
+    assert top.target == pytest.approx(90.0) and top.none_seed == {0: 3, 1: 3, 2: 3}
+    assert top.norm_seed == {0: 3, 1: 3, 2: None}  # seed 2 with the norm tops out at 80 %: counted, not hidden
+    assert top.reached("norm") == 2 and top.speedup.n == 2
+    assert {o.kind for o in res.outcomes("mnist", "mlp", "none", "sgd").values()} == {"collapsed"}
+    text = report.render(report.build_tables(report.normalise_long(pd.DataFrame(recs))), "text")
+    assert "2 of 3 reached" in text
 
 
 def test_summary_comes_first_with_marks_and_speed():
@@ -608,7 +646,7 @@ def test_protocol_line_from_the_run_folders(run_folder, tmp_path, capsys):
     scan = report.scan_runs(sweep)
     line = report.protocol_line(scan.protocol)
     assert "learning rate searched with 1-epoch trials" in line and "selected on validation" in line
-    assert "search seeds 0" in line and "final runs: 2 or 3 epochs" in line
+    assert "1 search seed (0)" in line and "final runs: 2 or 3 epochs" in line
 
 
 def test_wall_time_travels_through_export(run_folder, tmp_path, capsys):
@@ -628,7 +666,7 @@ def test_rel_interval_never_passes_1():
 def test_a_network_missing_its_last_optimizer_still_reports():
     tables = report.build_tables(synthetic(drop={("mlp", "adagrad", "batch")}))
     conv = [t for t in tables if t.id == "convergence"]
-    assert [len(t.rows) for t in conv] == [3, 4]
+    assert [len(t.rows) for t in conv] == [3 * 4, 4 * 4]  # a rung of the ladder per row
 
 
 def test_text_marks_and_headings_say_what_they_mean():

@@ -5,17 +5,123 @@ not know tables, output formats or the thesis's claims."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from kbn import registry
+from kbn.report.labels import display_name, optimizer_name
 from kbn.report.results import Results
-from kbn.report.stats import Stat, compare
+from kbn.report.stats import Stat, compare, one_sample
+from kbn.stability import Outcome, near_chance, summarize
+
+
+@dataclasses.dataclass
+class Stability:
+    """Which seeds of each arm of a cell had not trained (kbn.stability) by an evaluation point: a
+    run that never learned, at every point; one that collapsed or diverged, from where it fell.
+    `none`/`norm`: seed -> Outcome."""
+
+    none: dict[int, Outcome]
+    norm: dict[int, Outcome]
+    x: float | None  # the evaluation point; None: the run's end
+    axis: str
+    label: str  # the cell, as the notes name it ("SGD, Fashion-MNIST + deep MLP")
+    norm_name: str
+
+    def down(self, arm: str) -> list[int]:
+        """The seeds of `arm` ('none' or 'norm') that had not trained by x."""
+        return [s for s, o in sorted(getattr(self, arm).items()) if _down(o, self.x)]
+
+    @property
+    def paired(self) -> bool:
+        return set(self.none) == set(self.norm)
+
+    @property
+    def clean(self) -> bool:
+        return not self.down("none") and not self.down("norm")
+
+    @property
+    def discordant(self) -> list[int]:
+        """Paired seeds where one arm trained and the other did not."""
+        a, b = set(self.down("none")), set(self.down("norm"))
+        return sorted(a ^ b) if self.paired else []
+
+    @property
+    def differs(self) -> bool:
+        """The arms differ in stability: a seed trained in one arm and not in the other (unpaired:
+        the arms' shares of runs that did not train differ)."""
+        if not self.none or not self.norm:  # one arm alone (an accuracy cell): nothing to differ from
+            return False
+        if self.paired:
+            return bool(self.discordant)
+        return len(self.down("none")) / len(self.none) != len(self.down("norm")) / len(self.norm)
+
+    @property
+    def split(self) -> bool:
+        """The per-seed effects are of two kinds: some seed pairs differ in stability and others do
+        not, or they differ both ways. Their mean is then a mixture, and a t interval over it (which
+        assumes one roughly symmetric population of effects) is not honest."""
+        if not self.differs:
+            return False
+        if not self.paired:
+            return any(0 < len(self.down(arm)) < len(getattr(self, arm)) for arm in ("none", "norm"))
+        none, norm = set(self.down("none")), set(self.down("norm"))
+        one_way = not (none & set(self.discordant)) or not (norm & set(self.discordant))
+        return not (one_way and len(self.discordant) == len(self.none))
+
+    def arms(self) -> list[str]:
+        """The arms with runs that did not train, a phrase each: 'SGD, MNIST + MLP, none: 2 of 3 seeds
+        collapsed after epoch 15–35'."""
+        out = []
+        for arm, name in (("none", "none"), ("norm", self.norm_name)):
+            outs = [getattr(self, arm)[s] for s in self.down(arm)]
+            if outs:
+                out.append(f"{self.label}, {name}: {summarize(outs, self.axis, len(getattr(self, arm)))}")
+        return out
+
+
+def _down(o: Outcome, x: float | None) -> bool:
+    if not o.unstable:
+        return False
+    if o.kind == "never learned" or x is None or o.fell_at is None:
+        return True
+    return x >= o.fell_at
+
+
+def stability(res: Results, d, a, norm, opt, x: float | None = None) -> Stability | None:
+    """The Stability of one cell (none vs `norm`) at evaluation point x (None: the runs' end)."""
+    none, other = res.outcomes(d, a, "none", opt), res.outcomes(d, a, norm, opt) if norm != "none" else {}
+    if not none and not other:
+        return None
+    return Stability(none, other, x, res.axis(d, a), f"{optimizer_name(opt)}, {display_name(d, a)}", norm)
+
+
+def mark_stability(stat: Stat | None, st: Stability | None, arms=("none", "norm")) -> Stat | None:
+    """Note on `stat` the runs behind it that had not trained (Stat.unstable: the arms' phrases). An
+    effect whose seed pairs split by stability loses its interval, which says why (Stat.withheld)."""
+    if stat is None or st is None:
+        return stat
+    phrases = [p for p, arm in zip(st.arms(), [a for a in ("none", "norm") if st.down(a)]) if arm in arms]
+    if not phrases:
+        return stat
+    stat.unstable = phrases
+    if set(arms) == {"none", "norm"} and st.split and stat.interval:
+        k = len(st.discordant) if st.paired else None
+        stat.low = stat.high = stat.p = None
+        stat.withheld = (f"no interval: {k} of {len(st.none)} seed pairs differ in stability" if k is not None else
+                         "no interval: the arms' runs split by stability")
+    return stat
 
 
 def norm_effect(res, d, a, norm, opt, split, epoch, quantity="rel"):
-    """The norm's effect on one cell at one epoch (rel, or 'diff' in points), against none."""
+    """The norm's effect on one cell at one epoch (rel, or 'diff' in points), against none; marked
+    where runs behind it had not trained by then (`mark_stability`)."""
     x = res.acc_by_seed(d, a, "none", opt, split, epoch)
     y = res.acc_by_seed(d, a, norm, opt, split, epoch)
-    return None if not x or not y else compare(x, y, quantity, res.interval)
+    if not x or not y:
+        return None
+    return mark_stability(compare(x, y, quantity, res.interval), stability(res, d, a, norm, opt, epoch))
 
 
 def curve_split(res: Results, d, a) -> str:
@@ -27,7 +133,9 @@ def final_effect(res: Results, d, a, norm, opt, quantity="rel") -> Stat | None:
     """The norm's effect on test accuracy at the cell's last epoch (or step)."""
     last = res.last(d, a, norm, opt, "test")
     x, y = (res.at(d, a, n, opt, "test", *last) for n in ("none", norm)) if last else (None, None)
-    return compare(x, y, quantity, res.interval) if x and y else None
+    if not x or not y:
+        return None
+    return mark_stability(compare(x, y, quantity, res.interval), stability(res, d, a, norm, opt))
 
 
 def _first_reach(curve: dict[int, float], target: float) -> int | None:
@@ -41,31 +149,90 @@ def _mean_curve(curves: dict[int, dict[int, float]]) -> dict[int, float]:
     return {x: 100 * float(np.mean([c[x] for c in curves.values()])) for x in sorted(common)}
 
 
+# The convergence ladder: how long each arm takes to get this far of the way from chance to the
+# no-norm arm's best accuracy (its own seed's). None's best, not its final value: a baseline that
+# collapses ends at chance, and "reaching none's final accuracy" would then take one epoch.
+LADDER = (0.5, 0.9, 0.99, 1.0)
+SUMMARY_RUNG = 0.9  # the summary's one speed-up
+
+
+@dataclasses.dataclass
+class Rung:
+    """One rung of the ladder for one cell: the target (mean over seeds, percent), each arm's epochs
+    (or steps) to it per seed (None: not reached), and the speed-ups none / norm in epochs and in
+    seconds as geometric means over the seeds where both arms reached it (interval on the logs)."""
+
+    q: float
+    target: float
+    none_seed: dict[int, int | None]
+    norm_seed: dict[int, int | None]
+    speedup: Stat | None
+    speedup_seconds: Stat | None
+
+    def reached(self, arm: str) -> int:
+        return sum(v is not None for v in getattr(self, f"{arm}_seed").values())
+
+    def median(self, arm: str) -> float | None:
+        """The median epochs (steps) to the target over the seeds that reached it."""
+        v = [x for x in getattr(self, f"{arm}_seed").values() if x is not None]
+        return float(np.median(v)) if v else None
+
+
+def ratio_stat(logs: dict[int, float], interval: str) -> Stat | None:
+    """A ratio's geometric mean over seeds, from the per-seed logarithms, with the 95% interval of
+    their mean taken back to ratios (a ratio's log is what is near-symmetric)."""
+    if not logs:
+        return None
+    st = one_sample(logs, interval)
+    back = Stat(float(np.exp(st.value)), n=st.n, std=st.std, seeds={k: float(np.exp(v)) for k, v in logs.items()},
+                p=st.p, method=f"{st.method} (log)" if st.method else "")
+    if st.interval:
+        back.low, back.high = float(np.exp(st.low)), float(np.exp(st.high))
+    return back
+
+
+def _ladder(res: Results, d, a, xc: dict, yc: dict, xs: dict, ys: dict) -> tuple[list[Rung], int]:
+    """The rungs of one cell, paired by seed (the seed-mean curves when the arms' seeds differ), and
+    the seeds left out because none never rose above chance (no target to reach)."""
+    chance = 1 / (registry.classes(d) or 10)
+    if set(xc) != set(yc):  # unpaired: the seed-mean curves as one pseudo-seed, a point estimate
+        xc, yc = {0: {k: v / 100 for k, v in _mean_curve(xc).items()}}, {0: {k: v / 100 for k, v in _mean_curve(yc).items()}}
+        xs = ys = {}
+    seeds = [s for s in sorted(xc) if xc[s] and max(xc[s].values()) > near_chance(chance)]
+    rungs = []
+    for q in LADDER:
+        targets = {s: chance + q * (max(xc[s].values()) - chance) for s in seeds}
+        none = {s: _first_reach(xc[s], targets[s]) for s in seeds}
+        norm = {s: _first_reach(yc[s], targets[s]) for s in seeds}
+        both = [s for s in seeds if none[s] and norm[s]]
+        logs = {s: float(np.log(none[s] / norm[s])) for s in both}
+        timed = [s for s in both if none[s] in xs.get(s, {}) and norm[s] in ys.get(s, {})
+                 and xs[s][none[s]] > 0 and ys[s][norm[s]] > 0]
+        secs = {s: float(np.log(xs[s][none[s]] / ys[s][norm[s]])) for s in timed} if len(timed) == len(both) else {}
+        rungs.append(Rung(q, 100 * float(np.mean(list(targets.values()))) if seeds else float("nan"), none, norm,
+                          ratio_stat(logs, res.interval), ratio_stat(secs, res.interval)))
+    return rungs, len(xc) - len(seeds)
+
+
 def convergence(res: Results, d: str, a: str, norm: str, opt: str, split: str = "validation") -> dict | None:
-    """How fast each arm gets to the no-norm arm's final accuracy (seed mean) on `split`: epochs
-    (or steps) to that target for the seed-mean curve and for each seed (None: not reached), the
-    speed-up none ÷ norm, the same in seconds from each arm's measured seconds per epoch (None
-    without timings), and the area under each curve as the mean accuracy over the evaluations
-    (percent), with the norm's gain in it paired by seed. None without both arms."""
-    axis, xc, xpace = res.curves(d, a, "none", opt, split)
-    _, yc, ypace = res.curves(d, a, norm, opt, split)
+    """How fast each arm converges on `split`: the ladder (`LADDER`: the epochs, or steps, each arm
+    takes to get 50/90/99/100 % of the way from chance to none's best accuracy, per seed, with the
+    speed-up none / norm in epochs and in seconds), `speedup`/`speedup_seconds` at SUMMARY_RUNG, and
+    the area under each curve as the mean accuracy over the evaluations (percent), with the norm's
+    gain in it paired by seed. None without both arms."""
+    axis, xc, _ = res.curves(d, a, "none", opt, split)
+    _, yc, _ = res.curves(d, a, norm, opt, split)
     if not xc or not yc:
         return None
     xm, ym = _mean_curve(xc), _mean_curve(yc)
     if not xm or not ym:
         return None
-    target = xm[max(xm)]
-    out = {"axis": axis, "target": target, "epochs_none": _first_reach(xm, target),
-           "epochs_norm": _first_reach(ym, target),
-           "epochs_none_seed": {s: _first_reach({k: 100 * v for k, v in c.items()}, target) for s, c in xc.items()},
-           "epochs_norm_seed": {s: _first_reach({k: 100 * v for k, v in c.items()}, target) for s, c in yc.items()}}
-    out["speedup"] = out["epochs_none"] / out["epochs_norm"] if out["epochs_norm"] else None
-    for arm, pace in (("none", xpace), ("norm", ypace)):
-        reached = out[f"epochs_{arm}"]
-        out[f"seconds_per_{axis}_{arm}"] = float(np.mean(list(pace.values()))) if pace else None
-        out[f"seconds_{arm}"] = reached * out[f"seconds_per_{axis}_{arm}"] if pace and reached else None
-    out["speedup_seconds"] = (out["seconds_none"] / out["seconds_norm"]
-                              if out["seconds_none"] and out["seconds_norm"] else None)
+    rungs, skipped = _ladder(res, d, a, xc, yc, res.seconds(d, a, "none", opt, split),
+                             res.seconds(d, a, norm, opt, split))
+    top = next(r for r in rungs if r.q == SUMMARY_RUNG)
+    out = {"axis": axis, "rungs": rungs, "never_learned_none": skipped, "summary_rung": top,
+           "speedup": top.speedup.value if top.speedup else None,
+           "speedup_seconds": top.speedup_seconds.value if top.speedup_seconds else None}
     out["auc_none"], out["auc_norm"] = float(np.mean(list(xm.values()))), float(np.mean(list(ym.values())))
     auc = {arm: {s: float(np.mean(list(c.values()))) for s, c in cs.items()} for arm, cs in (("x", xc), ("y", yc))}
     out["auc_diff"] = compare(auc["x"], auc["y"], "diff", res.interval)

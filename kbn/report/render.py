@@ -27,12 +27,13 @@ def format_cell(stat, kind: str, fmt: str) -> str:
         return stat
     if isinstance(stat, Summary):
         return stat.text(fmt)
+    dag = "†" if stat.unstable else ""  # runs behind it had not trained: the table's footer names them
     if kind == "acc":
-        s = f"{stat.value:.2f}"
+        s = f"{stat.value:.2f}{dag}"
         if stat.std is not None:
             s += f" ± {stat.std:.2f}"
     else:
-        s = f"{stat.value:.2f}"
+        s = f"{stat.value:.2f}{dag}"
         if stat.interval:
             s += f" [{stat.low:.2f}, {stat.high:.2f}]"
     return s
@@ -101,7 +102,7 @@ LATEX_CHARS = {
     "|": "\\textbar{}", '"': "''", "—": "---", "–": "--", "−": "$-$", "×": "$\\times$", "÷": "$\\div$",
     "Δ": "$\\Delta$", "≥": "$\\geq$", "≤": "$\\leq$", "±": "$\\pm$", "≈": "$\\approx$", "→": "$\\rightarrow$",
     "✓": "\\checkmark{}", "✗": "$\\boxtimes$", "·": "$\\cdot$", "▲": "$\\blacktriangle$",
-    "▼": "$\\blacktriangledown$", "…": "\\ldots{}", "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~",
+    "▼": "$\\blacktriangledown$", "⚠": "\\textbf{!}", "†": "$^\\dagger$", "…": "\\ldots{}", "‘": "`", "’": "'", "“": "``", "”": "''", "\u00a0": "~",
 }
 _NUM = r"[-+−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 _LATEX_TOKEN = re.compile(

@@ -19,13 +19,15 @@ import pandas as pd
 from kbn import registry
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import check_run, read_metrics
+from kbn.stability import Outcome, classify
 from kbn.sweep_folder import stored_sweep
 
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
 # step replaces epoch for step-based runs; wall_time: the run's cumulative seconds at that evaluation
-# (absent from published numbers)
-OPTIONAL = ["step", "wall_time"]
+# (absent from published numbers); diverged_at: where a run's loss turned NaN/inf (its rows after that
+# point are at chance), NaN for every other run and for published numbers
+OPTIONAL = ["step", "wall_time", "diverged_at"]
 CELL = ["dataset", "arch", "norm", "optimizer"]
 SPLITS = ("train", "validation", "test")
 THESIS_EPOCHS = (2, 5, 20, 35, 50)
@@ -36,7 +38,8 @@ class ReportError(KbnError):
 
 
 RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "step", "loss", "accuracy",
-               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "status", "batch_size"]
+               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "status", "batch_size",
+               "diverged_at"]
 
 
 @dataclasses.dataclass
@@ -132,7 +135,8 @@ def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -
     elif "search" not in out and sweep.get("epochs"):  # a sweep without search epochs searches at full length
         full = sweep.get("total_steps")
         out["search"] = [f"{full} steps" if full else f"{sweep['epochs']} epochs"]
-    for key, value in (("select_on", sweep.get("select_on")), ("search_seeds", search.get("seeds"))):
+    for key, value in (("select_on", sweep.get("select_on")), ("search_seeds", search.get("seeds")),
+                       ("selection", search.get("selection"))):
         if value is not None:
             out[key] = value
     return out
@@ -166,9 +170,13 @@ def protocol_line(protocol: dict | None) -> str:
         parts = [f"learning rate searched with {length(search).replace(' epochs', '-epoch').replace(' steps', '-step')}"
                  " trials" if search else "the learning-rate search is not recorded here"]
     if protocol.get("select_on"):
-        parts.append(f"selected on {protocol['select_on']} accuracy")
+        rule = {"stable": " as the best mean score among the rates that neither they nor their next larger rate "
+                          "diverged or collapsed in the search",
+                "best": " as the best mean score"}.get(protocol.get("selection"), "")
+        parts.append(f"selected on {protocol['select_on']} accuracy{rule}")
     if protocol.get("search_seeds"):
-        parts.append(f"search seeds {', '.join(map(str, protocol['search_seeds']))}")
+        seeds = protocol["search_seeds"]
+        parts.append(f"{len(seeds)} search seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})")
     final = []
     if protocol.get("final"):
         final.append(length(protocol["final"]))
@@ -204,6 +212,9 @@ def _run_records(config: dict, status: str, rows: list[dict]) -> list[dict]:
     records = [{**base, **{k: r.get(k) for k in RUN_COLUMNS if k in r},
                 "epoch": None if by_step else int(r["epoch"]), "step": int(r["step"])} for r in rows]
     if status == "diverged" and rows:
+        base["diverged_at"] = float(rows[-1]["step"] if by_step else rows[-1]["epoch"])
+        for r in records:
+            r["diverged_at"] = base["diverged_at"]
         level = 1 / (config.get("data") or {}).get("num_classes", 10)  # chance: 1 / classes
         chance = {"val_accuracy": level, "test_accuracy": level}
         records[-1].update({k: v for k, v in chance.items() if records[-1].get(k) is None})  # the diverged row
@@ -228,7 +239,7 @@ def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
         part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step",
-                                        "wall_time", col]]
+                                        "wall_time", "diverged_at", col]]
         parts.append(part.rename(columns={col: "accuracy"}).assign(split=split))
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + OPTIONAL)
     # an epoch-based run's step is not its x axis
@@ -252,7 +263,9 @@ def normalise_long(df: pd.DataFrame) -> pd.DataFrame:
         df["lr"] = np.nan
     if "wall_time" not in df:
         df["wall_time"] = np.nan
-    for col in ("epoch", "step", "lr", "wall_time"):
+    if "diverged_at" not in df:
+        df["diverged_at"] = np.nan
+    for col in ("epoch", "step", "lr", "wall_time", "diverged_at"):
         df[col] = df[col].astype(float)
     df["seed"] = df["seed"].astype(int)
     df["accuracy"] = df["accuracy"].astype(float)
@@ -382,6 +395,9 @@ def _long_row(where: str, row: dict) -> dict:
     rec["wall_time"] = _number(row.get("wall_time"))
     if row.get("wall_time") and not 0 <= rec["wall_time"] < np.inf:
         bad("wall_time", "give the run's seconds so far (a number from 0), or leave it empty")
+    rec["diverged_at"] = _number(row.get("diverged_at"))
+    if row.get("diverged_at") and not 0 < rec["diverged_at"] < np.inf:
+        bad("diverged_at", "give the epoch or step where the run's loss turned NaN/inf, or leave it empty")
     return rec
 
 
@@ -392,8 +408,8 @@ def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         part = df[df[axis].notna()]
         if len(part):
             key = LONG_COLUMNS[:6]  # the cell, its lr and the seed
-            part = part[key + [axis, "split", "accuracy"] + (["wall_time"] if part["wall_time"].notna().any()
-                                                             else [])].copy()
+            extra = [c for c in ("wall_time", "diverged_at") if part[c].notna().any()]
+            part = part[key + [axis, "split", "accuracy"] + extra].copy()
             part[axis] = part[axis].astype(int)
             out[axis] = part.sort_values(key + [axis, "split"]).reset_index(drop=True)
     return out
@@ -437,6 +453,9 @@ class Results:
     def __init__(self, df: pd.DataFrame, epochs: list[int] | None = None, interval: str = "t"):
         if "wall_time" not in df:
             df = df.assign(wall_time=np.nan)
+        if "diverged_at" not in df:
+            df = df.assign(diverged_at=np.nan)
+        self._outcomes: dict = {}
         self.df = df
         self.requested_epochs = epochs
         self.interval = interval
@@ -508,6 +527,40 @@ class Results:
     def has(self, dataset, arch, split) -> bool:
         """Whether a (dataset, arch) pair has results on `split`."""
         return (dataset, arch, split) in self._splits
+
+    def outcomes(self, dataset, arch, norm, optimizer) -> dict[int, Outcome]:
+        """{seed: how its run ended} (kbn.stability), read off its validation curve (test where no
+        validation is recorded, as published tables often are); {} without runs. A diverged run's
+        rows after its divergence are at chance: it is classified on the rows before."""
+        key = (dataset, arch, norm, optimizer)
+        if key not in self._outcomes:
+            split = next((s for s in ("validation", "test", "train") if self.has(dataset, arch, s)), "validation")
+            axis, curves, _ = self.curves(dataset, arch, norm, optimizer, split)
+            chance = 1 / (registry.classes(dataset) or 10)
+            g = self.df[(self.df["dataset"] == dataset) & (self.df["arch"] == arch) & (self.df["norm"] == norm)
+                        & (self.df["optimizer"] == optimizer)]
+            at = {int(sd): float(v) for sd, v in g.groupby("seed")["diverged_at"].max().items() if not np.isnan(v)}
+            out = {}
+            for seed, c in curves.items():
+                xs = sorted(x for x in c if seed not in at or x <= at[seed])
+                out[seed] = classify(xs, [c[x] if seed not in at or x < at[seed] else None for x in xs], chance,
+                                     diverged=seed in at, split=split)
+            self._outcomes[key] = out
+        return self._outcomes[key]
+
+    def axis(self, dataset, arch) -> str:
+        """What a network's evaluations count: 'epoch', or 'step' for runs evaluated every K steps."""
+        g = self.df[(self.df["dataset"] == dataset) & (self.df["arch"] == arch)]
+        return "epoch" if g["epoch"].notna().any() else "step"
+
+    def seconds(self, dataset, arch, norm, optimizer, split) -> dict[int, dict[int, float]]:
+        """seed -> {epoch or step -> the run's cumulative seconds there} (empty without timings)."""
+        df = self.df
+        g = df[(df["dataset"] == dataset) & (df["arch"] == arch) & (df["norm"] == norm)
+               & (df["optimizer"] == optimizer) & (df["split"] == split) & df["wall_time"].notna()]
+        axis = "epoch" if g["epoch"].notna().any() else "step"
+        return {int(seed): dict(zip(s[axis].astype(int), s["wall_time"].astype(float)))
+                for seed, s in g[g[axis].notna()].groupby("seed")}
 
     def curves(self, dataset, arch, norm, optimizer, split) -> tuple[str, dict[int, dict[int, float]], dict]:
         """(x axis, seed -> {epoch or step -> accuracy}, seed -> seconds per epoch or step) of one

@@ -40,6 +40,9 @@ class Stat:
     seeds: dict | None = None  # seed -> value (accuracies, or paired per-seed effects)
     p_win: float | None = None  # the share of seed pairs where the norm wins (ties count half)
     p: float | None = None  # two-sided p-value of "no effect", by the interval's method
+    bounded: bool = False  # the interval was cut to what accuracies can reach
+    withheld: str | None = None  # why it has no interval although it has seeds (e.g. split by stability)
+    unstable: list | None = None  # runs behind it that had not trained (kbn.report.measures.mark_stability)
 
     @property
     def interval(self) -> bool:
@@ -57,6 +60,11 @@ METHODS = {
                 "per-seed values, Student-t 95% interval (n − 1 degrees of freedom)",
     "paired bootstrap": f"paired by seed: the mean of the per-seed values, 95% percentile bootstrap interval "
                         f"({BOOTSTRAP} resamples of the seeds)",
+    "paired t (log)": "paired by seed: the geometric mean of the per-seed ratios, Student-t 95% interval on their "
+                      "logarithms (n − 1 degrees of freedom), over the seeds where both arms reached the target",
+    "paired bootstrap (log)": f"paired by seed: the geometric mean of the per-seed ratios, 95% percentile bootstrap "
+                              f"interval of the mean log ({BOOTSTRAP} resamples of the seeds), over the seeds where "
+                              "both arms reached the target",
     "Welch": "unpaired (the arms' seeds differ): Welch's t-interval for the difference of the means; rel of the "
              "means with a delta-method standard error and Welch–Satterthwaite degrees of freedom",
     "unpaired bootstrap": f"unpaired (the arms' seeds differ): the effect of the means, 95% percentile bootstrap "
@@ -127,9 +135,15 @@ def compare(xs: dict, ys: dict, quantity: str = "rel", interval: str = "t", rng_
         stat.p_win = float(np.mean([_win(x[s], y[s]) for s in per]))
     else:
         stat = _unpaired(np.array(list(x.values())), np.array(list(y.values())), quantity, interval, rng_seed)
-    if quantity == "rel" and stat.interval:
-        # rel <= 1 always; a symmetric interval past 1 would claim values that cannot be
-        stat.high = min(stat.high, 1.0)
+    if stat.interval:
+        # A symmetric interval can pass what accuracies allow (a paired-t interval on effects of
+        # +2 and +86 points reaches +178): cut it there, and say so. With x the accuracy without the
+        # norm, y - x lies in [-x, 100 - x] and rel = (y - x)/(100 - x) in [-x/(100 - x), 1].
+        xm = np.array(list(x.values()), float)
+        lo, hi = (-xm.mean(), 100 - xm.mean()) if quantity == "diff" else \
+            (float(np.mean(np.where(xm >= 100, 0.0, -xm / np.maximum(100 - xm, 1e-12)))), 1.0)
+        stat.bounded = stat.low < lo - 1e-9 or stat.high > hi + 1e-9
+        stat.low, stat.high = max(stat.low, lo), min(stat.high, hi)
     return stat
 
 
@@ -202,6 +216,19 @@ def every_cell(cells: dict[str, Stat]) -> tuple[str, list[str]]:
     return "inconclusive", [k for k in cells if k not in rejected]
 
 
+def mcnemar(b: int, c: int) -> float:
+    """Exact two-sided McNemar test of paired yes/no outcomes: of the b + c discordant pairs, b went
+    one way and c the other; under "no difference" each way is a fair coin, so the p-value is the
+    two-sided binomial tail (exact: the few runs of a sweep are far from the chi-square's large-sample
+    regime). 1.0 when no pair is discordant."""
+    from scipy import stats
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2 * stats.binom.cdf(min(b, c), n, 0.5)))
+
+
 def seeds_to_resolve(stat: Stat, alpha: float = ALPHA, most: int = 1000) -> int | None:
     """The number of seeds n at which the t interval at the observed spread would exclude 0:
     t_{1 - alpha/2, n-1} * sd / sqrt(n) < |mean| (alpha = 0.05: the 95% interval); None if more
@@ -233,7 +260,8 @@ def pool(stats: list[Stat | None]) -> Stat | None:
     return Stat(float(np.mean(list(per.values()))), n=len(per), seeds=per)
 
 
-MARKS = {"supported": "✓", "contradicted": "✗", "inconclusive": "?", "point estimate only": "·"}
+MARKS = {"supported": "✓", "contradicted": "✗", "inconclusive": "?", "point estimate only": "·",
+         "arms differ in stability": "⚠"}
 
 
 def signed(s: Stat, plus: bool = True) -> str:

@@ -13,9 +13,11 @@ import pandas as pd
 
 from kbn import registry
 from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
-from kbn.report.measures import final_effect, norm_effect, curve_split, convergence, poster_steps
+from kbn.report.measures import (LADDER, SUMMARY_RUNG, Rung, Stability, final_effect, norm_effect, curve_split,
+                                 convergence, mark_stability, poster_steps, stability)
 from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
 from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, verdict
+from kbn.stability import OUTCOMES, RULE, summarize
 
 
 @dataclasses.dataclass
@@ -73,7 +75,12 @@ def _add_records(table, dataset, arch, optimizer, norm, epoch, quantity, stat):
 
 def _acc_cell(res, d, a, norm, opt, split, epoch):
     v = res.acc_by_seed(d, a, norm, opt, split, epoch)
-    return None if not v else acc_stat(list(v.values()), list(v))
+    return None if not v else _acc_marked(acc_stat(list(v.values()), list(v)), res, d, a, norm, opt, epoch)
+
+
+def _acc_marked(stat: Stat, res, d, a, norm, opt, x) -> Stat:
+    """An arm's accuracy, marked with its runs that had not trained by `x` (kbn.stability)."""
+    return mark_stability(stat, stability(res, d, a, norm, opt, x), arms=("none",) if norm == "none" else ("norm",))
 
 
 def table1(res: Results, norm: str) -> Table | None:
@@ -100,95 +107,154 @@ def table1(res: Results, norm: str) -> Table | None:
 Extra = tuple[str, Callable[[str, str, str, str], "float | None"]]
 
 
-def _speed(c: dict | None, key: str = "speedup") -> str:
-    if c is None:
-        return MISSING
-    if c[key] is None:
-        return "not reached" if key == "speedup" or c["epochs_norm"] is None else MISSING
-    return f"{c[key]:.1f}×"
+def ratio_text(st: Stat | None, reached: str = "") -> str:
+    """A speed-up as '2.0× [1.5, 2.9]' (its interval where it has one)."""
+    if st is None:
+        return "not reached" if reached else MISSING
+    text = f"{st.value:.1f}×" + (f" [{st.low:.1f}, {st.high:.1f}]" if st.interval else "")
+    return text + (f" ({reached})" if reached else "")
+
+
+def _reached(r: Rung) -> str:
+    """'2 of 3 reached' where some seed of the norm did not; '' when all did."""
+    n, k = len(r.norm_seed), r.reached("norm")
+    return "" if k == n else f"{k} of {n} reached"
+
+
+def _rung_name(q: float) -> str:
+    return f"{100 * q:g} %"
 
 
 def convergence_tables(res: Results, norm: str) -> list[Table]:
-    """Per network: epochs (or steps) and seconds to reach the no-norm arm's final validation
-    accuracy, the speed-ups, and the area under the validation curve."""
+    """Per network: the convergence ladder (epochs, or steps, to 50/90/99/100 % of the way from chance
+    to none's best, per arm, and the speed-ups in epochs and seconds), then the area under the curve."""
     out = []
     for d, a in res.all_pairs():
         split = curve_split(res, d, a)
-        t = Table("convergence", f"Convergence — {display_name(d, a)}, {norm} norm vs none: {split} accuracy, "
-                  "time to reach none's final accuracy", ["optimizer", "target %", "epochs none", f"epochs {norm}",
-                                                          "speed-up", "s none", f"s {norm}", "speed-up (s)",
-                                                          "AUC none", f"AUC {norm}", "AUC gain (points)"], [],
+        t = Table("convergence", f"Convergence — {display_name(d, a)}, {norm} norm vs none: {split} accuracy, time to "
+                  "each share of the way from chance to none's best", ["optimizer", "of none's best", "target %",
+                                                                      "epochs none", f"epochs {norm}",
+                                                                      f"reached ({norm})", "speed-up",
+                                                                      "speed-up (s)"], [],
                   kind="plain", label=(d, a, norm))
+        area = Table("auc", f"Area under the curve — {display_name(d, a)}, {norm} norm vs none: mean {split} "
+                     "accuracy (%) over the evaluations", ["optimizer", "AUC none", f"AUC {norm}", "gain (points)"], [],
+                     kind="plain", label=(d, a, norm))
+        axis, skipped, ratios = "epoch", 0, []
         for opt in res.present_all("optimizer"):
             c = convergence(res, d, a, norm, opt, split)
             if c is None:
                 continue
-            never = "not reached"
-            t.rows.append([optimizer_name(opt), f"{c['target']:.2f}", str(c["epochs_none"]), str(c["epochs_norm"] or never),
-                           _speed(c), _secs(c["seconds_none"]), _secs(c["seconds_norm"]),
-                           _speed(c, "speedup_seconds"), f"{c['auc_none']:.2f}", f"{c['auc_norm']:.2f}",
-                           c["auc_diff"]])
-            _convergence_records(t, d, a, opt, norm, c)
-            axis = c["axis"]
+            axis, skipped = c["axis"], skipped + c["never_learned_none"]
+            ratios += [st for r in c["rungs"] for st in (r.speedup, r.speedup_seconds) if st is not None]
+            for r in c["rungs"]:
+                n = len(r.none_seed)
+                med = {arm: r.median(arm) for arm in ("none", "norm")}
+                t.rows.append([optimizer_name(opt), _rung_name(r.q), f"{r.target:.2f}" if n else MISSING,
+                               _num(med["none"]), _num(med["norm"]) if med["norm"] is not None else "not reached",
+                               f"{r.reached('norm')} of {n}", ratio_text(r.speedup, _reached(r)),
+                               ratio_text(r.speedup_seconds) if r.speedup_seconds else MISSING])
+            area.rows.append([optimizer_name(opt), f"{c['auc_none']:.2f}", f"{c['auc_norm']:.2f}", c["auc_diff"]])
+            _convergence_records(t, area, d, a, opt, norm, c)
         if t.rows:
             t.headers = [h.replace("epochs", "steps") if axis == "step" else h for h in t.headers]
-            t.notes.append(f"target: the seed-mean final {split} accuracy without the norm; epochs: the first "
-                           "evaluated epoch at which the seed-mean curve reaches it (per seed in the CSV); speed-up = "
-                           f"epochs none ÷ epochs {norm}; s: epochs × each arm's measured seconds per epoch "
-                           f"({MISSING}: no timings); AUC: the mean {split} accuracy over the evaluated epochs "
-                           "(normalised area under the curve).")
-            t.notes = [n.replace("epoch", "step") for n in t.notes] if axis == "step" else t.notes
-            out.append(t)
+            unit = "steps" if axis == "step" else "epochs"
+            t.notes.append(f"Per seed, the target is chance + q × (none's best {split} accuracy − chance), for q = "
+                           f"{', '.join(_rung_name(q) for q in LADDER)}: none's best, not its final value, so a "
+                           f"baseline that collapses keeps a meaningful target. {unit} none / {unit} {norm}: the "
+                           f"median over seeds of the first evaluated {axis} at which each reaches it (none always "
+                           f"reaches its own best). speed-up: {unit} none ÷ {unit} {norm}, the geometric mean over the "
+                           f"seeds where both reached it, with a 95% interval on the log; (s): the same in training "
+                           f"seconds (the runs' recorded seconds at those {unit}; {MISSING}: no timings).")
+            if skipped:
+                t.notes.append(f"{skipped} seed(s) left out: none never rose above chance, so there is no target.")
+            ns = sorted({st.n for st in ratios})
+            for m in sorted({st.method for st in ratios if st.method}):
+                t.notes.append(f"Speed-ups (n = {'–'.join(map(str, (ns[0], ns[-1]) if len(ns) > 1 else ns))} seeds): "
+                               f"{METHODS[m]}.")
+            out += [t, area]
     return out
 
 
-def _secs(v: float | None) -> str:
-    return MISSING if v is None else f"{v:.1f}"
+def _num(v: float | None) -> str:
+    return MISSING if v is None else (f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}")
 
 
-def _convergence_records(t: Table, d, a, opt, norm, c: dict):
-    """The convergence numbers of one cell in the tidy CSV (per-seed epochs to target included)."""
-    for q in ("target", "epochs_none", "epochs_norm", "speedup", "seconds_none", "seconds_norm", "speedup_seconds",
-              "auc_none", "auc_norm"):
-        if c[q] is not None:
-            _add_records(t, d, a, opt, norm, None, q, round(float(c[q]), 6))
-    _add_records(t, d, a, opt, norm, None, "auc_diff", c["auc_diff"])
-    base = dict(table=t.id, dataset=d, arch=a, optimizer=opt, norm=norm, epoch="")
-    if len(c["epochs_none_seed"]) < 2:
-        return
-    for arm in ("none", "norm"):
-        t.records += [{**base, "seed": s, "quantity": f"epochs_{arm}_seed", "value": "" if v is None else v}
-                      for s, v in sorted(c[f"epochs_{arm}_seed"].items())]
+def _convergence_records(t: Table, area: Table, d, a, opt, norm, c: dict):
+    """The ladder of one cell in the tidy CSV (per-seed epochs to each target included)."""
+    axis = "epochs" if c["axis"] == "epoch" else "steps"
+    for r in c["rungs"]:
+        q = f"q{100 * r.q:g}".replace(".", "_")
+        _add_records(t, d, a, opt, norm, None, f"target_{q}", round(r.target, 6))
+        for arm in ("none", "norm"):
+            _add_records(t, d, a, opt, norm, None, f"reached_{arm}_{q}", r.reached(arm))
+            _add_records(t, d, a, opt, norm, None, f"{axis}_{arm}_{q}", r.median(arm))
+            if len(r.none_seed) < 2:
+                continue
+            base = dict(table=t.id, dataset=d, arch=a, optimizer=opt, norm=norm, epoch="")
+            t.records += [{**base, "seed": s, "quantity": f"{axis}_{arm}_{q}_seed", "value": "" if v is None else v}
+                          for s, v in sorted(getattr(r, f"{arm}_seed").items())]
+        _add_records(t, d, a, opt, norm, None, f"speedup_{q}", r.speedup)
+        _add_records(t, d, a, opt, norm, None, f"speedup_seconds_{q}", r.speedup_seconds)
+    for q in ("auc_none", "auc_norm"):
+        _add_records(area, d, a, opt, norm, None, q, round(float(c[q]), 6))
+    _add_records(area, d, a, opt, norm, None, "auc_diff", c["auc_diff"])
 
 
 @dataclasses.dataclass
 class Summary:
     """One cell of the summary: the test-accuracy difference and rel with their intervals, the
-    verdict on "the norm helps" (from the difference's interval), the convergence speed-up, and
-    any extra quantities."""
+    verdict on "the norm helps" (from the difference's interval), the convergence speed-up, how the
+    arms' runs ended (`stab`), and any extra quantities."""
 
     diff: Stat
     rel: Stat
     conv: dict | None
     extras: list[tuple[str, float]]
+    stab: Stability | None = None
 
     @property
     def verdict(self) -> str:
-        """The cell's verdict on "the norm helps", read from the difference's interval."""
+        """The cell's verdict on "the norm helps", read from the difference's interval; a cell whose
+        arms differ in stability has none: its difference says whether training worked, not how well."""
+        if self.stab is not None and self.stab.differs:
+            return UNSTABLE
         return verdict(self.diff)
 
     def text(self, fmt: str) -> str:
         """The cell as one line: mark, difference in points [interval], rel [interval], P(win),
-        speed-up and extras, separated by '; '."""
+        speed-up, runs that did not train, and extras, separated by '; '."""
         mark = MARKS[self.verdict]  # LaTeX: latex_text makes the marks and the numbers safe
-        parts = [f"{mark} {signed(self.diff)} pts", f"rel {signed(self.rel, plus=False)}"]
+        dag = DAGGER if self.diff.unstable else ""
+        parts = [f"{mark} {signed(self.diff)}{dag} pts", f"rel {signed(self.rel, plus=False)}{dag}"]
+        if self.diff.withheld:
+            parts[0] += f" ({self.diff.withheld})"
         if self.diff.n > 1 and self.diff.p_win is not None:
             parts.append(f"P(win) {self.diff.p_win:.2f}")
         if self.conv is not None:
-            seconds = self.conv["speedup_seconds"]
-            parts.append(f"speed {_speed(self.conv)}" + (f" ({seconds:.1f}× in time)" if seconds else ""))
+            parts.append(_speed_part(self.conv))
+        if self.stab is not None and not self.stab.clean:
+            n_x, n_y = len(self.stab.none), len(self.stab.norm)
+            parts.append(f"did not train: none {len(self.stab.down('none'))} of {n_x}, {self.stab.norm_name} "
+                         f"{len(self.stab.down('norm'))} of {n_y}")
         parts += [f"{name} {value:+.2f}" for name, value in self.extras]
         return "; ".join(parts)
+
+
+UNSTABLE = "arms differ in stability"
+DAGGER = "†"
+
+
+def _speed_part(conv: dict) -> str:
+    """'speed 2.0× [1.5, 2.9] (1.4× in time)' at the summary's rung, with the seeds that did not reach it."""
+    r: Rung = conv["summary_rung"]
+    reached = _reached(r)
+    if r.speedup is None:
+        return f"speed: not reached ({_rung_name(r.q)} of none's best)"
+    text = f"speed {ratio_text(r.speedup)}"
+    if r.speedup_seconds is not None:
+        text += f" ({r.speedup_seconds.value:.1f}× in time)"
+    return text + (f" ({reached})" if reached else "")
 
 
 def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
@@ -211,11 +277,13 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
         if t.records:
             t.notes.append("Each cell: mark, test-accuracy difference in points [95% interval], rel [interval], "
                            "P(win) = the share of seed pairs where the norm wins (ties count half), "
-                           "speed = epochs for none to reach its final validation accuracy (test where no "
-                           "validation is recorded) ÷ epochs for the norm (in time: seconds, from each arm's "
-                           "seconds per epoch). "
+                           f"speed = epochs for none to get {_rung_name(SUMMARY_RUNG)} of the way from chance to its "
+                           "best validation accuracy (test where no validation is recorded) ÷ epochs for the norm, "
+                           "the geometric mean over seeds [95% interval] (in time: training seconds), and how many "
+                           "runs of each arm did not train (diverged, collapsed or never learned). "
                            "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
-                           "(it holds 0), · one seed (a point estimate).")
+                           f"(it holds 0), · one seed (a point estimate), {MARKS[UNSTABLE]} the arms differ in "
+                           "stability (a seed trained in one arm and not in the other): no verdict on accuracy.")
             out.append(t)
     return out
 
@@ -226,7 +294,7 @@ def _summary_cell(res: Results, d, a, norm, opt, extra) -> Summary | None:
         return None
     extras = [(name, v) for name, fn in extra if (v := fn(d, a, norm, opt)) is not None]
     return Summary(diff, final_effect(res, d, a, norm, opt),
-                   convergence(res, d, a, norm, opt, curve_split(res, d, a)), extras)
+                   convergence(res, d, a, norm, opt, curve_split(res, d, a)), extras, stability(res, d, a, norm, opt))
 
 
 def _summary_records(t: Table, d, a, opt, norm, cell: Summary | None):
@@ -241,6 +309,10 @@ def _summary_records(t: Table, d, a, opt, norm, cell: Summary | None):
     code = {"supported": 1, "contradicted": -1, "inconclusive": 0}.get(cell.verdict)
     if code is not None:
         _add_records(t, d, a, opt, norm, None, "verdict", code)
+    if cell.stab is not None:
+        _add_records(t, d, a, opt, norm, None, "stability_differs", int(cell.stab.differs))
+        for arm, name in (("none", "none"), ("norm", norm)):
+            _add_records(t, d, a, opt, name, None, "runs_not_trained", len(cell.stab.down(arm)))
     if cell.conv is not None:
         for q in ("speedup", "speedup_seconds"):
             if cell.conv[q] is not None:
@@ -368,8 +440,9 @@ def poster_tables(res: Results) -> list[Table]:
         for norm in registry.order("norm", g["norm"]):
             row = [norm]
             for s in steps:
-                v = g[(g["norm"] == norm) & (g["step"] == s)].sort_values("seed")["accuracy"].tolist()
-                stat = acc_stat(v) if v else None
+                part = g[(g["norm"] == norm) & (g["step"] == s)].sort_values("seed")
+                v = part["accuracy"].tolist()
+                stat = _acc_marked(acc_stat(v, part["seed"].tolist()), res, d, a, norm, opt, s) if v else None
                 row.append(stat)
                 _add_records(t, d, a, opt, norm, s, "accuracy", stat)
             t.rows.append(row)
@@ -463,13 +536,68 @@ def build_tables(df: pd.DataFrame, epochs: list[int] | None = None, interval: st
         for norm in norms:
             tables += tables_11_12(res, norm)
     tables += poster_tables(res)
+    stab = stability_tables(res)
+    at = next((i for i, t in enumerate(tables) if t.id != "summary"), len(tables))
+    tables[at:at] = stab  # with the answer: whether training worked at all comes before how fast
     for t in tables:
+        if t.id == "summary" and not stab:
+            t.notes.append(f"Every run trained: none diverged, collapsed or never learned ({RULE}).")
+        t.notes += _stability_notes(t)
         if any(c is None for row in t.rows for c in row[1:]):
             t.notes.append(f"{MISSING}: no finished run for this cell yet (the sweep may still be running).")
         if t.kind in ("rel", "mixed", "summary"):
             t.notes.append("rel = (y − x) / (100 − x), x = accuracy (%) without the norm, y = with it.")
         t.notes += _method_notes(t)
     return tables
+
+
+def stability_tables(res: Results) -> list[Table]:
+    """Per network, the runs that did not train (kbn.stability), per optimizer and norm, where any
+    did: none when every run trained."""
+    out = []
+    for d, a in res.all_pairs():
+        axis = res.axis(d, a)
+        t = Table("stability", f"Stability — {display_name(d, a)}: runs that did not train (diverged, collapsed or "
+                  "never learned)", ["optimizer", "norm", "seeds", "trained", "diverged", "collapsed", "never learned",
+                                     "where"], [], kind="plain", label=(d, a))
+        for opt in res.present_all("optimizer"):
+            for norm in res.present_all("norm"):
+                outs = res.outcomes(d, a, norm, opt)
+                if not outs:
+                    continue
+                count = {k: sum(o.kind == k for o in outs.values()) for k in OUTCOMES}
+                t.rows.append([optimizer_name(opt), norm, str(len(outs))] + [str(count[k]) for k in OUTCOMES]
+                              + [summarize([o for o in outs.values() if o.unstable], axis, len(outs)) or MISSING])
+                base = dict(table=t.id, dataset=d, arch=a, optimizer=opt, norm=norm, epoch="")
+                t.records += [{**base, "seed": "", "quantity": f"{k.replace(' ', '_')}_runs", "value": count[k]}
+                              for k in OUTCOMES]
+                for seed, o in sorted(outs.items()):
+                    t.records += [{**base, "seed": seed, "quantity": "outcome_seed", "value": o.kind}]
+                    if o.fell_at is not None:
+                        t.records += [{**base, "seed": seed, "quantity": "fell_at_seed", "value": o.fell_at}]
+        if any(r[3] != r[2] for r in t.rows):
+            t.notes.append(f"Read off each run's {'validation' if res.has(d, a, 'validation') else 'test'} accuracy "
+                           f"at every evaluation: {RULE}.")
+            out.append(t)
+    return out
+
+
+def _stability_notes(t: Table) -> list[str]:
+    """The footer of a table some of whose numbers come from runs that had not trained by then."""
+    stats = _stats_of(t)
+    phrases = list(dict.fromkeys(p for st in stats for p in (st.unstable or [])))
+    notes = []
+    if phrases:
+        notes.append(f"{DAGGER} includes runs that had not trained by that point (kbn.stability): "
+                     + "; ".join(phrases) + ". A difference marked " + DAGGER + " mixes whether training worked "
+                     "with how well it did.")
+    if any(st.withheld for st in stats):
+        notes.append("No interval where the seed pairs split by stability (some pairs trained in both arms, others "
+                     "in one): the per-seed effects are of two kinds, and a t interval over their mean is not honest.")
+    if any(st.bounded for st in stats):
+        notes.append("Some intervals are cut at what accuracies can reach (a difference y − x within [−x, 100 − x], "
+                     "rel within [−x/(100 − x), 1]): a symmetric interval would pass it.")
+    return notes
 
 
 def _stats_of(t: Table) -> list[Stat]:
