@@ -120,6 +120,7 @@ def test_population_batches_are_fixed_whatever_the_run():
     assert np.array_equal(a.ravel()[:100], rng.permutation(100))
 
 
+@pytest.mark.slow
 def test_a_frozen_batch_norm_keeps_its_moving_averages(tiny_dataset):
     """Keras normalises a non-trainable BN layer with its moving statistics even in training: a pass
     that rewrote them would change the training."""
