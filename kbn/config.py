@@ -59,6 +59,23 @@ def init_scale(init: str) -> float | None:
     return float(init.split(":", 1)[1]) if init.startswith("gaussian:") else None
 
 
+# What BatchNormalization evaluates with (kbn.bn_stats): Keras's moving averages (momentum 0.99,
+# kbn.registry's "batch"), or Ioffe & Szegedy's Algorithm 2, population statistics recomputed before
+# every evaluation over BN_BATCHES training batches (fvcore's PreciseBN defaults to 200; README,
+# "Batch norm's statistics", measures how many are enough).
+BN_STATISTICS = ("moving", "population")
+BN_BATCHES = 100
+
+
+def check_bn_statistics(rule, batches) -> None:
+    """bn_statistics and bn_batches, of a run or a sweep file."""
+    check_choice("bn_statistics", rule, BN_STATISTICS)
+    check_positive("bn_batches", batches)
+    if rule == "moving" and batches != BN_BATCHES:
+        raise ConfigError(f"bn_batches: {batches} is only meaningful with bn_statistics = population (the moving "
+                          "averages are kept during training); set bn_statistics = population or leave bn_batches out")
+
+
 def parse_eval_steps(field: str, value) -> tuple[int, ...]:
     """Extra evaluation steps: a list of positive integers, or "log:FIRST:LAST:N", N log-spaced steps
     from FIRST to LAST rounded to 2 significant digits (dense where curves move)."""
@@ -138,6 +155,12 @@ class TrainConfig:
     probe_preactivations: int = _setting(
         0, "log the hidden layers' pre-activation percentiles on the first N validation images at every "
         "evaluation (preactivations.csv, TensorBoard)", metavar="N")
+    bn_statistics: str = _setting(
+        "moving", "what batch norm evaluates with: moving (Keras's moving averages, momentum 0.99) or population "
+        "(recomputed before every evaluation over --bn-batches training batches, Ioffe & Szegedy Alg. 2)",
+        metavar="RULE")  # BN_STATISTICS
+    bn_batches: int = _setting(BN_BATCHES, "with --bn-statistics population: the training batches (of the "
+                               "batch size) the population statistics are computed over", metavar="N")
 
     def __post_init__(self):
         for kind in registry.KINDS:
@@ -164,6 +187,7 @@ class TrainConfig:
         p = self.probe_preactivations
         if not isinstance(p, int) or isinstance(p, bool) or p < 0:
             raise ConfigError(f"probe_preactivations: got {p!r}; give a number of validation images (0: off)")
+        check_bn_statistics(self.bn_statistics, self.bn_batches)
 
     def eval_points(self, total_steps: int) -> list[int]:
         """The steps after which a step-based run evaluates: every eval_every_steps, the end, and the
@@ -252,6 +276,8 @@ class SweepConfig:
     init: str = "glorot_uniform"
     eval_steps: tuple[int, ...] | None = None
     probe_preactivations: int = 0
+    bn_statistics: str = "moving"  # BN_STATISTICS
+    bn_batches: int = BN_BATCHES
 
     def __post_init__(self):
         if self.lr is not None:  # nothing is searched: no grid, no search seeds
@@ -296,11 +322,14 @@ class SweepConfig:
         return self.lr if self.lr is not None else self.coarse_grid(optimizer)[0]
 
     def protocol(self) -> dict:
-        """How the learning rate was chosen, as a report states it next to the numbers."""
+        """How the learning rate was chosen and what batch norm evaluates with, as a report states it
+        next to the numbers."""
+        bn = {"bn_statistics": self.bn_statistics,
+              **({"bn_batches": self.bn_batches} if self.bn_statistics == "population" else {})}
         if self.lr is not None:
             return {"lr_protocol": "fixed", "lr": self.lr, "final_epochs": self.epochs,
-                    "final_total_steps": self.total_steps, "final_seeds": list(self.seeds)}
-        return {"lr_protocol": "tuned", "select_on": self.select_on, "selection": self.selection,
+                    "final_total_steps": self.total_steps, "final_seeds": list(self.seeds), **bn}
+        return {**bn, "lr_protocol": "tuned", "select_on": self.select_on, "selection": self.selection,
                 "search_seeds": list(self.search_seeds),
                 "search_epochs": self.search_epochs or self.epochs, "search_total_steps": self.search_total_steps,
                 "final_epochs": self.epochs, "final_total_steps": self.total_steps, "final_seeds": list(self.seeds),
@@ -315,7 +344,8 @@ class SweepConfig:
             batch_size=self.batch_size, subset=self.subset, eval_every_steps=self.eval_every_steps,
             total_steps=(self.search_total_steps or self.total_steps) if search else self.total_steps,
             test_every_epoch=self.test_every_epoch and not search, init=self.init, eval_steps=self.eval_steps,
-            probe_preactivations=self.probe_preactivations,
+            probe_preactivations=self.probe_preactivations, bn_statistics=self.bn_statistics,
+            bn_batches=self.bn_batches,
         )
 
     def to_dict(self) -> dict:
@@ -425,6 +455,8 @@ def _run_fields(raw: dict, where: str, default_name: str) -> dict:
     probe = raw.get("probe_preactivations", 0)
     if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
         raise ConfigError(f"probe_preactivations: got {probe!r}; give a number of validation images (0: off)")
+    bn_rule, bn_batches = raw.get("bn_statistics", "moving"), raw.get("bn_batches", BN_BATCHES)
+    check_bn_statistics(bn_rule, bn_batches)
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name or "/" in name:
         raise ConfigError(f"name: got {name!r}; give a short name without '/'")
@@ -441,7 +473,7 @@ def _run_fields(raw: dict, where: str, default_name: str) -> dict:
         **{k: check_positive(k, raw.get(k), allow_none=True) for k in ("subset", "eval_every_steps", "total_steps")},
         lr=fixed_lr, init=check_init(raw.get("init", "glorot_uniform")),
         eval_steps=parse_eval_steps("eval_steps", raw["eval_steps"]) if "eval_steps" in raw else None,
-        probe_preactivations=probe,
+        probe_preactivations=probe, bn_statistics=bn_rule, bn_batches=int(bn_batches),
     )
 
 

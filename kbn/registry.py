@@ -178,6 +178,9 @@ class Norm:
     layer: str | None = None  # None: no norm
     grouped: bool = False  # the layer takes groups=: up to 8 groups of at least 4 channels
     source: str | None = None
+    # BatchNormalization's moving-average momentum (Keras's default, stated: it is the "moving" rule
+    # of config.BN_STATISTICS, and a report's protocol line says it)
+    momentum: float | None = None
 
     def resolve(self, field: str = "norm"):
         import keras
@@ -198,7 +201,7 @@ class Norm:
         if self.grouped:
             groups = max(g for g in range(1, 9) if g == 1 or (channels % g == 0 and channels // g >= 4))
             return cls(groups=groups, name=name)
-        return cls(name=name)
+        return cls(name=name) if self.momentum is None else cls(momentum=self.momentum, name=name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +277,7 @@ OPTIMIZERS = _records(
 )
 NORMS = _records(
     Norm("none", "none", "tab:gray"),
-    Norm("batch", "batch", "tab:blue", "BatchNormalization"),
+    Norm("batch", "batch", "tab:blue", "BatchNormalization", momentum=0.99),
     Norm("layer", "layer", "tab:orange", "LayerNormalization"),
     Norm("group", "group", "tab:green", "GroupNormalization", grouped=True),
     Norm("rms", "rms", "tab:red", "RMSNormalization"),

@@ -6,7 +6,9 @@ It must not know sweeps, search phases or the report: a list of TrainConfig in, 
 The run proceeds in *periods*: one epoch each, or `eval_every_steps` optimizer steps (the poster's
 "test accuracy every 5,000 steps"), with extra evaluations at `eval_steps` (dense early points where the
 curves move). With `probe_preactivations`, each evaluation also logs the hidden layers' pre-activation
-percentiles on a fixed validation batch (PreactivationProbe; Ioffe & Szegedy's Fig. 1b-c). The training
+percentiles on a fixed validation batch (PreactivationProbe; Ioffe & Szegedy's Fig. 1b-c). With
+`bn_statistics = "population"` batch norm evaluates with statistics recomputed before every evaluation
+(kbn.bn_stats), else with Keras's moving averages. The training
 order comes from a seeded permutation stream, so the same seed gives the same numbers. After each
 period: validation (and test where asked) is evaluated, a row goes to metrics.csv and TensorBoard, and
 progress is printed. A NaN/inf loss ends the run as
@@ -30,6 +32,7 @@ import numpy as np
 from kbn import __version__, data as kdata, models, optim, registry, stability
 from kbn import interrupts
 from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
+from kbn.bn_stats import PopulationStatistics, describe
 from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
@@ -248,9 +251,10 @@ def _compile(cfgs: list[TrainConfig], singles: list[keras.Model], ds: kdata.Data
     return packed.train, packed.evaluate, packed
 
 
-def _run_metadata(ds: kdata.Dataset, model: keras.Model, components: dict, schedule: Schedule, spe: int, k: int,
-                  own_orders: bool, protocol: dict | None) -> dict:
-    """What every packed run's config.json says alike: environment, data, network, schedule, command."""
+def _run_metadata(cfg: TrainConfig, ds: kdata.Dataset, model: keras.Model, components: dict, schedule: Schedule,
+                  spe: int, k: int, own_orders: bool, protocol: dict | None) -> dict:
+    """What every packed run's config.json says alike: environment, data, network, schedule, what batch
+    norm evaluates with, command."""
     return {
         "backend": keras.backend.backend(),
         "versions": versions(),
@@ -261,6 +265,7 @@ def _run_metadata(ds: kdata.Dataset, model: keras.Model, components: dict, sched
         "schedule": {**schedule.as_dict(), "steps_per_execution": spe, "packed_with": k,
                      "own_data_orders": own_orders, **({"eval_at": schedule.eval_at} if schedule.eval_at else {})},
         "protocol": protocol,
+        "bn_statistics": describe(model, cfg.bn_statistics, cfg.bn_batches, cfg.batch_size),
         "command": sys.argv,
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -302,6 +307,7 @@ class _Trials:
     probe: PreactivationProbe | None
     periods: JaxPeriods | None  # JAX: each period as compiled loops; else Keras's fit
     evaluation: JaxEvaluation | None  # JAX: evaluations as compiled loops; else Keras's evaluate
+    population: PopulationStatistics | None  # bn_statistics population: set before every evaluation
     verbose: bool
     log: object
     last_tb_step: int = 0  # TensorBoard's step of the last evaluation: where a run's outcome is logged
@@ -315,15 +321,18 @@ class _Trials:
         spe = max(1, min(steps_per_execution or steps_per_call(cfg.arch), schedule.period_steps))
         own_orders = len({c.seed for c in cfgs}) > 1
         model, evaluator, packed = _compile(cfgs, singles, ds, spe, own_orders)
-        shared = _run_metadata(ds, singles[0], components, schedule, spe, k, own_orders, protocol)
+        shared = _run_metadata(cfg, ds, singles[0], components, schedule, spe, k, own_orders, protocol)
         runlogs = [_open_runlog(c, logdir, hp, shared) for c, hp in zip(cfgs, hparams)]
         probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None)
         periods = evaluation = None
         if jax_loop_enabled():
             periods = JaxPeriods(model, ds.x_train, ds.y_train, k, own_orders, cfg.batch_size, spe)
             evaluation = JaxEvaluation(evaluator, EVAL_BATCH, k)
+        population = None
+        if cfg.bn_statistics == "population":  # on shared images: every trial over the same batches
+            population = PopulationStatistics(evaluator, ds.x_train, cfg.bn_batches, cfg.batch_size)
         return cls(cfgs, singles, ds, schedule, model, evaluator, packed, own_orders, runlogs, probe, periods,
-                   evaluation, verbose, log)
+                   evaluation, population, verbose, log)
 
     def run(self, save_model: bool) -> list[RunResult]:
         """Train to the end and close every run's logs; a run left unfinished (an exception, Ctrl-C)
@@ -331,6 +340,10 @@ class _Trials:
         outcomes: list[dict | None] = [None] * len(self.cfgs)
         try:
             self._loop(outcomes)
+            if self.population is not None:  # the pack's recomputations together (in wall_time too)
+                for o in outcomes:
+                    o["metrics"]["bn_population_seconds"] = round(self.population.seconds, 3)
+                    o["metrics"]["bn_population_compile_seconds"] = round(self.population.compile_seconds, 3)
             if save_model:
                 _save_models(self.cfgs, self.singles, self.packed, self.runlogs, outcomes, self.ds)
         except BaseException:
@@ -401,10 +414,13 @@ class _Trials:
 
     def _evaluate(self, p: int, step: int, healthy: list[int]):
         """(validation, test) per trial after period `p`, None where not evaluated; the probe's
-        pre-activations logged (its time counts in wall_time, as the evaluations' does)."""
+        pre-activations logged (its time counts in wall_time, as the evaluations' does). With
+        bn_statistics population, batch norm's statistics are recomputed first (kbn.bn_stats)."""
         if not healthy:
             return None, None
         cfg, k, ds = self.cfgs[0], len(self.cfgs), self.ds
+        if self.population is not None:  # validation, test and the probe all see these statistics
+            self.population.update()
         val = _evaluate(self.evaluator, ds.x_validation, ds.y_validation, k, self.evaluation)
         test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
         is_last = p == self.schedule.periods - 1
@@ -467,8 +483,8 @@ def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
 
 class PreactivationProbe:
     """The pre-activations (the input to each hidden layer's nonlinearity: after the norm where there
-    is one) on a fixed batch of validation images, per trial, in inference mode (BN with its moving
-    statistics), as Ioffe & Szegedy's Fig. 1b-c. `measure()` -> per trial, {layer: values} with the
+    is one) on a fixed batch of validation images, per trial, in inference mode (BN with the statistics
+    the evaluations use: moving or population), as Ioffe & Szegedy's Fig. 1b-c. `measure()` -> per trial, {layer: values} with the
     batch first and the layer's units (conv: channels) last."""
 
     def __init__(self, evaluator: keras.Model, single: keras.Model, images: np.ndarray, k: int, packed: bool):

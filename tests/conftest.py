@@ -90,16 +90,22 @@ def _make_images():
     return make_images
 
 
-@pytest.fixture
-def tiny_dataset():
+def generated_dataset(name="fashion_mnist", sizes=(512, 128, 128)):
+    """A kbn Dataset of make_images (train, validation, test sizes), as kbn.data.load returns one
+    (child processes use it too)."""
     from kbn.data import Dataset
 
     parts = {}
-    for split, n, seed in (("train", 512, 0), ("validation", 128, 1), ("test", 128, 2)):
+    for split, n, seed in zip(("train", "validation", "test"), sizes, (0, 1, 2)):
         x, y = make_images(n, seed)
         parts[f"x_{split}"] = x.astype(np.float32) / 255
         parts[f"y_{split}"] = y.astype(np.int32)
-    return Dataset(name="fashion_mnist", source="generated", **parts)
+    return Dataset(name=name, source="generated", **parts)
+
+
+@pytest.fixture
+def tiny_dataset():
+    return generated_dataset()
 
 
 TINY = """
@@ -262,6 +268,21 @@ def kbn_process():
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
     return start
+
+
+@pytest.fixture
+def tensorflow_child():
+    """`tensorflow_child(code, *args, timeout=300)`: `python -c CODE ARGS` from the repository on the
+    TensorFlow backend (Keras picks its backend at import: a fresh process); its stdout once it
+    succeeded."""
+    def run(code, *args, timeout=300):
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True,
+                             cwd=ROOT, timeout=timeout)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    return run
 
 
 @pytest.fixture

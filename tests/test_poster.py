@@ -5,9 +5,6 @@ batch-size table. One file for the features of issue 13 (they cut across config,
 train, tune, report and plots)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -246,16 +243,13 @@ def test_packed_trials_log_their_own_percentiles(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_percentiles_on_the_tensorflow_backend(tmp_path):
+def test_percentiles_on_the_tensorflow_backend(tmp_path, tensorflow_child):
     """A fresh process: Keras picks its backend at import."""
     code = (
         "import sys; sys.path.insert(0, 'tests'); import conftest, test_poster\n"
         "from pathlib import Path\n"
-        "from kbn.data import Dataset; from kbn.config import TrainConfig; from kbn.train import train, train_many\n"
-        "p = {}\n"
-        "for s, n, seed in (('train', 256, 0), ('validation', 64, 1), ('test', 64, 2)):\n"
-        "    x, y = conftest.make_images(n, seed); p['x_'+s] = x.astype('float32')/255; p['y_'+s] = y.astype('int32')\n"
-        "ds = Dataset(name='mnist', source='generated', **p)\n"
+        "from kbn.config import TrainConfig; from kbn.train import train, train_many\n"
+        "ds = conftest.generated_dataset('mnist', (256, 64, 64))\n"
         "kw = dict(arch='ioffe_mlp', norm='layer', optimizer='sgd', batch_size=32, eval_every_steps=8, total_steps=16,"
         " probe_preactivations=50)\n"
         "one = train(TrainConfig(lr=0.5, **kw), Path(sys.argv[1]) / 'one', verbose=False, dataset=ds)\n"
@@ -263,11 +257,7 @@ def test_percentiles_on_the_tensorflow_backend(tmp_path):
         " verbose=False, dataset=ds)\n"
         "print(sum(test_poster.check_logged_percentiles(r.folder, ds.x_validation, 'layer', 50) for r in [one] + two))\n"
     )
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
-                         cwd=REPO, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-1] == "54"
+    assert tensorflow_child(code, tmp_path).split()[-1] == "54"
     config = json.loads(next((tmp_path / "one").iterdir()).joinpath("config.json").read_text())
     assert config["backend"] == "tensorflow"
 
@@ -354,7 +344,8 @@ def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path, wr
     assert all(p["chosen"] == 0.5 and p["final"] == [2, 2] for p in state.progress.values())
     scan = report.scan_runs(out)
     line = report.protocol_line(scan.protocol)
-    assert line == "Protocol: fixed learning rate 0.5 for every arm (no search); final runs: 8 steps, seeds 0, 1."
+    assert line == ("Protocol: fixed learning rate 0.5 for every arm (no search); final runs: 8 steps, seeds 0, 1; "
+                    "BN statistics: Keras moving averages (momentum 0.99).")
     text = report.render(report.build_tables(report.long_from_runs(scan.runs), protocol=scan.protocol))
     assert "fixed learning rate 0.5" in text and "Convergence — binary MNIST + Ioffe MLP" in text
 
@@ -366,6 +357,7 @@ def test_the_shipped_poster_sweeps():
         assert s.datasets == ("binary_fashion_mnist",) and s.init == "gaussian:0.1"
         assert s.norms == ("none", "batch", "layer")
         assert s.probe_preactivations == 1000 and 1000 in s.eval_steps and 100 in s.eval_steps
+        assert (s.bn_statistics, s.bn_batches) == ("population", 100)  # the poster's own inference rule
     assert fixed.lr == 1.0 and fixed.protocol()["lr_protocol"] == "fixed" and tuned.protocol()["lr_protocol"] == "tuned"
     small, large = load_sweep(REPO / "sweeps/ln-batch-small.toml"), load_sweep(REPO / "sweeps/ln-batch-large.toml")
     assert (small.batch_size, large.batch_size) == (4, 128)

@@ -25,6 +25,14 @@ class ScaleNorm(layers.Layer):
         return x * self.g * keras.ops.rsqrt(keras.ops.mean(x * x, axis=-1, keepdims=True) + 1e-6)
 
 
+class WideEpsilonBatchNorm(layers.BatchNormalization):
+    """A researcher's batch norm: Keras's with a larger epsilon (a subclass, so kbn treats it as
+    batch norm: population statistics; packing needs the exact type, so it trains unpacked)."""
+
+    def __init__(self, epsilon=1e-2, **kwargs):
+        super().__init__(epsilon=epsilon, **kwargs)
+
+
 def two_layer(input_shape, num_classes, norm, activation="relu"):
     """Flatten -> Dense(32) -> norm -> act -> Dense(16) -> norm -> act -> softmax: a chain kbn can pack."""
     inputs = keras.Input(input_shape)

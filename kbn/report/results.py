@@ -109,8 +109,11 @@ def scan_runs(logdir: str | Path) -> RunScan:
 def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -> dict:
     """How the numbers were made, as far as the folder says: the final runs' lengths and seeds (from
     their settings), the search's length, seeds and selection split (sweep.json, else the search
-    trials' own config.json). Keys whose answer is not recorded are absent."""
+    trials' own config.json), and what batch norm evaluated with. Keys whose answer is not recorded
+    are absent."""
     out = {"final": _lengths(final), "final_seeds": sorted({s["seed"] for s in final})}
+    if _bn_statistics(final):
+        out["bn_statistics"] = _bn_statistics(final)
     search = []
     for folder in search_folders:
         try:
@@ -142,6 +145,24 @@ def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -
     return out
 
 
+def _bn_statistics(settings: list[dict]) -> list[str]:
+    """What the final runs' batch norms evaluated with (config.BN_STATISTICS), in words; runs whose norm
+    has no BatchNormalization (none, layer, group, rms) are left out. A run made before the setting
+    existed evaluated with Keras's moving averages."""
+    out = set()
+    for s in settings:
+        rec = registry.NORMS.get(s.get("norm"))  # None: a norm of one's own, perhaps a BatchNormalization
+        if rec is not None and rec.layer != "BatchNormalization":
+            continue
+        if s.get("bn_statistics", "moving") == "population":
+            out.add(f"population over {s.get('bn_batches')} training batches of {s.get('batch_size')} "
+                    "(Ioffe & Szegedy Alg. 2)")
+        else:
+            momentum = f"momentum {rec.momentum:g}" if rec else "momentum as the layer sets it"
+            out.add(f"Keras moving averages ({momentum})")
+    return sorted(out)
+
+
 def _lengths(settings: list[dict]) -> list[str]:
     """The distinct training lengths of runs' settings: '50 epochs', '50000 steps'."""
     out = set()
@@ -154,7 +175,8 @@ def _lengths(settings: list[dict]) -> list[str]:
 
 
 def protocol_line(protocol: dict | None) -> str:
-    """One line: the search's length, selection split and seeds vs the final runs' length and seeds."""
+    """One line: the search's length, selection split and seeds vs the final runs' length and seeds,
+    and what batch norm evaluated with."""
     if not protocol:
         return "Protocol: not recorded with these numbers (read from a file of accuracies)."
 
@@ -182,7 +204,8 @@ def protocol_line(protocol: dict | None) -> str:
         final.append(length(protocol["final"]))
     if protocol.get("final_seeds"):
         final.append(f"seeds {', '.join(map(str, protocol['final_seeds']))}")
-    return f"Protocol: {', '.join(parts)}; final runs: {', '.join(final) or 'not recorded'}."
+    bn = f"; BN statistics: {' or '.join(protocol['bn_statistics'])}" if protocol.get("bn_statistics") else ""
+    return f"Protocol: {', '.join(parts)}; final runs: {', '.join(final) or 'not recorded'}{bn}."
 
 
 def _sweep_problems(logdir: Path) -> list[str]:
