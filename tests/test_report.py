@@ -717,3 +717,23 @@ def test_from_csv_reads_a_byte_order_mark_and_names_epoch_and_step(tmp_path, cap
     assert main(["report", "--from-csv", str(tmp_path / "both.csv")]) == 1
     err = capsys.readouterr().err
     assert "columns epoch and step: give one of them, not both (epoch '1', step '16')" in err, err
+
+
+def test_a_step_based_report_speaks_of_steps_and_its_real_columns():
+    """Issue 20's smaller defects: a step-based report said "at the last epoch", and the poster
+    finding named a "first column" that was not the table's (dense early steps made the stride 50)."""
+    steps = [10, 20, 50, 100, 150, 220, 330, 470, 680, 1000, 1500, 2200, 3300, 4700, 5000, 10000]
+    recs = [dict(dataset="mnist", arch="ioffe_mlp", norm=n, optimizer="sgd", seed=seed, step=s, split=split,
+                 accuracy=min(0.99, base + 0.1 * np.log10(s) + 0.002 * seed))
+            for n, base in (("none", 0.4), ("batch", 0.5), ("layer", 0.48)) for s in steps
+            for seed in (0, 1, 2) for split in ("validation", "test")]
+    df = report.normalise_long(pd.DataFrame(recs))
+    tables = report.build_tables(df)
+    assert "at the last step" in tables[0].title and "epoch" not in tables[0].title
+    assert any("steps for none to get 90 %" in n for n in tables[0].notes)
+    poster = [t for t in tables if t.id == "poster"][0]
+    assert "every 5000 steps" in poster.title
+    f = [x for x in report.findings(df) if "poster" in x["claim"]][0]
+    assert "test accuracy at step 5000 (the first of the poster table's every-5000-steps columns)" in f["evidence"]
+    improves = report.findings(df)[0]
+    assert "at the last step" in improves["evidence"]

@@ -11,7 +11,7 @@ import pandas as pd
 from kbn import registry
 from kbn.report.labels import arch_name, display_name, optimizer_name
 from kbn.report.measures import (SUMMARY_RUNG, Stability, final_effect, norm_effect, curve_split, convergence,
-                                 poster_steps, stability)
+                                 last_point, poster_steps, stability, units)
 from kbn.report.results import Results
 from kbn.report.stats import (ALPHA, Stat, pool, signed, compare, contrast, every_cell, mcnemar, one_sample,
                               seeds_to_resolve)
@@ -88,7 +88,7 @@ def claim_improves(res: Results, norm: str) -> dict:
     cells = {_cell_name(d, a, o): final_effect(res, d, a, norm, o, "diff") for d, a in res.all_pairs()
              for o in res.present_all("optimizer")}
     return _claim(f"{norm} norm improves test accuracy for every optimizer", cells,
-                  "test-accuracy difference with − without, at the last epoch, in points",
+                  f"test-accuracy difference with − without, at the {last_point(res)}, in points",
                   f"no runs with and without {norm} norm", " pts", _unstable_cells(res, norm, _all_cells(res)))
 
 
@@ -136,10 +136,10 @@ def claim_faster(res: Results, norm: str) -> dict:
                 speed += [c["speedup"]] if c["speedup"] else []
                 never += c["speedup"] is None
     f = _claim(f"{norm} norm speeds up convergence for every optimizer", cells,
-               "gain in the area under the validation curve (mean accuracy over the epochs), in points",
+               "gain in the area under the validation curve (mean accuracy over the evaluations), in points",
                f"no runs with and without {norm} norm", " pts", _unstable_cells(res, norm, _all_cells(res)))
     if speed:
-        f["evidence"] += (f". Epochs to get {100 * SUMMARY_RUNG:g} % of the way from chance to none's best "
+        f["evidence"] += (f". {units(res).capitalize()} to get {100 * SUMMARY_RUNG:g} % of the way from chance to none's best "
                           f"validation accuracy, none ÷ {norm} (geometric mean over seeds): {min(speed):.1f}× to "
                           f"{max(speed):.1f}× (median {np.median(speed):.1f}×)"
                           + (f"; not reached with the norm in {never} cell(s)" if never else ""))

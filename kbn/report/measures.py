@@ -124,6 +124,23 @@ def norm_effect(res, d, a, norm, opt, split, epoch, quantity="rel"):
     return mark_stability(compare(x, y, quantity, res.interval), stability(res, d, a, norm, opt, epoch))
 
 
+def axes_of(res: Results, pairs=None) -> set[str]:
+    """What the (dataset, network) pairs' evaluations count: {'epoch'}, {'step'} or both."""
+    return {res.axis(d, a) for d, a in (pairs or res.all_pairs())}
+
+
+def last_point(res: Results, pairs=None) -> str:
+    """'last epoch', 'last step', or 'last evaluation' when the pairs count both."""
+    axes = axes_of(res, pairs)
+    return f"last {next(iter(axes))}" if len(axes) == 1 else "last evaluation"
+
+
+def units(res: Results, pairs=None) -> str:
+    """'epochs', 'steps', or 'epochs (steps)' when the pairs count both."""
+    axes = axes_of(res, pairs)
+    return f"{next(iter(axes))}s" if len(axes) == 1 else "epochs (steps)"
+
+
 def curve_split(res: Results, d, a) -> str:
     """Per-epoch claims read validation, else test (published tables often have only test)."""
     return "validation" if res.has(d, a, "validation") else "test"
@@ -241,10 +258,12 @@ def convergence(res: Results, d: str, a: str, norm: str, opt: str, split: str = 
 
 def poster_steps(steps: list[int]) -> tuple[list[int], int]:
     """The columns of a poster table and its regular stride. Runs with dense early evaluations
-    (eval_steps) show the regular grid (the stride most consecutive evaluations are apart) and the
-    early steps 1000 and 100; the rest are in the tidy CSV, the convergence table and the curves."""
+    (eval_steps) show the regular grid (its stride: the wider of the last two gaps, since the dense
+    points sit early and the last one may be a short remainder up to total_steps) and the early steps
+    1000 and 100; the rest are in the tidy CSV, the convergence table and the curves. (The most common
+    gap was the stride before; 13 dense points below 10,000 steps of a 10,000-step run made it 50.)"""
     gaps = [b - a for a, b in zip([0] + steps, steps)]
-    every = max(set(gaps), key=lambda g: (gaps.count(g), g))
+    every = max(gaps[-2:])
     if len(steps) <= 12:
         return steps, every
     return [s for s in steps if s % every == 0 or s in (100, 1000)], every

@@ -14,7 +14,7 @@ import pandas as pd
 from kbn import registry
 from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
 from kbn.report.measures import (LADDER, SUMMARY_RUNG, Rung, Stability, final_effect, norm_effect, curve_split,
-                                 convergence, mark_stability, poster_steps, stability)
+                                 convergence, last_point, mark_stability, poster_steps, stability, units)
 from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
 from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, verdict
 from kbn.stability import OUTCOMES, RULE, summarize
@@ -265,7 +265,7 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
         return out
     for norm in [n for n in res.present_all("norm") if n != "none"]:
         pairs = res.all_pairs()
-        t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the last epoch, with minus "
+        t = Table("summary", f"Summary — does {norm} norm help? Test accuracy at the {last_point(res)}, with minus "
                   "without", ["optimizer"] + [display_name(d, a) for d, a in pairs], [], kind="summary", label=(norm,))
         for opt in res.present_all("optimizer"):
             row = [optimizer_name(opt)]
@@ -277,8 +277,9 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
         if t.records:
             t.notes.append("Each cell: mark, test-accuracy difference in points [95% interval], rel [interval], "
                            "P(win) = the share of seed pairs where the norm wins (ties count half), "
-                           f"speed = epochs for none to get {_rung_name(SUMMARY_RUNG)} of the way from chance to its "
-                           "best validation accuracy (test where no validation is recorded) ÷ epochs for the norm, "
+                           f"speed = {units(res)} for none to get {_rung_name(SUMMARY_RUNG)} of the way from chance to "
+                           f"its best validation accuracy (test where no validation is recorded) ÷ {units(res)} for "
+                           "the norm, "
                            "the geometric mean over seeds [95% interval] (in time: training seconds), and how many "
                            "runs of each arm did not train (diverged, collapsed or never learned). "
                            "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
