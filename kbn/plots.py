@@ -52,10 +52,31 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _not_trained(runs: pd.DataFrame) -> dict[tuple, dict]:
+    """(dataset, arch, norm, optimizer) -> {seed: Outcome} of the runs that did not train
+    (kbn.stability's rule, as the report reads it off the same curves)."""
+    from kbn.report.results import normalise_long
+
+    col, split = ("val_accuracy", "validation") if runs.get("val_accuracy") is not None \
+        and runs["val_accuracy"].notna().any() else ("accuracy", "train")
+    keep = [c for c in ("dataset", "arch", "norm", "optimizer", "seed", "epoch", "step", "diverged_at") if c in runs]
+    res = Results(normalise_long(runs[runs[col].notna()][keep + [col]].rename(columns={col: "accuracy"})
+                                 .assign(split=split)))
+    out = {}
+    for key, _ in runs.groupby(["dataset", "arch", "norm", "optimizer"]):
+        bad = {s: o for s, o in res.outcomes(*key).items() if o.unstable}
+        if bad:
+            out[key] = bad
+    return out
+
+
 def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Path]:
     """Accuracy and loss per epoch (or step), one panel per optimizer, a colour per norm (`colors`;
-    by default `norm_colors` of these runs); solid = validation, dashed = training; seed means."""
+    by default `norm_colors` of these runs); solid = validation, dashed = training; seed means. A seed
+    that did not train (diverged, collapsed, never learned) is also drawn alone, thin and dotted, and the
+    legend counts such seeds: the mean alone would hide that they fell."""
     colors = colors or norm_colors(runs["norm"])
+    unstable = _not_trained(runs)
     paths = []
     for (d, a), g in runs.groupby(["dataset", "arch"]):
         x = "epoch" if g["epoch"].notna().any() else "step"
@@ -64,13 +85,20 @@ def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Pa
             fig, axes = _grid(len(opts))
             for ax, opt in zip(axes, opts):
                 for norm in _norms(g["norm"]):
-                    sel = g[(g["optimizer"] == opt) & (g["norm"] == norm)].groupby(x)[[train_col, val_col]].mean()
+                    arm = g[(g["optimizer"] == opt) & (g["norm"] == norm)]
+                    sel = arm.groupby(x)[[train_col, val_col]].mean()
                     if sel.empty:
                         continue
                     c = colors[norm]
-                    ax.plot(sel.index, sel[val_col], color=c, label=f"{registry.display('norm', norm)} (validation)")
-                    ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7,
-                            label=f"{registry.display('norm', norm)} (train)")
+                    bad = unstable.get((d, a, norm, opt), {})
+                    name = registry.display("norm", norm)
+                    note = f", {len(bad)} of {arm['seed'].nunique()} seeds did not train" if bad else ""
+                    ax.plot(sel.index, sel[val_col], color=c, label=f"{name} (validation{note})")
+                    ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7, label=f"{name} (train)")
+                    for seed, o in sorted(bad.items()):
+                        one = arm[arm["seed"] == seed].sort_values(x)
+                        ax.plot(one[x], one[val_col], color=c, ls=":", lw=0.9,
+                                label=f"{name} seed {seed} ({o.kind}, validation)")
                 ax.set_title(optimizer_name(opt))
                 ax.set_xlabel(x)
                 ax.set_ylabel(metric)
@@ -222,23 +250,27 @@ def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
     if not opts or not cols:
         return []
     m = np.full((len(opts), len(cols)), np.nan)
+    dagger = np.zeros(m.shape, bool)  # runs behind the number did not train: the report's †
     for i, opt in enumerate(opts):
         for j, (d, a, n) in enumerate(cols):
             e = res.final_epoch(d, a, n, opt, "test")
             r = norm_effect(res, d, a, n, opt, "test", e) if e else None
             if r:
-                m[i, j] = r.value
+                m[i, j], dagger[i, j] = r.value, bool(r.unstable)
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(cols), 1 + 0.5 * len(opts)))
     lim = np.nanmax(np.abs(m)) if np.isfinite(m).any() else 1
     im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(opts)):
         for j in range(len(cols)):
-            ax.text(j, i, "—" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, "—" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}" + ("†" if dagger[i, j] else ""),
+                    ha="center", va="center", fontsize=8)
     ax.set_yticks(range(len(opts)), [optimizer_name(o) for o in opts])
     ax.set_xticks(range(len(cols)), [f"{display_name(d, a)}\n{registry.display('norm', n)} norm" for d, a, n in cols],
                   fontsize=8)
     fig.colorbar(im, ax=ax, label="rel (test, last epoch)")
-    ax.set_title("Relative improvement from normalization")
+    ax.set_title("Relative improvement from normalization"
+                 + ("\n† some runs behind it did not train (the report's Stability table)" if dagger.any() else ""),
+                 fontsize=10 if dagger.any() else None)
     return [_save(fig, out / "rel_heatmap.png")]
 
 

@@ -95,3 +95,19 @@ def test_curves_take_the_colours_they_are_given(tmp_path, drawn):
     ax = drawn["curves_accuracy_mnist_mlp.png"].axes[0]
     colors = {line.get_color() for line in ax.get_lines()}
     assert colors == {"tab:gray", "C7"}
+
+
+def test_curves_show_the_seeds_that_did_not_train(tmp_path, drawn):
+    """A seed that collapses is drawn alone (dotted) beside the mean, and the legend counts it."""
+    runs = runs_table()
+    falls = (runs["optimizer"] == "sgd") & (runs["norm"] == "none") & (runs["seed"] == 1) & (runs["epoch"] == 3)
+    runs.loc[falls, "val_accuracy"] = 0.1  # 0.46 at epoch 2, then chance: collapsed
+    plots.curves(runs, tmp_path)
+    sgd = drawn["curves_accuracy_mnist_mlp.png"].axes[0]
+    lines = lines_by_label(sgd)
+    none = registry.display("norm", "none")
+    assert f"{none} (validation, 1 of 2 seeds did not train)" in lines
+    alone = lines[f"{none} seed 1 (collapsed, validation)"]
+    np.testing.assert_allclose(alone.get_ydata(), [0.5 + e / 100 + 0.001 - 0.05 for e in (1, 2)] + [0.1])
+    assert alone.get_linestyle() == ":"
+    assert not any("did not train" in label for label in lines_by_label(drawn["curves_accuracy_mnist_mlp.png"].axes[1]))
