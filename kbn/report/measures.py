@@ -70,12 +70,12 @@ class Stability:
         one_way = not (none & set(self.discordant)) or not (norm & set(self.discordant))
         return not (one_way and len(self.discordant) == len(self.none))
 
-    def arms(self) -> list[str]:
-        """The arms with runs that did not train, a phrase each: 'SGD, MNIST + MLP, none: 2 of 3 seeds
-        collapsed after epoch 15–35'."""
+    def arms(self, which=("none", "norm")) -> list[str]:
+        """The arms (of `which`) with runs that did not train, a phrase each: 'SGD, MNIST + MLP, none:
+        2 of 3 seeds collapsed after epoch 15–35'."""
         out = []
         for arm, name in (("none", "none"), ("norm", self.norm_name)):
-            outs = [getattr(self, arm)[s] for s in self.down(arm)]
+            outs = [getattr(self, arm)[s] for s in self.down(arm)] if arm in which else []
             if outs:
                 out.append(f"{self.label}, {name}: {summarize(outs, self.axis, len(getattr(self, arm)))}")
         return out
@@ -102,7 +102,7 @@ def mark_stability(stat: Stat | None, st: Stability | None, arms=("none", "norm"
     effect whose seed pairs split by stability loses its interval, which says why (Stat.withheld)."""
     if stat is None or st is None:
         return stat
-    phrases = [p for p, arm in zip(st.arms(), [a for a in ("none", "norm") if st.down(a)]) if arm in arms]
+    phrases = st.arms(arms)
     if not phrases:
         return stat
     stat.unstable = phrases
