@@ -55,12 +55,15 @@ def unstable_rates(kinds: dict[float, list[str]]) -> set[float]:
     return out
 
 
-def choose(scored: list[tuple[float, float]], kinds: dict[float, list[str]], rule: str) -> tuple[float, list]:
+def choose(scored: list[tuple[float, float]], kinds: dict[float, list[str]], rule: str,
+           edge: bool = True) -> tuple[float, list]:
     """The chosen rate of scored (lr, mean score) pairs, and the better-scoring rates the rule passed
     over, each (lr, why). rule "best": the highest score. "stable": the highest score among the rates
-    that are stable and whose next larger searched rate is stable too -- the best rate sits near
-    the edge of stability, and a rate whose neighbour fell over in a short search often falls over
-    itself in a longer final run; with no such rate, the highest score."""
+    that are stable and (with `edge`) whose next larger searched rate is stable too -- the best rate
+    sits near the edge of stability, and a rate whose neighbour fell over in a short search often
+    falls over itself in a longer final run; with no such rate, the highest score. The coarse grid is
+    read without `edge`: a decade below an unstable rate is not yet its edge, and the fine grid placed
+    around the coarse winner is what resolves where the edge is."""
     best = _best(scored)
     if rule == "best":
         return best, []
@@ -71,7 +74,7 @@ def choose(scored: list[tuple[float, float]], kinds: dict[float, list[str]], rul
     def why(lr):
         if lr in bad:
             return "unstable in the search"
-        if above[lr] in bad:
+        if edge and above[lr] in bad:
             return f"its larger neighbour {above[lr]:g} is unstable"
         return None
 
@@ -117,7 +120,7 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
         coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
         if coarse is None:
             return out
-        out["coarse_best"], _ = choose(coarse, kinds, sweep.selection)
+        out["coarse_best"], _ = choose(coarse, kinds, sweep.selection, edge=False)
         fine_grid = sweep.fine_grid(cell.optimizer, out["coarse_best"])
         out["fine"] = [0, len(fine_grid)]
         fine = phase("fine", fine_grid)
