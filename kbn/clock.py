@@ -1,0 +1,73 @@
+"""Where a run's seconds go: training, evaluation and compilation, counted apart, so that the seconds
+a report prints and an ETA learns from are training time, not the compiler's (`RunClock`). On JAX's
+compiled loops each program's compilation is timed as it happens (kbn.jax_loop.Programs); where
+Keras's fit, evaluate and predict compile inside their first calls (TensorFlow, or KBN_JAX_LOOP=off)
+it is estimated from the calls' own times (`FirstCalls`, fed by kbn.callbacks.CallTimer).
+It must not know models, files or sweeps: seconds in, seconds out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+# How compile_time was measured, as config.json records it (schedule.compile_time_method).
+COMPILE_METHODS = {
+    "explicit": "each compiled program timed as it compiles: jax.jit(...).lower(...).compile(), the first time "
+                "its argument shapes are seen in the process (tracing, lowering and XLA, or loading it from "
+                "the disk cache); a program another run of the process compiled costs this run nothing",
+    "first calls": "estimated: Keras compiles inside a call, so each call that is the first with a batch shape "
+                   "(per model and kind: training, evaluation, probe) counts its seconds beyond its steps at the "
+                   "median seconds per step of the same kind's other calls",
+}
+
+
+@dataclasses.dataclass
+class RunClock:
+    """A run's cumulative seconds: `train` (training periods, compilation excluded), `evaluate`
+    (evaluations and the probe, compilation excluded) and `compile` (all compilation)."""
+
+    train: float = 0.0
+    evaluate: float = 0.0
+    compile: float = 0.0
+
+    def add(self, part: str, seconds: float, compiling: float) -> None:
+        """`seconds` spent training ("train") or evaluating ("evaluate"), `compiling` of them compiling."""
+        setattr(self, part, getattr(self, part) + max(0.0, seconds - compiling))
+        self.compile += compiling
+
+    def left(self, step: int, total_steps: int, evaluations: int, evaluations_left: int) -> float:
+        """Seconds left: the training seconds per step so far times the steps left, plus the seconds per
+        evaluation times the evaluations left. Compilation is left out: it is (nearly) all done in the
+        first period, so an ETA that learnt from it would be many times too long early on."""
+        per_step = self.train / step if step else 0.0
+        per_eval = self.evaluate / evaluations if evaluations else 0.0
+        return per_step * (total_steps - step) + per_eval * evaluations_left
+
+
+class FirstCalls:
+    """Compilation inside Keras's own calls, estimated. `call(kind, seconds, steps, shapes)` for each
+    compiled call (`shapes`: the batch sizes it ran); a call with a shape its kind has not run before
+    is cold. `seconds(kind)`: each cold call's seconds beyond its steps at the median seconds per step
+    of that kind's warm calls (fixed the first time the kind has one; a cold call counts nothing until
+    then)."""
+
+    def __init__(self):
+        self._seen: set = set()
+        self._cold: list[tuple[str, float, int]] = []
+        self._rates: dict[str, list[float]] = {}
+        self._resolved: dict[int, float] = {}  # cold call -> its compile seconds, once estimated
+
+    def call(self, kind: str, seconds: float, steps: int, shapes) -> None:
+        new = {(kind, s) for s in shapes} - self._seen
+        if new:
+            self._seen |= new
+            self._cold.append((kind, seconds, steps))
+        else:
+            self._rates.setdefault(kind, []).append(seconds / max(steps, 1))
+
+    def seconds(self, kind: str) -> float:
+        for i, (k, seconds, steps) in enumerate(self._cold):
+            if k == kind and i not in self._resolved and self._rates.get(kind):
+                self._resolved[i] = max(0.0, seconds - steps * statistics.median(self._rates[kind]))
+        return sum(v for i, v in self._resolved.items() if self._cold[i][0] == kind)
