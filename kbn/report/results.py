@@ -23,9 +23,11 @@ from kbn.sweep_folder import stored_sweep
 
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
-# step replaces epoch for step-based runs; wall_time: the run's cumulative seconds at that evaluation
-# (absent from published numbers)
-OPTIONAL = ["step", "wall_time"]
+# step replaces epoch for step-based runs; wall_time: the run's cumulative seconds at that evaluation,
+# train_time: of them, its training seconds (compilation and evaluations excluded; runs from before kbn
+# recorded it have none); both absent from published numbers
+OPTIONAL = ["step", "wall_time", "train_time"]
+SECONDS = ("train_time", "wall_time")  # what a report's seconds are made of: the first a run has
 CELL = ["dataset", "arch", "norm", "optimizer"]
 SPLITS = ("train", "validation", "test")
 THESIS_EPOCHS = (2, 5, 20, 35, 50)
@@ -36,7 +38,8 @@ class ReportError(KbnError):
 
 
 RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "step", "loss", "accuracy",
-               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "status", "batch_size"]
+               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "train_time", "status",
+               "batch_size"]
 
 
 @dataclasses.dataclass
@@ -228,7 +231,7 @@ def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
         part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step",
-                                        "wall_time", col]]
+                                        *SECONDS, col]]
         parts.append(part.rename(columns={col: "accuracy"}).assign(split=split))
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + OPTIONAL)
     # an epoch-based run's step is not its x axis
@@ -242,17 +245,18 @@ def collect_runs(logdir: str | Path) -> pd.DataFrame:
 
 
 def normalise_long(df: pd.DataFrame) -> pd.DataFrame:
-    """A long table as every reader returns it: the optional columns (epoch, step, lr,
-    wall_time) present as floats (NaN where absent), seed an int, accuracy a float, a fresh index."""
+    """A long table as every reader returns it: the optional columns (epoch, step, lr, wall_time,
+    train_time) present as floats (NaN where absent), seed an int, accuracy a float, a fresh index."""
     if "step" not in df:
         df["step"] = np.nan
     if "epoch" not in df:
         df["epoch"] = np.nan
     if "lr" not in df:  # published numbers often do not say
         df["lr"] = np.nan
-    if "wall_time" not in df:
-        df["wall_time"] = np.nan
-    for col in ("epoch", "step", "lr", "wall_time"):
+    for col in SECONDS:
+        if col not in df:
+            df[col] = np.nan
+    for col in ("epoch", "step", "lr", *SECONDS):
         df[col] = df[col].astype(float)
     df["seed"] = df["seed"].astype(int)
     df["accuracy"] = df["accuracy"].astype(float)
@@ -379,9 +383,10 @@ def _long_row(where: str, row: dict) -> dict:
     rec["lr"] = _number(row.get("lr"))
     if row.get("lr") and not 0 < rec["lr"] < np.inf:
         bad("lr", "give a positive number, or leave it empty")
-    rec["wall_time"] = _number(row.get("wall_time"))
-    if row.get("wall_time") and not 0 <= rec["wall_time"] < np.inf:
-        bad("wall_time", "give the run's seconds so far (a number from 0), or leave it empty")
+    for col in SECONDS:
+        rec[col] = _number(row.get(col))
+        if row.get(col) and not 0 <= rec[col] < np.inf:
+            bad(col, "give the run's seconds so far (a number from 0), or leave it empty")
     return rec
 
 
@@ -392,8 +397,7 @@ def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         part = df[df[axis].notna()]
         if len(part):
             key = LONG_COLUMNS[:6]  # the cell, its lr and the seed
-            part = part[key + [axis, "split", "accuracy"] + (["wall_time"] if part["wall_time"].notna().any()
-                                                             else [])].copy()
+            part = part[key + [axis, "split", "accuracy"] + [c for c in SECONDS[::-1] if part[c].notna().any()]].copy()
             part[axis] = part[axis].astype(int)
             out[axis] = part.sort_values(key + [axis, "split"]).reset_index(drop=True)
     return out
@@ -435,8 +439,7 @@ class Results:
     """Seed-level accuracies indexed for the table builders."""
 
     def __init__(self, df: pd.DataFrame, epochs: list[int] | None = None, interval: str = "t"):
-        if "wall_time" not in df:
-            df = df.assign(wall_time=np.nan)
+        df = df.assign(**{c: np.nan for c in SECONDS if c not in df})
         self.df = df
         self.requested_epochs = epochs
         self.interval = interval
@@ -511,7 +514,8 @@ class Results:
 
     def curves(self, dataset, arch, norm, optimizer, split) -> tuple[str, dict[int, dict[int, float]], dict]:
         """(x axis, seed -> {epoch or step -> accuracy}, seed -> seconds per epoch or step) of one
-        cell, every evaluation (not only the reported epochs)."""
+        cell, every evaluation (not only the reported epochs). The seconds are training seconds where
+        the run recorded them, else its wall time (`seconds_note` says which)."""
         df = self.df
         g = df[(df["dataset"] == dataset) & (df["arch"] == arch) & (df["norm"] == norm)
                & (df["optimizer"] == optimizer) & (df["split"] == split)]
@@ -521,7 +525,27 @@ class Results:
         for seed, s in g.groupby("seed"):
             s = s.sort_values(axis)
             curves[int(seed)] = dict(zip(s[axis].astype(int), s["accuracy"].astype(float)))
-            timed = s[s["wall_time"].notna()]
+            col = _seconds_column(s)
+            timed = s[s[col].notna()] if col else s.iloc[:0]
             if len(timed):  # a diverged run's rows at chance after its last step have no time
-                pace[int(seed)] = float(timed["wall_time"].iloc[-1] / timed[axis].iloc[-1])
+                pace[int(seed)] = float(timed[col].iloc[-1] / timed[axis].iloc[-1])
         return axis, curves, pace
+
+    def seconds_note(self, dataset, arch) -> str:
+        """What a table's seconds for (dataset, arch) are, for its footer."""
+        g = self.df[(self.df["dataset"] == dataset) & (self.df["arch"] == arch)]
+        kinds = {_seconds_column(r) for _, r in g.groupby(CELL[2:] + ["seed"])} - {None}
+        if kinds == {"train_time"}:
+            return "seconds are training time (compilation, evaluations and logging excluded)"
+        if kinds == {"wall_time"}:
+            return ("seconds are wall time, compilation and evaluations included (these runs predate kbn's "
+                    "training time)")
+        if kinds:
+            return ("seconds are training time where the runs recorded it, else wall time (compilation and "
+                    "evaluations included)")
+        return "no run recorded its seconds"
+
+
+def _seconds_column(run: pd.DataFrame) -> str | None:
+    """The column a run's seconds come from: the first of SECONDS it has, None if neither."""
+    return next((c for c in SECONDS if run[c].notna().any()), None)

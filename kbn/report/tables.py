@@ -135,8 +135,8 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
             t.notes.append(f"target: the seed-mean final {split} accuracy without the norm; epochs: the first "
                            "evaluated epoch at which the seed-mean curve reaches it (per seed in the CSV); speed-up = "
                            f"epochs none ÷ epochs {norm}; s: epochs × each arm's measured seconds per epoch "
-                           f"({MISSING}: no timings); AUC: the mean {split} accuracy over the evaluated epochs "
-                           "(normalised area under the curve).")
+                           f"({MISSING}: no timings; {res.seconds_note(d, a)}); AUC: the mean {split} accuracy "
+                           "over the evaluated epochs (normalised area under the curve).")
             t.notes = [n.replace("epoch", "step") for n in t.notes] if axis == "step" else t.notes
             out.append(t)
     return out
@@ -213,7 +213,7 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
                            "P(win) = the share of seed pairs where the norm wins (ties count half), "
                            "speed = epochs for none to reach its final validation accuracy (test where no "
                            "validation is recorded) ÷ epochs for the norm (in time: seconds, from each arm's "
-                           "seconds per epoch). "
+                           "seconds per epoch: training seconds where the runs recorded them, else wall time). "
                            "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
                            "(it holds 0), · one seed (a point estimate).")
             out.append(t)
