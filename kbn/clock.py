@@ -2,7 +2,9 @@
 a report prints and an ETA learns from are training time, not the compiler's (`RunClock`). On JAX's
 compiled loops each program's compilation is timed as it happens (kbn.jax_loop.Programs); where
 Keras's fit, evaluate and predict compile inside their first calls (TensorFlow, or KBN_JAX_LOOP=off)
-it is estimated from the calls' own times (`FirstCalls`, fed by kbn.callbacks.CallTimer).
+it is estimated from the calls' own times (`FirstCalls`, fed by kbn.callbacks.CallTimer). A sweep's
+ETA also leaves out what JAX compiles outside the loops (building a model, Keras's eager operations:
+`process_compile_seconds`).
 It must not know models, files or sweeps: seconds in, seconds out.
 """
 
@@ -71,3 +73,30 @@ class FirstCalls:
             if k == kind and i not in self._resolved and self._rates.get(kind):
                 self._resolved[i] = max(0.0, seconds - steps * statistics.median(self._rates[kind]))
         return sum(v for i, v in self._resolved.items() if self._cold[i][0] == kind)
+
+
+# JAX's own events for the three stages of compiling a program; they follow one another, never nest.
+JAX_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                      "/jax/core/compile/backend_compile_duration")
+_compiling = {"seconds": 0.0, "listening": False}
+
+
+def _on_jax_event(event: str, seconds: float, **_) -> None:
+    if event in JAX_COMPILE_EVENTS:
+        _compiling["seconds"] += seconds
+
+
+def process_compile_seconds() -> float | None:
+    """JAX: the seconds this process has spent compiling since it first asked, every program counted
+    (the loops', and the small ones of building a model and of Keras's eager operations, which in a
+    worker's first trial took twice the loops' time); None on another backend."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    if not _compiling["listening"]:
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(_on_jax_event)
+        _compiling["listening"] = True
+    return _compiling["seconds"]

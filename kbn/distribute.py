@@ -20,7 +20,7 @@ from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
-from kbn.tune import SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep
+from kbn.tune import Pace, SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep
 
 
 class ChiefProgress:
@@ -31,17 +31,18 @@ class ChiefProgress:
     def __init__(self, sweep: SweepConfig, oracle: SweepOracle, log):
         self.sweep, self.oracle, self.log = sweep, oracle, log
         self.seen = {tid for tid, t in oracle.trials.items() if t.status in (COMPLETED, FAILED)}
-        self.done0, self.t0, self.work = len(self.seen), time.perf_counter(), 0
+        self.done0, self.t0, self.pace = len(self.seen), time.perf_counter(), Pace()
 
     def poll(self) -> None:
         """A progress line for each trial that ended since the last poll."""
         ended, progress = self.oracle.ended_since(self.seen)
         for t in ended:
             self.seen.add(t.trial_id)
-            self.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
-            elapsed = time.perf_counter() - self.t0
-            left = elapsed / self.work * work_left(self.sweep, progress)
+            self.pace.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
             took = time.time() - self.oracle.started.get(t.trial_id, time.time())
+            self.pace.ended(took, (t.metrics.get_last_value("compile_time") or 0.0) if t.status == COMPLETED else 0.0)
+            elapsed = time.perf_counter() - self.t0
+            left = self.pace.training(elapsed) / self.pace.work * work_left(self.sweep, progress)
             metrics = {k: t.metrics.get_last_value(k) for k in ("score", "diverged", "test_accuracy")} \
                 if t.status == COMPLETED else None
             self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned_trials(self.sweep, progress),

@@ -39,7 +39,7 @@ def signature(model: keras.Model, *extra) -> str | None:
     passed in with the state), the loss and metrics, and `extra` (batch shapes, trial count). None
     where that cannot be vouched for: a learning-rate schedule, an optimizer or layer that is not
     Keras's own (its behaviour need not be in its configuration)."""
-    opt = model.optimizer
+    opt = getattr(model, "optimizer", None)  # an uncompiled model (the probe's) has none
     parts = [model] + list(model.layers) + ([opt] if opt is not None else [])
     if any(not type(p).__module__.startswith("keras.") for p in parts):
         return None
@@ -134,6 +134,8 @@ class JaxPeriods:
         # fit builds the metrics and the optimizer on its first batch; so does this, without training
         model._symbolic_build(data_batch=self._batch(jnp.zeros((batch_size, k if own_orders else 1), jnp.int32),
                                                      self._x, self._y))
+        # train_step's logs are the metrics' results: their shapes, without tracing train_step once more
+        self._logs = {key: (np.shape(v), v.dtype) for key, v in model.get_metrics_result().items()}
         # a loop compiled for an identical model and optimizer runs this one's state as well
         self._loop = _compiled(signature(model, "train", batch_size, k, own_orders, chunk), lambda: Programs(self._steps))
 
@@ -152,11 +154,11 @@ class JaxPeriods:
         import jax
         import jax.numpy as jnp
 
-        def one(i, st):
-            return self.model.train_step(st, self._batch(ids[i], x, y))
+        def one(i, carry):
+            return self.model.train_step(carry[1], self._batch(ids[i], x, y))
 
-        logs = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(one, 0, state)[0])
-        return jax.lax.fori_loop(0, count, lambda i, carry: one(i, carry[1]), (logs, state))
+        logs = {key: jnp.zeros(shape, dtype) for key, (shape, dtype) in self._logs.items()}
+        return jax.lax.fori_loop(0, count, one, (logs, state))
 
     def _state(self):
         m = self.model
