@@ -1,8 +1,9 @@
 """Where a run's seconds go: training, evaluation and compilation, counted apart, so that the seconds
 a report prints and an ETA learns from are training time, not the compiler's (`RunClock`). On JAX's
 compiled loops each program's compilation is timed as it happens (kbn.jax_loop.Programs); where
-Keras's fit, evaluate and predict compile inside their first calls (TensorFlow, or KBN_JAX_LOOP=off)
-it is estimated from the calls' own times (`FirstCalls`, fed by kbn.callbacks.CallTimer). A sweep's
+Keras's fit, evaluate and predict compile inside their first calls, JAX's own compile events give it
+(KBN_JAX_LOOP=off: `process_compile_seconds`), and on TensorFlow it is estimated from the calls' own
+times (`FirstCalls`, fed by kbn.callbacks.CallTimer). A sweep's
 ETA also leaves out what JAX compiles outside the loops (building a model, Keras's eager operations:
 `process_compile_seconds`).
 It must not know models, files or sweeps: seconds in, seconds out.
@@ -18,9 +19,12 @@ COMPILE_METHODS = {
     "explicit": "each compiled program timed as it compiles: jax.jit(...).lower(...).compile(), the first time "
                 "its argument shapes are seen in the process (tracing, lowering and XLA, or loading it from "
                 "the disk cache); a program another run of the process compiled costs this run nothing",
+    "jax events": "JAX's own compile events (tracing, lowering, XLA) summed while the run trained and evaluated "
+                  "(Keras's fit and evaluate compile inside their calls)",
     "first calls": "estimated: Keras compiles inside a call, so each call that is the first with a batch shape "
                    "(per model and kind: training, evaluation, probe) counts its seconds beyond its steps at the "
-                   "median seconds per step of the same kind's other calls",
+                   "median seconds per step of the same kind's other calls; a cold call is counted once its kind "
+                   "has a warm one, so an early row's train_time may be revised down in a later row",
 }
 
 
@@ -34,8 +38,9 @@ class RunClock:
     compile: float = 0.0
 
     def add(self, part: str, seconds: float, compiling: float) -> None:
-        """`seconds` spent training ("train") or evaluating ("evaluate"), `compiling` of them compiling."""
-        setattr(self, part, getattr(self, part) + max(0.0, seconds - compiling))
+        """`seconds` spent training ("train") or evaluating ("evaluate"), `compiling` of them compiling
+        (or, estimated late, in earlier calls of that part: it comes out of the part's total)."""
+        setattr(self, part, max(0.0, getattr(self, part) + seconds - compiling))
         self.compile += compiling
 
     def left(self, step: int, total_steps: int, evaluations: int, evaluations_left: int) -> float:

@@ -30,7 +30,7 @@ import numpy as np
 
 from kbn import __version__, data as kdata, models, optim, registry
 from kbn import interrupts
-from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock
+from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
 from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
 from kbn.callbacks import CallTimer, Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
@@ -263,7 +263,7 @@ def _compile(cfgs: list[TrainConfig], singles: list[keras.Model], ds: kdata.Data
 
 def _run_metadata(ds: kdata.Dataset, model: keras.Model, components: dict, schedule: Schedule, spe: int, k: int,
                   own_orders: bool, protocol: dict | None) -> dict:
-    method = "explicit" if jax_loop_enabled() else "first calls"
+    method = "explicit" if jax_loop_enabled() else "jax events" if keras.backend.backend() == "jax" else "first calls"
     """What every packed run's config.json says alike: environment, data, network, schedule, command."""
     return {
         "backend": keras.backend.backend(),
@@ -322,7 +322,7 @@ class _Trials:
     verbose: bool
     log: object
     clock: RunClock = dataclasses.field(default_factory=RunClock)
-    calls: FirstCalls = dataclasses.field(default_factory=FirstCalls)  # Keras's own calls (fit's path)
+    calls: FirstCalls | None = None  # TensorFlow: Keras's own calls, timed to estimate compilation
 
     @classmethod
     def start(cls, cfgs, singles, ds, logdir, hparams, steps_per_execution, protocol, components, verbose, log):
@@ -338,8 +338,8 @@ class _Trials:
         loop = jax_loop_enabled()
         shared = _run_metadata(ds, singles[0], components, schedule, chunk if loop else spe, k, own_orders, protocol)
         runlogs = [_open_runlog(c, logdir, hp, shared) for c, hp in zip(cfgs, hparams)]
-        calls = FirstCalls()
-        probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None, None if loop else calls)
+        calls = FirstCalls() if keras.backend.backend() != "jax" else None  # estimated on TensorFlow only
+        probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None, calls)
         periods = evaluation = None
         if loop:
             periods = JaxPeriods(model, ds.x_train, ds.y_train, k, own_orders, cfg.batch_size, chunk)
@@ -400,9 +400,13 @@ class _Trials:
         return out
 
     def _compiled(self, part: str) -> float:
-        """Seconds spent compiling so far for training or for evaluating (the probe's included)."""
-        if self.periods is None:  # Keras's own calls, estimated
-            kinds = ("train",) if part == "train" else ("test", "predict")
+        """Seconds spent compiling so far for training or for evaluating (the probe's included), or
+        by the whole process (fit's path on JAX): what grows while `part` runs is its compilation."""
+        if self.periods is None:
+            compiled = process_compile_seconds()
+            if compiled is not None:
+                return compiled
+            kinds = ("train",) if part == "train" else ("test", "predict")  # TensorFlow: estimated
             return sum(self.calls.seconds(kind) for kind in kinds)
         if part == "train":
             return self.periods.compile_seconds
@@ -426,9 +430,10 @@ class _Trials:
         else:
             x, y = ds.x_train[idx[:, 0]], ds.y_train[idx[:, 0]]
             y = y if k == 1 else [y] * k
-        timer = CallTimer(self.calls, "train", _sizes(count, cfg.batch_size), self.model.steps_per_execution)
+        timer = [CallTimer(self.calls, "train", _sizes(count, cfg.batch_size), self.model.steps_per_execution)] \
+            if self.calls else []
         hist = self.model.fit(x, y, batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p, shuffle=False,
-                              verbose=0, callbacks=callbacks + [timer])
+                              verbose=0, callbacks=callbacks + timer)
         interrupts.check()  # before anything of an unfinished period is logged
         return _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
 
@@ -438,7 +443,7 @@ class _Trials:
         if not healthy:
             return None, None
         cfg, k, ds = self.cfgs[0], len(self.cfgs), self.ds
-        calls = None if self.evaluation is not None else self.calls
+        calls = self.calls
         val = _evaluate(self.evaluator, ds.x_validation, ds.y_validation, k, self.evaluation, calls)
         test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
         is_last = p == self.schedule.periods - 1
