@@ -368,20 +368,20 @@ class SweepTuner(base_tuner.BaseTuner):
                 failed += trial.status != Status.COMPLETED
                 pace.work += trial_length(self.sweep, trial.hyperparameters.values["phase"])
                 if self.verbose:
-                    total, left = self._left(pace.training(time.perf_counter() - t_start), done, pace.work)
+                    total, left = self._left(pace, done)
                     elapsed = time.perf_counter() - t_start
                     self._progress_line(trial, done0 + done, total, took, elapsed, left, len(batch))
         return failed
 
-    def _left(self, elapsed, done_here, work_done) -> tuple[int, float]:
-        """(trials planned, seconds left): the time per unit of training so far (`elapsed`: its
-        training part, Pace.training) times the training left, so that long final runs weigh as much as
-        they take. A worker sees no plan: it counts trials."""
+    def _left(self, pace: Pace, done_here: int) -> tuple[int, float]:
+        """(trials planned, seconds left): the seconds per unit of training so far (compilation left
+        out: Pace) times the training left, so that long final runs weigh as much as they take. A worker
+        sees no plan: it counts trials (each as long as the average one so far)."""
         if self._is_worker():
             total = planned_trials(self.sweep)
-            return total, elapsed / done_here * max(total - done_here, 0)
+            return total, pace.left(max(total - done_here, 0) * pace.work / max(done_here, 1))
         progress = self.oracle.progress()
-        return planned_trials(self.sweep, progress), elapsed / work_done * work_left(self.sweep, progress)
+        return planned_trials(self.sweep, progress), pace.left(work_left(self.sweep, progress))
 
     def _progress_line(self, trial, n, total, took, elapsed, left, packed):
         metrics = self._metrics_of.pop(trial.trial_id, None)
@@ -394,11 +394,12 @@ def _since(before: float | None) -> float | None:
 
 class Pace:
     """What a sweep's ETA learns from: the seconds its ended trials took (`busy`, summed over workers),
-    of which they spent compiling (`compiled`, from each run's compile_time), and their training
-    length (`work`). Compilation is left out: a worker compiles a cell's programs once, in its first
-    trial, so an ETA that learnt from it was 3-32x too long early in a sweep (issue 20). It is not
-    predicted either: after the first trials there is little of it (each new cell's programs, once
-    per worker)."""
+    of which they spent compiling (`compiled`: what each trial's process compiled meanwhile), and
+    their training length (`work`). Compilation is left out: a worker compiles a cell's programs once,
+    in its first trial, so an ETA that learnt from it was 3-32x too long early in a sweep (issue 20).
+    It is not predicted either: after the first trials there is little of it (each new cell's
+    programs, once per worker). Nor is the workers' start: the rate is the trials' own seconds, not the
+    sweep's elapsed time, shared by the workers that train at once."""
 
     def __init__(self):
         self.busy = self.compiled = 0.0
@@ -408,11 +409,9 @@ class Pace:
         self.busy += took
         self.compiled += compiled
 
-    def training(self, elapsed: float) -> float:
-        """The part of `elapsed` (wall seconds, several workers at once) that was not compiling: the
-        ended trials' share of time spent compiling taken out."""
-        share = min(self.compiled / self.busy, 0.99) if self.busy > 0 else 0.0
-        return elapsed * (1.0 - share)
+    def left(self, work: float, workers: int = 1) -> float:
+        """Seconds for `work` more units of training on `workers` at once, at the ended trials' pace."""
+        return max(self.busy - self.compiled, 0.0) / self.work * work / max(workers, 1) if self.work else 0.0
 
 
 def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, took, elapsed, left,

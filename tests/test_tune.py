@@ -430,18 +430,11 @@ def test_a_batch_larger_than_the_training_set_fails_before_any_trial(tiny, tmp_p
 
 
 
-def _seconds(hms: str) -> int:
-    parts = [int(p) for p in hms.split(":")]
-    return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
-
-
-def test_the_eta_learns_from_training_time_not_compile_time(tiny, tmp_path):
+def test_the_eta_learns_from_training_time_not_compile_time(tiny, tmp_path, progress_times):
     """A cell's first trial compiles its programs (here without the disk cache: seconds, where the
     trials train for a fraction of one); the cell's other trials reuse them. The ETA after the first
     trial is then of the order of what the other 13 trials took, not 13 compilations (before: 3-32x
     too long early in a sweep)."""
-    import re
-
     import jax
 
     from kbn import jax_loop
@@ -454,7 +447,7 @@ def test_the_eta_learns_from_training_time_not_compile_time(tiny, tmp_path):
         assert run_sweep(load_sweep(tiny), tmp_path / "out", log=lines.append) == 0
     finally:
         jax.config.update("jax_enable_compilation_cache", cached)
-    times = [tuple(map(_seconds, m.groups())) for line in lines if (m := re.search(r"elapsed (\S+), ~(\S+) left", line))]
+    times = progress_times(lines)
     assert len(times) == 14
     (first, eta), end = times[0], times[-1][0]
     assert eta <= 2 * (end - first) + 2, (times, lines)
