@@ -5,7 +5,11 @@ K trials each with its own data order), per
 architecture and norm, with peak memory. Each measurement runs in its own process, so its peak memory
 is its own and the backend can differ. Data is random (speed does not depend on content), so this runs
 where no dataset is installed, e.g. on a GPU host.
-It measures speed only: it must not know sweeps' results, the report, or how a run is logged.
+`compile_share`: a sweep's final runs as kbn trains them (real data), one per cell, each in a fresh
+process with no compile cache, with the sweep's evaluation schedule and with one extra evaluation
+only: their wall, training and compile seconds as the runs record them.
+It measures speed only: it must not know sweeps' results, the report, or how a run is logged beyond
+the seconds a run's metrics.csv holds.
 """
 
 from __future__ import annotations
@@ -152,8 +156,63 @@ def table(results: list[dict]) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
-if __name__ == "__main__":  # a child measurement: python -m kbn.bench '<json spec>'
-    print(json.dumps(_child(json.loads(sys.argv[1]))), flush=True)
+# ---------------------------------------------------------------- compile time in a run
+
+
+def _run_child_config(settings: str, logdir: str) -> dict:
+    """One kbn run of these settings, in this process: the seconds its last metrics.csv row records."""
+    from kbn.config import TrainConfig
+    from kbn.runlog import read_metrics
+    from kbn.train import train
+
+    last = read_metrics(train(TrainConfig(**json.loads(settings)), logdir, verbose=False).folder)[-1]
+    return {k: last[k] for k in ("step", "wall_time", "train_time", "compile_time")}
+
+
+def compile_share(sweep_file: str, scratch, timeout: int = 3600) -> list[dict]:
+    """Per cell of a step-based sweep: its seed-0 final run (at the sweep's fixed rate, else the middle
+    of its coarse grid) with the sweep's eval_steps and with only their first, each in a fresh process
+    without a compile cache; the runs' wall, training and compile seconds."""
+    import dataclasses
+    from pathlib import Path
+
+    from kbn.config import load_sweep
+    from kbn.errors import ConfigError
+
+    sweep = load_sweep(sweep_file)
+    if not sweep.eval_every_steps or not sweep.eval_steps:
+        raise ConfigError(f"sweep: {sweep_file} has no eval_steps; compile share compares its dense early "
+                          "evaluations with one, so give a step-based sweep with eval_steps")
+    out = []
+    for cell in sweep.cells():
+        grid = sweep.coarse_grid(cell.optimizer)
+        cfg = sweep.train_config(cell, sweep.lr if sweep.lr is not None else grid[len(grid) // 2], 0, "final")
+        for label, steps in (("the sweep's", cfg.eval_steps), ("one point", cfg.eval_steps[:1])):
+            run = dataclasses.replace(cfg, eval_steps=steps)
+            env = dict(os.environ, KBN_JAX_CACHE_DIR="off", TF_CPP_MIN_LOG_LEVEL="3")
+            cmd = [sys.executable, "-m", "kbn.bench", json.dumps(run.to_dict()), str(Path(scratch) / f"{len(out)}")]
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+            lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+            base = {"cell": cell.key, "schedule": label, "evaluations": len(run.eval_points(run.total_steps))}
+            out.append({**base, **json.loads(lines[-1])} if p.returncode == 0 and lines else
+                       {**base, "error": (p.stderr.strip().splitlines() or ["no output"])[-1][:120]})
+    return out
+
+
+def compile_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
+    headers = ["cell", "schedule", "evaluations", "wall s", "train s", "compile s", "compile share",
+               "wall × one point"]
+    one = {r["cell"]: r for r in results if r["schedule"] == "one point" and "error" not in r}
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["cell"], r["schedule"], str(r["evaluations"]), "error: " + r["error"]] + [""] * 4)
+            continue
+        ref = one.get(r["cell"])
+        rows.append([r["cell"], r["schedule"], str(r["evaluations"]), f"{r['wall_time']:.1f}", f"{r['train_time']:.1f}",
+                     f"{r['compile_time']:.1f}", f"{r['compile_time'] / r['wall_time']:.1%}",
+                     f"{r['wall_time'] / ref['wall_time']:.3f}" if ref else "—"])
+    return headers, rows
 
 
 # ---------------------------------------------------------------- whole sweeps
@@ -210,3 +269,8 @@ def sweep_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
                      f"{r['per_second'] / base['per_second']:.2f}" if base else "—",
                      ("yes" if r["chosen"] == base["chosen"] else "NO") if base else "—"])
     return headers, rows
+
+
+if __name__ == "__main__":  # a child measurement: python -m kbn.bench '<json spec>' [run folder]
+    print(json.dumps(_child(json.loads(sys.argv[1])) if len(sys.argv) == 2 else _run_child_config(*sys.argv[1:])),
+          flush=True)

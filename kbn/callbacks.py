@@ -58,3 +58,26 @@ class StopOnInterrupt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if interrupts.requested():
             self.model.stop_training = True
+
+
+class CallTimer(keras.callbacks.Callback):
+    """The seconds of each compiled call of `fit`, `evaluate` or `predict`, told to a
+    kbn.clock.FirstCalls with its steps and batch sizes (`sizes`: every batch's size in order; `spe`:
+    batches per call). Put it last: it waits for the call's results, so its seconds are the call's."""
+
+    def __init__(self, calls, kind: str, sizes: list[int], spe: int):
+        super().__init__()
+        self.calls, self.kind, self.sizes, self.spe, self._done = calls, kind, sizes, max(1, spe), 0
+
+    def _begin(self, batch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def _end(self, batch, logs=None):
+        for v in keras.tree.flatten(logs or {}):
+            keras.ops.convert_to_numpy(v)  # on JAX, fit returns before the device is done
+        part = self.sizes[self._done: self._done + self.spe]
+        self._done += len(part)
+        self.calls.call(self.kind, time.perf_counter() - self._t0, len(part), set(part))
+
+    on_train_batch_begin = on_test_batch_begin = on_predict_batch_begin = _begin
+    on_train_batch_end = on_test_batch_end = on_predict_batch_end = _end

@@ -120,6 +120,9 @@ def _add_bench(sub):
     b.add_argument("--sweep", metavar="FILE", help="instead: whole-sweep throughput of this sweep file at "
                    "--sweep-workers (default 1 and kbn's choice), each from scratch")
     b.add_argument("--sweep-workers", default="1,auto", help="comma-separated worker counts; 'auto' is kbn's choice")
+    b.add_argument("--compile", metavar="FILE", help="instead: compile time in runs of this step-based sweep file "
+                   "(one final run per cell, with its eval_steps and with one, no compile cache): wall, training "
+                   "and compile seconds, the compile share")
 
 
 def _add_tensorboard(sub):
@@ -449,6 +452,8 @@ def cmd_bench(args) -> int:
     out = _bench_out(args.out)
     if args.sweep:
         return _bench_sweep(args, out)
+    if args.compile:
+        return _bench_compile(args, out)
     archs = [registry.check("arch", a, "archs") for a in args.archs.split(",")]
     norms = [registry.check("norm", n, "norms") for n in args.norms.split(",")]
     ks, seed_ks = _counts("ks", args.ks), _counts("seed-ks", args.seed_ks)
@@ -490,6 +495,17 @@ def _bench_sweep(args, out) -> int:
     with tempfile.TemporaryDirectory(prefix="kbn-bench-sweep-") as scratch:
         results = bench.sweep_throughput(args.sweep, workers, scratch)
     headers, rows = bench.sweep_table(results)
+    return _bench_output(headers, rows, results, out)
+
+
+def _bench_compile(args, out) -> int:
+    import tempfile
+
+    from kbn import bench
+
+    with tempfile.TemporaryDirectory(prefix="kbn-bench-compile-") as scratch:
+        results = bench.compile_share(args.compile, scratch)
+    headers, rows = bench.compile_table(results)
     return _bench_output(headers, rows, results, out)
 
 

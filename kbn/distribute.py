@@ -20,7 +20,7 @@ from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
-from kbn.tune import SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep, trial_metrics
+from kbn.tune import Pace, SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep, trial_metrics
 
 
 class ChiefProgress:
@@ -28,23 +28,26 @@ class ChiefProgress:
     the same global count and length-weighted ETA as a one-process sweep (workers started by the
     chief stay quiet, so each trial is said once)."""
 
-    def __init__(self, sweep: SweepConfig, oracle: SweepOracle, log):
-        self.sweep, self.oracle, self.log = sweep, oracle, log
+    def __init__(self, sweep: SweepConfig, oracle: SweepOracle, log, workers: int = 1):
+        self.sweep, self.oracle, self.log, self.workers = sweep, oracle, log, workers
         self.seen = {tid for tid, t in oracle.trials.items() if t.status in (COMPLETED, FAILED)}
-        self.done0, self.t0, self.work = len(self.seen), time.perf_counter(), 0
+        self.done0, self.t0, self.pace = len(self.seen), time.perf_counter(), Pace()
 
     def poll(self) -> None:
         """A progress line for each trial that ended since the last poll."""
         ended, progress = self.oracle.ended_since(self.seen)
         for t in ended:
             self.seen.add(t.trial_id)
-            self.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
-            elapsed = time.perf_counter() - self.t0
-            left = elapsed / self.work * work_left(self.sweep, progress)
+            self.pace.work += trial_length(self.sweep, t.hyperparameters.values["phase"])
             took = time.time() - self.oracle.started.get(t.trial_id, time.time())
             metrics = trial_metrics(t) if t.status == COMPLETED else None
-            self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned_trials(self.sweep, progress),
-                                   took, elapsed, left))
+            self.pace.ended(took, (metrics or {}).get("compile_time") or 0.0)
+            elapsed = time.perf_counter() - self.t0
+            planned = planned_trials(self.sweep, progress)
+            # the workers training at once (remote ones too), no more than the trials left to share
+            self.workers = max(self.workers, len({tid.split("+")[0] for tid in list(self.oracle.ongoing_trials)}))
+            left = self.pace.left(work_left(self.sweep, progress), min(self.workers, max(planned - len(self.seen), 1)))
+            self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned, took, elapsed, left))
 
 
 def set_distribution_env(tuner_id: str | None, host: str | None = None, port: int | None = None):
@@ -179,7 +182,7 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
             cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
             cmd += ["--pack", str(pack)] if pack else []
             procs.append(subprocess.Popen(cmd, env=env))
-        progress = ChiefProgress(sweep, oracle, log)
+        progress = ChiefProgress(sweep, oracle, log, workers)
         while not oracle.finished():
             interrupts.sleep(0.5)
             progress.poll()

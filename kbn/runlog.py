@@ -3,7 +3,7 @@ It must not know Keras models, optimizers or how a run trains: rows and results 
 
 A run folder holds:
   config.json   every setting, package versions, backend, data source (written first)
-  metrics.csv   one row per epoch (or per eval period): METRIC_COLUMNS
+  metrics.csv   one row per epoch (or per eval period): METRIC_COLUMNS, the seconds cumulative
   events.out.tfevents.*   one TensorBoard run: scalars <split>/<axis>_<metric> and the HParams session
   preactivations.csv   (probe_preactivations > 0) per evaluation and hidden layer, the 15th/50th/85th
                 percentiles of the input to its nonlinearity on a fixed batch of validation images, for one
@@ -30,8 +30,11 @@ from kbn import stability, tboard
 MODEL_FILE = "model.keras"  # a run's trained network (kbn.train writes it, kbn.api lists it)
 METRIC_COLUMNS = (
     "epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy",
-    "test_loss", "test_accuracy", "lr", "wall_time",
+    "test_loss", "test_accuracy", "lr", "wall_time", "train_time", "compile_time",
 )
+# wall_time: seconds since the run's first period began; train_time: of them, the seconds spent training
+# (compilation, evaluations and logging excluded); compile_time: the seconds spent compiling (how: config.json's
+# timing). Cumulative, per row. Folders from before train_time and compile_time lack them (read as None).
 
 
 PREACT_FILE = "preactivations.csv"

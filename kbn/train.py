@@ -12,7 +12,8 @@ percentiles on a fixed validation batch (PreactivationProbe; Ioffe & Szegedy's F
 order comes from a seeded permutation stream, so the same seed gives the same numbers. After each
 period: validation (and test where asked) is evaluated, a row goes to metrics.csv and TensorBoard, and
 progress is printed. A NaN/inf loss ends the run as
-*diverged* (a result, not a crash).
+*diverged* (a result, not a crash). Each row carries the run's cumulative training and compile
+seconds beside its wall time (kbn.clock): the training seconds are what a report and an ETA use.
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ import numpy as np
 
 from kbn import __version__, data as kdata, models, optim, registry, stability
 from kbn import interrupts
+from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
 from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
 from kbn.bn_stats import PopulationStatistics, describe
-from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
+from kbn.callbacks import CallTimer, Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
 from kbn.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.tboard import HParams, run_hparams
 from kbn.config import SETTING_DEFAULTS, TrainConfig
-from kbn.jax_loop import JaxEvaluation, JaxPeriods
+from kbn.jax_loop import JaxEvaluation, JaxOutputs, JaxPeriods
 from kbn.packed import build_packed, cannot_pack, trial_logs
 
 EVAL_BATCH = 1000
+# What metrics.csv's train_time counts (config.json says it with the run).
+TRAIN_TIME = ("seconds spent in training periods (the optimizer's steps and their metrics), compilation, "
+              "evaluations, the probe and logging excluded")
 
 
 @dataclasses.dataclass
@@ -82,13 +87,22 @@ def _per_trial(logs: dict, k: int, prefix: str = "") -> list[dict]:
     return trial_logs(logs, k, prefix)
 
 
-def _evaluate(model, x, y, k: int, compiled: JaxEvaluation | None = None) -> list[tuple[float, float]]:
-    """(loss, accuracy) per trial on (x, y); `compiled`: the same as one compiled loop (JAX)."""
+def _evaluate(model, x, y, k: int, compiled: JaxEvaluation | None = None,
+              calls: FirstCalls | None = None) -> list[tuple[float, float]]:
+    """(loss, accuracy) per trial on (x, y); `compiled`: the same as one compiled loop (JAX); else
+    Keras's evaluate, its calls timed into `calls`."""
     if compiled is not None:
         r = compiled.evaluate(x, y)
     else:
-        r = model.evaluate(x, y if k == 1 else [y] * k, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
+        timer = [CallTimer(calls, "test", _sizes(len(y), EVAL_BATCH), model.steps_per_execution)] if calls else []
+        r = model.evaluate(x, y if k == 1 else [y] * k, batch_size=EVAL_BATCH, verbose=0, return_dict=True,
+                           callbacks=timer)
     return [(float(t["loss"]), float(t["accuracy"])) for t in _per_trial(r, k)]
+
+
+def _sizes(n: int, batch_size: int) -> list[int]:
+    """The batch sizes Keras cuts n examples into."""
+    return [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
 
 
 def _fmt(v, spec=".4f"):
@@ -254,7 +268,8 @@ def _compile(cfgs: list[TrainConfig], singles: list[keras.Model], ds: kdata.Data
 def _run_metadata(cfg: TrainConfig, ds: kdata.Dataset, model: keras.Model, components: dict, schedule: Schedule,
                   spe: int, k: int, own_orders: bool, protocol: dict | None) -> dict:
     """What every packed run's config.json says alike: environment, data, network, schedule, what batch
-    norm evaluates with, command."""
+    norm evaluates with, how its seconds are measured, command."""
+    method = "explicit" if jax_loop_enabled() else "jax events" if keras.backend.backend() == "jax" else "first calls"
     return {
         "backend": keras.backend.backend(),
         "versions": versions(),
@@ -266,6 +281,8 @@ def _run_metadata(cfg: TrainConfig, ds: kdata.Dataset, model: keras.Model, compo
                      "own_data_orders": own_orders, **({"eval_at": schedule.eval_at} if schedule.eval_at else {})},
         "protocol": protocol,
         "bn_statistics": describe(model, cfg.bn_statistics, cfg.bn_batches, cfg.batch_size),
+        "timing": {"wall_time": "seconds since the first period began", "train_time": TRAIN_TIME,
+                   "compile_time": f"{method}: {COMPILE_METHODS[method]}"},
         "command": sys.argv,
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -281,14 +298,15 @@ def _open_runlog(cfg: TrainConfig, logdir, hparams: HParams | None, shared: dict
     return runlog
 
 
-def _probe(cfg: TrainConfig, ds: kdata.Dataset, evaluator, single, k: int, packed: bool):
-    """The PreactivationProbe `cfg` asks for, or None."""
+def _probe(cfg: TrainConfig, ds: kdata.Dataset, evaluator, single, k: int, packed: bool, calls: FirstCalls | None):
+    """The PreactivationProbe `cfg` asks for, or None; `calls`: Keras's predict timed into it (else
+    JAX's compiled program)."""
     if not cfg.probe_preactivations:
         return None
     if cfg.probe_preactivations > len(ds.y_validation):
         raise ConfigError(f"probe_preactivations: {cfg.probe_preactivations} is more than the {len(ds.y_validation)} "
                           f"validation images of {cfg.dataset}")
-    return PreactivationProbe(evaluator, single, ds.x_validation[: cfg.probe_preactivations], k, packed)
+    return PreactivationProbe(evaluator, single, ds.x_validation[: cfg.probe_preactivations], k, packed, calls)
 
 
 @dataclasses.dataclass
@@ -311,6 +329,8 @@ class _Trials:
     verbose: bool
     log: object
     last_tb_step: int = 0  # TensorBoard's step of the last evaluation: where a run's outcome is logged
+    clock: RunClock = dataclasses.field(default_factory=RunClock)
+    calls: FirstCalls | None = None  # TensorFlow: Keras's own calls, timed to estimate compilation
 
     @classmethod
     def start(cls, cfgs, singles, ds, logdir, hparams, steps_per_execution, protocol, components, verbose, log):
@@ -318,21 +338,26 @@ class _Trials:
         cfg, k = cfgs[0], len(cfgs)
         schedule = plan_schedule(cfg, len(ds.y_train))
         # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
-        spe = max(1, min(steps_per_execution or steps_per_call(cfg.arch), schedule.period_steps))
+        # fit's calls stop at a period's end; the JAX loop's count is traced, so its chunk need not.
+        chunk = steps_per_execution or steps_per_call(cfg.arch)
+        spe = max(1, min(chunk, schedule.period_steps))
         own_orders = len({c.seed for c in cfgs}) > 1
         model, evaluator, packed = _compile(cfgs, singles, ds, spe, own_orders)
-        shared = _run_metadata(cfg, ds, singles[0], components, schedule, spe, k, own_orders, protocol)
+        loop = jax_loop_enabled()
+        shared = _run_metadata(cfg, ds, singles[0], components, schedule, chunk if loop else spe, k, own_orders,
+                               protocol)
         runlogs = [_open_runlog(c, logdir, hp, shared) for c, hp in zip(cfgs, hparams)]
-        probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None)
+        calls = FirstCalls() if keras.backend.backend() != "jax" else None  # estimated on TensorFlow only
+        probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None, calls)
         periods = evaluation = None
-        if jax_loop_enabled():
-            periods = JaxPeriods(model, ds.x_train, ds.y_train, k, own_orders, cfg.batch_size, spe)
+        if loop:
+            periods = JaxPeriods(model, ds.x_train, ds.y_train, k, own_orders, cfg.batch_size, chunk)
             evaluation = JaxEvaluation(evaluator, EVAL_BATCH, k)
         population = None
         if cfg.bn_statistics == "population":  # on shared images: every trial over the same batches
             population = PopulationStatistics(evaluator, ds.x_train, cfg.bn_batches, cfg.batch_size)
         return cls(cfgs, singles, ds, schedule, model, evaluator, packed, own_orders, runlogs, probe, periods,
-                   evaluation, population, verbose, log)
+                   evaluation, population, verbose, log, calls=calls)
 
     def run(self, save_model: bool) -> list[RunResult]:
         """Train to the end and close every run's logs; a run left unfinished (an exception, Ctrl-C)
@@ -367,11 +392,11 @@ class _Trials:
         rows = [[] for _ in range(k)]  # each trial's metrics.csv rows: its outcome is read off them
         for p in range(self.schedule.periods):
             steps = self.schedule.steps_of(p, step)
-            train_logs = self._train_period(p, steps, orders, stopper)
+            train_logs = self._timed("train", self._train_period, p, steps, orders, stopper)
             step += steps
             diverged = [j for j in alive if stopper.diverged[j] or not is_finite(train_logs[j]["loss"])]
             healthy = [j for j in alive if j not in diverged]
-            val, test = self._evaluate(p, step, healthy)
+            val, test = self._timed("evaluate", self._evaluate, p, step, healthy)
             elapsed = round(time.perf_counter() - t0, 3)
             for j in alive:
                 rows[j].append(self._row(j, p, step, train_logs[j], val, test, j in diverged, elapsed))
@@ -388,6 +413,27 @@ class _Trials:
         axis = "step" if self.cfgs[0].eval_every_steps else "epoch"
         how = stability.of_rows(rows, 1 / self.ds.num_classes, status == "diverged", axis)
         return _outcome(status, rows[-1], step, self.ds.num_classes, how)
+
+    def _timed(self, part: str, fn, *args):
+        """fn(*args), its seconds added to the clock's `part` ("train" or "evaluate") less the
+        compilation done meanwhile."""
+        t0, before = time.perf_counter(), self._compiled(part)
+        out = fn(*args)
+        self.clock.add(part, time.perf_counter() - t0, self._compiled(part) - before)
+        return out
+
+    def _compiled(self, part: str) -> float:
+        """Seconds spent compiling so far for training or for evaluating (the probe's included), or
+        by the whole process (fit's path on JAX): what grows while `part` runs is its compilation."""
+        if self.periods is None:
+            compiled = process_compile_seconds()
+            if compiled is not None:
+                return compiled
+            kinds = ("train",) if part == "train" else ("test", "predict")  # TensorFlow: estimated
+            return sum(self.calls.seconds(kind) for kind in kinds)
+        if part == "train":
+            return self.periods.compile_seconds
+        return self.evaluation.compile_seconds + (self.probe.compile_seconds if self.probe else 0.0)
 
     def _train_period(self, p: int, steps: int, orders: list[IndexStream], stopper) -> list[dict]:
         """One period's training (`steps` steps); per trial, its last loss and accuracy. With own_orders
@@ -407,24 +453,28 @@ class _Trials:
         else:
             x, y = ds.x_train[idx[:, 0]], ds.y_train[idx[:, 0]]
             y = y if k == 1 else [y] * k
+        timer = [CallTimer(self.calls, "train", _sizes(count, cfg.batch_size), self.model.steps_per_execution)] \
+            if self.calls else []
         hist = self.model.fit(x, y, batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p, shuffle=False,
-                              verbose=0, callbacks=callbacks)
+                              verbose=0, callbacks=callbacks + timer)
         interrupts.check()  # before anything of an unfinished period is logged
         return _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
 
     def _evaluate(self, p: int, step: int, healthy: list[int]):
         """(validation, test) per trial after period `p`, None where not evaluated; the probe's
-        pre-activations logged (its time counts in wall_time, as the evaluations' does). With
+        pre-activations logged (its time counts as the evaluations' does: not training time). With
         bn_statistics population, batch norm's statistics are recomputed first (kbn.bn_stats)."""
         if not healthy:
             return None, None
         cfg, k, ds = self.cfgs[0], len(self.cfgs), self.ds
+        calls = self.calls
         if self.population is not None:  # validation, test and the probe all see these statistics
             self.population.update()
-        val = _evaluate(self.evaluator, ds.x_validation, ds.y_validation, k, self.evaluation)
+        val = _evaluate(self.evaluator, ds.x_validation, ds.y_validation, k, self.evaluation, calls)
         test_each = cfg.test_every_epoch or cfg.eval_every_steps is not None
         is_last = p == self.schedule.periods - 1
-        test = _evaluate(self.evaluator, ds.x_test, ds.y_test, k, self.evaluation) if test_each or is_last else None
+        test = _evaluate(self.evaluator, ds.x_test, ds.y_test, k, self.evaluation, calls) \
+            if test_each or is_last else None
         if self.probe is not None:
             for j, layers_of_j in enumerate(self.probe.measure()):
                 if j in healthy:
@@ -438,6 +488,7 @@ class _Trials:
             "epoch": round(step * cfg.batch_size / n, 4) if cfg.eval_every_steps else p + 1,
             "step": step, "loss": train["loss"], "accuracy": train["accuracy"],
             "lr": self.cfgs[j].lr, "wall_time": elapsed,
+            "train_time": round(self.clock.train, 3), "compile_time": round(self.clock.compile, 3),
         }
         if diverged:
             row["loss"] = float("nan")
@@ -453,7 +504,7 @@ class _Trials:
     def _print(self, j: int, p: int, step: int, row: dict, diverged: bool, elapsed: float) -> None:
         cfg, periods, name = self.cfgs[0], self.schedule.periods, self.runlogs[j].folder.name
         where = f"step {step}/{self.schedule.total_steps}" if cfg.eval_every_steps else f"epoch {p + 1}/{periods}"
-        eta = elapsed / (p + 1) * (periods - p - 1)
+        eta = self.clock.left(step, self.schedule.total_steps, p + 1, periods - p - 1)  # learnt from training time
         self.log(f"{name} {where}  loss {_fmt(row['loss'])} acc {_fmt(row['accuracy'])}  "
                  f"val_acc {_fmt(row.get('val_accuracy'))}"
                  + (f"  test_acc {_fmt(row['test_accuracy'])}" if row.get("test_accuracy") is not None else "")
@@ -484,17 +535,28 @@ def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
 class PreactivationProbe:
     """The pre-activations (the input to each hidden layer's nonlinearity: after the norm where there
     is one) on a fixed batch of validation images, per trial, in inference mode (BN with the statistics
-    the evaluations use: moving or population), as Ioffe & Szegedy's Fig. 1b-c. `measure()` -> per trial, {layer: values} with the
-    batch first and the layer's units (conv: channels) last."""
+    it evaluates with: its moving averages, or the population ones), as Ioffe & Szegedy's Fig. 1b-c. `measure()` -> per trial, {layer: values} with the
+    batch first and the layer's units (conv: channels) last. `calls`: Keras's predict, its calls timed
+    into it; None: one compiled JAX program (its compilation in `compile_seconds`)."""
 
-    def __init__(self, evaluator: keras.Model, single: keras.Model, images: np.ndarray, k: int, packed: bool):
+    def __init__(self, evaluator: keras.Model, single: keras.Model, images: np.ndarray, k: int, packed: bool,
+                 calls: FirstCalls | None = None):
         self.names = hidden_activations(single)
-        self.images, self.k, self.packed = images, k, packed
+        self.images, self.k, self.packed, self.calls = images, k, packed, calls
         outs = [evaluator.get_layer(n).input for n in self.names]  # node 0: the shared-images graph
         self.model = keras.Model(evaluator.inputs[0], outs, name="preactivations")
+        self._outputs = JaxOutputs(self.model) if calls is None and jax_loop_enabled() else None
+
+    @property
+    def compile_seconds(self) -> float:
+        return self._outputs.compile_seconds if self._outputs is not None else 0.0
 
     def measure(self) -> list[dict[str, np.ndarray]]:
-        outs = self.model.predict(self.images, batch_size=len(self.images), verbose=0)
+        if self._outputs is not None:
+            outs = self._outputs(self.images)
+        else:
+            timer = [CallTimer(self.calls, "predict", [len(self.images)], 1)] if self.calls else []
+            outs = self.model.predict(self.images, batch_size=len(self.images), verbose=0, callbacks=timer)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         per = [{} for _ in range(self.k)]
         for name, a in zip(self.names, outs):
@@ -527,7 +589,9 @@ def _outcome(status: str, last: dict, step: int, num_classes: int, how: stabilit
         "epochs_completed": last.get("epoch"),
         "steps": step,
         "wall_time": last.get("wall_time"),
-        "seconds_per_epoch": (last["wall_time"] / last["epoch"]) if last.get("epoch") else None,
+        "train_time": last.get("train_time"),
+        "compile_time": last.get("compile_time"),
+        "seconds_per_epoch": (last["train_time"] / last["epoch"]) if last.get("epoch") else None,  # training
     }
     # A diverged run scores as chance, so a search ranks it below every run that trained.
     if status == "diverged":

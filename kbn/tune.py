@@ -40,6 +40,7 @@ from kbn.config import SweepConfig, check_address
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
 from kbn.backend import default_pack
+from kbn.clock import process_compile_seconds
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
                       score_value, trial_key, trial_length, work_left)
 from kbn.runlog import check_run, write_json_atomic
@@ -251,14 +252,17 @@ class SweepTuner(base_tuner.BaseTuner):
     def _protocol(self, trial) -> dict:
         return {**self.sweep.protocol(), "phase": trial.hyperparameters.values["phase"]}
 
-    def _metrics(self, res) -> dict:
-        """What the oracle keeps of a trial: its score, accuracies, and how it ended (0/1 per unstable
-        kind, kbn.stability), which the stable selection rule and the progress line read."""
+    def _metrics(self, res, compiled: float | None) -> dict:
+        """What the oracle keeps of a trial: its score, accuracies, how it ended (0/1 per unstable kind,
+        kbn.stability: the stable selection rule and the progress line read them), and `compiled`, the
+        seconds this process spent compiling while it trained (None: not measured; the run's own
+        compile_time, 0 for an old run's folder), for the ETA (Pace)."""
         m = res.metrics
         score = m["val_accuracy"] if self.sweep.select_on == "validation" else m["test_accuracy"]
         kind = res.outcome.kind if res.outcome is not None else ("diverged" if res.status == "diverged" else "trained")
         out = {"score": float(score), "val_accuracy": float(m["val_accuracy"]),
-               "test_accuracy": float(m["test_accuracy"]), **outcome_metrics(kind)}
+               "test_accuracy": float(m["test_accuracy"]), **outcome_metrics(kind),
+               "compile_time": float(compiled if compiled is not None else m.get("compile_time") or 0.0)}
         if res.outcome is not None and res.outcome.fell_at is not None:
             out["fell_at"] = float(res.outcome.fell_at)
         return out
@@ -281,9 +285,10 @@ class SweepTuner(base_tuner.BaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         """One trial alone (Keras Tuner's own entry point)."""
         cfg, folder, hparams = self._setup(trial)
+        before = process_compile_seconds()
         res = train(cfg, folder, verbose=False, dataset=self._dataset(cfg), hparams=hparams,
                     protocol=self._protocol(trial), save_model=self._keeps_model(trial))
-        self._metrics_of[trial.trial_id] = self._metrics(res)
+        self._metrics_of[trial.trial_id] = self._metrics(res, _since(before))
         return self._metrics_of[trial.trial_id]
 
     def _run_group(self, group) -> None:
@@ -298,6 +303,7 @@ class SweepTuner(base_tuner.BaseTuner):
             else:
                 setups = [self._setup(t) for t in group]
                 cfgs = [s[0] for s in setups]
+                before = process_compile_seconds()
                 results = train_many(cfgs, setups[0][1], verbose=False, dataset=self._dataset(cfgs[0]),
                                      hparams=[s[2] for s in setups], protocol=self._protocol(group[0]),
                                      save_model=self._keeps_model(group[0]))  # a group is of one phase
@@ -310,8 +316,8 @@ class SweepTuner(base_tuner.BaseTuner):
                 t.status, t.message = Status.FAILED, message
             return
         for t, res in zip(group, results):
-            if res is not None:
-                self._metrics_of[t.trial_id] = self._metrics(res)
+            if res is not None:  # each trial of a packed group says the group's compilation (Pace)
+                self._metrics_of[t.trial_id] = self._metrics(res, _since(before))
                 self.oracle.update_trial(t.trial_id, self._metrics_of[t.trial_id], step=0)
             t.status = Status.COMPLETED
 
@@ -352,7 +358,7 @@ class SweepTuner(base_tuner.BaseTuner):
     def search(self):
         """Ask the oracle for trials until it says the sweep is done; one line per trial."""
         done0 = 0 if self._is_worker() else len(self.oracle.scores())
-        done, t_start, failed, work_done = 0, time.perf_counter(), 0, 0
+        done, t_start, failed, pace = 0, time.perf_counter(), 0, Pace()
         while True:
             interrupts.check()
             batch = self._pull()
@@ -364,30 +370,59 @@ class SweepTuner(base_tuner.BaseTuner):
             t0 = time.perf_counter()
             self._run_group(batch)
             took = (time.perf_counter() - t0) / len(batch)
+            # a packed group compiled once for all its trials: each trial's result says the group's seconds
+            pace.ended(took * len(batch), max((self._metrics_of.get(t.trial_id) or {}).get("compile_time", 0.0)
+                                             for t in batch))
             for trial in batch:
                 self.on_trial_end(trial)
                 done += 1
                 failed += trial.status != Status.COMPLETED
-                work_done += trial_length(self.sweep, trial.hyperparameters.values["phase"])
+                pace.work += trial_length(self.sweep, trial.hyperparameters.values["phase"])
                 if self.verbose:
+                    total, left = self._left(pace, done)
                     elapsed = time.perf_counter() - t_start
-                    total, left = self._left(elapsed, done, work_done)
                     self._progress_line(trial, done0 + done, total, took, elapsed, left, len(batch))
         return failed
 
-    def _left(self, elapsed, done_here, work_done) -> tuple[int, float]:
-        """(trials planned, seconds left): the time per unit of training so far times the training
-        left, so that long final runs weigh as much as they take. A worker sees no plan: it counts
-        trials."""
+    def _left(self, pace: Pace, done_here: int) -> tuple[int, float]:
+        """(trials planned, seconds left): the seconds per unit of training so far (compilation left
+        out: Pace) times the training left, so that long final runs weigh as much as they take. A worker
+        sees no plan: it counts trials (each as long as the average one so far)."""
         if self._is_worker():
             total = planned_trials(self.sweep)
-            return total, elapsed / done_here * max(total - done_here, 0)
+            return total, pace.left(max(total - done_here, 0) * pace.work / max(done_here, 1))
         progress = self.oracle.progress()
-        return planned_trials(self.sweep, progress), elapsed / work_done * work_left(self.sweep, progress)
+        return planned_trials(self.sweep, progress), pace.left(work_left(self.sweep, progress))
 
     def _progress_line(self, trial, n, total, took, elapsed, left, packed):
         metrics = self._metrics_of.pop(trial.trial_id, None)
         self.log(progress_line(self.sweep, trial, metrics, n, total, took, elapsed, left, packed))
+
+
+def _since(before: float | None) -> float | None:
+    return None if before is None else process_compile_seconds() - before
+
+
+class Pace:
+    """What a sweep's ETA learns from: the seconds its ended trials took (`busy`, summed over workers),
+    of which they spent compiling (`compiled`: what each trial's process compiled meanwhile), and
+    their training length (`work`). Compilation is left out: a worker compiles a cell's programs once,
+    in its first trial, so an ETA that learnt from it was 3-32x too long early in a sweep (issue 20).
+    It is not predicted either: after the first trials there is little of it (each new cell's
+    programs, once per worker). Nor is the workers' start: the rate is the trials' own seconds, not the
+    sweep's elapsed time, shared by the workers that train at once."""
+
+    def __init__(self):
+        self.busy = self.compiled = 0.0
+        self.work = 0
+
+    def ended(self, took: float, compiled: float) -> None:
+        self.busy += took
+        self.compiled += compiled
+
+    def left(self, work: float, workers: int = 1) -> float:
+        """Seconds for `work` more units of training on `workers` at once, at the ended trials' pace."""
+        return max(self.busy - self.compiled, 0.0) / self.work * work / max(workers, 1) if self.work else 0.0
 
 
 def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, took, elapsed, left,

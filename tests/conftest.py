@@ -237,6 +237,22 @@ def write_finished_run():
     return write
 
 
+def _progress_times(lines) -> list[tuple[int, int]]:
+    """(elapsed, ETA) in seconds from each sweep progress line ("... | elapsed 1:02, ~0:09 left")."""
+    import re
+
+    def seconds(hms):
+        return sum(int(p) * 60 ** i for i, p in enumerate(reversed(hms.split(":"))))
+
+    return [(seconds(m[1]), seconds(m[2])) for line in lines if (m := re.search(r"elapsed (\S+), ~(\S+) left", line))]
+
+
+@pytest.fixture
+def progress_times():
+    """`progress_times(lines)`: (elapsed, ETA) in seconds per sweep progress line."""
+    return _progress_times
+
+
 def _trial_states(logdir) -> dict:
     out = {}
     for p in sorted(Path(logdir, "tuner").glob("trial_*/trial.json")):

@@ -15,3 +15,27 @@ def test_bench_measures_fit_fast_and_packed():
     assert all("error" not in r and r["s_per_trial_epoch"] > 0 and r["peak_mb"] > 100 for r in results)
     headers, rows = bench.table(results)
     assert headers[7] == "x fit (same backend)" and rows[0][7] == "1.00"
+
+
+@pytest.mark.slow
+def test_bench_compile_share_of_dense_early_evaluations(tmp_path, tiny_text, write_cache, capsys):
+    """`kbn bench --compile`: a step-based sweep's runs, each with its eval_steps and with one, in a
+    fresh process without a compile cache; one training program whatever the schedule, so the compile
+    seconds of the two schedules differ little (the runs' own records, apart from training)."""
+    from kbn.cli import main
+
+    write_cache()
+    sweep = tmp_path / "steps.toml"
+    sweep.write_text(tiny_text.replace('norms = ["none", "batch"]', 'norms = ["batch"]').replace(
+        "epochs = 1", 'epochs = 1\neval_every_steps = 40\ntotal_steps = 80\neval_steps = "log:2:30:6"'))
+    assert main(["bench", "--compile", str(sweep), "--out", str(tmp_path / "c.md")]) == 0
+    out = capsys.readouterr().out
+    import json
+
+    results = json.loads((tmp_path / "c.json").read_text())
+    assert [(r["schedule"], r["evaluations"]) for r in results] == [("the sweep's", 8), ("one point", 3)]
+    assert all("error" not in r and r["step"] == 80 and 0 < r["compile_time"] < r["wall_time"] for r in results)
+    assert all(r["train_time"] + r["compile_time"] <= r["wall_time"] for r in results)
+    many, one = results
+    assert many["compile_time"] < 1.5 * one["compile_time"] + 0.5  # before: a program per period length
+    assert "compile share" in out and "wall × one point" in out

@@ -30,7 +30,8 @@ def test_a_process_joins_its_chief_through_keras_tuners_environment(monkeypatch)
 
 
 @pytest.mark.slow
-def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path, trial_states, chosen_lrs, kbn_process):
+def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path, trial_states, chosen_lrs, kbn_process,
+                                                               progress_times):
     p = kbn_process(["sweep", str(tiny), "--logdir", str(tmp_path / "dist"), "--workers", "2"])
     text, _ = p.communicate(timeout=400)
     assert p.returncode == 0, text[-3000:]
@@ -38,6 +39,10 @@ def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path, 
     lines = [line for line in text.splitlines() if line.startswith("[")]
     assert len(lines) == 14 and [line.split("]")[0] for line in lines] == [f"[{n:>3}/14" for n in range(1, 15)]
     assert all("left" in line for line in lines)  # the chief says each trial once, with the global count
+    # the ETA learns from the trials' own training seconds, shared by the two workers: not from the
+    # elapsed time, which holds the workers' start and their first compilations
+    (first, eta), end = progress_times(lines)[0], progress_times(lines)[-1][0]
+    assert eta <= 2 * (end - first) + 3, lines
     assert {f.name for f in (tmp_path / "dist" / "tuner").glob("tuner*.json")} == {"tuner0.json", "tuner1.json"}
     assert len(trial_states(tmp_path / "dist")) == 14
     run_sweep(load_sweep(tiny), tmp_path / "single", log=lambda *_: None)

@@ -15,6 +15,11 @@ CASES = [("mlp", "batch", "adam", [(1e-3, 0)]), ("mlp", "none", "sgdm", [(0.05, 
          ("mlp", "batch", "sgd", [(0.1, 0), (0.1, 1)])]  # packed, each seed its own order
 
 
+def _untimed(rows):
+    """metrics.csv's rows without their seconds (wall, training, compile), which no two runs share."""
+    return [{k: v for k, v in r.items() if k not in ("wall_time", "train_time", "compile_time")} for r in rows]
+
+
 def _weights(folder):
     return keras.saving.load_model(folder / "model.keras", compile=False).get_weights()
 
@@ -143,8 +148,7 @@ def test_shared_compiled_loops_give_each_run_its_own_result(tmp_path, tiny_datas
     assert len(jax_loop._COMPILED) == n + 2  # sgdm's train and evaluation loops are its own; adam's shared
     for key, a in fresh.items():
         b = after[key]
-        assert read_metrics(a.folder) == [dict(r, wall_time=a_r["wall_time"]) for r, a_r in
-                                          zip(read_metrics(b.folder), read_metrics(a.folder))]
+        assert _untimed(read_metrics(a.folder)) == _untimed(read_metrics(b.folder))
         for wa, wb in zip(_weights(a.folder), _weights(b.folder)):
             np.testing.assert_array_equal(wa, wb)
 
@@ -167,3 +171,75 @@ def test_no_shared_loops_for_what_a_configuration_cannot_vouch_for(tiny_dataset)
         pass
 
     assert compiled(Mine(0.1)) is None
+
+
+def _count_traces(monkeypatch) -> dict:
+    """How often each loop's Python function is traced (once per program compiled), from now on."""
+    from kbn import jax_loop
+
+    traced = {"train": 0, "evaluate": 0}
+    for kind, cls in (("train", jax_loop.JaxPeriods), ("evaluate", jax_loop.JaxEvaluation)):
+        real = cls._steps
+
+        def counting(self, *args, _real=real, _kind=kind):
+            traced[_kind] += 1
+            return _real(self, *args)
+
+        monkeypatch.setattr(cls, "_steps", counting)
+    jax_loop._COMPILED.clear()
+    return traced
+
+
+def _timed(rows: list[dict]) -> None:
+    """Each row's cumulative training and compile seconds: training excludes compilation, both fit in
+    the wall time, and neither goes down."""
+    for r in rows:
+        assert r["train_time"] > 0 and r["compile_time"] >= 0
+        assert r["train_time"] + r["compile_time"] <= r["wall_time"] + 1e-3, r
+    for a, b in zip(rows, rows[1:]):
+        assert b["train_time"] >= a["train_time"] and b["compile_time"] >= a["compile_time"]
+
+
+def test_one_training_program_whatever_the_period_lengths(tmp_path, tiny_dataset, monkeypatch):
+    """Dense early evaluations give periods of 3, 4, 5, 3, 5 and 20 steps: one training program (all
+    batches full) and one evaluation program (validation and test have one shape), compiled in the
+    first period and evaluation and timed apart from training; a second run of the cell compiles
+    nothing. An epoch-based run with a short last batch: a second training program, no more."""
+    import json
+
+    traced = _count_traces(monkeypatch)
+    kw = dict(arch="mlp", norm="batch", optimizer="sgd", lr=0.1, batch_size=16, eval_every_steps=20, total_steps=60,
+              eval_steps=[3, 7, 12, 15])
+    first = train_many([TrainConfig(seed=0, **kw)], tmp_path / "a", verbose=False, dataset=tiny_dataset)[0]
+    rows = read_metrics(first.folder)
+    assert [r["step"] for r in rows] == [3, 7, 12, 15, 20, 40, 60]
+    assert traced == {"train": 1, "evaluate": 1}
+    _timed(rows)
+    assert rows[0]["compile_time"] > 0 and rows[-1]["compile_time"] == rows[0]["compile_time"]  # nothing later
+    result = json.loads((first.folder / "result.json").read_text())["metrics"]
+    assert result["train_time"] == rows[-1]["train_time"] and result["compile_time"] == rows[-1]["compile_time"]
+    second = train_many([TrainConfig(seed=1, **kw)], tmp_path / "a", verbose=False, dataset=tiny_dataset)[0]
+    assert traced == {"train": 1, "evaluate": 1}
+    assert {r["compile_time"] for r in read_metrics(second.folder)} == {0.0}  # the programs were the first run's
+    epochs = train_many([TrainConfig(arch="mlp", norm="batch", optimizer="sgd", lr=0.1, batch_size=48, epochs=3)],
+                        tmp_path / "b", verbose=False, dataset=tiny_dataset)[0]
+    assert len(tiny_dataset.y_train) % 48
+    assert traced == {"train": 3, "evaluate": 1}  # batch 48: its full batches' program and the short batch's
+    _timed(read_metrics(epochs.folder))
+
+
+def test_compiled_loop_equals_fit_with_periods_of_many_lengths(tmp_path, tiny_dataset, monkeypatch):
+    """The loop's traced step count stops where fit's period ends: periods of 2, 3, 2, 7, 7, 7 steps."""
+    cfg = TrainConfig(arch="ioffe_mlp", norm="batch", optimizer="sgd", lr=0.5, batch_size=32, eval_every_steps=7,
+                      total_steps=28, eval_steps=[2, 5])
+    out = {}
+    for mode in ("off", "on"):
+        monkeypatch.setenv("KBN_JAX_LOOP", mode)
+        out[mode] = train_many([cfg], tmp_path / mode, verbose=False, dataset=tiny_dataset)[0]
+    a, b = read_metrics(out["off"].folder), read_metrics(out["on"].folder)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 5, 7, 14, 21, 28]
+    for ra, rb in zip(a, b):
+        for col in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert rb[col] == pytest.approx(ra[col], rel=1e-4, abs=1e-5), (col, ra, rb)
+    for wa, wb in zip(_weights(out["off"].folder), _weights(out["on"].folder)):
+        np.testing.assert_allclose(wb, wa, rtol=1e-3, atol=1e-5)

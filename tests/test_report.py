@@ -228,7 +228,7 @@ def test_runs_to_tables_export_and_back(run_folder, tmp_path, capsys):
     assert "accuracies (3 epochs)" in capsys.readouterr().out
     exported = pd.read_csv(tmp_path / "acc.csv")
     # the runs' seconds, for speed in time; where the diverged run diverged, so it reads back as diverged
-    assert list(exported.columns) == report.LONG_COLUMNS + ["wall_time", "diverged_at"]
+    assert list(exported.columns) == report.LONG_COLUMNS + ["wall_time", "train_time", "diverged_at"]
     assert set(exported["diverged_at"].dropna()) == {1.0}
     assert main(["report", str(run_folder), "--format", "csv"]) == 0
     from_logs = capsys.readouterr().out
@@ -295,10 +295,11 @@ def test_export_writes_the_lr_and_from_csv_reads_files_with_or_without_it(run_fo
     capsys.readouterr()
     exported = pd.read_csv(tmp_path / "acc.csv")
     assert list(exported.columns) == ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split",
-                                      "accuracy", "wall_time"]
+                                      "accuracy", "wall_time", "train_time", "diverged_at"]
     assert set(exported[exported["optimizer"] == "adam"]["lr"]) == {3e-3}
-    exported.drop(columns="wall_time").to_csv(tmp_path / "acc.csv", index=False)  # seconds are compared elsewhere
-    exported.drop(columns=["lr", "wall_time"]).to_csv(tmp_path / "old.csv", index=False)
+    seconds = ["wall_time", "train_time"]  # compared elsewhere
+    exported.drop(columns=seconds).to_csv(tmp_path / "acc.csv", index=False)
+    exported.drop(columns=["lr", *seconds]).to_csv(tmp_path / "old.csv", index=False)
     outs = []
     for f in ("acc.csv", "old.csv"):
         assert main(["report", "--from-csv", str(tmp_path / f), "--format", "csv"]) == 0
@@ -737,3 +738,51 @@ def test_a_step_based_report_speaks_of_steps_and_its_real_columns():
     assert "test accuracy at step 5000 (the first of the poster table's every-5000-steps columns)" in f["evidence"]
     improves = report.findings(df)[0]
     assert "at the last step" in improves["evidence"]
+def _pace(folder: Path, col: str) -> float:
+    from kbn.runlog import read_metrics
+
+    last = read_metrics(folder)[-1]
+    return last[col] / last["epoch"]
+
+
+def test_seconds_are_training_time_and_old_folders_fall_back_to_wall_time(run_folder, tmp_path, capsys):
+    """The report's seconds per epoch are metrics.csv's train_time (compilation and evaluations
+    excluded), as its footer says; a folder from before train_time and compile_time (neither in
+    metrics.csv nor in result.json) still checks, reports and exports, its seconds the wall time, as
+    its footer says."""
+    import json
+    import shutil
+
+    from kbn.runlog import check_run
+
+    runs = run_folder / "runs"
+    seeds = {s: runs / f"mnist-mlp-batch-adam-lr0.003-s{s}" for s in (0, 1)}
+    _, _, pace = report.Results(report.collect_runs(run_folder)).curves("mnist", "mlp", "batch", "adam", "validation")
+    assert pace == {s: pytest.approx(_pace(f, "train_time")) for s, f in seeds.items()}
+    assert all(_pace(f, "train_time") < _pace(f, "wall_time") for f in seeds.values())
+    assert main(["report", str(run_folder)]) == 0
+    assert "seconds are training time (compilation, evaluations and logging excluded)" in capsys.readouterr().out
+
+    old = tmp_path / "old"
+    shutil.copytree(run_folder, old)
+    for metrics in old.rglob("metrics.csv"):
+        with open(metrics, newline="") as f:
+            rows = list(csv.DictReader(f))
+        keep = [c for c in rows[0] if c not in ("train_time", "compile_time")]
+        with open(metrics, "w", newline="") as f:
+            w = csv.DictWriter(f, keep, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        result = metrics.parent / "result.json"
+        r = json.loads(result.read_text())
+        r["metrics"] = {k: v for k, v in r["metrics"].items() if k not in ("train_time", "compile_time")}
+        result.write_text(json.dumps(r))
+        assert check_run(metrics.parent).result is not None
+    _, _, pace = report.Results(report.collect_runs(old)).curves("mnist", "mlp", "batch", "adam", "validation")
+    assert pace == {s: pytest.approx(_pace(old / "runs" / f.name, "wall_time")) for s, f in seeds.items()}
+    assert main(["report", str(old)]) == 0
+    assert "seconds are wall time, compilation and evaluations included" in capsys.readouterr().out
+    assert main(["export", str(old), "--out", str(tmp_path / "old.csv")]) == 0
+    assert list(pd.read_csv(tmp_path / "old.csv").columns) == report.LONG_COLUMNS + ["wall_time", "diverged_at"]
+    assert main(["report", "--from-csv", str(tmp_path / "old.csv")]) == 0
+    assert "seconds are wall time" in capsys.readouterr().out

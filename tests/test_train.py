@@ -61,7 +61,8 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny_dataset, tmp_path)
     a = read_metrics(train(cfg, tmp_path / "a", verbose=False, dataset=tiny_dataset).folder)
     b = read_metrics(train(cfg, tmp_path / "b", verbose=False, dataset=tiny_dataset).folder)
     c = read_metrics(train(dataclasses.replace(cfg, seed=8), tmp_path / "c", verbose=False, dataset=tiny_dataset).folder)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    timing = ("wall_time", "train_time", "compile_time")  # seconds: no two runs share them
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
     assert strip(a) == strip(b)
     assert strip(a) != strip(c)
 
@@ -130,8 +131,14 @@ def test_both_backends_train_and_log(backend, tmp_path):
     status, val = out.stdout.split()
     assert status == "finished" and float(val) > 0.3
     run = next(tmp_path.iterdir())
-    assert json.loads((run / "config.json").read_text())["backend"] == backend
+    config = json.loads((run / "config.json").read_text())
+    assert config["backend"] == backend
     assert tb_scalars(run)["validation/epoch_accuracy"]
+    # compilation apart: timed on JAX's loops, estimated from fit's first calls on TensorFlow
+    assert config["timing"]["compile_time"].startswith("explicit" if backend == "jax" else "first calls")
+    last = read_metrics(run)[-1]
+    assert last["compile_time"] > 0 and last["train_time"] > 0
+    assert last["train_time"] + last["compile_time"] <= last["wall_time"] + 1e-3
 
 
 def test_a_finished_run_with_other_settings_is_refused_not_returned(tiny_dataset, tmp_path):
@@ -245,3 +252,17 @@ def test_schedule_periods_and_evaluation_points(settings, n, expected):
     for p in range(s.periods):
         step += s.steps_of(p, step)
     assert step == s.total_steps
+
+
+def test_fits_path_times_its_compilation_apart_too(tmp_path, tiny_dataset, monkeypatch):
+    """Keras's fit and evaluate (KBN_JAX_LOOP=off) compile inside their calls: JAX's own compile
+    events give the run's compile_time (config.json says so), and its training seconds exclude it."""
+    monkeypatch.setenv("KBN_JAX_LOOP", "off")
+    cfg = TrainConfig(norm="batch", optimizer="sgd", lr=0.1, batch_size=16, eval_every_steps=20, total_steps=60,
+                      eval_steps=[3, 7, 12, 15])
+    run = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset).folder
+    assert json.loads((run / "config.json").read_text())["timing"]["compile_time"].startswith("jax events")
+    rows = read_metrics(run)
+    assert rows[0]["compile_time"] > 0
+    for r in rows:
+        assert r["train_time"] > 0 and r["train_time"] + r["compile_time"] <= r["wall_time"] + 1e-3

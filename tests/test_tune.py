@@ -428,3 +428,26 @@ def test_a_batch_larger_than_the_training_set_fails_before_any_trial(tiny, tmp_p
     assert "batch_size: 5000 is more than the 256 training examples" in capsys.readouterr().err
 
 
+
+
+def test_the_eta_learns_from_training_time_not_compile_time(tiny, tmp_path, progress_times):
+    """A cell's first trial compiles its programs (here without the disk cache: seconds, where the
+    trials train for a fraction of one); the cell's other trials reuse them. The ETA after the first
+    trial is then of the order of what the other 13 trials took, not 13 compilations (before: 3-32x
+    too long early in a sweep)."""
+    import jax
+
+    from kbn import jax_loop
+
+    jax_loop._COMPILED.clear()
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    lines = []
+    try:
+        assert run_sweep(load_sweep(tiny), tmp_path / "out", log=lines.append) == 0
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
+    times = progress_times(lines)
+    assert len(times) == 14
+    (first, eta), end = times[0], times[-1][0]
+    assert eta <= 2 * (end - first) + 2, (times, lines)

@@ -24,10 +24,12 @@ from kbn.sweep_folder import stored_sweep
 
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
-# step replaces epoch for step-based runs; wall_time: the run's cumulative seconds at that evaluation
-# (absent from published numbers); diverged_at: where a run's loss turned NaN/inf (its rows after that
-# point are at chance), NaN for every other run and for published numbers
-OPTIONAL = ["step", "wall_time", "diverged_at"]
+# step replaces epoch for step-based runs; wall_time: the run's cumulative seconds at that evaluation,
+# train_time: of them, its training seconds (compilation and evaluations excluded; runs from before kbn
+# recorded it have none); both absent from published numbers; diverged_at: where a run's loss turned
+# NaN/inf (its rows after that point are at chance), NaN for every other run and for published numbers
+OPTIONAL = ["step", "wall_time", "train_time", "diverged_at"]
+SECONDS = ("train_time", "wall_time")  # what a report's seconds are made of: the first a run has
 CELL = ["dataset", "arch", "norm", "optimizer"]
 SPLITS = ("train", "validation", "test")
 THESIS_EPOCHS = (2, 5, 20, 35, 50)
@@ -38,8 +40,8 @@ class ReportError(KbnError):
 
 
 RUN_COLUMNS = ["dataset", "arch", "norm", "optimizer", "seed", "lr", "epoch", "step", "loss", "accuracy",
-               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "status", "batch_size",
-               "diverged_at"]
+               "val_loss", "val_accuracy", "test_loss", "test_accuracy", "wall_time", "train_time", "status",
+               "batch_size", "diverged_at"]
 
 
 @dataclasses.dataclass
@@ -259,10 +261,11 @@ def _run_records(config: dict, status: str, rows: list[dict]) -> list[dict]:
 
 def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The long format (LONG_COLUMNS plus `step`) from a run table."""
+    runs = runs.assign(**{c: np.nan for c in SECONDS if c not in runs})  # a table made without them
     parts = []
     for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
         part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step",
-                                        "wall_time", "diverged_at", col]]
+                                        *SECONDS, "diverged_at", col]]
         parts.append(part.rename(columns={col: "accuracy"}).assign(split=split))
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LONG_COLUMNS + OPTIONAL)
     # an epoch-based run's step is not its x axis
@@ -276,19 +279,18 @@ def collect_runs(logdir: str | Path) -> pd.DataFrame:
 
 
 def normalise_long(df: pd.DataFrame) -> pd.DataFrame:
-    """A long table as every reader returns it: the optional columns (epoch, step, lr,
-    wall_time) present as floats (NaN where absent), seed an int, accuracy a float, a fresh index."""
+    """A long table as every reader returns it: the optional columns (epoch, step, lr, wall_time,
+    train_time) present as floats (NaN where absent), seed an int, accuracy a float, a fresh index."""
     if "step" not in df:
         df["step"] = np.nan
     if "epoch" not in df:
         df["epoch"] = np.nan
     if "lr" not in df:  # published numbers often do not say
         df["lr"] = np.nan
-    if "wall_time" not in df:
-        df["wall_time"] = np.nan
-    if "diverged_at" not in df:
-        df["diverged_at"] = np.nan
-    for col in ("epoch", "step", "lr", "wall_time", "diverged_at"):
+    for col in (*SECONDS, "diverged_at"):
+        if col not in df:
+            df[col] = np.nan
+    for col in ("epoch", "step", "lr", *SECONDS, "diverged_at"):
         df[col] = df[col].astype(float)
     df["seed"] = df["seed"].astype(int)
     df["accuracy"] = df["accuracy"].astype(float)
@@ -415,9 +417,10 @@ def _long_row(where: str, row: dict) -> dict:
     rec["lr"] = _number(row.get("lr"))
     if row.get("lr") and not 0 < rec["lr"] < np.inf:
         bad("lr", "give a positive number, or leave it empty")
-    rec["wall_time"] = _number(row.get("wall_time"))
-    if row.get("wall_time") and not 0 <= rec["wall_time"] < np.inf:
-        bad("wall_time", "give the run's seconds so far (a number from 0), or leave it empty")
+    for col in SECONDS:
+        rec[col] = _number(row.get(col))
+        if row.get(col) and not 0 <= rec[col] < np.inf:
+            bad(col, "give the run's seconds so far (a number from 0), or leave it empty")
     rec["diverged_at"] = _number(row.get("diverged_at"))
     if row.get("diverged_at") and not 0 < rec["diverged_at"] < np.inf:
         bad("diverged_at", "give the epoch or step where the run's loss turned NaN/inf, or leave it empty")
@@ -431,7 +434,7 @@ def export_long(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         part = df[df[axis].notna()]
         if len(part):
             key = LONG_COLUMNS[:6]  # the cell, its lr and the seed
-            extra = [c for c in ("wall_time", "diverged_at") if part[c].notna().any()]
+            extra = [c for c in (*SECONDS[::-1], "diverged_at") if part[c].notna().any()]
             part = part[key + [axis, "split", "accuracy"] + extra].copy()
             part[axis] = part[axis].astype(int)
             out[axis] = part.sort_values(key + [axis, "split"]).reset_index(drop=True)
@@ -474,10 +477,7 @@ class Results:
     """Seed-level accuracies indexed for the table builders."""
 
     def __init__(self, df: pd.DataFrame, epochs: list[int] | None = None, interval: str = "t"):
-        if "wall_time" not in df:
-            df = df.assign(wall_time=np.nan)
-        if "diverged_at" not in df:
-            df = df.assign(diverged_at=np.nan)
+        df = df.assign(**{c: np.nan for c in (*SECONDS, "diverged_at") if c not in df})
         self._outcomes: dict = {}
         self.df = df
         self.requested_epochs = epochs
@@ -577,17 +577,24 @@ class Results:
         return "epoch" if g["epoch"].notna().any() else "step"
 
     def seconds(self, dataset, arch, norm, optimizer, split) -> dict[int, dict[int, float]]:
-        """seed -> {epoch or step -> the run's cumulative seconds there} (empty without timings)."""
+        """seed -> {epoch or step -> the run's cumulative seconds there}: training seconds where the
+        run recorded them, else its wall time, as `curves` (empty without timings)."""
         df = self.df
         g = df[(df["dataset"] == dataset) & (df["arch"] == arch) & (df["norm"] == norm)
-               & (df["optimizer"] == optimizer) & (df["split"] == split) & df["wall_time"].notna()]
+               & (df["optimizer"] == optimizer) & (df["split"] == split)]
         axis = "epoch" if g["epoch"].notna().any() else "step"
-        return {int(seed): dict(zip(s[axis].astype(int), s["wall_time"].astype(float)))
-                for seed, s in g[g[axis].notna()].groupby("seed")}
+        out = {}
+        for seed, s in g[g[axis].notna()].groupby("seed"):
+            col = _seconds_column(s)
+            if col:
+                timed = s[s[col].notna()]
+                out[int(seed)] = dict(zip(timed[axis].astype(int), timed[col].astype(float)))
+        return out
 
     def curves(self, dataset, arch, norm, optimizer, split) -> tuple[str, dict[int, dict[int, float]], dict]:
         """(x axis, seed -> {epoch or step -> accuracy}, seed -> seconds per epoch or step) of one
-        cell, every evaluation (not only the reported epochs)."""
+        cell, every evaluation (not only the reported epochs). The seconds are training seconds where
+        the run recorded them, else its wall time (`seconds_note` says which)."""
         df = self.df
         g = df[(df["dataset"] == dataset) & (df["arch"] == arch) & (df["norm"] == norm)
                & (df["optimizer"] == optimizer) & (df["split"] == split)]
@@ -597,7 +604,27 @@ class Results:
         for seed, s in g.groupby("seed"):
             s = s.sort_values(axis)
             curves[int(seed)] = dict(zip(s[axis].astype(int), s["accuracy"].astype(float)))
-            timed = s[s["wall_time"].notna()]
+            col = _seconds_column(s)
+            timed = s[s[col].notna()] if col else s.iloc[:0]
             if len(timed):  # a diverged run's rows at chance after its last step have no time
-                pace[int(seed)] = float(timed["wall_time"].iloc[-1] / timed[axis].iloc[-1])
+                pace[int(seed)] = float(timed[col].iloc[-1] / timed[axis].iloc[-1])
         return axis, curves, pace
+
+    def seconds_note(self, dataset, arch) -> str:
+        """What a table's seconds for (dataset, arch) are, for its footer."""
+        g = self.df[(self.df["dataset"] == dataset) & (self.df["arch"] == arch)]
+        kinds = {_seconds_column(r) for _, r in g.groupby(CELL[2:] + ["seed"])} - {None}
+        if kinds == {"train_time"}:
+            return "seconds are training time (compilation, evaluations and logging excluded)"
+        if kinds == {"wall_time"}:
+            return ("seconds are wall time, compilation and evaluations included (these runs predate kbn's "
+                    "training time)")
+        if kinds:
+            return ("seconds are training time where the runs recorded it, else wall time (compilation and "
+                    "evaluations included)")
+        return "no run recorded its seconds"
+
+
+def _seconds_column(run: pd.DataFrame) -> str | None:
+    """The column a run's seconds come from: the first of SECONDS it has, None if neither."""
+    return next((c for c in SECONDS if run[c].notna().any()), None)

@@ -165,7 +165,8 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
                            f"median over seeds of the first evaluated {axis} at which each reaches it (none always "
                            f"reaches its own best). speed-up: {unit} none ÷ {unit} {norm}, the geometric mean over the "
                            f"seeds where both reached it, with a 95% interval on the log; (s): the same in training "
-                           f"seconds (the runs' recorded seconds at those {unit}; {MISSING}: no timings).")
+                           f"seconds (the runs' recorded seconds at those {unit}; {MISSING}: no timings; "
+                           f"{res.seconds_note(d, a)}).")
             if skipped:
                 t.notes.append(f"{skipped} seed(s) left out: none never rose above chance, so there is no target.")
             ns = sorted({st.n for st in ratios})
@@ -280,7 +281,8 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
                            f"speed = {units(res)} for none to get {_rung_name(SUMMARY_RUNG)} of the way from chance to "
                            f"its best validation accuracy (test where no validation is recorded) ÷ {units(res)} for "
                            "the norm, "
-                           "the geometric mean over seeds [95% interval] (in time: training seconds), and how many "
+                           "the geometric mean over seeds [95% interval] (in time: seconds, training seconds where the "
+                           "runs recorded them, else wall time), and how many "
                            "runs of each arm did not train (diverged, collapsed or never learned). "
                            "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
                            f"(it holds 0), · one seed (a point estimate), {MARKS[UNSTABLE]} the arms differ in "
