@@ -136,7 +136,15 @@ class EventWriter:
         from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.plugins.hparams import api_pb2, summary_v2
 
-        values = [Summary.Value(tag=t, simple_value=float(v)) for t, v in outcome_scalars(kind).items()]
+        from tensorboard.plugins.scalar import metadata
+
+        values = []
+        for t, v in outcome_scalars(kind).items():
+            value = Summary.Value(tag=t, simple_value=float(v))
+            what = OUTCOME_WHAT[t.split("/", 1)[1]]
+            value.metadata.CopyFrom(metadata.create_summary_metadata(
+                t, f"How the run ended: 1 if {what}, else 0; written once, at its last evaluation. {AXES[self._axis]}"))
+            values.append(value)
         self.summary(Summary(value=values), step)
         status = api_pb2.STATUS_SUCCESS if kind == "trained" else api_pb2.STATUS_FAILURE
         self.summary(session_end(status), step)

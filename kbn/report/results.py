@@ -261,7 +261,7 @@ def _run_records(config: dict, status: str, rows: list[dict]) -> list[dict]:
 
 def long_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The long format (LONG_COLUMNS plus `step`) from a run table."""
-    runs = runs.assign(**{c: np.nan for c in SECONDS if c not in runs})  # a table made without them
+    runs = runs.assign(**{c: np.nan for c in (*SECONDS, "diverged_at") if c not in runs})  # a table made without them
     parts = []
     for split, col in (("train", "accuracy"), ("validation", "val_accuracy"), ("test", "test_accuracy")):
         part = runs[runs[col].notna()][["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "step",
