@@ -169,10 +169,11 @@ def _run_child_config(settings: str, logdir: str) -> dict:
     return {k: last[k] for k in ("step", "wall_time", "train_time", "compile_time")}
 
 
-def compile_share(sweep_file: str, scratch, timeout: int = 3600) -> list[dict]:
+def compile_share(sweep_file: str, scratch, timeout: int = 3600, repeats: int = 1) -> list[dict]:
     """Per cell of a step-based sweep: its seed-0 final run (at the sweep's fixed rate, else the middle
     of its coarse grid) with the sweep's eval_steps and with only their first, each in a fresh process
-    without a compile cache; the runs' wall, training and compile seconds."""
+    without a compile cache; the runs' wall, training and compile seconds. With `repeats` > 1 the whole
+    set runs that many times, interleaved (a busy machine's load then falls on both schedules alike)."""
     import dataclasses
     from pathlib import Path
 
@@ -184,7 +185,7 @@ def compile_share(sweep_file: str, scratch, timeout: int = 3600) -> list[dict]:
         raise ConfigError(f"sweep: {sweep_file} has no eval_steps; compile share compares its dense early "
                           "evaluations with one, so give a step-based sweep with eval_steps")
     out = []
-    for cell in sweep.cells():
+    for repeat, cell in ((r, c) for r in range(repeats) for c in sweep.cells()):
         grid = sweep.coarse_grid(cell.optimizer)
         cfg = sweep.train_config(cell, sweep.lr if sweep.lr is not None else grid[len(grid) // 2], 0, "final")
         for label, steps in (("the sweep's", cfg.eval_steps), ("one point", cfg.eval_steps[:1])):
@@ -193,25 +194,36 @@ def compile_share(sweep_file: str, scratch, timeout: int = 3600) -> list[dict]:
             cmd = [sys.executable, "-m", "kbn.bench", json.dumps(run.to_dict()), str(Path(scratch) / f"{len(out)}")]
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
             lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-            base = {"cell": cell.key, "schedule": label, "evaluations": len(run.eval_points(run.total_steps))}
+            base = {"cell": cell.key, "schedule": label, "evaluations": len(run.eval_points(run.total_steps)),
+                    "repeat": repeat}
             out.append({**base, **json.loads(lines[-1])} if p.returncode == 0 and lines else
                        {**base, "error": (p.stderr.strip().splitlines() or ["no output"])[-1][:120]})
     return out
 
 
 def compile_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
-    headers = ["cell", "schedule", "evaluations", "wall s", "train s", "compile s", "compile share",
-               "wall × one point"]
-    one = {r["cell"]: r for r in results if r["schedule"] == "one point" and "error" not in r}
-    rows = []
+    """One row per (cell, schedule): the median over its repeats of each seconds column (n repeats;
+    the ratio to one point is of the medians)."""
+    import statistics
+
+    groups: dict = {}
     for r in results:
-        if "error" in r:
-            rows.append([r["cell"], r["schedule"], str(r["evaluations"]), "error: " + r["error"]] + [""] * 4)
+        groups.setdefault((r["cell"], r["schedule"]), []).append(r)
+    med = {k: {c: statistics.median(r[c] for r in rs if "error" not in r) for c in ("wall_time", "train_time",
+                                                                                      "compile_time")}
+           for k, rs in groups.items() if any("error" not in r for r in rs)}
+    headers = ["cell", "schedule", "evaluations", "n", "wall s", "train s", "compile s", "compile share",
+               "wall × one point"]
+    rows = []
+    for (cell, schedule), rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            rows.append([cell, schedule, str(rs[0]["evaluations"]), "0", "error: " + rs[0]["error"]] + [""] * 4)
             continue
-        ref = one.get(r["cell"])
-        rows.append([r["cell"], r["schedule"], str(r["evaluations"]), f"{r['wall_time']:.1f}", f"{r['train_time']:.1f}",
-                     f"{r['compile_time']:.1f}", f"{r['compile_time'] / r['wall_time']:.1%}",
-                     f"{r['wall_time'] / ref['wall_time']:.3f}" if ref else "—"])
+        m, ref = med[(cell, schedule)], med.get((cell, "one point"))
+        rows.append([cell, schedule, str(rs[0]["evaluations"]), str(len(ok)), f"{m['wall_time']:.1f}",
+                     f"{m['train_time']:.1f}", f"{m['compile_time']:.1f}", f"{m['compile_time'] / m['wall_time']:.1%}",
+                     f"{m['wall_time'] / ref['wall_time']:.3f}" if ref else "—"])
     return headers, rows
 
 

@@ -123,6 +123,8 @@ def _add_bench(sub):
     b.add_argument("--compile", metavar="FILE", help="instead: compile time in runs of this step-based sweep file "
                    "(one final run per cell, with its eval_steps and with one, no compile cache): wall, training "
                    "and compile seconds, the compile share")
+    b.add_argument("--repeat", type=int, default=1, help="with --compile: run the set this many times, "
+                   "interleaved; the table gives medians")
 
 
 def _add_tensorboard(sub):
@@ -447,7 +449,8 @@ def cmd_bench(args) -> int:
     from kbn.errors import ConfigError
     from kbn.config import check_choice, check_positive
 
-    for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs)):
+    for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs),
+                         ("repeat", args.repeat)):
         check_positive(field, value)
     out = _bench_out(args.out)
     if args.sweep:
@@ -504,7 +507,7 @@ def _bench_compile(args, out) -> int:
     from kbn import bench
 
     with tempfile.TemporaryDirectory(prefix="kbn-bench-compile-") as scratch:
-        results = bench.compile_share(args.compile, scratch)
+        results = bench.compile_share(args.compile, scratch, repeats=args.repeat)
     headers, rows = bench.compile_table(results)
     return _bench_output(headers, rows, results, out)
 

@@ -39,3 +39,17 @@ def test_bench_compile_share_of_dense_early_evaluations(tmp_path, tiny_text, wri
     many, one = results
     assert many["compile_time"] < 1.5 * one["compile_time"] + 0.5  # before: a program per period length
     assert "compile share" in out and "wall × one point" in out
+
+
+def test_compile_table_gives_the_median_of_interleaved_repeats():
+    from kbn import bench
+
+    def rec(schedule, n, wall, train, comp, rep):
+        return {"cell": "c", "schedule": schedule, "evaluations": n, "repeat": rep, "wall_time": wall,
+                "train_time": train, "compile_time": comp}
+
+    results = [rec("the sweep's", 13, w, w - 2, 2.0, i) for i, w in enumerate((30.0, 50.0, 31.0))]
+    results += [rec("one point", 1, w, w - 2, 1.5, i) for i, w in enumerate((29.0, 28.0, 60.0))]
+    headers, rows = bench.compile_table(results)
+    assert headers[3] == "n" and [r[:4] for r in rows] == [["c", "the sweep's", "13", "3"], ["c", "one point", "1", "3"]]
+    assert rows[0][4:] == ["31.0", "29.0", "2.0", "6.5%", f"{31 / 29:.3f}"]  # a 50 s outlier moves no median
