@@ -65,10 +65,14 @@ def _notes(t: Table, fmt: str) -> list[str]:
     return t.notes + [f"{how} {t.mark_what}."]
 
 
-def render(tables: list[Table], fmt: str = "text") -> str:
-    """The tables in one format: 'text' (aligned), 'markdown' (pipe tables), 'latex' (a float per
-    table, with stable labels) or 'csv' (every table's tidy records, TIDY_COLUMNS); notes under each."""
+def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> str:
+    """The tables in one format: 'text' (aligned, fitted to `width` columns: default the terminal's,
+    kbn.console), 'markdown' (pipe tables), 'latex' (a float per table, with stable labels) or 'csv'
+    (every table's tidy records, TIDY_COLUMNS); notes under each, a note once where tables repeat it
+    (the Summary's legend under its first table, not under every norm's)."""
     from tabulate import tabulate
+
+    from kbn import console
 
     if fmt == "csv":
         recs = [r for t in tables for r in t.records]
@@ -77,15 +81,22 @@ def render(tables: list[Table], fmt: str = "text") -> str:
         return "No finished runs to report yet.\n"
     if fmt == "latex":
         return "\n".join(_latex_table(t, label) for t, label in zip(tables, latex_labels(tables)))
-    tablefmt = {"text": "simple", "markdown": "pipe"}[fmt]
-    parts = []
+    cols = width or console.width()
+    parts, seen = [], set()
     for t in tables:
-        body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt=tablefmt, disable_numparse=True)
         notes = _notes(t, fmt)
+        repeated = [n for n in notes if n in seen]
+        notes = [n for n in notes if n not in seen]
+        seen.update(notes)
+        if repeated:
+            notes.append(f"{'Other notes' if notes else 'Notes'} as under the tables above.")
         if fmt == "markdown":
+            body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt="pipe", disable_numparse=True)
             parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in notes))
         else:
-            parts.append(f"{t.title}\n\n{body}\n" + "".join(f"  {n}\n" for n in notes))
+            body = console.table(_cells(t, fmt), t.headers, cols)
+            parts.append(f"{console.wrap(t.title, cols)}\n\n{body}\n"
+                         + "".join(console.wrap(n, cols, "  ", "    ") + "\n" for n in notes))
     return "\n".join(parts)
 
 
@@ -223,8 +234,9 @@ def latex_document(title: str, tables_tex: str, findings_tex: str = "") -> str:
             f"{tables_tex}\n" + (f"\\clearpage\n{findings_tex}" if findings_tex else "") + "\\end{document}\n")
 
 
-def render_findings(items: list[dict], fmt: str = "text") -> str:
-    """The checked claims as text, a markdown list, or a LaTeX itemize (every special escaped)."""
+def render_findings(items: list[dict], fmt: str = "text", width: int | None = None) -> str:
+    """The checked claims as text (wrapped to `width`, default the terminal's, with a hanging indent),
+    a markdown list, or a LaTeX itemize (every special escaped)."""
     if fmt == "latex":
         items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], '-'))} "
                             f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
@@ -234,5 +246,9 @@ def render_findings(items: list[dict], fmt: str = "text") -> str:
     if fmt == "markdown":
         return "### Findings of the thesis, checked\n\n" + "".join(
             f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
+    from kbn import console
+
+    cols = width or console.width()
     return "Findings of the thesis, checked against these results\n\n" + "".join(
-        f"  {MARKS.get(f['verdict'], '-')} [{f['verdict']}] {f['claim']}\n      {f['evidence']}\n" for f in items)
+        console.wrap(f"{MARKS.get(f['verdict'], '-')} [{f['verdict']}] {f['claim']}", cols, "  ", "      ") + "\n"
+        + console.wrap(f["evidence"], cols, "      ") + "\n" for f in items)

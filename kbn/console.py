@@ -1,0 +1,108 @@
+"""The terminal a text output is printed on: its width, and prose and tables made to fit it.
+
+Every text a researcher reads in a terminal (the report, status, progress lines) fits `width()`:
+`COLUMNS` when set, else the tty's width, else 100 (a file, a pipe, a CI log)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import textwrap
+
+NOT_A_TTY = 100
+NARROWEST = 40  # below this nothing tabular can be read anyway: fit to 40 and let the terminal wrap
+
+
+def width(stream=None) -> int:
+    """Columns available on `stream` (default stdout): COLUMNS, else the tty's size, else 100."""
+    env = os.environ.get("COLUMNS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return max(NARROWEST, int(env))
+    stream = stream or sys.stdout
+    try:
+        if stream.isatty():
+            return max(NARROWEST, shutil.get_terminal_size((NOT_A_TTY, 24)).columns)
+    except (AttributeError, ValueError, OSError):  # a closed or replaced stream
+        pass
+    return NOT_A_TTY
+
+
+def wrap(text: str, cols: int, first: str = "", rest: str | None = None) -> str:
+    """`text` wrapped to `cols` with a hanging indent (`first` before the first line, `rest` before
+    the others; default: as many spaces as `first`). A word longer than a line (a path) is broken."""
+    rest = " " * len(first) if rest is None else rest
+    return textwrap.fill(text, cols, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False,
+                         break_long_words=True)
+
+
+def visible(line: str) -> int:
+    """A line's width in columns (every character counts one: the reports print no double-width ones)."""
+    return len(line)
+
+
+def widest(text: str) -> int:
+    return max((visible(ln) for ln in text.splitlines()), default=0)
+
+
+def fit_line(line: str, cols: int) -> str:
+    """One line cut to `cols`: the middle gives way ('…'), since a line's start names what it is and
+    its end says how far along it is."""
+    if len(line) <= cols:
+        return line
+    keep = cols - 1
+    head = keep * 2 // 3
+    return line[:head] + "…" + line[len(line) - (keep - head):]
+
+
+def stack(cell: str, sep: str = "; ") -> str:
+    """A cell of '; '-separated parts, one part per line."""
+    return cell.replace(sep, "\n")
+
+
+def table(rows: list[list[str]], headers: list[str], cols: int, tablefmt: str = "simple") -> str:
+    """An aligned table that fits `cols`: as it is when it fits; else its cells' '; '-parts stacked
+    one per line and long headers wrapped; else its value columns in consecutive blocks, each
+    repeating the first (label) column; a single column still too wide has its cells wrapped."""
+    from tabulate import tabulate
+
+    def draw(r, h):
+        return tabulate(r, headers=h, tablefmt=tablefmt, disable_numparse=True)
+
+    text = draw(rows, headers)
+    if widest(text) <= cols:
+        return text
+    rows = [[stack(c) for c in r] for r in rows]
+    headers = [textwrap.fill(h, max(12, min(len(h), cols // 3)), break_long_words=False) for h in headers]
+    text = draw(rows, headers)
+    if widest(text) <= cols or len(headers) <= 2:
+        return text if widest(text) <= cols else _wrapped(rows, headers, cols, draw)
+    label_w = widest("\n".join([headers[0], *(r[0] for r in rows)])) + 2
+    blocks, group = [], []
+    for c in range(1, len(headers)):
+        trial = group + [c]
+        if group and widest(draw([[r[0]] + [r[i] for i in trial] for r in rows],
+                                 [headers[0]] + [headers[i] for i in trial])) > cols:
+            blocks.append(group)
+            trial = [c]
+        group = trial
+    blocks.append(group)
+    out = []
+    for g in blocks:
+        part_rows = [[r[0]] + [r[i] for i in g] for r in rows]
+        part_headers = [headers[0]] + [headers[i] for i in g]
+        part = draw(part_rows, part_headers)
+        out.append(part if widest(part) <= cols else _wrapped(part_rows, part_headers, cols, draw, label_w))
+    return "\n\n".join(out)
+
+
+def _wrapped(rows, headers, cols, draw, label_w=None) -> str:
+    """Every cell but the label wrapped to the width the label leaves."""
+    label_w = label_w or widest("\n".join([headers[0], *(r[0] for r in rows)])) + 2
+    n = max(1, len(headers) - 1)
+    room = max(10, (cols - label_w) // n - 2)
+
+    def cell(c):
+        return "\n".join(textwrap.fill(line, room, break_on_hyphens=False) or "" for line in c.split("\n"))
+
+    return draw([[r[0]] + [cell(c) for c in r[1:]] for r in rows], [headers[0]] + [cell(h) for h in headers[1:]])

@@ -1,0 +1,77 @@
+"""Text outputs fit the terminal they are printed on (kbn.console)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbn import console
+from kbn.cli import main
+
+
+def wide_csv(path):
+    """A long table: 4 networks x 3 optimizers x none/batch x 3 seeds x 5 epochs, with per-epoch
+    seconds, so every table of the report (Summary, Table 1, convergence) is built and is wide."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in ("mnist",):
+        for a in ("mlp", "cnn", "deep_mlp", "deep_cnn"):
+            for o in ("sgd", "adam", "rmsprop"):
+                for n in ("none", "batch"):
+                    for s in range(3):
+                        acc = 0.5 + 0.3 * rng.random() + (0.05 if n == "batch" else 0)
+                        for e in range(1, 6):
+                            for split in ("validation", "test"):
+                                rows.append({"dataset": d, "arch": a, "norm": n, "optimizer": o, "lr": 0.01,
+                                             "seed": s, "epoch": e, "split": split,
+                                             "accuracy": min(0.99, acc * (0.6 + 0.08 * e) + 0.01 * rng.random()),
+                                             "wall_time": 3.0 * e, "train_time": 2.5 * e})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("cols", [80, 100, 120])
+def test_the_report_fits_the_terminal(tmp_path, capsys, monkeypatch, cols):
+    csv = wide_csv(tmp_path / "wide.csv")
+    monkeypatch.setenv("COLUMNS", str(cols))
+    assert main(["report", "--from-csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert console.widest(out) <= cols, max(out.splitlines(), key=len)
+    assert "Summary" in out and "Findings" in out and "Table 1" in out
+    # nothing is cut: every number a table holds is still printed whole
+    assert out.count("pts") >= 3 * 4
+
+
+def test_a_note_repeated_by_tables_of_one_kind_is_printed_once(tmp_path, capsys, monkeypatch):
+    csv = wide_csv(tmp_path / "wide.csv")
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["report", "--from-csv", str(csv), "--epochs", "2,5"]) == 0
+    out = capsys.readouterr().out
+    notes = [ln for ln in out.split("Findings of the thesis")[0].splitlines()
+             if ln.startswith("  ") and not ln.startswith("   ") and "as under the tables above" not in ln]
+    assert notes and len(notes) == len(set(notes))
+    assert "Notes as under the tables above." in out
+
+
+def test_width_reads_columns_then_the_tty_then_100(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "87")
+    assert console.width() == 87
+    monkeypatch.delenv("COLUMNS")
+
+    class Pipe:
+        def isatty(self):
+            return False
+
+    assert console.width(Pipe()) == 100
+
+
+def test_a_table_too_wide_stacks_its_cells_then_splits_its_columns():
+    rows = [["Adam", "✓ +1.27 [-3.05, +5.59] pts; rel 0.06 [-0.12, 0.24]; P(win) 1.00", "x" * 30],
+            ["SGD", "? +8.22 [-12.18, +28.61] pts; rel 0.28 [-0.38, 0.95]; P(win) 0.50", "y" * 30]]
+    headers = ["optimizer", "Fashion-MNIST + residual MLP", "CIFAR-10 + CNN"]
+    wide = console.table(rows, headers, 200)
+    assert "\n" not in wide.splitlines()[2] and console.widest(wide) > 80
+    for cols in (60, 80):
+        text = console.table(rows, headers, cols)
+        assert console.widest(text) <= cols
+        assert "[-12.18, +28.61]" in text and "rel 0.28 [-0.38, 0.95]" in text
+    assert console.fit_line("a" * 50 + "b" * 50, 40) == "a" * 26 + "…" + "b" * 13
