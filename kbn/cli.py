@@ -187,18 +187,18 @@ def cmd_data(args) -> int:
 
 
 def _print_status(logdir) -> None:
-    from tabulate import tabulate
-
+    from kbn import console
     from kbn.plan import STATUS_HEADERS, folder_progress, problem_lines, status_rows
 
     state = folder_progress(logdir)
     headers = [h.format(select_on=state.sweep.select_on) for h in STATUS_HEADERS]
-    # disable_numparse: the cells are already formatted; tabulate would reformat "1.00e-01" as 0.1
-    print(tabulate(status_rows(logdir, state=state), headers=headers, tablefmt="simple", disable_numparse=True))
+    cols = console.width()
+    # the cells are already formatted (console.table does not reparse "1.00e-01" as 0.1)
+    print(console.table(status_rows(logdir, state=state), headers, cols))
     problems = problem_lines(state)
     if problems:
         print(f"\n{len(problems)} problem(s); run the sweep again to redo these:")
-        print("\n".join(f"  {line}" for line in problems))
+        print("\n".join(console.wrap(line, cols, "  ", "    ") for line in problems))
 
 
 def cmd_sweep(args) -> int:

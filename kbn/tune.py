@@ -35,7 +35,7 @@ import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
-from kbn import data as kdata, registry
+from kbn import console, data as kdata, registry
 from kbn.config import SweepConfig, check_address
 from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
@@ -425,6 +425,9 @@ class Pace:
         return max(self.busy - self.compiled, 0.0) / self.work * work / max(workers, 1) if self.work else 0.0
 
 
+PROGRESS_WIDTH = 100  # a progress line never wraps on a 100-column terminal, nor in a log read at 100
+
+
 def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, took, elapsed, left,
                   packed: int = 1) -> str:
     """One line per ended trial: what it trained, its score (test too for a final run) or why it
@@ -444,8 +447,16 @@ def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, too
         what = f"FAILED: {failure_summary(trial.message)} (traceback in tuner/trial_{trial.trial_id}/trial.json)"
     seed = f" seed {v['seed']}" if v["phase"] == "final" else ""
     together = f" ({packed} packed)" if packed > 1 else ""
-    return (f"[{n:>3}/{total}] {v['cell']} {v['phase']:<6} lr {v['lr']:<9.4g}{seed} {what}  "
-            f"{took:.1f} s{together} | elapsed {_hms(elapsed)}, ~{_hms(left)} left")
+    head = f"[{n:>{len(str(total))}}/{total}] "
+    trained = f" {v['phase']} lr {v['lr']:.4g}{seed}"
+    ended = f" {what} {took:.1f} s{together} | {_hms(elapsed)}, ~{_hms(left)} left"
+    cols = min(console.width(), PROGRESS_WIDTH)
+    room = cols - len(head) - len(trained) - len(ended)
+    if room >= min(len(v["cell"]), 24):  # the cell's key gives way in its middle: the score and ETA are read
+        return head + console.fit_line(v["cell"], room) + trained + ended
+    # a narrow terminal: what trained on one line, how it ended under it
+    first = head + console.fit_line(v["cell"], max(8, cols - len(head) - len(trained))) + trained
+    return first + "\n" + " " * len(head) + ended.lstrip()
 
 
 def trial_metrics(trial) -> dict[str, float]:

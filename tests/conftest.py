@@ -238,13 +238,13 @@ def write_finished_run():
 
 
 def _progress_times(lines) -> list[tuple[int, int]]:
-    """(elapsed, ETA) in seconds from each sweep progress line ("... | elapsed 1:02, ~0:09 left")."""
+    """(elapsed, ETA) in seconds from each sweep progress line ("... | 1:02, ~0:09 left": elapsed, left)."""
     import re
 
     def seconds(hms):
         return sum(int(p) * 60 ** i for i, p in enumerate(reversed(hms.split(":"))))
 
-    return [(seconds(m[1]), seconds(m[2])) for line in lines if (m := re.search(r"elapsed (\S+), ~(\S+) left", line))]
+    return [(seconds(m[1]), seconds(m[2])) for line in lines if (m := re.search(r"\| (\S+), ~(\S+) left", line))]
 
 
 @pytest.fixture

@@ -75,3 +75,28 @@ def test_a_table_too_wide_stacks_its_cells_then_splits_its_columns():
         assert console.widest(text) <= cols
         assert "[-12.18, +28.61]" in text and "rel 0.28 [-0.38, 0.95]" in text
     assert console.fit_line("a" * 50 + "b" * 50, 40) == "a" * 26 + "…" + "b" * 13
+
+
+@pytest.mark.parametrize("cols", ["80", "200"])
+def test_a_progress_line_fits_100_columns_and_keeps_its_score_and_eta(tmp_path, monkeypatch, cols):
+    from types import SimpleNamespace
+
+    from keras_tuner.engine.trial import TrialStatus
+
+    from kbn.config import load_sweep
+    from kbn.tune import progress_line
+
+    monkeypatch.setenv("COLUMNS", cols)
+    f = tmp_path / "s.toml"
+    f.write_text('datasets = ["binary_fashion_mnist"]\narchs = ["ioffe_mlp"]\nnorms = ["layer"]\n'
+                 'optimizers = ["sgd"]\nlr = 1.0\nepochs = 2\nseeds = [0]\n')
+    sweep = load_sweep(f)
+    cell = "binary_fashion_mnist-ioffe_mlp-layer-sgd"
+    trial = SimpleNamespace(status=TrialStatus.COMPLETED, trial_id="0001",
+                            hyperparameters=SimpleNamespace(values={"cell": cell, "phase": "final", "lr": 1.0,
+                                                                    "seed": 0}))
+    line = progress_line(sweep, trial, {"score": 0.8329, "test_accuracy": 0.8249}, 1, 15, 63.2, 74, 346)
+    assert console.widest(line) <= min(int(cols), 100)
+    assert line.startswith("[ 1/15] binary_fashion") and "-sgd final lr 1 seed 0" in line
+    assert " val 0.8329 test 0.8249 63.2 s | 1:14, ~5:46 left" in line.replace("\n       ", "")
+    assert line.count("\n") == (cols == "80")  # at 80 columns: what trained, then how it ended

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kbn import console
+
 from kbn import report
 from kbn.cli import main
 
@@ -157,7 +159,8 @@ def test_latex_compiles_on_a_real_sweep(tiny_sweep, tmp_path, capsys):
 # ---------------------------------------------------------------- kbn status
 
 
-def test_status_names_its_score_and_formats_numbers_one_way(tiny_sweep, capsys):
+def test_status_names_its_score_and_formats_numbers_one_way(tiny_sweep, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     assert main(["status", str(tiny_sweep)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "final runs: mean validation accuracy (%)" in lines[0]  # the sweep's select_on, not "score"
@@ -167,6 +170,19 @@ def test_status_names_its_score_and_formats_numbers_one_way(tiny_sweep, capsys):
         lr, score = row[5], row[6]
         assert re.fullmatch(r"\d\.\d\de[-+]\d\d", lr), lr  # every learning rate in one format
         assert re.fullmatch(r"\d{1,3}\.\d\d", score) and 0 <= float(score) <= 100, score  # percent, 2 places
+
+
+@pytest.mark.parametrize("cols", [80, 100])
+def test_status_fits_the_terminal(tiny_sweep, capsys, monkeypatch, cols):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["status", str(tiny_sweep)]) == 0
+    wide = capsys.readouterr().out
+    monkeypatch.setenv("COLUMNS", str(cols))
+    assert main(["status", str(tiny_sweep)]) == 0
+    out = capsys.readouterr().out
+    assert console.widest(out) <= cols < console.widest(wide)
+    for word in wide.split():  # nothing dropped: every cell and header word is still there
+        assert word in out.split() or set(word) == {"-"}
 
 
 @needs_pdflatex
