@@ -210,6 +210,9 @@ def cmd_sweep(args) -> int:
     sweep = load_sweep(args.file)  # validated before anything trains
     _check_sweep_options(args)  # before the folder is made
     logdir = check_writable_dir("logdir", args.logdir or Path("logs") / sweep.name)
+    if not args.worker:  # Keras's import alone takes 10-50 s on a busy machine: say so before it
+        print(f"kbn sweep {sweep.name}: loading Keras ({os.environ.get('KERAS_BACKEND', 'jax')}), then the data",
+              flush=True)
     from kbn import distribute, tune
 
     if args.worker:

@@ -170,7 +170,8 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
     if bound != port:
         raise ConfigError(f"port: cannot listen on {host}:{port} (in use?); give another --port or leave it out")
     server.start()
-    log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s)")
+    log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s) (each loads "
+        "Keras and the data, then compiles: a line per trial as each ends)")
     procs = []
     try:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []

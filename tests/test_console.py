@@ -100,3 +100,22 @@ def test_a_progress_line_fits_100_columns_and_keeps_its_score_and_eta(tmp_path, 
     assert line.startswith("[ 1/15] binary_fashion") and "-sgd final lr 1 seed 0" in line
     assert " val 0.8329 test 0.8249 63.2 s | 1:14, ~5:46 left" in line.replace("\n       ", "")
     assert line.count("\n") == (cols == "80")  # at 80 columns: what trained, then how it ended
+
+
+def test_a_sweep_says_what_it_does_before_keras_loads(tiny, tmp_path):
+    """Importing Keras takes 10-50 s on a busy machine: the first line comes before it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Stop:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name in ('keras', 'tensorflow', 'jax'):\n"
+            "            print('IMPORTING', name, flush=True); raise SystemExit(7)\n"
+            "sys.meta_path.insert(0, Stop())\n"
+            "from kbn.cli import main\n"
+            f"main(['sweep', {str(tiny)!r}, '--logdir', {str(tmp_path / 'out')!r}])\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = p.stdout.splitlines()
+    assert p.returncode == 7 and lines[-1].startswith("IMPORTING"), (p.stdout, p.stderr)
+    assert lines[0].startswith("kbn sweep tiny: loading Keras")
