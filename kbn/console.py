@@ -36,6 +36,14 @@ def wrap(text: str, cols: int, first: str = "", rest: str | None = None) -> str:
                          break_long_words=True)
 
 
+def say(message: str) -> None:
+    """Print a message for the terminal: each line longer than `width()` wrapped, its continuation
+    indented two spaces; shorter lines as they are."""
+    cols = width()
+    print("\n".join(line if len(line) <= cols else wrap(line, cols, "", "  ") for line in message.splitlines()),
+          flush=True)
+
+
 def visible(line: str) -> int:
     """A line's width in columns (every character counts one: the reports print no double-width ones)."""
     return len(line)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from kbn import console
 from kbn import interrupts
 from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
@@ -91,7 +92,7 @@ def _dataset_bytes(datasets: dict) -> float:
 ORACLE_TIMEOUT = float(os.environ.get("KBN_ORACLE_TIMEOUT", 60))  # seconds a worker waits for its chief
 
 
-def run_worker(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None) -> int:
+def run_worker(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | None = None) -> int:
     """A worker: Keras Tuner's env (KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT) names the chief.
     Returns the number of trials that failed here (the chief reports them too)."""
     import grpc
@@ -140,7 +141,7 @@ def _free_port(host: str) -> int:
 
 
 def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, host: str = "127.0.0.1",
-              port: int | None = None, log=print, pack: int | None = None) -> int:
+              port: int | None = None, log=console.say, pack: int | None = None) -> int:
     """The chief alone or with `workers` local workers (run_sweep with workers != 1)."""
     return run_sweep(sweep, logdir, log, pack, workers, sweep_file, host, port)
 

@@ -452,7 +452,7 @@ def progress_line(sweep: SweepConfig, trial, metrics: dict | None, n, total, too
     ended = f" {what} {took:.1f} s{together} | {_hms(elapsed)}, ~{_hms(left)} left"
     cols = min(console.width(), PROGRESS_WIDTH)
     room = cols - len(head) - len(trained) - len(ended)
-    if room >= min(len(v["cell"]), 24):  # the cell's key gives way in its middle: the score and ETA are read
+    if room >= min(len(v["cell"]), 16):  # the cell's key gives way in its middle: the score and ETA are read
         return head + console.fit_line(v["cell"], room) + trained + ended
     # a narrow terminal: what trained on one line, how it ended under it
     first = head + console.fit_line(v["cell"], max(8, cols - len(head) - len(trained))) + trained
@@ -537,7 +537,7 @@ def _load(datasets: dict, cfg, verbose: bool):
     return datasets[key]
 
 
-def run_sweep(sweep: SweepConfig, logdir: Path, log=print, pack: int | None = None, workers: int | None = 1,
+def run_sweep(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | None = None, workers: int | None = 1,
               sweep_file: str | None = None, host: str = "127.0.0.1", port: int | None = None) -> int:
     """Run a sweep to its end (or to its failed trials); returns the number of failed trials.
 

@@ -119,3 +119,12 @@ def test_a_sweep_says_what_it_does_before_keras_loads(tiny, tmp_path):
     lines = p.stdout.splitlines()
     assert p.returncode == 7 and lines[-1].startswith("IMPORTING"), (p.stdout, p.stderr)
     assert lines[0].startswith("kbn sweep tiny: loading Keras")
+
+
+def test_say_wraps_long_lines_and_leaves_short_ones(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "60")
+    console.say("kbn sweep: 2 local worker(s): 2 usable cores, 1 per dense-network trial; 20.3 GiB available, "
+                "~0.9 GiB per worker\n[ 1/9] short   line")
+    out = capsys.readouterr().out.splitlines()
+    assert console.widest("\n".join(out)) <= 60 and len(out) == 4
+    assert out[1].startswith("  ") and out[-1] == "[ 1/9] short   line"
