@@ -68,10 +68,11 @@ def stack(cell: str, sep: str = "; ") -> str:
     return cell.replace(sep, "\n")
 
 
-def table(rows: list[list[str]], headers: list[str], cols: int, tablefmt: str = "simple") -> str:
+def table(rows: list[list[str]], headers: list[str], cols: int, tablefmt: str = "simple", keys: int = 1) -> str:
     """An aligned table that fits `cols`: as it is when it fits; else its cells' '; '-parts stacked
     one per line and long headers wrapped; else its value columns in consecutive blocks, each
-    repeating the first (label) column; a single column still too wide has its cells wrapped."""
+    repeating the `keys` leading columns that name a row; a column still too wide has its cells
+    wrapped."""
     from tabulate import tabulate
 
     def draw(r, h):
@@ -87,34 +88,34 @@ def table(rows: list[list[str]], headers: list[str], cols: int, tablefmt: str = 
     headers = [textwrap.fill(h, max(8, cell_w[i], *(len(w) for w in h.split())), break_long_words=False)
                for i, h in enumerate(headers)]
     text = draw(rows, headers)
-    if widest(text) <= cols or len(headers) <= 2:
-        return text if widest(text) <= cols else _wrapped(rows, headers, cols, draw)
-    label_w = widest("\n".join([headers[0], *(r[0] for r in rows)])) + 2
+    keys = min(keys, len(headers) - 1)
+    if widest(text) <= cols or len(headers) <= keys + 1:
+        return text if widest(text) <= cols else _wrapped(rows, headers, cols, draw, keys)
+
+    def part(group):
+        return [r[:keys] + [r[i] for i in group] for r in rows], headers[:keys] + [headers[i] for i in group]
+
     blocks, group = [], []
-    for c in range(1, len(headers)):
-        trial = group + [c]
-        if group and widest(draw([[r[0]] + [r[i] for i in trial] for r in rows],
-                                 [headers[0]] + [headers[i] for i in trial])) > cols:
+    for c in range(keys, len(headers)):
+        if group and widest(draw(*part(group + [c]))) > cols:
             blocks.append(group)
-            trial = [c]
-        group = trial
+            group = []
+        group.append(c)
     blocks.append(group)
     out = []
     for g in blocks:
-        part_rows = [[r[0]] + [r[i] for i in g] for r in rows]
-        part_headers = [headers[0]] + [headers[i] for i in g]
-        part = draw(part_rows, part_headers)
-        out.append(part if widest(part) <= cols else _wrapped(part_rows, part_headers, cols, draw, label_w))
+        text = draw(*part(g))
+        out.append(text if widest(text) <= cols else _wrapped(*part(g), cols, draw, keys))
     return "\n\n".join(out)
 
 
-def _wrapped(rows, headers, cols, draw, label_w=None) -> str:
-    """Every cell but the label wrapped to the width the label leaves."""
-    label_w = label_w or widest("\n".join([headers[0], *(r[0] for r in rows)])) + 2
-    n = max(1, len(headers) - 1)
-    room = max(10, (cols - label_w) // n - 2)
+def _wrapped(rows, headers, cols, draw, keys=1) -> str:
+    """Every cell but the row's names wrapped to the width those leave."""
+    key_w = sum(widest("\n".join([headers[k], *(r[k] for r in rows)])) + 2 for k in range(keys))
+    n = max(1, len(headers) - keys)
+    room = max(10, (cols - key_w) // n - 2)
 
     def cell(c):
         return "\n".join(textwrap.fill(line, room, break_on_hyphens=False) or "" for line in c.split("\n"))
 
-    return draw([[r[0]] + [cell(c) for c in r[1:]] for r in rows], [headers[0]] + [cell(h) for h in headers[1:]])
+    return draw([r[:keys] + [cell(c) for c in r[keys:]] for r in rows], headers[:keys] + [cell(h) for h in headers[keys:]])

@@ -128,3 +128,13 @@ def test_say_wraps_long_lines_and_leaves_short_ones(monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert console.widest("\n".join(out)) <= 60 and len(out) == 4
     assert out[1].startswith("  ") and out[-1] == "[ 1/9] short   line"
+
+
+def test_a_split_table_repeats_every_column_that_names_a_row():
+    rows = [["Adam", f"{q} %", "44.64", "1", "1", "2 of 2", "1.0× [1.0, 1.0]", "0.7× [0.0, 51.4]"] for q in (50, 90)]
+    headers = ["optimizer", "of none's best", "target %", "epochs none", "epochs batch", "reached (batch)",
+               "speed-up", "speed-up (s)"]
+    text = console.table(rows, headers, 70, keys=2)
+    blocks = text.split("\n\n")
+    assert len(blocks) == 2 and console.widest(text) <= 70
+    assert all("50 %" in b and "90 %" in b for b in blocks)

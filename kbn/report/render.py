@@ -94,7 +94,7 @@ def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> 
             body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt="pipe", disable_numparse=True)
             parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in notes))
         else:
-            body = console.table(_cells(t, fmt), t.headers, cols)
+            body = console.table(_cells(t, fmt), t.headers, cols, keys=t.keys)
             parts.append(f"{console.wrap(t.title, cols)}\n\n{body}\n"
                          + "".join(console.wrap(n, cols, "  ", "    ") + "\n" for n in notes))
     return "\n".join(parts)

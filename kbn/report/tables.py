@@ -37,6 +37,7 @@ class Table:
     label: tuple = ()  # what sets it apart from other tables of its id (dataset, network, norm): LaTeX labels
     mark: str = ""  # the text format's mark of a highlighted cell: ▼ the smallest, ▲ the largest
     mark_what: str = ""  # which cells are highlighted, for the footer: "the 3 smallest in each column"
+    keys: int = 1  # leading columns that name a row: a table split to fit a terminal repeats them
 
 
 DEEP = registry.DEEP_TWINS
@@ -136,7 +137,7 @@ def convergence_tables(res: Results, norm: str) -> list[Table]:
                                                                       "epochs none", f"epochs {norm}",
                                                                       f"reached ({norm})", "speed-up",
                                                                       "speed-up (s)"], [],
-                  kind="plain", label=(d, a, norm))
+                  kind="plain", label=(d, a, norm), keys=2)
         area = Table("auc", f"Area under the curve — {display_name(d, a)}, {norm} norm vs none: mean {split} "
                      "accuracy (%) over the evaluations", ["optimizer", "AUC none", f"AUC {norm}", "gain (points)"], [],
                      kind="plain", label=(d, a, norm))
