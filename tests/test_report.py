@@ -624,6 +624,8 @@ def test_summary_takes_extra_per_cell_columns():
     (s,) = report.summary_tables(res, extra=[("lr band", lambda d, a, norm, opt: 1.5)])
     assert "lr band +1.50" in report.render([s], "text")
     assert "lr band" in set(pd.read_csv(__import__("io").StringIO(report.render([s], "csv")))["quantity"])
+    (s,) = report.summary_tables(res, extra=[("lr band", lambda d, a, norm, opt: -0.004)])
+    assert "lr band +0.00" in report.render([s], "text")  # a rounded zero has no sign
 
 
 def test_one_seed_summary_marks_point_estimates():

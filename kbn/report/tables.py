@@ -239,7 +239,7 @@ class Summary:
             n_x, n_y = len(self.stab.none), len(self.stab.norm)
             parts.append(f"did not train: none {len(self.stab.down('none'))} of {n_x}, {self.stab.norm_name} "
                          f"{len(self.stab.down('norm'))} of {n_y}")
-        parts += [f"{name} {value:+.2f}" for name, value in self.extras]
+        parts += [f"{name} {round(value, 2) + 0.0:+.2f}" for name, value in self.extras]  # no "-0.00"
         return "; ".join(parts)
 
 
