@@ -71,6 +71,9 @@ def signals_to_kbn():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KBN_DATA_DIR", str(tmp_path_factory.mktemp("kbn-cache")))
     monkeypatch.setenv("KBN_OFFLINE", "1")
+    # tests that read a phrase out of text output read it unwrapped; tests of the fitting set COLUMNS
+    # themselves (tests/test_console.py)
+    monkeypatch.setenv("COLUMNS", "100000")
 
 
 def make_images(n, seed=0, shape=(28, 28, 1)):

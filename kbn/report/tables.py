@@ -223,24 +223,33 @@ class Summary:
             return UNSTABLE
         return verdict(self.diff)
 
+    def parts(self) -> dict[str, str]:
+        """The cell's quantities by name, each as text without its name: 'diff' (mark, points
+        [interval]), 'rel', 'P(win)', 'speed', 'did not train', then the extras; only those it has."""
+        dag = DAGGER if self.diff.unstable else ""
+        out = {"diff": f"{MARKS[self.verdict]} {signed(self.diff)}{dag} pts", "rel": f"{signed(self.rel, plus=False)}{dag}"}
+        if self.diff.withheld:
+            out["diff"] += f" ({self.diff.withheld})"
+        if self.diff.n > 1 and self.diff.p_win is not None:
+            out["P(win)"] = f"{self.diff.p_win:.2f}"
+        if self.conv is not None:
+            out["speed"] = _speed_part(self.conv).removeprefix("speed").removeprefix(":").lstrip()
+        if self.stab is not None and not self.stab.clean:
+            out["did not train"] = (f"none {len(self.stab.down('none'))} of {len(self.stab.none)}, "
+                                    f"{self.stab.norm_name} {len(self.stab.down('norm'))} of {len(self.stab.norm)}")
+        out |= {name: f"{round(value, 2) + 0.0:+.2f}" for name, value in self.extras}  # no "-0.00"
+        return out
+
     def text(self, fmt: str) -> str:
         """The cell as one line: mark, difference in points [interval], rel [interval], P(win),
         speed-up, runs that did not train, and extras, separated by '; '."""
-        mark = MARKS[self.verdict]  # LaTeX: latex_text makes the marks and the numbers safe
-        dag = DAGGER if self.diff.unstable else ""
-        parts = [f"{mark} {signed(self.diff)}{dag} pts", f"rel {signed(self.rel, plus=False)}{dag}"]
-        if self.diff.withheld:
-            parts[0] += f" ({self.diff.withheld})"
-        if self.diff.n > 1 and self.diff.p_win is not None:
-            parts.append(f"P(win) {self.diff.p_win:.2f}")
-        if self.conv is not None:
-            parts.append(_speed_part(self.conv))
-        if self.stab is not None and not self.stab.clean:
-            n_x, n_y = len(self.stab.none), len(self.stab.norm)
-            parts.append(f"did not train: none {len(self.stab.down('none'))} of {n_x}, {self.stab.norm_name} "
-                         f"{len(self.stab.down('norm'))} of {n_y}")
-        parts += [f"{name} {round(value, 2) + 0.0:+.2f}" for name, value in self.extras]  # no "-0.00"
-        return "; ".join(parts)
+        def named(k, v):
+            if k == "diff":
+                return v
+            colon = k == "did not train" or (k == "speed" and v.startswith("not reached"))
+            return f"{k}{':' if colon else ''} {v}"
+
+        return "; ".join(named(k, v) for k, v in self.parts().items())
 
 
 UNSTABLE = "arms differ in stability"
