@@ -354,7 +354,8 @@ def cmd_report(args) -> int:
     found = report.findings(df, interval=interval)
     if fmt == "latex":
         parts = report.render(tables, fmt), report.render_findings(found, fmt) if tables else ""
-        print(report.latex_document(f"kbn report: {args.from_csv or args.logdir}", *parts) if args.standalone
+        print(report.latex_document(f"kbn report: {_report_name(args)}", *parts,
+                                    subtitle=report.protocol_line(protocol)) if args.standalone
               else "\n".join(parts), end="")
     else:
         print(report.render(tables, fmt), end="")
@@ -373,6 +374,20 @@ def cmd_report(args) -> int:
         _write(out / "report.md", lambda p: p.write_text("\n".join(md)))
         print(f"kbn: wrote {out / 'report.md'} and {len(pictures)} picture(s)", file=sys.stderr)
     return 0
+
+
+def _report_name(args) -> str:
+    """What a report is of: the sweep's name (sweep.json), else the folder's or the file's name."""
+    from pathlib import Path
+
+    if args.from_csv:
+        return Path(args.from_csv).stem
+    try:
+        from kbn.sweep_folder import load_folder_sweep
+
+        return f"sweep {load_folder_sweep(args.logdir).name}"
+    except Exception:  # a folder of kbn train runs, or a damaged sweep.json (status names that)
+        return Path(args.logdir).resolve().name
 
 
 def cmd_export(args) -> int:

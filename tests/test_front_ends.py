@@ -50,11 +50,11 @@ def test_latex_text_escapes_every_special_and_makes_unicode_safe():
     tex = report.latex_text(SPECIALS)
     assert tex.isascii(), [c for c in tex if not c.isascii()]
     for want in ("\\textbackslash{}", "\\{c\\}", "\\$", "\\&", "\\#", "\\textasciicircum{}", "\\_",
-                 "\\textasciitilde{}", "5\\%", "\\textless{}", "\\textgreater{}", "\\textbar{}x\\textbar{}", "---",
+                 "j$\\sim$k", "5\\%", "\\textless{}", "\\textgreater{}", "\\textbar{}x\\textbar{}", "---",
                  "$\\times$", "$\\div$", "$\\Delta$", "$\\geq$", "$\\pm$", "\\checkmark", "$-0.25$", "$-3$"):
         assert want in tex, want
     assert "%" not in tex.replace("\\%", "")  # a bare % would comment out the rest of the line
-    assert report.latex_text("0.51 [-0.44, 0.57]") == "0.51 $[-0.44, 0.57]$"  # intervals typeset, true minus
+    assert report.latex_text("0.51 [-0.44, 0.57]") == "0.51 $[-0.44,$ $0.57]$"  # typeset, true minus, breakable
     assert report.latex_text("70.10 ± 0.14") == "$70.10 \\pm 0.14$"
     assert report.latex_text("CIFAR-10, 2-epoch trials") == "CIFAR-10, 2-epoch trials"  # hyphens stay hyphens
 
@@ -63,13 +63,16 @@ def test_latex_tables_are_floats_with_captions_labels_and_booktabs_rules():
     tables = report.build_tables(hurting())
     tex = report.render(tables, "latex")
     assert tex.isascii()
-    assert tex.count("\\begin{table}") == len(tables) == tex.count("\\caption{") == tex.count("\\end{table}")
+    # the summary is a table* (both columns of a two-column page), the others tables
+    assert tex.count("\\begin{table") == len(tables) == tex.count("\\caption{") == tex.count("\\end{table")
+    assert tex.count("\\begin{table*}") == 1
     labels = re.findall(r"\\label\{([^}]*)\}", tex)
     assert len(labels) == len(tables) == len(set(labels))  # stable and distinct
     assert "tab:kbn-summary-batch" in labels and "tab:kbn-table6-mnist-mlp-none" in labels
     assert all(re.fullmatch(r"tab:kbn-[a-z0-9-]+", label) for label in labels)
-    assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == len(tables)
-    assert "\\hline" not in tex and not re.search(r"^%", tex, re.M)  # no titles hidden in comments
+    assert tex.count("\\toprule") == tex.count("\\bottomrule") == len(tables)
+    assert tex.startswith(report.PREAMBLE + "\n")  # what a document needs, on the fragment's first line
+    assert "\\hline" not in tex and len(re.findall(r"^%", tex, re.M)) == 1  # no titles hidden in comments
     assert re.search(r"\$-\d+\.\d\d\$", tex) and re.search(r"\$\[-\d", tex)  # negative numbers and intervals
     assert "$\\pm$" in tex or "\\pm" in tex
     assert "\\footnotesize" in tex and "Protocol:" in tex  # the notes under each tabular
@@ -83,7 +86,8 @@ def test_latex_findings_are_an_escaped_itemize():
     tex = report.render_findings(items, "latex")
     assert tex.isascii() and "\\begin{itemize}" in tex and tex.count("\\item") == len(items)
     assert "\\textgreater{}" in tex and "\\textbar{}x\\textbar{}" in tex and "$-0.25$" in tex
-    assert "%" not in tex.replace("\\%", "")
+    assert tex.startswith(report.PREAMBLE + "\n\\clearpage\n")  # after the tables that float above it
+    assert "%" not in tex.removeprefix(report.PREAMBLE).replace("\\%", "")
 
 
 def test_standalone_is_only_for_latex(capsys, tmp_path):
@@ -105,7 +109,8 @@ def compile_tex(folder: Path, name: str, text: str) -> str:
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stdout[-3000:]
     log = (folder / f"{name}.log").read_text(errors="replace")
-    for bad in ("Missing character", "Undefined control sequence", "Unicode character", "Overfull \\hbox"):
+    for bad in ("Missing character", "Undefined control sequence", "Unicode character", "Overfull \\hbox",
+                "Float too large"):
         assert bad not in log, (bad, log[log.find(bad) - 500: log.find(bad) + 500])
     if not shutil.which("pdftotext"):
         return ""
@@ -114,6 +119,7 @@ def compile_tex(folder: Path, name: str, text: str) -> str:
 
 
 WRAPPER = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
+           "\\usepackage{tabularx}\n"
            "\\begin{document}\nA paper's text, then the report.\n\\input{fragment}\n"
            "See Table~\\ref{tab:kbn-summary-batch}.\n\\end{document}\n")
 
@@ -137,6 +143,33 @@ def check_both(folder: Path, argv: list[str], capsys, negative: bool) -> None:
                 assert re.search(r"\u2212\d+\.\d\d", text) and not re.search(r"(?<![\w-])-\d+\.\d\d", text)
     if wrapped:
         assert "See Table 1." in wrapped  # the label resolves
+
+
+@needs_pdflatex
+@pytest.mark.parametrize("cls", ["article", "article}[twocolumn"])
+def test_latex_fragments_of_a_wide_report_drop_into_a_paper(tmp_path, capsys, cls):
+    """A report of 4 networks x 3 optimizers \\input into a default article, and into a two-column
+    page: no overfull box, no float too large (compile_tex), the findings after every table."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_console import wide_csv
+
+    csv = wide_csv(tmp_path / "wide.csv")
+    assert main(["report", "--from-csv", str(csv), "--format", "latex"]) == 0
+    fragment = capsys.readouterr().out
+    first = fragment.splitlines()[0]
+    assert first == report.PREAMBLE and "tabularx" in first
+    (tmp_path / "fragment.tex").write_text(fragment)
+    preamble = first.removeprefix("% preamble: ")
+    doc = (f"\\documentclass{{{cls.replace('}[', ']{') if '[' in cls else cls}}}\n".replace("{article]{twocolumn}",
+           "[twocolumn]{article}") + preamble + "\n\\begin{document}\nText.\n\\input{fragment}\n\\end{document}\n")
+    text = compile_tex(tmp_path, "paper", doc)
+    if text:
+        captions = [m.end() for m in re.finditer(r"Table \d+: ", text)]
+        assert len(captions) >= 10 and text.index("Findings of the thesis") > max(captions)
+        summary = text[text.index("Table 1: Summary"):]
+        assert "difference (points)" in summary[:400] and "P(win)" in summary[:400]  # a column per quantity
 
 
 @needs_pdflatex

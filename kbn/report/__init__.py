@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from kbn.report.findings import findings
 from kbn.report.measures import convergence
-from kbn.report.render import TIDY_COLUMNS, latex_document, latex_text, render, render_findings
+from kbn.report.render import PREAMBLE, TIDY_COLUMNS, latex_document, latex_text, render, render_findings
 from kbn.report.results import (LONG_COLUMNS, ReportError, Results, check_epochs, collect_runs, export_long,
                                 long_from_runs, normalise_long, protocol_line, read_long_csv, run_table, scan_runs)
 from kbn.report.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
 from kbn.report.tables import Table, batch_size_tables, build_tables, summary_tables
 
-__all__ = ["INTERVALS", "LONG_COLUMNS", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table", "batch_size_tables",
+__all__ = ["INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table", "batch_size_tables",
            "build_tables",
            "check_epochs", "collect_runs", "compare", "convergence", "every_cell", "export_long", "findings",
            "latex_document", "latex_text", "long_from_runs", "normalise_long", "protocol_line", "read_long_csv",

@@ -80,7 +80,7 @@ def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> 
     if not tables:
         return "No finished runs to report yet.\n"
     if fmt == "latex":
-        return "\n".join(_latex_table(t, label) for t, label in zip(tables, latex_labels(tables)))
+        return PREAMBLE + "\n" + "\n".join(_latex_table(t, label) for t, label in zip(tables, latex_labels(tables)))
     cols = width or console.width()
     parts, seen = [], set()
     for t in tables:
@@ -101,15 +101,19 @@ def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> 
 
 
 # What a document that \input's the fragments needs in its preamble (booktabs: the rules; graphicx:
-# \resizebox; amssymb: \checkmark, \boxtimes and the triangles). All three come with Debian's
-# texlive-latex-base and texlive-latex-recommended.
-LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb")
+# \resizebox; amssymb: \checkmark, \boxtimes and the triangles; tabularx: columns that wrap). All come
+# with Debian's texlive-latex-base and texlive-latex-recommended. Each fragment's first line names them.
+LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb", "tabularx")  # tabularx: the summary's wrapping columns
+PREAMBLE = "% preamble: " + "".join(f"\\usepackage{{{p}}}" for p in LATEX_PACKAGES)
+# a summary float holds at most this many rows (networks' names count one): its cells wrap to 2-3
+# lines, and the notes under its last part take a third of a page
+SUMMARY_ROWS = 12
 # Text-mode replacements: the ten LaTeX specials, the characters OT1 fonts lack (< > | would print
 # as ¡ ¿ —), and the Unicode the reports print, so the output is ASCII and pdflatex needs no
 # inputenc setup. `$` goes through math: \$ in text asks for a TS1 glyph, a bitmap font on a bare TeX.
 LATEX_CHARS = {
     "\\": "\\textbackslash{}", "{": "\\{", "}": "\\}", "$": "$\\$$", "&": "\\&", "#": "\\#", "_": "\\_",
-    "%": "\\%", "^": "\\textasciicircum{}", "~": "\\textasciitilde{}", "<": "\\textless{}", ">": "\\textgreater{}",
+    "%": "\\%", "^": "\\textasciicircum{}", "~": "$\\sim$", "<": "\\textless{}", ">": "\\textgreater{}",
     "|": "\\textbar{}", '"': "''", "—": "---", "–": "--", "−": "$-$", "×": "$\\times$", "÷": "$\\div$",
     "Δ": "$\\Delta$", "≥": "$\\geq$", "≤": "$\\leq$", "±": "$\\pm$", "≈": "$\\approx$", "→": "$\\rightarrow$",
     "✓": "\\checkmark{}", "✗": "$\\boxtimes$", "·": "$\\cdot$", "▲": "$\\blacktriangle$",
@@ -144,8 +148,8 @@ def latex_text(text: str) -> str:
     negative numbers with a true minus, intervals as $[a, b]$, mean ± sd as $m \\pm s$."""
 
     def one(m: re.Match) -> str:
-        if m["lo"] is not None:
-            return f"$[{_latex_num(m['lo'])}, {_latex_num(m['hi'])}]$"
+        if m["lo"] is not None:  # two math pieces: a line may break after the comma
+            return f"$[{_latex_num(m['lo'])},$ ${_latex_num(m['hi'])}]$"
         if m["mean"] is not None:
             return f"${_latex_num(m['mean'])} \\pm {_latex_num(m['sd'])}$"
         if m["num"] is not None:
@@ -190,11 +194,60 @@ def _latex_caption(title: str) -> str:
     return latex_text(title)
 
 
+def _latex_summary(t: Table, label: str) -> str:
+    """The summary as a real table: a row per optimizer, a column per quantity (difference, rel,
+    P(win), speed, ...), the networks as row groups; columns that wrap (tabularx), so it is as wide
+    as the text and never shrunk; a table* (both columns of a two-column page). Taller than
+    SUMMARY_ROWS rows it continues in further floats, the notes under the last."""
+    keys = list(dict.fromkeys(k for row in t.rows for c in row[1:] if isinstance(c, Summary) for k in c.parts()))
+    names = {"diff": "difference (points)", "speed": "speed-up"}
+    groups = []
+    for c, network in enumerate(t.headers[1:], start=1):
+        rows = [[latex_text(row[0])] + ([_latex_safe_start(latex_text(row[c].parts().get(k, "--"))) for k in keys]
+                                         if isinstance(row[c], Summary) else [latex_text(MISSING)] * len(keys))
+                for row in t.rows if row[c] is not None]
+        if rows:
+            groups.append((network, rows))
+    wrap = ">{\\raggedright\\arraybackslash}X"
+    # the long quantities wrap; rel, P(win) and the extras are short and keep one line
+    spec = "@{}l" + "".join(wrap if k in ("diff", "speed", "did not train") else "r" if k == "P(win)" else "l"
+                            for k in keys) + "@{}"
+    head = " & ".join(["optimizer"] + [latex_text(names.get(k, k)) for k in keys]) + " \\\\"
+    floats, part, height = [], [], 0
+    for network, rows in groups:
+        if part and height + len(rows) + 1 > SUMMARY_ROWS:
+            floats.append(part)
+            part, height = [], 0
+        part.append((network, rows))
+        height += len(rows) + 1
+    if part:
+        floats.append(part)
+    notes = "".join(f"{latex_text(n)}\\par\n" for n in _notes(t, "latex"))
+    out = []
+    for i, part in enumerate(floats):
+        body = []
+        for network, rows in part:
+            body.append(("\\addlinespace\n" if body else "") + f"\\multicolumn{{{len(keys) + 1}}}{{@{{}}l}}"
+                        f"{{\\itshape {latex_text(network)}}} \\\\")
+            body += [" & ".join(r) + " \\\\" for r in rows]
+        caption = _latex_caption(t.title) + (" (continued)" if i else "")
+        last = i == len(floats) - 1
+        out.append(f"\\begin{{table*}}[htbp]\n\\centering\n\\caption{{{caption}}}\n"
+                   f"\\label{{{label if not i else f'{label}-part{i + 1}'}}}\n"
+                   f"{{\\small\\setlength{{\\tabcolsep}}{{4pt}}\n\\begin{{tabularx}}{{\\textwidth}}{{{spec}}}\n\\toprule\n"
+                   f"{head}\n\\midrule\n" + "\n".join(body) + "\n\\bottomrule\n\\end{tabularx}}\n"
+                   + (f"\\par\\smallskip\n{{\\footnotesize\\raggedright\n{notes}}}\n" if notes and last else "")
+                   + "\\end{table*}\n")
+    return "\n".join(out)
+
+
 def _latex_table(t: Table, label: str) -> str:
     """One table as a float: caption and label above, booktabs rules, the notes in small print under
     the tabular. \\resizebox shrinks a table wider than the line to fit it and leaves a narrow one at
     its size (the \\ifdim): tabular* could only squeeze the space between columns, which is not
     enough for Tables 7-10 (three columns per epoch) or a summary of many networks."""
+    if t.kind == "summary":
+        return _latex_summary(t, label)
     rows = _cells(t, "latex")
     align = "".join("l" if c == 0 or t.kind == "summary" or all(not _numeric(r[c]) for r in t.rows) else "r"
                     for c in range(len(t.headers)))
@@ -217,20 +270,22 @@ def _numeric(cell) -> bool:
     return bool(re.match(r"[-+−]?\d", str(cell)))
 
 
-def latex_document(title: str, tables_tex: str, findings_tex: str = "") -> str:
+def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle: str = "") -> str:
     """A whole pdflatex document: the tables (render's LaTeX), then the findings (render_findings's).
     Dozens of tables and little text: the floats queue beyond LaTeX's 18 (\\extrafloats), and the
     \\clearpage that puts them before the findings flushes them all at once, one output cycle each
     (\\maxdeadcycles, 100 by default: 120 tables stopped with "Output loop---100 consecutive dead
     cycles")."""
     packages = "".join(f"\\usepackage{{{p}}}\n" for p in LATEX_PACKAGES)
-    floats = tables_tex.count("\\begin{table}")
+    floats = tables_tex.count("\\begin{table")
     return ("\\documentclass{article}\n\\usepackage[margin=2cm]{geometry}\n" + packages
             + "\\renewcommand{\\topfraction}{0.95}\\renewcommand{\\bottomfraction}{0.95}\n"
             "\\renewcommand{\\textfraction}{0.05}\\renewcommand{\\floatpagefraction}{0.7}\n"
             "\\setcounter{topnumber}{9}\\setcounter{bottomnumber}{9}\\setcounter{totalnumber}{9}\n"
             f"\\extrafloats{{{floats + 20}}}\\maxdeadcycles={10 * floats + 100}\n"
-            f"\\title{{{latex_text(title)}}}\n\\date{{}}\n\\begin{{document}}\n\\maketitle\n"
+            f"\\title{{{latex_text(title)}"
+            + (f"\\\\[1ex]\\normalsize\\normalfont {latex_text(subtitle)}" if subtitle else "")
+            + "}\n\\date{}\n\\begin{document}\n\\maketitle\n"
             f"{tables_tex}\n" + (f"\\clearpage\n{findings_tex}" if findings_tex else "") + "\\end{document}\n")
 
 
@@ -238,11 +293,14 @@ def render_findings(items: list[dict], fmt: str = "text", width: int | None = No
     """The checked claims as text (wrapped to `width`, default the terminal's, with a hanging indent),
     a markdown list, or a LaTeX itemize (every special escaped)."""
     if fmt == "latex":
-        items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], '-'))} "
+        items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], ''))} "
                             f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
                             f"{latex_text(f['evidence'])}\n" for f in items)
-        listed = f"\\begin{{itemize}}\n{items_tex}\\end{{itemize}}\n" if items else "None could be checked.\n"
-        return f"\\subsection*{{Findings of the thesis, checked against these results}}\n{listed}"
+        listed = (f"{{\\raggedright\n\\begin{{itemize}}\n{items_tex}\\end{{itemize}}\n}}\n" if items
+                  else "None could be checked.\n")
+        # \\clearpage: the tables float; the findings that read them come after them, not before
+        return (f"{PREAMBLE}\n\\clearpage\n\\subsection*{{Findings of the thesis, checked against these results}}\n"
+                f"{listed}")
     if fmt == "markdown":
         return "### Findings of the thesis, checked\n\n" + "".join(
             f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
