@@ -3,10 +3,14 @@ own final runs; resuming, `kbn status`, `open_sweep` and the report know the rat
 `lr` (and a sweep.json written before lists existed) behaves as before."""
 
 import json
+import re
 from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 import pytest
+from scipy import stats
 
 from kbn.config import load_sweep, sweep_from_dict
 from kbn.errors import ConfigError
@@ -110,15 +114,27 @@ def test_a_sweep_over_rates_trains_each_rate_and_reports_each(tmp_path, write_ca
     assert title in text
     table = text.split(title)[1].split("\n\n")[1].splitlines()
     assert table[0].split() == ["norm", "lr", "0.3", "lr", "1"]
-    for line in table[2:]:
-        norm, *cells = line.split("  ")
-        norm = norm.strip()
-        cells = [c.strip() for c in cells if c.strip()]
-        for cell, rate in zip(cells, (0.3, 1.0)):
-            mean = 100 * sum(final[(norm, rate)]) / 2
-            assert cell.startswith(f"{mean:.2f}"), (line, mean)
-            assert "[" in cell  # with its interval
-    assert {line.split()[0] for line in table[2:]} == {"none", "batch"}
+    rows = [line for line in table[2:] if not line.startswith(" ")]  # the notes are indented
+    for line in rows:
+        norm = line.split()[0]
+        cells = re.findall(r"(\d+\.\d\d)†? \[(\d+\.\d\d), (\d+\.\d\d)\]", line)  # mean [low, high]
+        assert len(cells) == 2, text
+        for (mean, low, high), rate in zip(cells, (0.3, 1.0)):
+            accs = 100 * np.array(final[(norm, rate)])
+            half = stats.t.ppf(0.975, 1) * accs.std(ddof=1) / np.sqrt(2)
+            assert float(mean) == pytest.approx(accs.mean(), abs=0.0051), line
+            assert float(low) == pytest.approx(max(accs.mean() - half, 0), abs=0.0051), line
+            assert float(high) == pytest.approx(min(accs.mean() + half, 100), abs=0.0051), line
+    assert [line.split()[0] for line in rows] == ["none", "batch"]
+    notes = " ".join(line for line in table if line.startswith(" "))
+    # every stability phrase names its rate: the same norm is two arms here
+    assert "lr 0.3: SGD, binary MNIST + Ioffe MLP, none:" in notes and "lr 1: SGD, binary MNIST + Ioffe MLP, none:" in notes
+
+    assert "▲ marks the norm with the highest mean at each rate." in notes  # the norm that wins at each rate
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    pictures = sorted(p.name for p in (tmp_path / "rep").glob("curves_accuracy_*.png"))
+    assert pictures == ["curves_accuracy_binary_mnist_ioffe_mlp_lr0.3.png", "curves_accuracy_binary_mnist_ioffe_mlp_lr1.png"]
 
     assert main(["export", str(out), "--out", str(tmp_path / "acc.csv")]) == 0
     long = pd.read_csv(tmp_path / "acc-steps.csv" if (tmp_path / "acc-steps.csv").exists() else tmp_path / "acc.csv")
