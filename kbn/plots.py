@@ -132,7 +132,7 @@ def _x_axis(ax, xs) -> None:
 
 def preactivation_table(logdir: Path) -> pd.DataFrame:
     """Every final run's preactivations.csv under `logdir` (search trials left out), with its cell and
-    seed: columns dataset, arch, optimizer, norm, seed, axis, x, layer, scope, p15, p50, p85."""
+    seed and rate: columns dataset, arch, optimizer, norm, seed, lr, axis, x, layer, scope, p15, p50, p85."""
     import json
 
     from kbn.runlog import PREACT_FILE, read_preactivations
@@ -148,13 +148,13 @@ def preactivation_table(logdir: Path) -> pd.DataFrame:
             continue
         for r in read_preactivations(folder):
             axis = "step" if "step" in r else "epoch"
-            rows.append({**{k: s[k] for k in ("dataset", "arch", "optimizer", "norm", "seed")}, "axis": axis,
+            rows.append({**{k: s[k] for k in ("dataset", "arch", "optimizer", "norm", "seed", "lr")}, "axis": axis,
                          "x": r[axis], **{k: r[k] for k in ("layer", "scope", "p15", "p50", "p85")}})
-    return pd.DataFrame(rows, columns=["dataset", "arch", "optimizer", "norm", "seed", "axis", "x", "layer", "scope",
-                                       "p15", "p50", "p85"])
+    return pd.DataFrame(rows, columns=["dataset", "arch", "optimizer", "norm", "seed", "lr", "axis", "x", "layer",
+                                       "scope", "p15", "p50", "p85"])
 
 
-def preactivation_figure(g: pd.DataFrame, colors: dict | None = None):
+def preactivation_figure(g: pd.DataFrame, colors: dict | None = None, rate: float | None = None):
     """One (dataset, network, optimizer): a row per norm, the fixed unit (left) and all units (right)
     of the last hidden layer; the 15th, 50th and 85th percentiles of its pre-activation on the fixed
     validation batch over training, for the lowest seed (one network, as the paper showed), on one y
@@ -182,15 +182,20 @@ def preactivation_figure(g: pd.DataFrame, colors: dict | None = None):
     axes[0][0].legend(fontsize=7)
     d, a, opt = g["dataset"].iloc[0], g["arch"].iloc[0], g["optimizer"].iloc[0]
     fig.suptitle(f"{display_name(d, a)}, {optimizer_name(opt)}: input to the last hidden nonlinearity ({layer})\n"
-                 f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed} (Ioffe & Szegedy Fig. 1b-c)",
+                 f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed}"
+                 + ("" if rate is None else f", lr {rate:g}") + " (Ioffe & Szegedy Fig. 1b-c)",
                  fontsize=9)
     return fig
 
 
 def preactivations(logdir: Path, out: Path, colors: dict | None = None) -> list[Path]:
-    """The mechanism picture per (dataset, network, optimizer) of runs that logged pre-activations."""
+    """The mechanism picture per (dataset, network, optimizer) of runs that logged pre-activations;
+    per shared rate too where a seed ran at several (`several_rates`: the file names the rate)."""
     table = preactivation_table(logdir)
     colors = colors or norm_colors(table["norm"])
+    if several_rates(table):
+        return [_save(preactivation_figure(g, colors, lr), out / f"preactivations_{d}_{a}_{o}_lr{lr:g}.png")
+                for (d, a, o, lr), g in table.groupby(["dataset", "arch", "optimizer", "lr"])]
     return [_save(preactivation_figure(g, colors), out / f"preactivations_{d}_{a}_{o}.png")
             for (d, a, o), g in table.groupby(["dataset", "arch", "optimizer"])]
 

@@ -74,7 +74,8 @@ def test_a_sweep_over_rates_trains_each_rate_and_reports_each(tmp_path, write_ca
 
     write_cache("mnist")
     sweep = tmp_path / "rates.toml"
-    sweep.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in {**BASE, "lr": [0.3, 1.0]}.items()))
+    fields = {**BASE, "lr": [0.3, 1.0], "probe_preactivations": 20}
+    sweep.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in fields.items()))
     out = tmp_path / "out"
     assert main(["sweep", str(sweep), "--logdir", str(out), "--workers", "1"]) == 0
     runs = sorted(p.name for p in (out / "runs").iterdir())
@@ -135,6 +136,8 @@ def test_a_sweep_over_rates_trains_each_rate_and_reports_each(tmp_path, write_ca
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     pictures = sorted(p.name for p in (tmp_path / "rep").glob("curves_accuracy_*.png"))
     assert pictures == ["curves_accuracy_binary_mnist_ioffe_mlp_lr0.3.png", "curves_accuracy_binary_mnist_ioffe_mlp_lr1.png"]
+    mechanism = sorted(p.name for p in (tmp_path / "rep").glob("preactivations_*.png"))
+    assert mechanism == ["preactivations_binary_mnist_ioffe_mlp_sgd_lr0.3.png", "preactivations_binary_mnist_ioffe_mlp_sgd_lr1.png"]
 
     assert main(["export", str(out), "--out", str(tmp_path / "acc.csv")]) == 0
     long = pd.read_csv(tmp_path / "acc-steps.csv" if (tmp_path / "acc-steps.csv").exists() else tmp_path / "acc.csv")
