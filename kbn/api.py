@@ -50,9 +50,11 @@ class Sweep:
     def __repr__(self) -> str:
         return f"kbn.open_sweep({str(self.folder)!r})  # sweep {self.config.name}, {len(self.config.cells())} cells"
 
-    def chosen(self) -> dict[str, float | None]:
+    def chosen(self) -> dict[str, float | list[float] | None]:
         """{cell key: the learning rate its search chose}; None for a cell still searching (or held
-        by a failed trial). The final runs train at these rates.
+        by a failed trial). The final runs train at these rates. A fixed-rate sweep gives its rate, or
+        its list of shared rates (`lr = [0.1, 0.3]`: every cell trains at each; `status()` and
+        `final_runs` have a row per rate, final_runs' lr column says which).
 
         >>> kbn.open_sweep("logs/smoke").chosen()["fashion_mnist-mlp-batch-adam"]
         0.01
@@ -125,7 +127,8 @@ class Sweep:
         return pd.DataFrame(rows, columns=FINAL_COLUMNS)
 
     def status(self) -> pd.DataFrame:
-        """The table `kbn status` prints, one row per cell: STATUS_COLUMNS (state is done, running,
+        """The table `kbn status` prints, one row per cell (per cell and rate for a list of shared
+        rates, chosen_lr the rate): STATUS_COLUMNS (state is done, running,
         stopped, failed or pending; coarse/fine/final count trials done of planned).
 
         >>> kbn.open_sweep("logs/smoke").status().set_index("cell").state

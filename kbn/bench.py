@@ -187,7 +187,7 @@ def compile_share(sweep_file: str, scratch, timeout: int = 3600, repeats: int = 
     out = []
     for repeat, cell in ((r, c) for r in range(repeats) for c in sweep.cells()):
         grid = sweep.coarse_grid(cell.optimizer)
-        cfg = sweep.train_config(cell, sweep.lr if sweep.lr is not None else grid[len(grid) // 2], 0, "final")
+        cfg = sweep.train_config(cell, sweep.rates[0] if sweep.lr is not None else grid[len(grid) // 2], 0, "final")
         for label, steps in (("the sweep's", cfg.eval_steps), ("one point", cfg.eval_steps[:1])):
             run = dataclasses.replace(cfg, eval_steps=steps)
             env = dict(os.environ, KBN_JAX_CACHE_DIR="off", TF_CPP_MIN_LOG_LEVEL="3")

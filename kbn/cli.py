@@ -344,14 +344,19 @@ def cmd_report(args) -> int:
         print(f"kbn: {missing}", file=sys.stderr)
     rob = tuning.robustness(tuning.trial_points(args.logdir)) if args.logdir and not args.from_csv else None
     has_search = rob is not None and not rob.empty
-    tables = report.build_tables(df, epochs, interval, protocol, extra=tuning.summary_extra(rob) if has_search else ())
+    rates = report.rates_of(df, protocol)  # a fixed-rate sweep over several shared rates: its tables per rate
+    if rates:
+        tables = report.rate_tables(df, rates, epochs, interval, protocol)
+    else:
+        tables = report.build_tables(df, epochs, interval, protocol, extra=tuning.summary_extra(rob) if has_search else ())
     tables += tuning.tables(rob) if has_search else []
     if args.compare_batch:
         if runs is None:
             raise ConfigError("--compare-batch compares two sweep folders: give a folder, not --from-csv")
         tables += report.batch_size_tables(runs, _scan(args.compare_batch).runs, interval,
                                            (args.logdir, args.compare_batch))
-    found = report.findings(df, interval=interval)
+    found = report.findings(df, interval=interval) if not rates else [  # a claim per rate, from its runs alone
+        {**f, "claim": f"lr {r:g}: {f['claim']}"} for r in rates for f in report.findings(df[df["lr"] == r], interval=interval)]
     if fmt == "latex":
         parts = report.render(tables, fmt), report.render_findings(found, fmt) if tables else ""
         print(report.latex_document(f"kbn report: {_report_name(args)}", *parts,

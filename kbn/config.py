@@ -271,8 +271,9 @@ class SweepConfig:
     # A search point scores the mean over these seeds. () in code means the default: max(seeds) + 1.
     search_seeds: tuple[int, ...] = _search("seeds", ())
     selection: str = _search("selection", "stable")  # SELECTIONS
-    # The fixed-rate protocol: every arm's final runs train at this rate, nothing is searched.
-    lr: float | None = None
+    # The fixed-rate protocol: every arm's final runs train at this rate, nothing is searched; a tuple of
+    # rates (the file's list) trains every arm at each of them, each rate its own set of final runs.
+    lr: float | tuple[float, ...] | None = None
     init: str = "glorot_uniform"
     eval_steps: tuple[int, ...] | None = None
     probe_preactivations: int = 0
@@ -317,9 +318,20 @@ class SweepConfig:
         grid = self.coarse_grid(optimizer)
         return max((len(self.fine_grid(optimizer, lr)) for lr in grid), default=0)
 
+    @property
+    def rates(self) -> tuple[float, ...]:
+        """The fixed-rate protocol's shared rates, in the file's order (one for a single-number lr);
+        () for a sweep that searches its rates."""
+        return () if self.lr is None else self.lr if isinstance(self.lr, tuple) else (self.lr,)
+
+    @property
+    def rate_list(self) -> bool:
+        """Whether `lr` is a list of shared rates (each its own final runs, status rows and tables)."""
+        return isinstance(self.lr, tuple)
+
     def some_lr(self, optimizer: str) -> float:
         """A rate this sweep trains `optimizer` at (for checks before anything trains)."""
-        return self.lr if self.lr is not None else self.coarse_grid(optimizer)[0]
+        return self.rates[0] if self.lr is not None else self.coarse_grid(optimizer)[0]
 
     def protocol(self) -> dict:
         """How the learning rate was chosen and what batch norm evaluates with, as a report states it
@@ -327,7 +339,8 @@ class SweepConfig:
         bn = {"bn_statistics": self.bn_statistics,
               **({"bn_batches": self.bn_batches} if self.bn_statistics == "population" else {})}
         if self.lr is not None:
-            return {"lr_protocol": "fixed", "lr": self.lr, "final_epochs": self.epochs,
+            lr = list(self.lr) if isinstance(self.lr, tuple) else self.lr
+            return {"lr_protocol": "fixed", "lr": lr, "final_epochs": self.epochs,
                     "final_total_steps": self.total_steps, "final_seeds": list(self.seeds), **bn}
         return {**bn, "lr_protocol": "tuned", "select_on": self.select_on, "selection": self.selection,
                 "search_seeds": list(self.search_seeds),
@@ -423,6 +436,22 @@ def _grid(where, field, value) -> tuple[float, ...]:
     return out
 
 
+def _fixed_rates(value) -> float | tuple[float, ...]:
+    """The fixed-rate protocol's `lr`: a positive number (one rate, as ever), or a non-empty list of
+    distinct positive numbers (every arm at each; kept a tuple even with one element, so sweep.json
+    writes back what the file said)."""
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"lr: got {value!r}; give a positive learning rate or a non-empty list of them")
+        out = tuple(check_positive(f"lr[{i}]", v, float) for i, v in enumerate(value))
+        if len(set(out)) != len(out):
+            raise ConfigError(f"lr: {value!r} lists a learning rate twice; give each rate once")
+        return out
+    if isinstance(value, str):
+        raise ConfigError(f"lr: got {value!r}; give a positive learning rate or a non-empty list of them")
+    return check_positive("lr", value, float)
+
+
 def _check_keys(raw: dict) -> dict:
     """Unknown and missing keys; returns the [search] table."""
     for key in raw:
@@ -448,9 +477,10 @@ def _flag(field: str, value) -> bool:
 
 def _run_fields(raw: dict, where: str, default_name: str) -> dict:
     """The fields outside [search], validated: the cells, the final runs and how each run trains."""
-    fixed_lr = check_positive("lr", raw["lr"], float) if "lr" in raw else None
+    fixed_lr = _fixed_rates(raw["lr"]) if "lr" in raw else None
     if fixed_lr is not None and "search" in raw:
-        raise ConfigError(f"lr: a fixed rate ({fixed_lr:g}) trains every arm at it with no search; remove "
+        shown = ", ".join(f"{r:g}" for r in fixed_lr) if isinstance(fixed_lr, tuple) else f"{fixed_lr:g}"
+        raise ConfigError(f"lr: a fixed rate ({shown}) trains every arm at it with no search; remove "
                           "[search], or remove lr to tune the rate per cell")
     probe = raw.get("probe_preactivations", 0)
     if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:

@@ -96,7 +96,8 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
     and the final runs' scores and outcome kinds."""
     outcomes = outcomes or {}
     out = {"todo": [], "failed": [], "coarse": [0, 0], "fine": [0, 0], "final": [0, len(sweep.seeds)],
-           "coarse_best": None, "chosen": None, "passed_over": [], "final_scores": [], "final_outcomes": []}
+           "coarse_best": None, "chosen": None, "passed_over": [], "final_scores": [], "final_outcomes": [],
+           "by_rate": {}}
     kinds: dict[float, list[str]] = {}
 
     def phase(name, lrs):
@@ -114,8 +115,10 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
         return [(float(lr), sum(scores[(cell.key, name, float(lr), s)] for s in sweep.search_seeds)
                  / len(sweep.search_seeds)) for lr in lrs]
 
-    if sweep.lr is not None:  # the fixed-rate protocol: no search, the final runs at the sweep's rate
-        out["chosen"] = chosen = float(sweep.lr)
+    if sweep.lr is not None:  # the fixed-rate protocol: no search, the final runs at the sweep's rate(s)
+        rates = [float(r) for r in sweep.rates]
+        out["chosen"] = rates if sweep.rate_list else rates[0]
+        out["final"] = [0, len(sweep.seeds) * len(rates)]
     else:
         coarse = phase("coarse", sweep.coarse_grid(cell.optimizer))
         if coarse is None:
@@ -128,14 +131,19 @@ def cell_progress(sweep: SweepConfig, cell: Cell, scores: dict[tuple, float], fa
             return out
         chosen, out["passed_over"] = choose(coarse + fine, kinds, sweep.selection)
         out["chosen"] = chosen
-    for seed in sweep.seeds:
-        k = (cell.key, "final", float(chosen), seed)
-        if k in scores:
-            out["final"][0] += 1
-            out["final_scores"].append(scores[k])
-            out["final_outcomes"].append(outcomes.get(k, "trained"))
-        else:
-            out["failed" if k in failed else "todo"].append(_item(cell, "final", chosen, seed))
+        rates = [float(chosen)]
+    out["by_rate"] = {}  # rate -> its own final runs: final [done, planned], final_scores, final_outcomes
+    for lr in rates:
+        mine = out["by_rate"][lr] = {"final": [0, len(sweep.seeds)], "final_scores": [], "final_outcomes": []}
+        for seed in sweep.seeds:
+            k = (cell.key, "final", lr, seed)
+            if k in scores:
+                for where in (out, mine):
+                    where["final"][0] += 1
+                    where["final_scores"].append(scores[k])
+                    where["final_outcomes"].append(outcomes.get(k, "trained"))
+            else:
+                out["failed" if k in failed else "todo"].append(_item(cell, "final", lr, seed))
     return out
 
 
@@ -146,7 +154,8 @@ def planned_trials(sweep: SweepConfig, progress: dict[str, dict] | None = None) 
     for c in sweep.cells():
         best = (progress or {}).get(c.key, {}).get("coarse_best")
         n_fine = len(sweep.fine_grid(c.optimizer, best)) if best is not None else sweep.nominal_fine(c.optimizer)
-        total += (len(sweep.coarse_grid(c.optimizer)) + n_fine) * len(sweep.search_seeds) + len(sweep.seeds)
+        total += (len(sweep.coarse_grid(c.optimizer)) + n_fine) * len(sweep.search_seeds) \
+            + len(sweep.seeds) * max(len(sweep.rates), 1)
     return total
 
 
@@ -269,24 +278,30 @@ def status_rows(logdir: Path, live: bool | None = None, state: FolderState | Non
         live = is_locked(Path(logdir))
     rows = []
     for key, p in state.progress.items():
-        mine = {pr.kind for pr in state.problems if pr.cell == key}
-        started = state.running[key] or p["coarse"][0] or p["final"][0] or mine
-        if "failed" in mine:
-            cell_state = "failed"
-        elif p["final"][0] == p["final"][1]:
-            cell_state = "done"
-        elif started:
-            cell_state = "running" if live else "stopped"
-        else:
-            cell_state = "pending"
-        # scores are accuracies (fractions): percent with 2 places, as the report prints them; learning
-        # rates in one scientific format, so a column of 0.1, 0.0316 and 0.00316 lines up
-        final = "-" if not p["final_scores"] else f"{100 * sum(p['final_scores']) / len(p['final_scores']):.2f}"
-        rows.append([key, cell_state, "{}/{}".format(*p["coarse"]),
-                     "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
-                     "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.2e}", final,
-                     unstable_text(p["final_outcomes"])])
+        # a list of shared rates: a row per rate, each with its own final runs
+        parts = [{**p, **r, "chosen": lr} for lr, r in p["by_rate"].items()] if state.sweep.rate_list else [p]
+        rows += [_status_row(state, key, part, live) for part in parts]
     return rows
+
+
+def _status_row(state: FolderState, key: str, p: dict, live: bool) -> list:
+    mine = {pr.kind for pr in state.problems if pr.cell == key}
+    started = state.running[key] or p["coarse"][0] or p["final"][0] or mine
+    if "failed" in mine:
+        cell_state = "failed"
+    elif p["final"][0] == p["final"][1]:
+        cell_state = "done"
+    elif started:
+        cell_state = "running" if live else "stopped"
+    else:
+        cell_state = "pending"
+    # scores are accuracies (fractions): percent with 2 places, as the report prints them; learning
+    # rates in one scientific format, so a column of 0.1, 0.0316 and 0.00316 lines up
+    final = "-" if not p["final_scores"] else f"{100 * sum(p['final_scores']) / len(p['final_scores']):.2f}"
+    return [key, cell_state, "{}/{}".format(*p["coarse"]),
+            "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
+            "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.2e}", final,
+            unstable_text(p["final_outcomes"])]
 
 
 def unstable_text(kinds: list[str]) -> str:

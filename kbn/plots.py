@@ -70,12 +70,22 @@ def _not_trained(runs: pd.DataFrame) -> dict[tuple, dict]:
     return out
 
 
-def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Path]:
+def several_rates(runs: pd.DataFrame) -> bool:
+    """Whether a seed of a cell ran at several rates (a fixed-rate sweep over a list of shared rates):
+    its pictures are then drawn once per rate, a seed mean over rates being no curve of anything."""
+    return bool(len(runs)) and "lr" in runs and runs.groupby(["dataset", "arch", "norm", "optimizer", "seed"])["lr"].nunique().max() > 1
+
+
+def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None, rate: float | None = None) -> list[Path]:
     """Accuracy and loss per epoch (or step), one panel per optimizer, a colour per norm (`colors`;
     by default `norm_colors` of these runs); solid = validation, dashed = training; seed means. A seed
     that did not train (diverged, collapsed, never learned) is also drawn alone, thin and dotted, and the
-    legend counts such seeds: the mean alone would hide that they fell."""
+    legend counts such seeds: the mean alone would hide that they fell. Runs at several shared rates:
+    a picture per rate (`rate`: the one drawn, named in its title and file)."""
     colors = colors or norm_colors(runs["norm"])
+    if rate is None and several_rates(runs):
+        return [p for lr, g in runs.groupby("lr") for p in curves(g, out, colors, float(lr))]
+    at, tag = ("", "") if rate is None else (f" at lr {rate:g}", f"_lr{rate:g}")
     unstable = _not_trained(runs)
     paths = []
     for (d, a), g in runs.groupby(["dataset", "arch"]):
@@ -105,8 +115,8 @@ def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Pa
                 _x_axis(ax, g[x].dropna())
                 ax.grid(alpha=0.3)
             axes[0].legend(fontsize=7)
-            fig.suptitle(f"{display_name(d, a)}: {metric} per {x}, with and without normalization")
-            paths.append(_save(fig, out / f"curves_{metric}_{d}_{a}.png"))
+            fig.suptitle(f"{display_name(d, a)}: {metric} per {x}, with and without normalization{at}")
+            paths.append(_save(fig, out / f"curves_{metric}_{d}_{a}{tag}.png"))
     return paths
 
 
@@ -122,7 +132,7 @@ def _x_axis(ax, xs) -> None:
 
 def preactivation_table(logdir: Path) -> pd.DataFrame:
     """Every final run's preactivations.csv under `logdir` (search trials left out), with its cell and
-    seed: columns dataset, arch, optimizer, norm, seed, axis, x, layer, scope, p15, p50, p85."""
+    seed and rate: columns dataset, arch, optimizer, norm, seed, lr, axis, x, layer, scope, p15, p50, p85."""
     import json
 
     from kbn.runlog import PREACT_FILE, read_preactivations
@@ -138,13 +148,13 @@ def preactivation_table(logdir: Path) -> pd.DataFrame:
             continue
         for r in read_preactivations(folder):
             axis = "step" if "step" in r else "epoch"
-            rows.append({**{k: s[k] for k in ("dataset", "arch", "optimizer", "norm", "seed")}, "axis": axis,
+            rows.append({**{k: s[k] for k in ("dataset", "arch", "optimizer", "norm", "seed", "lr")}, "axis": axis,
                          "x": r[axis], **{k: r[k] for k in ("layer", "scope", "p15", "p50", "p85")}})
-    return pd.DataFrame(rows, columns=["dataset", "arch", "optimizer", "norm", "seed", "axis", "x", "layer", "scope",
-                                       "p15", "p50", "p85"])
+    return pd.DataFrame(rows, columns=["dataset", "arch", "optimizer", "norm", "seed", "lr", "axis", "x", "layer",
+                                       "scope", "p15", "p50", "p85"])
 
 
-def preactivation_figure(g: pd.DataFrame, colors: dict | None = None):
+def preactivation_figure(g: pd.DataFrame, colors: dict | None = None, rate: float | None = None):
     """One (dataset, network, optimizer): a row per norm, the fixed unit (left) and all units (right)
     of the last hidden layer; the 15th, 50th and 85th percentiles of its pre-activation on the fixed
     validation batch over training, for the lowest seed (one network, as the paper showed), on one y
@@ -172,15 +182,20 @@ def preactivation_figure(g: pd.DataFrame, colors: dict | None = None):
     axes[0][0].legend(fontsize=7)
     d, a, opt = g["dataset"].iloc[0], g["arch"].iloc[0], g["optimizer"].iloc[0]
     fig.suptitle(f"{display_name(d, a)}, {optimizer_name(opt)}: input to the last hidden nonlinearity ({layer})\n"
-                 f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed} (Ioffe & Szegedy Fig. 1b-c)",
+                 f"15th, 50th, 85th percentiles on a fixed validation batch, seed {seed}"
+                 + ("" if rate is None else f", lr {rate:g}") + " (Ioffe & Szegedy Fig. 1b-c)",
                  fontsize=9)
     return fig
 
 
 def preactivations(logdir: Path, out: Path, colors: dict | None = None) -> list[Path]:
-    """The mechanism picture per (dataset, network, optimizer) of runs that logged pre-activations."""
+    """The mechanism picture per (dataset, network, optimizer) of runs that logged pre-activations;
+    per shared rate too where a seed ran at several (`several_rates`: the file names the rate)."""
     table = preactivation_table(logdir)
     colors = colors or norm_colors(table["norm"])
+    if several_rates(table):
+        return [_save(preactivation_figure(g, colors, lr), out / f"preactivations_{d}_{a}_{o}_lr{lr:g}.png")
+                for (d, a, o, lr), g in table.groupby(["dataset", "arch", "optimizer", "lr"])]
     return [_save(preactivation_figure(g, colors), out / f"preactivations_{d}_{a}_{o}.png")
             for (d, a, o), g in table.groupby(["dataset", "arch", "optimizer"])]
 
@@ -242,8 +257,9 @@ def expected_best(points: pd.DataFrame, out: Path, colors: dict | None = None) -
     return paths
 
 
-def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
-    """rel on the test set at the last epoch: optimizer x (network, norm)."""
+def rel_heatmap(df: pd.DataFrame, out: Path, rate: float | None = None) -> list[Path]:
+    """rel on the test set at the last epoch: optimizer x (network, norm); `rate`: the shared rate of
+    a sweep over several whose runs `df` holds (named in the title and file)."""
     res = Results(df)
     opts = res.present("optimizer")
     cols = [(d, a, n) for d, a in res.pairs() for n in _norms(res.present("norm")) if n != "none"]
@@ -268,10 +284,10 @@ def rel_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_xticks(range(len(cols)), [f"{display_name(d, a)}\n{registry.display('norm', n)} norm" for d, a, n in cols],
                   fontsize=8)
     fig.colorbar(im, ax=ax, label="rel (test, last epoch)")
-    ax.set_title("Relative improvement from normalization"
+    ax.set_title("Relative improvement from normalization" + ("" if rate is None else f" at lr {rate:g}")
                  + ("\n† some runs behind it did not train (the report's Stability table)" if dagger.any() else ""),
                  fontsize=10 if dagger.any() else None)
-    return [_save(fig, out / "rel_heatmap.png")]
+    return [_save(fig, out / ("rel_heatmap.png" if rate is None else f"rel_heatmap_lr{rate:g}.png"))]
 
 
 def adam_jumps(runs: pd.DataFrame, out: Path) -> list[Path]:
@@ -314,5 +330,8 @@ def plot_all(logdir: Path | None, out: Path, df: pd.DataFrame, runs: pd.DataFram
         paths += preactivations(logdir, out, colors)
         paths += lr_sensitivity(points, out, colors)
         paths += expected_best(points, out, colors)
-    paths += rel_heatmap(df, out)
+    if runs is not None and several_rates(runs):
+        paths += [p for lr, g in df.groupby("lr") for p in rel_heatmap(g, out, float(lr))]
+    else:
+        paths += rel_heatmap(df, out)
     return paths

@@ -186,7 +186,7 @@ def run_hparams(settings: dict, session: str) -> HParams:
 def sweep_lrs(sweep) -> list[float]:
     """Every learning rate the sweep can train: each coarse grid and the fine grid around each
     possible winner (which winner comes out is known only once the coarse trials ran)."""
-    lrs = {sweep.lr} if sweep.lr is not None else set()  # the fixed-rate protocol's one rate
+    lrs = set(sweep.rates)  # the fixed-rate protocol's shared rate(s)
     for opt in sweep.optimizers:
         grid = sweep.coarse_grid(opt)
         lrs.update(grid)

@@ -28,10 +28,10 @@ from kbn.report.render import PREAMBLE, TIDY_COLUMNS, latex_document, latex_text
 from kbn.report.results import (LONG_COLUMNS, ReportError, Results, check_epochs, collect_runs, export_long,
                                 long_from_runs, normalise_long, protocol_line, read_long_csv, run_table, scan_runs)
 from kbn.report.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
-from kbn.report.tables import Table, batch_size_tables, build_tables, summary_tables
+from kbn.report.tables import Table, batch_size_tables, build_tables, rate_tables, rates_of, summary_tables
 
-__all__ = ["INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table", "batch_size_tables",
-           "build_tables",
+__all__ = ["INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table",
+           "batch_size_tables", "build_tables", "rate_tables", "rates_of",
            "check_epochs", "collect_runs", "compare", "convergence", "every_cell", "export_long", "findings",
            "latex_document", "latex_text", "long_from_runs", "normalise_long", "protocol_line", "read_long_csv",
            "rel", "render", "render_findings", "run_table", "scan_runs", "seeds_to_resolve", "summary_tables"]

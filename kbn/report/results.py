@@ -76,6 +76,7 @@ def scan_runs(logdir: str | Path) -> RunScan:
     searched = sorted(f for f in found if "search" in f.relative_to(logdir).parts)
     folders = sorted(found - set(searched))
     records, skipped, unfinished, owner, settings = [], [], 0, {}, []
+    rates_apart = _rate_list(logdir)
     for folder in folders:
         check = check_run(folder)
         if check.damaged:
@@ -90,6 +91,8 @@ def scan_runs(logdir: str | Path) -> RunScan:
                 classes = (check.config.get("data") or {}).get("num_classes")
                 registry.learn("dataset", s["dataset"], {"classes": classes})
                 key, lr = tuple(s[k] for k in CELL + ["seed"]), s["lr"]
+                if rates_apart:  # each shared rate is its own set of seeds: the report splits them
+                    key += (float(lr),)
                 rows = _run_records(check.config, check.result["status"], read_metrics(folder))
             except KeyError as e:
                 skipped.append((folder, f"config.json has no setting {e.args[0]!r}"))
@@ -106,6 +109,14 @@ def scan_runs(logdir: str | Path) -> RunScan:
             settings.append(s)
     return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders),
                    _sweep_problems(logdir), read_protocol(logdir, settings, searched))
+
+
+def _rate_list(logdir: Path) -> bool:
+    """Whether the folder's sweep.json trains at a list of shared rates (a seed runs once per rate)."""
+    try:
+        return isinstance(stored_sweep(logdir).get("lr"), list)
+    except ConfigError:
+        return False
 
 
 def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -> dict:
@@ -130,8 +141,9 @@ def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -
     except ConfigError:
         sweep = {}
     search = sweep.get("search") if isinstance(sweep.get("search"), dict) else {}
-    if sweep.get("lr") is not None:  # the fixed-rate protocol searched nothing
-        out["fixed_lr"] = float(sweep["lr"])
+    if sweep.get("lr") is not None:  # the fixed-rate protocol searched nothing (a list: several shared rates)
+        lr = sweep["lr"]
+        out["fixed_lr"] = [float(r) for r in lr] if isinstance(lr, list) else float(lr)
         out.pop("search", None)
         return out
     if search.get("epochs") or search.get("total_steps"):
@@ -188,7 +200,10 @@ def protocol_line(protocol: dict | None) -> str:
             else " or ".join(items)
 
     search = protocol.get("search")
-    if protocol.get("fixed_lr") is not None:
+    if isinstance(protocol.get("fixed_lr"), list):
+        parts = [f"fixed learning rates {', '.join(f'{r:g}' for r in protocol['fixed_lr'])} shared by every arm, "
+                 "each its own final runs (no search)"]
+    elif protocol.get("fixed_lr") is not None:
         parts = [f"fixed learning rate {protocol['fixed_lr']:g} for every arm (no search)"]
     else:
         parts = [f"learning rate searched with {length(search).replace(' epochs', '-epoch').replace(' steps', '-step')}"

@@ -8,6 +8,7 @@ beyond a Stat's one-line text (`signed`) and the verdicts' marks."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -92,6 +93,16 @@ def acc_stat(values, seeds=None) -> Stat:
     v = np.asarray(values, float) * 100
     by_seed = dict(zip(seeds if seeds is not None else range(len(v)), map(float, v)))
     return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v), seeds=by_seed)
+
+
+def mean_interval(values, seeds=None) -> Stat:
+    """Accuracies (fractions) as percent: their mean with a Student-t 95% interval over seeds (n − 1
+    degrees of freedom), cut to what an accuracy can reach ([0, 100]); a point alone for one seed."""
+    st = acc_stat(values, seeds)
+    if st.n < 2:
+        return st
+    half = _t(st.n - 1) * st.std / math.sqrt(st.n)
+    return dataclasses.replace(st, low=max(st.value - half, 0.0), high=min(st.value + half, 100.0))
 
 
 def _win(x: float, y: float) -> float:

@@ -16,7 +16,7 @@ from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
 from kbn.report.measures import (LADDER, SUMMARY_RUNG, Rung, Stability, final_effect, norm_effect, curve_split,
                                  convergence, last_point, mark_stability, poster_steps, stability, units)
 from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
-from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, verdict
+from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, mean_interval, verdict
 from kbn.stability import OUTCOMES, RULE, summarize
 
 
@@ -562,6 +562,73 @@ def build_tables(df: pd.DataFrame, epochs: list[int] | None = None, interval: st
             t.notes.append("rel = (y − x) / (100 − x), x = accuracy (%) without the norm, y = with it.")
         t.notes += _method_notes(t)
     return tables
+
+
+def rates_of(df: pd.DataFrame, protocol: dict | None) -> list[float]:
+    """The shared rates of a fixed-rate sweep over a list of them (protocol fixed_lr a list), that
+    its runs trained at; [] for any other results (one rate, a search, numbers from a file)."""
+    listed = (protocol or {}).get("fixed_lr")
+    if not isinstance(listed, list):
+        return []
+    return [float(r) for r in listed if (df["lr"] == float(r)).any()]
+
+
+def rate_tables(df: pd.DataFrame, rates: list[float], epochs: list[int] | None = None, interval: str = "t",
+                protocol: dict | None = None, extra: list[Extra] = ()) -> list[Table]:
+    """A fixed-rate sweep over several shared rates: per network and optimizer, one compact table
+    (rows norm, columns rate: final test accuracy) first, then every table of `build_tables` once per
+    rate from that rate's runs alone, its title naming the rate (a cell's runs at one rate are its
+    seeds). Tidy records name the rate in their table field (`poster@lr0.3`)."""
+    per_rate = {r: df[df["lr"] == r] for r in rates}
+    out = rates_tables({r: Results(g, epochs, interval) for r, g in per_rate.items()})
+    for r, g in per_rate.items():
+        for t in build_tables(g, epochs, interval, {**(protocol or {}), "fixed_lr": r}, extra):
+            t.title, t.label = f"lr {r:g} — {t.title}", (f"lr{r:g}", *t.label)
+            for rec in t.records:
+                rec["table"] = f"{rec['table']}@lr{r:g}"
+            out.append(t)
+    return out
+
+
+def rates_tables(by_rate: dict[float, Results]) -> list[Table]:
+    """Per (dataset, network, optimizer): each norm's test accuracy at its last evaluation at each
+    shared rate, mean with a Student-t 95% interval over seeds (cut to [0, 100]), marked † where runs
+    behind it had not trained (kbn.stability): at which rates each norm wins."""
+    rates = list(by_rate)
+    keys = list(dict.fromkeys((d, a, o) for res in by_rate.values() for d, a in res.all_pairs()
+                              for o in res.present_all("optimizer")))
+    out = []
+    for d, a, opt in keys:
+        t = Table("rates", f"Rates — {display_name(d, a)}, {optimizer_name(opt)}: final test accuracy (%) at each "
+                  "shared learning rate", ["norm"] + [f"lr {r:g}" for r in rates], [], kind="plain", label=(d, a, opt))
+        norms = registry.order("norm", {n for res in by_rate.values() for n in res.present_all("norm")})
+        for norm in norms:
+            row = [norm]
+            for r, res in by_rate.items():
+                last = res.last(d, a, norm, opt, "test")
+                x = res.at(d, a, norm, opt, "test", *last) if last else None
+                stat = mean_interval(list(x.values()), list(x)) if x else None
+                if stat is not None:
+                    stat = _acc_marked(stat, res, d, a, norm, opt, last[1])
+                    if stat.unstable:  # the same norm at another rate is another arm: say which
+                        stat.unstable = [f"lr {r:g}: {phrase}" for phrase in stat.unstable]
+                row.append(stat)
+                _add_records(t, d, a, opt, norm, None, f"accuracy_lr{r:g}", stat)
+            t.rows.append(row)
+        if not any(isinstance(c, Stat) for row in t.rows for c in row[1:]):
+            continue
+        _mark_extremes(t, range(1, len(rates) + 1), smallest=False, k=1)  # which norm wins at each rate
+        t.mark_what = "the norm with the highest mean at each rate"
+        ns = sorted({c.n for row in t.rows for c in row[1:] if isinstance(c, Stat)})
+        t.notes.append("Test accuracy at each run's last evaluation: mean over seeds "
+                       + (f"(n = {ns[0]}) " if len(ns) == 1 else f"(n = {ns[0]}–{ns[-1]}) ")
+                       + "with a Student-t 95% interval (n − 1 degrees of freedom, cut to [0, 100]); every arm "
+                       "trains at the column's rate, nothing searched. The tables per rate follow.")
+        t.notes += _stability_notes(t)
+        if any(c is None for row in t.rows for c in row[1:]):
+            t.notes.append(f"{MISSING}: no finished run for this cell yet (the sweep may still be running).")
+        out.append(t)
+    return out
 
 
 def stability_tables(res: Results) -> list[Table]:
