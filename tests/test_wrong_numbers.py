@@ -149,3 +149,122 @@ def test_binary_npz_retrains_on_the_changed_file_not_its_cached_copy(tmp_path, c
     assert c1["components"]["dataset"]["sha256"] != c2["components"]["dataset"]["sha256"]
     assert c1["data"]["sizes"]["train"] + c1["data"]["sizes"]["validation"] == 300
     assert c2["data"]["sizes"]["train"] + c2["data"]["sizes"]["validation"] == 240  # the new file trained
+
+
+# ---------------------------------------------------------------- item 7: components of one's own
+
+LAB = '''
+import keras
+from keras import layers
+
+from kbn.models import dense_block
+
+
+def _net(input_shape, units, activation="softmax"):
+    inputs = keras.Input(input_shape)
+    x = dense_block(layers.Flatten()(inputs), 16, "none", "relu", "h1")
+    return keras.Model(inputs, layers.Dense(units, activation=activation, name="out")(x))
+
+
+def five(input_shape, num_classes, norm, activation="relu"):
+    return _net(input_shape, 5)
+
+
+def thirty_seven(input_shape, num_classes, norm, activation="relu"):
+    return _net(input_shape, 37)
+
+
+def no_softmax(input_shape, num_classes, norm, activation="relu"):
+    return _net(input_shape, num_classes, activation=None)
+
+
+def norm_in_one_of_three(input_shape, num_classes, norm, activation="relu"):
+    inputs = keras.Input(input_shape)
+    x = dense_block(layers.Flatten()(inputs), 16, norm, activation, "h1")
+    x = layers.Activation(activation, name="h2_act")(layers.Dense(16, name="h2")(x))
+    x = layers.Dense(16, activation=activation, name="h3")(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="out")(x))
+
+
+def fixed_rate(learning_rate):
+    return keras.optimizers.SGD(learning_rate=0.01)  # ignores the rate it is given
+
+
+def scheduled(learning_rate):
+    return keras.optimizers.SGD(learning_rate=keras.optimizers.schedules.ExponentialDecay(learning_rate, 10, 0.5))
+'''
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    """A folder on the import path holding `lab_<test>.py` (LAB) and modules a test writes; the module name."""
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    name = f"lab_{abs(hash(str(tmp_path))) % 10**8}"
+    (folder / f"{name}.py").write_text(LAB)
+    yield name
+    for mod in [m for m in list(__import__("sys").modules) if m.startswith(name) or m.startswith("kbn_lab_")]:
+        monkeypatch.delitem(__import__("sys").modules, mod, raising=False)
+
+
+@pytest.mark.parametrize("builder,norm,expect", [
+    ("five", "none", "ends in 5 outputs for the 4 classes of the data"),
+    ("thirty_seven", "none", "ends in 37 outputs for the 4 classes of the data"),
+    ("no_softmax", "none", "gives outputs that are not probabilities (an example's sum to "),
+    ("norm_in_one_of_three", "batch", "with norm 'batch': 2 of 3 hidden layers have no BatchNormalization (Dense 'h2' goes "
+     "into Activation 'h2_act' directly)"),
+], ids=["5-units", "37-units", "no-softmax", "norm-in-1-of-3"])
+def test_a_network_that_would_train_wrong_numbers_is_refused(tmp_path, capsys, make_images, lab, builder, norm,
+                                                            expect):
+    name = write_npz(make_images, tmp_path / "d.npz")
+    assert main(train_args(tmp_path, name, "--arch", f"{lab}:{builder}", "--norm", norm)) == 2
+    err = err_line(capsys)
+    assert f"arch: '{lab}:{builder}' " in err and expect in err, err
+    assert nothing_trained(tmp_path)
+
+
+def test_an_optimizer_factory_that_ignores_the_rate_is_refused(tmp_path, capsys, make_images, lab):
+    name = write_npz(make_images, tmp_path / "d.npz")
+    assert main(train_args(tmp_path, name, "--optimizer", f"{lab}:fixed_rate", "--lr", "0.05")) == 2
+    err = err_line(capsys)
+    assert (f"optimizer: '{lab}:fixed_rate' made an optimizer whose learning rate is 0.01 when asked for 0.05; "
+            "pass the rate it is given on to the optimizer") in err, err
+    assert nothing_trained(tmp_path)
+
+
+@pytest.mark.slow
+def test_an_optimizer_whose_rate_cannot_be_read_trains_with_a_stated_warning(tmp_path, capsys, make_images, lab):
+    name = write_npz(make_images, tmp_path / "d.npz")
+    assert main(train_args(tmp_path, name, "--optimizer", f"{lab}:scheduled", "--lr", "0.05")) == 0
+    err = capsys.readouterr().err
+    assert (f"kbn: warning: optimizer '{lab}:scheduled': its learning rate is a ExponentialDecay, not the 0.05 "
+            "asked for; config.json and metrics.csv record 0.05, which kbn cannot vouch for (config.json: lr_verified "
+            "false)") in err, err
+    (config,) = (tmp_path / "r").glob("*/config.json")
+    assert json.loads(config.read_text())["components"]["optimizer"]["lr_verified"] is False
+
+
+@pytest.mark.slow
+def test_a_checked_rate_is_recorded_as_verified(tmp_path, capsys, make_images):
+    name = write_npz(make_images, tmp_path / "d.npz")
+    assert main(train_args(tmp_path, name, "--optimizer", "tests.user_parts:half_momentum", "--lr", "0.05")) == 0
+    (config,) = (tmp_path / "r").glob("*/config.json")
+    assert json.loads(config.read_text())["components"]["optimizer"]["lr_verified"] is True
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source,expect", [
+    ("import sys\nsys.exit(3)\n", "importing module '{m}' called sys.exit(3); a module kbn imports must not exit "
+     "(put its script part under `if __name__ == \"__main__\":`)"),
+    ("import kbn_no_such_package_xyz\n", "importing module '{m}' failed: it imports 'kbn_no_such_package_xyz', which "
+     "is not installed (No module named 'kbn_no_such_package_xyz'); install it"),
+], ids=["sys-exit", "inner-import"])
+def test_a_module_that_exits_or_whose_own_import_fails_says_so(tmp_path, capsys, make_images, lab, source, expect):
+    mod = f"kbn_lab_{lab}"
+    (tmp_path / "lab" / f"{mod}.py").write_text(source)
+    name = write_npz(make_images, tmp_path / "d.npz")
+    assert main(train_args(tmp_path, name, "--optimizer", f"{mod}:Opt")) == 2
+    err = err_line(capsys)
+    assert f"optimizer: '{mod}:Opt': " + expect.format(m=mod) in err, err
+    assert "PYTHONPATH" not in err
