@@ -47,6 +47,7 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path, capsys):
     assert f"{f}: the header names accuracy twice (columns 8 and 9)" in err, err
 
 
+@pytest.mark.slow
 def test_a_hash_inside_a_quoted_field_is_data_and_a_trailing_comment_still_a_comment(tmp_path, capsys):
     f = tmp_path / "plain.csv"
     f.write_text("\n".join(accuracies()) + "\n")
