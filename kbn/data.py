@@ -175,11 +175,48 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
             raise DataError(f"dataset npz:{path}: x_{split} {x.shape} and y_{split} {y.shape} {y.dtype}: give images "
                             "(N, H, W[, C]) and N non-negative integer labels")
         if x.dtype != np.uint8:
+            nan = np.flatnonzero(np.isnan(x).reshape(len(x), -1).any(axis=1)) if x.dtype.kind == "f" else []
+            if len(nan):  # a cast would make them 0, black pixels that were never there
+                raise ConfigError(f"dataset npz:{path}: x_{split} holds {int(np.isnan(x).sum())} NaN pixels (the "
+                                  f"first in example {nan[0]}); give finite pixels")
             if x.min() < 0 or x.max() > 1:
                 raise DataError(f"dataset npz:{path}: x_{split} is {x.dtype} outside [0, 1]; give uint8 pixels or "
                                 "floats in [0, 1]")
             arrays[f"x_{split}"] = np.round(x * 255).astype(np.uint8)
+    _check_labels(path, arrays["y_train"], arrays["y_test"])
     return arrays
+
+
+def _check_labels(path: str, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """An npz file's class count is its largest label + 1: every class 0..K-1 must have training
+    examples, or the network gets outputs for classes that do not exist (chance 1/501 for labels
+    0..9 and one 500) and the test set classes it never saw."""
+    seen = np.unique(y_train)
+    if len(seen) < 2:
+        raise ConfigError(f"dataset npz:{path}: y_train holds one label ({seen[0]}): a classifier needs two classes "
+                          "or more")
+    unseen = np.flatnonzero(~np.isin(y_test, seen))
+    if len(unseen):
+        raise ConfigError(f"dataset npz:{path}: y_test holds label {y_test[unseen[0]]} (example {unseen[0]}), which no "
+                          f"training example has ({len(unseen)} test example(s) so); number the classes 0..K−1, "
+                          "each with training examples")
+    k = int(seen[-1]) + 1
+    if len(seen) < k:
+        missing = np.setdiff1d(np.arange(k), seen)
+        raise ConfigError(f"dataset npz:{path}: labels run up to {k - 1} ({k} classes) but no training example has "
+                          f"{_spans(missing)}; number the classes 0..K−1, each with training examples")
+
+
+def _spans(values: np.ndarray) -> str:
+    """Sorted whole numbers as '3, 5–9' (at most 5 parts)."""
+    parts, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}–{values[j]}")
+        i = j + 1
+    return ", ".join(parts[:5]) + (f" and {len(parts) - 5} more" if len(parts) > 5 else "")
 
 
 # ---------------------------------------------------------------- tensorflow-datasets
@@ -299,7 +336,14 @@ def binarise(x: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def cache_path(name: str) -> Path:
-    return cache_dir() / (re.sub(r"[^\w.]", "_", name) + ".npz")
+    """The cache file of `name`. A variant of an npz file is keyed by the file's sha256, so a changed
+    file is never shadowed by the copy made from its old contents."""
+    stem = re.sub(r"[^\w.]", "_", name)
+    prefixes, base = registry.split_variant(name)
+    if prefixes and base.startswith("npz:"):
+        sha = registry.file_hash(Path(base[4:]))
+        stem += f"-{sha[:16]}" if sha else ""
+    return cache_dir() / (stem + ".npz")
 
 
 def write_cache(name: str, arrays: dict[str, np.ndarray], source: str) -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 
 import keras
+import numpy as np
 from keras import layers
 
 from kbn import registry
@@ -187,7 +188,29 @@ def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth
     if not isinstance(model, keras.Model):
         raise ConfigError(f"arch: {arch!r} returned a {type(model).__name__}, not a keras.Model")
     check_norm_placement(model, norm_rec, arch)
+    check_outputs(model, input_shape, num_classes, arch)
     return apply_init(model, init)
+
+
+def check_outputs(model: keras.Model, input_shape, num_classes: int, arch: str) -> None:
+    """A network of one's own must end in one probability per class: kbn trains it with cross-entropy
+    on probabilities and scores it by the largest output, so 5 or 37 outputs for 10 classes, or logits,
+    would train and report numbers that mean nothing. Checked on two images of seeded noise (numpy's
+    generator: the network's own seeded weights are not touched)."""
+    refuse = f"arch: {arch!r} "
+    how = '; end it in Dense(num_classes, activation="softmax")'
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        shapes = ", ".join(str(tuple(o.shape)) for o in model.outputs)
+        raise ConfigError(f"{refuse}gives outputs of shape {shapes}, not (batch, {num_classes}){how}")
+    units = model.outputs[0].shape[-1]
+    if units != num_classes:
+        raise ConfigError(f"{refuse}ends in {units} outputs for the {num_classes} classes of the data{how}")
+    images = np.random.default_rng(0).random((2, *input_shape), dtype=np.float32)
+    out = keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float64)
+    sums = out.sum(axis=1)
+    if not (np.all(out >= -1e-6) and np.allclose(sums, 1.0, atol=1e-3)):
+        raise ConfigError(f"{refuse}gives outputs that are not probabilities (an example's sum to {sums[0]:.4g}, "
+                          f"the smallest is {out.min():.4g}); kbn trains on probabilities{how}")
 
 
 def _neighbours(layer, outbound: bool) -> list:
@@ -223,3 +246,35 @@ def check_norm_placement(model: keras.Model, norm, arch: str) -> None:
     if want is not None and not found:
         names = ", ".join(dict.fromkeys(type(layer).__name__ for layer in model.layers))
         raise ConfigError(f"{refuse}no {want.__name__} layer in the model (it holds {names}){how}")
+    hidden = _hidden_linear(model)
+    bare = [(layer, after) for layer, after in hidden if want is not None and after is not None]
+    if bare:
+        layer, after = bare[0]
+        into = "its own activation" if after is layer else f"{type(after).__name__} {after.name!r} directly"
+        raise ConfigError(f"{refuse}{len(bare)} of {len(hidden)} hidden layers have no {want.__name__} "
+                          f"({type(layer).__name__} {layer.name!r} goes into {into}){how}")
+
+
+def _is_softmax(layer) -> bool:
+    return isinstance(layer, layers.Softmax) or getattr(layer, "activation", None) is keras.activations.softmax
+
+
+def _hidden_linear(model: keras.Model) -> list:
+    """(layer, what follows it without a norm, else None) for each hidden linear map: a layer with a
+    kernel whose own activation is a nonlinearity other than softmax (then it follows itself), or that
+    feeds an Activation other than softmax (then that Activation follows it). The output layer is none."""
+    out = []
+    for layer in model.layers:
+        if not hasattr(layer, "kernel") or _is_softmax(layer):
+            continue
+        act = getattr(layer, "activation", None)
+        if act is not None and act is not keras.activations.linear:
+            out.append((layer, layer))
+            continue
+        after = _neighbours(layer, True)
+        if after and all(isinstance(a, layers.Activation) and not _is_softmax(a) for a in after):
+            out.append((layer, after[0]))
+        elif after and not any(_is_softmax(a) for a in after) and not all(
+                isinstance(a, (layers.Add, layers.Concatenate)) for a in after):
+            out.append((layer, None))  # into a norm (checked above) or something kbn has no rule for
+    return out

@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -76,7 +77,15 @@ def import_object(field: str, spec: str) -> tuple[Any, Path | None]:
     _add_cwd_to_path()
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as e:  # a script's exit, run at import: kbn would end with its code and no word
+        raise ConfigError(f"{field}: {spec!r}: importing module {module_name!r} called sys.exit({e.code!r}); a module "
+                          "kbn imports must not exit (put its script part under `if __name__ == \"__main__\":`)") \
+            from None
     except ModuleNotFoundError as e:
+        if e.name and not (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise ConfigError(f"{field}: {spec!r}: importing module {module_name!r} failed: it imports {e.name!r}, "
+                              f"which is not installed ({e}); install it, or fix that import in "
+                              f"{_module_file(module_name)}") from None
         raise ConfigError(f"{field}: {spec!r}: cannot import module {module_name!r} ({e}); put it on PYTHONPATH "
                           f"or run kbn from the folder that holds it (tried {os.getcwd()} and sys.path)") from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing: say how
@@ -91,6 +100,15 @@ def import_object(field: str, spec: str) -> tuple[Any, Path | None]:
                               f"it has: {', '.join(n for n in dir(module) if not n.startswith('_'))[:200]}")
         obj = getattr(obj, part)
     return obj, file
+
+
+def _module_file(module_name: str) -> str:
+    """Where a module that failed to import lives, without importing it again."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    return spec.origin if spec is not None and spec.origin else f"module {module_name!r}"
 
 
 def file_hash(path: Path | None) -> str | None:
@@ -158,7 +176,25 @@ class Optimizer:
                               f"{f' and {sorted(overrides)}' if overrides else ''}: {e}") from None
         if not isinstance(opt, keras.optimizers.Optimizer):
             raise ConfigError(f"{field}: {self.name!r} returned {_what(opt)}, not a keras.optimizers.Optimizer")
+        self.rate_verified(opt, lr, field)
         return opt
+
+    def rate_verified(self, opt, lr: float, field: str = "optimizer") -> bool:
+        """Whether the optimizer made for `lr` is known to use it: True when its learning rate reads as
+        `lr`; False when it cannot be read (a schedule, a rate of its own making): runs record the
+        rate they asked for, which kbn then cannot vouch for. A rate that reads otherwise (a factory
+        ignoring its argument) is an error: every number of the run would be filed under a rate
+        never used."""
+        import keras
+
+        rate = getattr(opt, "_learning_rate", None)
+        if not isinstance(rate, keras.Variable):
+            return False
+        used = float(keras.ops.convert_to_numpy(rate))
+        if abs(used - lr) > 1e-6 * abs(lr):  # float32's rounding of the rate passes
+            raise ConfigError(f"{field}: {self.name!r} made an optimizer whose learning rate is {used:.6g} when "
+                              f"asked for {lr:g}; pass the rate it is given on to the optimizer")
+        return True
 
     @property
     def packable(self) -> bool:

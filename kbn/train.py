@@ -265,6 +265,21 @@ def _compile(cfgs: list[TrainConfig], singles: list[keras.Model], ds: kdata.Data
     return packed.train, packed.evaluate, packed
 
 
+def _rate_verified(components: dict, cfg: TrainConfig, model: keras.Model) -> dict:
+    """A user's optimizer with `lr_verified` added: whether its learning rate read as cfg.lr (one that
+    reads otherwise was refused when it was made). Unreadable: said on stderr, even with -q, since
+    config.json and metrics.csv then record a rate kbn cannot vouch for."""
+    if "optimizer" not in components or model.optimizer is None:
+        return components
+    verified = registry.get("optimizer", cfg.optimizer).rate_verified(model.optimizer, cfg.lr)
+    if not verified:
+        rate = getattr(model.optimizer, "_learning_rate", None)
+        print(f"kbn: warning: optimizer {cfg.optimizer!r}: its learning rate is a {type(rate).__name__}, not the "
+              f"{cfg.lr:g} asked for; config.json and metrics.csv record {cfg.lr:g}, which kbn cannot vouch for "
+              "(config.json: lr_verified false)", file=sys.stderr, flush=True)
+    return {**components, "optimizer": {**components["optimizer"], "lr_verified": verified}}
+
+
 def _run_metadata(cfg: TrainConfig, ds: kdata.Dataset, model: keras.Model, components: dict, schedule: Schedule,
                   spe: int, k: int, own_orders: bool, protocol: dict | None) -> dict:
     """What every packed run's config.json says alike: environment, data, network, schedule, what batch
@@ -343,6 +358,7 @@ class _Trials:
         spe = max(1, min(chunk, schedule.period_steps))
         own_orders = len({c.seed for c in cfgs}) > 1
         model, evaluator, packed = _compile(cfgs, singles, ds, spe, own_orders)
+        components = _rate_verified(components, cfg, model)
         loop = jax_loop_enabled()
         shared = _run_metadata(cfg, ds, singles[0], components, schedule, chunk if loop else spe, k, own_orders,
                                protocol)

@@ -335,6 +335,10 @@ def read_long_csv(path: str | Path) -> pd.DataFrame:
         raise ReportError(f"{path}: the file is empty; expected the header {','.join(LONG_COLUMNS)} "
                           "and a row per accuracy")
     (_, header), rows = lines[0], lines[1:]
+    twice = sorted({c for c in header if header.count(c) > 1}, key=header.index)
+    if twice:  # which of the two a row's value would come from is a guess
+        at = " and ".join(str(i + 1) for i, c in enumerate(header) if c == twice[0])
+        raise ReportError(f"{path}: the header names {twice[0]} twice (columns {at}); name each column once")
     need = [c for c in LONG_COLUMNS if c not in ("epoch", "lr")]
     missing = [c for c in need if c not in header] + ([] if {"epoch", "step"} & set(header) else ["epoch (or step)"])
     if missing:
@@ -363,19 +367,55 @@ def read_long_csv(path: str | Path) -> pd.DataFrame:
                 raise ReportError(f"{path} line {n}: {' '.join(rec[c] for c in CELL)} seed {rec['seed']} has lr "
                                   f"{rec['lr']:g} but line {m} has lr {lr:g}: two runs under one seed; a cell's "
                                   "runs must differ in seed")
-        records.append(rec)
+        records.append((n, rec))
+    _same_epochs(path, records)
+    records = [rec for _, rec in records]
     return normalise_long(pd.DataFrame.from_records(records, columns=LONG_COLUMNS + OPTIONAL))
 
 
+def _same_epochs(path: Path, records: list[tuple[int, dict]]) -> None:
+    """Every seed of an arm (a cell and norm, on one split) must have the same evaluations: a file holds
+    finished runs, and a seed with an extra epoch would move the arm's "last epoch" to where the other
+    seeds have no number. The error names the first line that not every seed has."""
+    arms: dict = {}
+    for n, rec in records:
+        axis = "epoch" if rec["epoch"] is not None else "step"
+        arm = arms.setdefault(tuple(rec[c] for c in CELL) + (rec["split"], axis), {})
+        arm.setdefault(rec["seed"], {})[rec[axis]] = n
+    for (*cell, split, axis), seeds in arms.items():
+        have = {s: sorted(xs) for s, xs in seeds.items()}
+        if len({tuple(xs) for xs in have.values()}) < 2:
+            continue
+        common = set.intersection(*(set(xs) for xs in have.values()))
+        n, seed, x = min((n, s, x) for s, xs in seeds.items() for x, n in xs.items() if x not in common)
+        other = next(s for s in sorted(have) if have[s] != have[seed])
+        shown = [_epochs(have[s]).replace("epoch", axis) for s in (seed, other)]
+        raise ReportError(f"{path} line {n}: {' '.join(cell)} {split}: seed {seed} has {shown[0]} but seed {other} "
+                          f"has {shown[1]}; every seed of an arm needs the same {axis}s (a file of finished runs): "
+                          "add the missing rows or remove the extra ones")
+
+
+def _uncommented(line: str) -> str:
+    """`line` up to a '#' that starts a comment: one outside double quotes (a quoted name may hold '#')."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return line[:i]
+    return line
+
+
 def _csv_lines(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number in the file, fields) of every line that is not blank or a # comment."""
+    """(line number in the file, fields) of every line that is not blank or a # comment (a '#' outside
+    quotes starts one)."""
     try:
         text = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: Excel writes a byte-order mark
     except (OSError, UnicodeDecodeError) as e:
         raise ReportError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     out = []
     for n, line in enumerate(text, 1):
-        line = line.split("#", 1)[0]  # names and numbers never hold '#'
+        line = _uncommented(line)
         if line.strip():
             out.append((n, [f.strip() for f in next(csv.reader([line]))]))
     return out
