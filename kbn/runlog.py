@@ -96,8 +96,10 @@ class RunLog:
 
     def start(self, config: dict, hparams: tboard.HParams | None = None) -> None:
         # An unfinished folder is a run that was interrupted: it is redone from scratch.
-        if self.folder.exists():
+        if self.folder.is_dir():
             shutil.rmtree(self.folder)
+        elif self.folder.exists() or self.folder.is_symlink():  # a file where the folder was: damage, replaced
+            self.folder.unlink()
         self.folder.mkdir(parents=True)
         write_json_atomic(self.folder / "config.json", config)
         self._csv_file = open(self.folder / "metrics.csv", "w", newline="")
@@ -177,7 +179,8 @@ def check_run(folder: Path, finished: bool = False, model: bool = False) -> RunC
     if not (folder / "result.json").exists():
         if not finished:
             return RunCheck()
-        gone = "the run folder is missing" if not folder.is_dir() else "result.json is missing"
+        gone = ("result.json is missing" if folder.is_dir() else
+                "the run folder is a file, not a folder" if folder.exists() else "the run folder is missing")
         return RunCheck(problem=gone, lost=True)
     try:
         result = json.loads((folder / "result.json").read_text())

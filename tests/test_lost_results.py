@@ -197,3 +197,14 @@ def test_fault_injection_a_lost_run_result_and_model_are_named_and_exactly_they_
     assert _report(sweep_copy) == original
     assert kbn.open_sweep(sweep_copy).problems() == []
     assert json.loads((runs[3] / "result.json").read_text())["status"] == "finished"
+
+
+def test_a_file_where_a_run_folder_was_is_named_and_replaced_by_the_run(sweep_copy, capsys, tiny_dataset):
+    from kbn.runlog import RunLog
+
+    run = final_runs(sweep_copy)[0]
+    shutil.rmtree(run)
+    run.write_text("not a folder")
+    assert f"runs/{run.name}: the run folder is a file, not a folder" in status_text(sweep_copy, capsys)
+    RunLog(run).start({"settings": {"seed": 0}, "schedule": {"periods": 1}})  # before: NotADirectoryError
+    assert (run / "config.json").is_file() and (run / "metrics.csv").is_file()
