@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from kbn.config import SweepConfig
-from kbn.plan import STATUS_HEADERS, cells_by_key, folder_progress, problem_lines, run_folder, status_rows
+from kbn.plan import (STATUS_HEADERS, cells_by_key, check_trial_run, folder_progress, problem_lines, run_folder,
+                      status_rows)
 from kbn.runlog import MODEL_FILE, check_run
 from kbn.sweep_folder import load_folder_sweep
 
@@ -82,7 +83,7 @@ class Sweep:
                 continue
             outcome = None
             if state.get("status") == "COMPLETED":
-                check = check_run(run_folder(self.config, self.folder, v, cells))
+                _, check = check_trial_run(self.config, self.folder, v, cells)
                 outcome = check.outcome.kind if check.outcome is not None else None
             rows.append([tid, cell.key, cell.dataset, cell.arch, cell.norm, cell.optimizer, v["phase"],
                          float(v["lr"]), int(v["seed"]), state.get("status"), state.get("score"), outcome])
@@ -91,8 +92,10 @@ class Sweep:
     @property
     def final_runs(self) -> pd.DataFrame:
         """The final runs (phase "final": the chosen rate, once per seed), one row each: FINAL_COLUMNS.
-        folder is the run folder under runs/; status is the run's (finished, diverged), or "damaged",
-        or the trial's while it has not ended (running, failed); outcome is how its training ended
+        folder is the run folder under runs/; status is the run's (finished, diverged), or "damaged" (a
+        file it had is gone or not whole: its folder, result.json, metrics.csv, model.keras; `problems()`
+        says which, and a run whose model.keras alone is lost keeps its accuracies), or the trial's while
+        it has not ended (running, failed); outcome is how its training ended
         (trained, diverged, collapsed, never learned: kbn.stability), with its best validation accuracy
         and, for a collapsed or diverged run, the epoch (step) where it fell (fell_at); model is the path
         of its trained network (`model.keras`, saved uncompiled; None for a diverged run or one made
@@ -111,19 +114,24 @@ class Sweep:
             v = state["hyperparameters"]["values"]
             if v.get("cell") not in cells or v.get("phase") != "final":
                 continue
-            folder = run_folder(self.config, self.folder, v, cells)
-            check = check_run(folder)
+            if state.get("status") == "COMPLETED":
+                folder, check = check_trial_run(self.config, self.folder, v, cells)
+            else:
+                folder = run_folder(self.config, self.folder, v, cells)
+                check = check_run(folder)
             metrics = (check.result or {}).get("metrics", {})
-            if check.result is not None:
+            if check.damaged:
+                status = "damaged"
+            elif check.result is not None:
                 status = check.result["status"]
             else:
-                status = "damaged" if check.damaged else str(state.get("status")).lower()
+                status = str(state.get("status")).lower()
             model = folder / MODEL_FILE
             how = check.outcome
             rows.append([v["cell"], int(v["seed"]), float(v["lr"]), str(folder), status,
                          metrics.get("test_accuracy"), metrics.get("val_accuracy"),
                          how.kind if how else None, how.best if how else None, how.fell_at if how else None,
-                         str(model) if check.result is not None and model.exists() else None])
+                         str(model) if check.result is not None and not check.damaged and model.exists() else None])
         return pd.DataFrame(rows, columns=FINAL_COLUMNS)
 
     def status(self) -> pd.DataFrame:
@@ -136,7 +144,7 @@ class Sweep:
         return pd.DataFrame(status_rows(self.folder), columns=STATUS_COLUMNS)
 
     def problems(self) -> list[str]:
-        """Failed trials, unreadable trial files and damaged run folders, one line each (what
+        """Failed trials, unreadable trial files and damaged or lost run folders, one line each (what
         `kbn status` lists; a resumed sweep redoes them)."""
         return problem_lines(folder_progress(self.folder))
 

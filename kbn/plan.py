@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kbn.config import Cell, SweepConfig
-from kbn.runlog import check_run
+from kbn.runlog import RunCheck, check_run
 from kbn.sweep_folder import is_locked, load_folder_sweep
 
 # Keras Tuner's TrialStatus values. Only a COMPLETED trial is a result; a FAILED one (a crash that is not
@@ -206,6 +206,21 @@ def run_folder(sweep: SweepConfig, logdir: Path, values: dict, cells: dict[str, 
     return Path(logdir) / sub / cfg.run_name()
 
 
+def keeps_model(values: dict) -> bool:
+    """Whether the trial with these hyperparameters keeps its trained network (model.keras): final
+    runs do; search trials would cost disk for nothing."""
+    return values["phase"] == "final"
+
+
+def check_trial_run(sweep: SweepConfig, logdir: Path, values: dict,
+                    cells: dict[str, Cell] | None = None) -> tuple[Path, RunCheck]:
+    """A completed trial's run folder and what it holds: the trial counts as done only while the
+    folder is there and whole (a final run with a whole model.keras); Keras Tuner's COMPLETED alone
+    is not believed over the disk."""
+    folder = run_folder(sweep, logdir, values, cells)
+    return folder, check_run(folder, finished=True, model=keeps_model(values))
+
+
 def failure_summary(message: str | None) -> str:
     """The first line of a failed trial's message (kbn stores the exception's line first)."""
     lines = (message or "").strip().splitlines()
@@ -214,7 +229,7 @@ def failure_summary(message: str | None) -> str:
 
 class Problem(NamedTuple):
     cell: str  # "" for a file no cell can be named for
-    kind: str  # failed | unreadable | damaged
+    kind: str  # failed | unreadable | damaged | lost (a finished run's folder, result.json or model.keras)
     text: str
 
     def line(self) -> str:
@@ -234,7 +249,8 @@ class FolderState:
 
 def folder_progress(logdir: Path) -> FolderState:
     """Per-cell progress read straight from the trial files (no Keras Tuner needed). A completed trial
-    whose run folder is damaged counts as not done (a resume redoes it); a failed one holds its cell."""
+    whose run folder is damaged or lost (`check_trial_run`) counts as not done (a resume redoes it); a
+    failed one holds its cell."""
     logdir = Path(logdir)
     sweep = load_folder_sweep(logdir)
     cells = cells_by_key(sweep)
@@ -255,10 +271,11 @@ def folder_progress(logdir: Path) -> FolderState:
             continue
         what = f"{values['phase']} lr {values['lr']:.4g}" + (f" seed {values['seed']}" if values["phase"] == "final" else "")
         if status == COMPLETED:
-            check = check_run(run_folder(sweep, logdir, values, cells))
+            folder, check = check_trial_run(sweep, logdir, values, cells)
             if check.damaged:
-                rel = run_folder(sweep, logdir, values, cells).relative_to(logdir)
-                problems.append(Problem(cell, "damaged", f"{rel}: {check.problem}; redone on resume"))
+                rel = folder.relative_to(logdir).as_posix()
+                problems.append(Problem(cell, "lost" if check.lost else "damaged",
+                                        f"{rel}: {check.problem}; redone on resume"))
             else:
                 scores[trial_key(values)] = score_value(state.get("score"))
                 outcomes[trial_key(values)] = check.outcome.kind
@@ -310,7 +327,7 @@ def unstable_text(kinds: list[str]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "-"
 
 
-def problem_lines(state: FolderState, kinds=("failed", "unreadable", "damaged")) -> list[str]:
+def problem_lines(state: FolderState, kinds=("failed", "unreadable", "damaged", "lost")) -> list[str]:
     """The problems of a sweep folder, one line each."""
     return [pr.line() for pr in state.problems if pr.kind in kinds]
 

@@ -9,7 +9,9 @@ A run folder holds:
                 percentiles of the input to its nonlinearity on a fixed batch of validation images, for one
                 fixed unit (FIXED_UNIT) and over all units; TensorBoard gets them as scalars and histograms
   model.keras   the trained network, uncompiled (kbn train; a sweep's final runs), written before result.json
-  result.json   written last and atomically: a folder without it is an unfinished run
+                (which then names it: "model")
+  result.json   written last and atomically: a folder without it is an unfinished run, unless its
+                run is known to have finished (a completed trial's): then it was lost
 TensorBoard files are written without TensorFlow (kbn.tboard), so the JAX backend never imports it.
 """
 
@@ -21,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,12 +91,15 @@ class RunLog:
 
     def finished(self) -> dict | None:
         """The stored result of a finished run whose files are whole, else None (unfinished or damaged)."""
-        return check_run(self.folder).result
+        check = check_run(self.folder)
+        return None if check.damaged else check.result
 
     def start(self, config: dict, hparams: tboard.HParams | None = None) -> None:
         # An unfinished folder is a run that was interrupted: it is redone from scratch.
-        if self.folder.exists():
+        if self.folder.is_dir():
             shutil.rmtree(self.folder)
+        elif self.folder.exists() or self.folder.is_symlink():  # a file where the folder was: damage, replaced
+            self.folder.unlink()
         self.folder.mkdir(parents=True)
         write_json_atomic(self.folder / "config.json", config)
         self._csv_file = open(self.folder / "metrics.csv", "w", newline="")
@@ -145,26 +151,37 @@ class RunLog:
 
 @dataclasses.dataclass
 class RunCheck:
-    """What a run folder holds: `result` for a finished run whose files are whole; `problem` says
-    why a folder that claims to be finished (it has result.json) cannot be trusted."""
+    """What a run folder holds: `result` for a finished run whose numbers are whole; `problem` says
+    why a folder that claims to be finished (it has result.json, or its run is known to have
+    finished) cannot be trusted. `lost`: the problem is a file the finished run had that is gone or
+    not whole (the folder, result.json, model.keras) -- a report reading the folder alone cannot
+    see it. A run whose model.keras alone is lost keeps its `result` (its numbers are whole)."""
 
     config: dict | None = None
     result: dict | None = None
     problem: str | None = None
     outcome: stability.Outcome | None = None  # a finished run's: result.json's, or read off metrics.csv
+    lost: bool = False
 
     @property
     def damaged(self) -> bool:
         return self.problem is not None
 
 
-def check_run(folder: Path) -> RunCheck:
+def check_run(folder: Path, finished: bool = False, model: bool = False) -> RunCheck:
     """Read a run folder and check that its files agree: config.json and result.json parse,
     metrics.csv holds one complete row per evaluation period the result claims. A folder without
-    result.json is an unfinished run (no problem: it is simply redone)."""
+    result.json is an unfinished run (no problem: it is simply redone), unless `finished` says the
+    run is known to have finished (a completed trial): then its folder or result.json was lost.
+    `model`: a finished run must keep its trained network, a whole MODEL_FILE (`check_model`; a
+    run made before kbn kept models, whose result.json names none and records no outcome, need not)."""
     folder = Path(folder)
     if not (folder / "result.json").exists():
-        return RunCheck()
+        if not finished:
+            return RunCheck()
+        gone = ("result.json is missing" if folder.is_dir() else
+                "the run folder is a file, not a folder" if folder.exists() else "the run folder is missing")
+        return RunCheck(problem=gone, lost=True)
     try:
         result = json.loads((folder / "result.json").read_text())
         if not isinstance(result, dict) or result.get("status") not in ("finished", "diverged") \
@@ -184,18 +201,48 @@ def check_run(folder: Path) -> RunCheck:
         return RunCheck(config, problem="metrics.csv is missing")
     except (OSError, ValueError, csv.Error) as e:
         return RunCheck(config, problem=f"metrics.csv is unreadable ({_why(e)})")
-    finished = result["status"] == "finished"
+    done = result["status"] == "finished"
     # a finished run's every row was evaluated; a diverged run's last row has no validation
-    need = ("epoch", "step", "val_accuracy") if finished else ("epoch", "step")
+    need = ("epoch", "step", "val_accuracy") if done else ("epoch", "step")
     complete = [r for r in rows if all(r.get(k) is not None for k in need)]
-    expected = periods if finished else None
+    expected = periods if done else None
     if not rows or len(complete) != len(rows) or (expected is not None and len(rows) != expected) \
             or len(rows) > periods:
         want = f"{expected}" if expected is not None else f"1 to {periods}"
         return RunCheck(config, problem=f"metrics.csv holds {len(complete)} complete row(s) of {want}")
-    if finished and rows[-1]["val_accuracy"] != result["metrics"].get("val_accuracy"):
+    if done and rows[-1]["val_accuracy"] != result["metrics"].get("val_accuracy"):
         return RunCheck(config, problem="metrics.csv's last row disagrees with result.json")
-    return RunCheck(config, result, outcome=run_outcome(config, result, rows))
+    outcome = run_outcome(config, result, rows)
+    if done and model and (result.get("model") == MODEL_FILE or "outcome" in result or (folder / MODEL_FILE).exists()):
+        why = check_model(folder)
+        if why:
+            return RunCheck(config, result, problem=why, outcome=outcome, lost=True)
+    return RunCheck(config, result, outcome=outcome)
+
+
+def check_model(folder: Path) -> str | None:
+    """Why a run's MODEL_FILE cannot be loaded, or None: it must be there, non-empty, and a whole zip
+    holding Keras's config.json and weights. Cheap: the zip's directory and the config are read, not
+    the weights (a truncated file has lost the directory at its end)."""
+    path = Path(folder) / MODEL_FILE
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return f"{MODEL_FILE} is missing"
+    except OSError as e:
+        return f"{MODEL_FILE} is unreadable ({_why(e)})"
+    if size == 0:
+        return f"{MODEL_FILE} is empty"
+    try:
+        with zipfile.ZipFile(path) as z:
+            if not {"config.json", "model.weights.h5"} <= set(z.namelist()):
+                raise ValueError("no Keras config and weights")
+            json.loads(z.read("config.json"))
+    except IsADirectoryError:
+        return f"{MODEL_FILE} is a folder, not a Keras file"
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, RuntimeError):
+        return f"{MODEL_FILE} is not a whole Keras file"
+    return None
 
 
 def run_outcome(config: dict, result: dict, rows: list[dict]) -> stability.Outcome:

@@ -237,7 +237,18 @@ def served_folder(logdir, all_runs: bool) -> Path:
     d = Path(logdir)
     if not d.is_dir():
         raise ConfigError(f"{logdir}: no such folder; give a sweep's folder (e.g. logs/smoke) or a kbn train --logdir")
-    return d if all_runs or not (d / "runs").is_dir() else d / "runs"
+    folder = d if all_runs or not (d / "runs").is_dir() else d / "runs"
+    if not _has_events(folder):  # TensorBoard would serve an empty page without a word
+        if folder != d and _has_events(d):
+            raise ConfigError(f"{folder}: no TensorBoard event files (events.out.tfevents.*) of final runs; "
+                              "add --all to serve the search trials")
+        raise ConfigError(f"{logdir}: no TensorBoard event files (events.out.tfevents.*) to serve; give a sweep's "
+                          "folder (e.g. logs/smoke) or a kbn train --logdir that holds runs")
+    return folder
+
+
+def _has_events(folder: Path) -> bool:
+    return next(folder.rglob("events.out.tfevents.*"), None) is not None
 
 
 def serve(logdir, all_runs: bool = False, host: str = "127.0.0.1", port: int = 6006) -> int:

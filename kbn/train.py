@@ -150,11 +150,12 @@ def _changed(old: dict, new: dict) -> list[str]:
     return [f"{k} {old.get(k, 'absent')} -> {new.get(k, 'absent')}" for k in keys]
 
 
-def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log) -> RunResult | None:
+def _reusable(cfg: TrainConfig, folder: Path, verbose: bool, log, save_model: bool) -> RunResult | None:
     """The finished run in `folder` when it trained exactly `cfg`; None when it must be (re)done.
     The folder name leaves out settings such as epochs, so a finished run with other settings is
-    refused rather than returned as this one's result."""
-    check = check_run(folder)
+    refused rather than returned as this one's result. With `save_model` a run whose model.keras is
+    lost is redone."""
+    check = check_run(folder, model=save_model)
     if check.damaged:
         if verbose:
             log(f"kbn: {folder} is damaged ({check.problem}); training it again")
@@ -204,12 +205,12 @@ def plan_schedule(cfg: TrainConfig, n: int) -> Schedule:
     return Schedule(steps_per_epoch, total_steps, len(eval_at), period_steps, eval_at)
 
 
-def _todo(cfgs, logdir, overwrite, verbose, log) -> tuple[list[RunResult | None], list[int]]:
+def _todo(cfgs, logdir, overwrite, verbose, log, save_model) -> tuple[list[RunResult | None], list[int]]:
     """The finished identical runs found (by position) and the positions still to train."""
     results: list[RunResult | None] = [None] * len(cfgs)
     todo = []
     for i, cfg in enumerate(cfgs):
-        done = None if overwrite else _reusable(cfg, Path(logdir) / cfg.run_name(), verbose, log)
+        done = None if overwrite else _reusable(cfg, Path(logdir) / cfg.run_name(), verbose, log, save_model)
         if done is not None:
             results[i] = done
         else:
@@ -229,7 +230,7 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     in final runs only: search trials would cost disk for nothing)."""
     _packable(cfgs)
     hparams = hparams or [None] * len(cfgs)
-    results, todo = _todo(cfgs, logdir, overwrite, verbose, log)
+    results, todo = _todo(cfgs, logdir, overwrite, verbose, log, save_model)
     if not todo:
         return results
     cfg = cfgs[todo[0]]
@@ -546,6 +547,7 @@ def _save_models(cfgs, singles, packed, runlogs, outcomes, ds) -> None:
         tmp = runlog.folder / f".tmp-{MODEL_FILE}"  # Keras wants the .keras ending; os.replace makes it atomic
         single.save(tmp)
         os.replace(tmp, runlog.folder / MODEL_FILE)
+        outcome["model"] = MODEL_FILE  # result.json names it: a finished run without it is damaged
 
 
 class PreactivationProbe:

@@ -41,9 +41,9 @@ from kbn.errors import ConfigError, DataError, KbnError
 from kbn import interrupts
 from kbn.backend import default_pack
 from kbn.clock import process_compile_seconds
-from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
-                      score_value, trial_key, trial_length, work_left)
-from kbn.runlog import check_run, write_json_atomic
+from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, check_trial_run, failure_summary, keeps_model,
+                      planned_trials, run_folder, score_value, trial_key, trial_length, work_left)
+from kbn.runlog import write_json_atomic
 from kbn.sweep_folder import check_components, prepare_folder, sweep_lock
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
@@ -183,7 +183,7 @@ class SweepOracle(kt.Oracle):
                 self._set_aside(folder, f"for a cell this sweep does not have ({values.get('cell')})")
                 continue
             if t.status == COMPLETED:
-                check = check_run(run_folder(self.sweep, Path(self._project_dir).parent, values, cells))
+                _, check = check_trial_run(self.sweep, Path(self._project_dir).parent, values, cells)
                 if check.damaged:
                     self.log(f"kbn: {folder.name}'s run is damaged ({check.problem}); it runs again")
                     t.status = Status.INVALID
@@ -269,8 +269,7 @@ class SweepTuner(base_tuner.BaseTuner):
 
     @staticmethod
     def _keeps_model(trial) -> bool:
-        """Final runs keep their trained network (model.keras); search trials would cost disk for nothing."""
-        return trial.hyperparameters.values["phase"] == "final"
+        return keeps_model(trial.hyperparameters.values)
 
     def get_best_models(self, num_models=1):
         """Keras Tuner's call, answered with where kbn keeps its models: the Keras Tuner project holds

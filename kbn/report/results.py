@@ -226,8 +226,9 @@ def protocol_line(protocol: dict | None) -> str:
 
 
 def _sweep_problems(logdir: Path) -> list[str]:
-    """A sweep folder's failed and unreadable trials: cells they hold have no final runs, and a report
-    must say why rather than show a bare gap (damaged runs are already among the skipped)."""
+    """A sweep folder's failed and unreadable trials and lost runs (a completed trial's run folder,
+    result.json or model.keras gone): cells they hold have fewer final runs, and a report must say why
+    rather than show a bare gap or fewer seeds (damaged runs are already among the skipped)."""
     if not (logdir / "sweep.json").is_file():
         return []
     from kbn.plan import folder_progress, problem_lines
@@ -236,7 +237,7 @@ def _sweep_problems(logdir: Path) -> list[str]:
         state = folder_progress(logdir)
     except (KbnError, KeyError, TypeError, ValueError) as e:  # a hand-edited sweep.json must not stop a report
         return [f"the sweep's own files cannot be read ({e})"]
-    return [f"sweep: {line}" for line in problem_lines(state, kinds=("failed", "unreadable"))]
+    return [f"sweep: {line}" for line in problem_lines(state, kinds=("failed", "unreadable", "lost"))]
 
 
 def run_table(logdir: str | Path) -> pd.DataFrame:
