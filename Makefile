@@ -6,7 +6,7 @@ LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: install data demo test test-fast tensorboard clean status report bench bench-cores bench-gpu \
-	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer sweep-poster-fixed \
+	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer sweep-poster-fixed sweep-poster-rates \
 	sweep-ln-batch poster
 
 install: $(VENV)/.installed
@@ -53,6 +53,9 @@ sweep-norms: install data
 	$(BIN)/kbn sweep sweeps/poster-norms.toml --logdir $(LOGDIR)/poster-norms $(SWEEP_ARGS)
 sweep-poster-fixed: install data
 	$(BIN)/kbn sweep sweeps/poster-fixed-lr.toml --logdir $(LOGDIR)/poster-fixed-lr $(SWEEP_ARGS)
+# The fixed-rate protocol at four shared rates (lr = [0.1, 0.3, 1.0, 3.0]): where each norm wins as the rate grows.
+sweep-poster-rates: install data
+	$(BIN)/kbn sweep sweeps/poster-rates.toml --logdir $(LOGDIR)/poster-rates $(SWEEP_ARGS)
 poster: sweep-norms sweep-poster-fixed
 	$(MAKE) --no-print-directory report SWEEP=poster-norms
 	$(MAKE) --no-print-directory report SWEEP=poster-fixed-lr
