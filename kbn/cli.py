@@ -209,8 +209,10 @@ def cmd_sweep(args) -> int:
 
     sweep = load_sweep(args.file)  # validated before anything trains
     _check_sweep_options(args)  # before the folder is made
-    logdir = check_writable_dir("logdir", args.logdir or Path("logs") / sweep.name)
+    logdir = check_writable_dir("logdir", Path("logs") / sweep.name if args.logdir is None else args.logdir)
     from kbn import distribute, tune
+
+    distribute.oracle_timeout()  # a bad KBN_ORACLE_TIMEOUT fails here, not in every worker
 
     if args.worker:
         if args.oracle:

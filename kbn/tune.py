@@ -47,7 +47,7 @@ from kbn.runlog import check_run, write_json_atomic
 from kbn.sweep_folder import check_components, prepare_folder, sweep_lock
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
-from kbn.train import train, train_many
+from kbn.train import plan_schedule, train, train_many
 
 Status = trial_module.TrialStatus
 
@@ -503,9 +503,9 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
         except DataError as e:  # its several lines of how-to belong to `kbn data prepare`
             first = str(e).splitlines()[0].split(". Tried:")[0]
             raise DataError(f"{first}; `kbn data prepare {cfg.dataset}` says how to get it") from None
-        if cfg.batch_size > len(ds.y_train):
-            raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {len(ds.y_train)} training examples of "
-                              f"{cfg.dataset}; every step would see them all")
+        for phase in ("coarse", "final"):  # the search's length and the final runs' may differ
+            plan_schedule(sweep.train_config(cell, sweep.some_lr(cell.optimizer), sweep.seeds[0], phase),
+                          len(ds.y_train))
         registry.user_components(cfg.to_dict())  # import strings: imported, checked, in one line each
         optim.make_optimizer(cfg.optimizer, cfg.lr)
         single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)

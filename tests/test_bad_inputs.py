@@ -1,0 +1,109 @@
+"""Bad inputs a user gives kbn (options, sweep files, environment, data files, import strings, damaged
+sweep folders): each ends in one line on stderr naming the field, path or value and what to do, exit
+status 2, never a traceback and never a silent wrong run (issue 21, items 5 and 6)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kbn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line(capsys, code, *parts, exit=2):
+    err = capsys.readouterr().err
+    assert code == exit, err
+    assert err.startswith("kbn: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, err
+    return err
+
+
+# ---------------------------------------------------------------- options and sweep files
+
+
+@pytest.mark.parametrize("args,parts", [
+    (["--seed", str(2**32)], ["seed", str(2**32), "4294967295"]),
+    (["--seed", str(2**63 - 2)], ["seed", str(2**63 - 2)]),
+    (["--subset", "10", "--batch-size", "32"], ["batch_size", "32", "subset", "10"]),
+    (["--logdir", ""], ["logdir", "''"]),
+])
+def test_train_options_that_cannot_work(args, parts, tmp_path, capsys, monkeypatch, write_cache):
+    write_cache()
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--dataset", "mnist", "--logdir", "lg", "--quiet", *args])
+    one_line(capsys, code, *parts)
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "lg"])  # no run trained
+    assert not any(tmp_path.rglob("config.json"))
+
+
+def test_batch_larger_than_the_training_set_is_one_line(tmp_path, capsys, write_cache):
+    write_cache()  # 256 training examples
+    code = main(["train", "--dataset", "mnist", "--logdir", str(tmp_path), "--batch-size", "300", "--quiet"])
+    one_line(capsys, code, "batch_size", "300", "256")
+    assert not any(tmp_path.rglob("config.json"))
+
+
+def test_eval_every_steps_beyond_the_run_is_one_line(tmp_path, capsys, write_cache):
+    write_cache()  # 256 examples, batch 32: 8 steps an epoch
+    code = main(["train", "--dataset", "mnist", "--logdir", str(tmp_path), "--batch-size", "32", "--epochs", "1",
+                 "--eval-every-steps", "1000", "--quiet"])
+    one_line(capsys, code, "eval_every_steps", "1000", "8 steps")
+    assert not any(tmp_path.rglob("config.json"))
+
+
+@pytest.mark.parametrize("edit,parts", [
+    (("seeds = [0]", f"seeds = [{2**63 - 2}]"), ["seeds", str(2**63 - 2), "4294967295"]),
+    (("seeds = [0]", f"seeds = [{2**32}]"), ["seeds", str(2**32)]),
+    (("seeds = [0]", f"seeds = [{2**32 - 1}]"), ["search.seeds", str(2**32 - 1)]),  # default search seed: max + 1
+    (("[search]", f"[search]\nseeds = [{2**32}]"), ["search.seeds", str(2**32)]),
+    (('name = "tiny"', 'name = ".."'), ["name", "'..'"]),
+    (('name = "tiny"', 'name = "."'), ["name", "'.'"]),
+    (("batch_size = 32", "batch_size = 32\nsubset = 16"), ["batch_size", "32", "subset", "16"]),
+])
+def test_sweep_fields_that_cannot_work(edit, parts, tmp_path, capsys, monkeypatch, tiny_text):
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "s.toml"
+    f.write_text(tiny_text.replace("seeds = [0, 1]", "seeds = [0]").replace(*edit))
+    code = main(["sweep", str(f)])
+    one_line(capsys, code, str(f), *parts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]  # nothing written
+
+
+def test_a_sweep_file_that_is_not_utf8_is_one_line(tmp_path, capsys, tiny_text):
+    f = tmp_path / "s.toml"
+    f.write_bytes(tiny_text.replace('"tiny"', '"t\xe9st"').encode("latin-1"))
+    one_line(capsys, main(["sweep", str(f)]), str(f), "UTF-8")
+
+
+def test_an_empty_sweep_logdir_is_one_line(tmp_path, capsys, monkeypatch, tiny):
+    monkeypatch.chdir(tmp_path)
+    one_line(capsys, main(["sweep", str(tiny), "--logdir", ""]), "logdir", "''")
+    assert not (tmp_path / "logs").exists()
+
+
+def test_sweep_eval_every_steps_beyond_the_search_is_one_line(tmp_path, capsys, tiny_text, write_cache):
+    write_cache()  # 256 examples, batch 32: 8 steps an epoch
+    f = tmp_path / "s.toml"
+    f.write_text(tiny_text.replace("batch_size = 32", "batch_size = 32\neval_every_steps = 100"))
+    one_line(capsys, main(["sweep", str(f), "--logdir", str(tmp_path / "out")]), "eval_every_steps", "100",
+             "8 steps")
+    assert not (tmp_path / "out" / "tuner").exists()
+
+
+def test_a_bad_oracle_timeout_is_one_line(tmp_path, capsys, monkeypatch, tiny):
+    monkeypatch.setenv("KBN_ORACLE_TIMEOUT", "abc")
+    code = main(["sweep", str(tiny), "--worker", "--oracle", "127.0.0.1:9", "--logdir", str(tmp_path / "out")])
+    one_line(capsys, code, "KBN_ORACLE_TIMEOUT", "'abc'")
+
+
+def test_the_oracle_timeout_is_read_at_import_without_failing():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KBN_ORACLE_TIMEOUT": "abc", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", "import kbn.distribute"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
