@@ -182,7 +182,9 @@ def cmd_data(args) -> int:
         arrays, source = data.prepare(name, args.data_dir)
         sizes = {s: len(arrays[f"y_{s}"]) for s in data.SPLITS}
         shape = arrays["x_train"].shape[1:]
-        print(f"{name}: {sizes} images {shape} from {source}; cache {data.cache_path(name)}")
+        kept = f"read from {registry.get('dataset', name).npz} each time, never cached" \
+            if source.startswith("npz:") else f"cache {data.cache_path(name)}"
+        print(f"{name}: {sizes} images {shape} from {source}; {kept}")
     return 0
 
 

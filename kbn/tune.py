@@ -37,7 +37,7 @@ from keras_tuner.engine import trial as trial_module
 
 from kbn import data as kdata, registry
 from kbn.config import SweepConfig, check_address
-from kbn.errors import ConfigError, DataError, KbnError
+from kbn.errors import ConfigError, DataError, DataFileError, KbnError
 from kbn import interrupts
 from kbn.backend import default_pack
 from kbn.clock import process_compile_seconds
@@ -502,6 +502,8 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
             ds = _load(datasets, cfg, verbose)
         except DataError as e:  # its several lines of how-to belong to `kbn data prepare`
             first = str(e).splitlines()[0].split(". Tried:")[0]
+            if isinstance(e, DataFileError):  # a file of one's own, said in one line already
+                raise
             raise DataError(f"{first}; `kbn data prepare {cfg.dataset}` says how to get it") from None
         for phase in ("coarse", "final"):  # the search's length and the final runs' may differ
             plan_schedule(sweep.train_config(cell, sweep.some_lr(cell.optimizer), sweep.seeds[0], phase),

@@ -107,3 +107,46 @@ def test_the_oracle_timeout_is_read_at_import_without_failing():
     p = subprocess.run([sys.executable, "-c", "import kbn.distribute"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+# ---------------------------------------------------------------- npz files of one's own
+
+def _npz(path, make_images, n_train=60, n_test=20, train_shape=(20, 20, 1), test_shape=(20, 20, 1)):
+    import numpy as np
+
+    xtr, ytr = make_images(n_train, 0, train_shape)
+    xte, yte = make_images(n_test, 1, test_shape)
+    np.savez(path, x_train=xtr, y_train=ytr % 4, x_test=xte, y_test=yte % 4)
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize("kind,parts", [
+    ({"n_train": 0}, ["x_train", "no examples"]),
+    ({"n_test": 0}, ["x_test", "no examples"]),
+    ({"test_shape": (16, 16, 1)}, ["x_train", "(20, 20, 1)", "x_test", "(16, 16, 1)"]),
+    ({"test_shape": (20, 20, 3)}, ["x_train", "(20, 20, 1)", "x_test", "(20, 20, 3)"]),
+    ("npy", ["not an .npz archive", "np.savez"]),
+])
+def test_npz_files_that_cannot_be_a_dataset(kind, parts, tmp_path, capsys, make_images):
+    import numpy as np
+
+    path = tmp_path / "mine.npz"
+    if kind == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros((10, 4, 4), np.uint8))
+        name = f"npz:{path}"
+    else:
+        name = _npz(path, make_images, **kind)
+    for argv in (["data", "prepare", name], ["train", "--dataset", name, "--logdir", str(tmp_path / "lg"), "--quiet"]):
+        one_line(capsys, main(argv), str(path), *parts)
+    assert not (tmp_path / "lg").exists() or not any((tmp_path / "lg").rglob("config.json"))
+
+
+def test_data_prepare_npz_says_it_reads_the_file_not_a_cache(tmp_path, capsys, make_images):
+    from kbn import data
+
+    name = _npz(tmp_path / "mine.npz", make_images)
+    assert main(["data", "prepare", name]) == 0
+    out = capsys.readouterr().out
+    assert str(data.cache_path(name)) not in out and not data.cache_path(name).exists()
+    assert f"read from {tmp_path / 'mine.npz'} each time, never cached" in out, out
