@@ -150,3 +150,34 @@ def test_data_prepare_npz_says_it_reads_the_file_not_a_cache(tmp_path, capsys, m
     out = capsys.readouterr().out
     assert str(data.cache_path(name)) not in out and not data.cache_path(name).exists()
     assert f"read from {tmp_path / 'mine.npz'} each time, never cached" in out, out
+
+
+# ---------------------------------------------------------------- user components (import strings)
+
+BAD = "tests.bad_parts"
+
+
+@pytest.mark.parametrize("option,spec,parts", [
+    ("--optimizer", "raising_factory", ["RuntimeError", "the lab's optimizer needs a licence key"]),
+    ("--norm", "NeedsArgNorm", ["TypeError", "'k'"]),
+    ("--norm", "RaisesInCall", ["ValueError", "RaisesInCall refuses rank-2 inputs"]),
+    ("--arch", "unbuilt_sequential", ["not built", "keras.Input"]),
+    ("--arch", "for_cifar", ["(32, 32, 3)", "(28, 28, 1)", "input_shape"]),
+])
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_failing_user_component_is_one_line_naming_it(command, option, spec, parts, tmp_path, capsys,
+                                                        monkeypatch, write_cache, tiny_text):
+    monkeypatch.syspath_prepend(str(ROOT))
+    write_cache()
+    full = f"{BAD}:{spec}"
+    if command == "train":
+        argv = ["train", "--dataset", "mnist", "--logdir", str(tmp_path / "lg"), "--quiet", option, full]
+    else:
+        field = {"--optimizer": "optimizers", "--norm": "norms", "--arch": "archs"}[option]
+        f = tmp_path / "s.toml"
+        text = tiny_text.replace('norms = ["none", "batch"]', 'norms = ["none"]')
+        f.write_text("\n".join(f'{field} = ["{full}"]' if line.startswith(f"{field} =") else line
+                               for line in text.splitlines()))
+        argv = ["sweep", str(f), "--logdir", str(tmp_path / "lg")]
+    one_line(capsys, main(argv), repr(full), *parts)
+    assert not any((tmp_path / "lg").rglob("config.json")) if (tmp_path / "lg").exists() else True
