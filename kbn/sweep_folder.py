@@ -106,7 +106,7 @@ def check_components(sweep: SweepConfig, logdir: Path) -> None:
                 for c in sweep.cells()]
     current = registry.sweep_components(settings)
     stored = logdir / "components.json"
-    old = json.loads(stored.read_text()) if stored.is_file() else {}
+    old = read_components(stored)
     changed = registry.changed_components(old, current)
     if changed:
         raise ConfigError(f"{logdir}: {changed}")
@@ -114,9 +114,24 @@ def check_components(sweep: SweepConfig, logdir: Path) -> None:
         write_json_atomic(stored, current)
 
 
+def read_components(stored: Path) -> dict:
+    """components.json (a sweep's import strings and npz files with their sha256), {} when absent;
+    ConfigError naming it when it is not what kbn wrote."""
+    if not stored.is_file():
+        return {}
+    try:
+        old = json.loads(stored.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        old = e
+    if not isinstance(old, dict) or not all(isinstance(v, dict) for v in old.values()):
+        raise ConfigError(f"{stored}: unreadable (not the table of components kbn writes); restore it, or delete it "
+                          "to record the sweep's components afresh (a module changed since can then go unnoticed)")
+    return old
+
+
 def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     """The first way the runs and trials in `logdir` disagree with `sweep`, or None."""
-    from kbn.plan import cells_by_key  # kbn.plan reads sweep.json through this module
+    from kbn.plan import cells_by_key, off_plan  # kbn.plan reads sweep.json through this module
 
     cells = cells_by_key(sweep)
     ignore = ("lr", "seed", "data_dir")
@@ -144,11 +159,9 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         where = Path(fname).parent.relative_to(logdir)
         if cell is None:
             return f"{where} is of cell {v['cell']}, not in this sweep"
-        if v["phase"] == "coarse" and float(v["lr"]) not in sweep.coarse_grid(cell.optimizer):
-            return f"{where}: coarse lr {v['lr']} is not in this sweep's coarse grid"
-        seeds = sweep.seeds if v["phase"] == "final" else sweep.search_seeds
-        if int(v["seed"]) not in seeds:
-            return f"{where}: seed {v['seed']} is not among this sweep's {v['phase']} seeds {list(seeds)}"
+        off = off_plan(sweep, cell, v)
+        if off:
+            return f"{where}: {off}"
     return None
 
 

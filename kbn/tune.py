@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import glob
+import json
 import os
 import time
 import traceback
@@ -42,7 +43,7 @@ from kbn import interrupts
 from kbn.backend import default_pack
 from kbn.clock import process_compile_seconds
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, failure_summary, planned_trials, run_folder,
-                      score_value, trial_key, trial_length, work_left)
+                      off_plan, score_value, trial_key, trial_length, trial_values, work_left)
 from kbn.runlog import check_run, write_json_atomic
 from kbn.sweep_folder import check_components, prepare_folder, sweep_lock
 from kbn.packed import is_packable as packable
@@ -173,14 +174,19 @@ class SweepOracle(kt.Oracle):
             folder = Path(fname).parent
             ids_seen += [int(folder.name.split("_")[1])] if folder.name.split("_")[1].isdigit() else []
             try:
+                trial_values(json.loads(Path(fname).read_text()))  # what Trial.load takes as it is
                 t = trial_module.Trial.load(fname)
                 values = t.hyperparameters.values
                 known = values.get("cell") in cells
             except Exception as e:  # noqa: BLE001 - any unreadable file: Keras Tuner raises many kinds
-                self._set_aside(folder, f"unreadable ({type(e).__name__})")
+                self._set_aside(folder, f"unreadable ({e if type(e) is ValueError else type(e).__name__})")
                 continue
             if not known:
                 self._set_aside(folder, f"for a cell this sweep does not have ({values.get('cell')})")
+                continue
+            off = off_plan(self.sweep, cells[values["cell"]], values)
+            if off:
+                self._set_aside(folder, f"not this sweep's work ({off})")
                 continue
             if t.status == COMPLETED:
                 check = check_run(run_folder(self.sweep, Path(self._project_dir).parent, values, cells))

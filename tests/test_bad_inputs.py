@@ -181,3 +181,88 @@ def test_a_failing_user_component_is_one_line_naming_it(command, option, spec, p
         argv = ["sweep", str(f), "--logdir", str(tmp_path / "lg")]
     one_line(capsys, main(argv), repr(full), *parts)
     assert not any((tmp_path / "lg").rglob("config.json")) if (tmp_path / "lg").exists() else True
+
+
+# ---------------------------------------------------------------- damaged sweep folders
+
+
+@pytest.fixture
+def finished_copy(finished_tiny_sweep, tmp_path, monkeypatch):
+    """A copy of the finished tiny sweep (its dataset in this test's cache), and its sweep file."""
+    import shutil
+
+    from conftest import TINY, write_cache
+
+    write_cache()
+    out = tmp_path / "out"
+    shutil.copytree(finished_tiny_sweep, out)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    return out, tmp_path / "tiny.toml"
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]"])
+def test_a_garbled_components_json_is_one_line_on_resume(text, finished_copy, capsys):
+    out, f = finished_copy
+    (out / "components.json").write_text(text)
+    one_line(capsys, main(["sweep", str(f), "--logdir", str(out)]), str(out / "components.json"), "delete it")
+
+
+def _first_completed_trial(out):
+    import json
+
+    for t in sorted((out / "tuner").glob("trial_*/trial.json")):
+        state = json.loads(t.read_text())
+        if state["status"] == "COMPLETED" and state["hyperparameters"]["values"]["phase"] == "coarse":
+            return t, state
+    raise AssertionError("no completed coarse trial")
+
+
+def test_a_trial_json_whose_score_is_text_is_a_problem_not_a_traceback(finished_copy, capsys):
+    import json
+
+    import kbn
+
+    out, f = finished_copy
+    t, state = _first_completed_trial(out)
+    state["score"] = "0.9"
+    t.write_text(json.dumps(state))
+    tid = t.parent.name
+    assert main(["status", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"tuner/{tid}/trial.json" in captured.out and "score" in captured.out, captured.out
+    assert "Traceback" not in captured.err
+    assert any(tid in p for p in kbn.open_sweep(out).problems())
+    assert main(["report", str(out), "--format", "csv"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["sweep", str(f), "--logdir", str(out)]) == 0  # resume: the trial is set aside and redone
+    err = capsys.readouterr()
+    assert f"tuner/{tid}/trial.json" in err.out + err.err and "Traceback" not in err.err
+
+
+def test_compare_batch_with_no_cell_in_common_is_one_line(tmp_path, capsys, write_cache):
+    write_cache()
+    for d, batch, opt in (("a", "32", "sgd"), ("b", "64", "adam")):
+        assert main(["train", "--dataset", "mnist", "--epochs", "1", "--batch-size", batch, "--optimizer", opt,
+                     "--logdir", str(tmp_path / d), "--quiet"]) == 0
+    capsys.readouterr()
+    code = main(["report", str(tmp_path / "a"), "--compare-batch", str(tmp_path / "b")])
+    one_line(capsys, code, str(tmp_path / "a"), str(tmp_path / "b"), "no cell")
+
+
+@pytest.mark.parametrize("key,value", [("lr", 0.0123), ("seed", 7)])
+def test_a_trial_json_edited_off_the_sweeps_plan_is_named_and_redone(key, value, finished_copy, capsys):
+    import json
+
+    out, f = finished_copy
+    t, state = _first_completed_trial(out)
+    state["hyperparameters"]["values"][key] = value
+    t.write_text(json.dumps(state))
+    tid = t.parent.name
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert f"tuner/{tid}/trial.json: coarse" in status or f"tuner/{tid}/trial.json: seed" in status, status
+    assert str(value) in status
+    assert main(["sweep", str(f), "--logdir", str(out)]) == 0
+    resumed = capsys.readouterr()
+    assert f"tuner/{tid}/trial.json is not this sweep's work" in resumed.out + resumed.err
+    assert "[ 13/12]" not in resumed.out and "/12]" in resumed.out or "already done" in resumed.out
