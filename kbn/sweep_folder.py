@@ -138,9 +138,10 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     for config_path in sorted(logdir.glob("runs/*/config.json")) + sorted(logdir.glob("search/*/*/config.json")):
         phase = "final" if config_path.parent.parent.name == "runs" else config_path.parent.parent.name
         try:
-            s = json.loads(config_path.read_text())["settings"]
+            config = json.loads(config_path.read_text())
+            s, protocol = config["settings"], config.get("protocol") or {}
             key = Cell(s["dataset"], s["arch"], s["norm"], s["optimizer"]).key
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # a damaged run is redone anyway
         where = config_path.parent.relative_to(logdir)
         if key not in cells or phase not in PHASES:
@@ -148,6 +149,9 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         want = sweep.train_config(cells[key], s["lr"], s["seed"], phase).to_dict()
         s = {**SETTING_DEFAULTS, **s}  # runs made before a setting existed trained at its default
         diff = [f"{k} {s.get(k)!r} vs {v!r}" for k, v in want.items() if k not in ignore and s.get(k) != v]
+        # how its rate was chosen (select_on, selection, the grids, ...), as config.json's protocol says
+        rule = sweep.protocol()
+        diff += [f"{k} {protocol[k]!r} vs {v!r}" for k, v in rule.items() if k in protocol and protocol[k] != v]
         if diff:
             return f"{where}: {', '.join(diff)}"
     for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):

@@ -266,3 +266,10 @@ def test_a_trial_json_edited_off_the_sweeps_plan_is_named_and_redone(key, value,
     resumed = capsys.readouterr()
     assert f"tuner/{tid}/trial.json is not this sweep's work" in resumed.out + resumed.err
     assert "[ 13/12]" not in resumed.out and "/12]" in resumed.out or "already done" in resumed.out
+
+
+def test_a_deleted_sweep_json_and_another_select_on_is_refused(finished_copy, capsys):
+    out, f = finished_copy
+    (out / "sweep.json").unlink()
+    f.write_text(f.read_text().replace("batch_size = 32", 'batch_size = 32\nselect_on = "test"'))
+    one_line(capsys, main(["sweep", str(f), "--logdir", str(out)]), str(out), "select_on 'validation' vs 'test'")
