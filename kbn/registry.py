@@ -482,6 +482,11 @@ def user_components(settings: dict) -> dict:
         rec = get("dataset", dataset)
         if rec.npz:
             p = Path(rec.npz)
+            if not p.is_file():  # read before, gone now: a run must not record data it cannot vouch for
+                from kbn.errors import DataFileError
+
+                raise DataFileError(f"dataset npz:{rec.npz}: no such file (moved or deleted?); restore it and run the "
+                                    "same command (a sweep resumes where it stopped), or give the file's path")
             out["dataset"] = {"npz": str(p.resolve()), "sha256": file_hash(p)}
     return out
 
