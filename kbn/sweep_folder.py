@@ -78,11 +78,7 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     sweep.json (deleted, or a folder of older runs) the runs on disk are checked against the sweep."""
     stored = logdir / SWEEP_FILE
     if stored.exists():
-        fix = "restore it, or delete it to have the runs on disk checked against the sweep file"
-        try:
-            old = sweep_from_dict(stored_sweep(logdir, fix), where=str(stored))
-        except ConfigError as e:
-            raise ConfigError(str(e) if str(e).endswith(fix) else f"{e}; {fix}") from None
+        old = load_folder_sweep(logdir)
         changed = [f.name for f in dataclasses.fields(SweepConfig) if getattr(old, f.name) != getattr(sweep, f.name)]
         if changed == ["selection"]:
             raise ConfigError(f"{logdir} holds a sweep whose rates were chosen with search.selection = "
@@ -169,7 +165,12 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     return None
 
 
-def stored_sweep(logdir: Path | str, fix: str = "run the sweep again with its sweep file to rebuild it") -> dict:
+# What to do about a damaged sweep.json: status, the report and a resume all say this one thing.
+SWEEP_JSON_FIX = ("restore it, or delete it: `kbn sweep FILE --logdir` then checks the runs on disk against FILE "
+                  "and writes sweep.json anew")
+
+
+def stored_sweep(logdir: Path | str, fix: str = SWEEP_JSON_FIX) -> dict:
     """`logdir`/sweep.json as written, in the sweep file's shape, not validated (a report reads what it
     can of a hand-edited one). One written flattened (SweepConfig's fields by name, before sweep.json
     kept the file's shape) is put in that shape. `fix`: what an unreadable one's error tells to do."""
@@ -191,4 +192,8 @@ def stored_sweep(logdir: Path | str, fix: str = "run the sweep again with its sw
 
 def load_folder_sweep(logdir: Path | str) -> SweepConfig:
     """The sweep recorded in `logdir`/sweep.json, validated again."""
-    return sweep_from_dict(stored_sweep(logdir), where=str(Path(logdir) / SWEEP_FILE))
+    try:
+        return sweep_from_dict(stored_sweep(logdir), where=str(Path(logdir) / SWEEP_FILE))
+    except ConfigError as e:
+        fix = SWEEP_JSON_FIX
+        raise ConfigError(str(e) if str(e).endswith(fix) or "no sweep.json here" in str(e) else f"{e}; {fix}") from None

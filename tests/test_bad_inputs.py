@@ -295,3 +295,19 @@ def test_a_dataset_file_deleted_mid_sweep_stops_it_in_one_line(tmp_path, capsys,
     one_line(capsys, code, str(tmp_path / "mine.npz"), "restore it")
     for c in (tmp_path / "out").rglob("config.json"):
         assert json.loads(c.read_text())["components"]["dataset"]["sha256"] is not None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "invalid"])
+def test_status_and_a_resume_give_one_advice_for_a_damaged_sweep_json(damage, finished_copy, capsys):
+    import json
+
+    out, f = finished_copy
+    sj = out / "sweep.json"
+    if damage == "truncate":
+        sj.write_text(sj.read_text()[:50])
+    else:
+        sj.write_text(json.dumps({**json.loads(sj.read_text()), "epochs": 0}))
+    status = one_line(capsys, main(["status", str(out)]), str(sj))
+    resume = one_line(capsys, main(["sweep", str(f), "--logdir", str(out)]), str(sj))
+    advice = status.rsplit("; ", 1)[1]
+    assert "delete it" in advice and resume.endswith(advice), (status, resume)
