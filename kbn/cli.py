@@ -534,6 +534,16 @@ def _pin_worker() -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
+def _no_empty_paths(args) -> None:
+    """A folder or file given as '' would silently mean the current folder: refused, naming the option."""
+    from kbn.errors import ConfigError
+
+    for name in ("logdir", "dir", "compare_batch", "out", "from_csv", "file", "data_dir"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{name}: got {value!r}; give a path (. for the current folder)")
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _pin_worker()  # before any backend starts its threads
@@ -551,6 +561,7 @@ def main(argv=None) -> int:
 
         interrupts.install()  # Ctrl-C / SIGTERM stop training between steps, resumable
     try:
+        _no_empty_paths(args)
         commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status,
                     "report": cmd_report, "export": cmd_export, "plot": cmd_plot, "bench": cmd_bench,
                     "tensorboard": cmd_tensorboard}

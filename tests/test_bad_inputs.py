@@ -311,3 +311,11 @@ def test_status_and_a_resume_give_one_advice_for_a_damaged_sweep_json(damage, fi
     resume = one_line(capsys, main(["sweep", str(f), "--logdir", str(out)]), str(sj))
     advice = status.rsplit("; ", 1)[1]
     assert "delete it" in advice and resume.endswith(advice), (status, resume)
+
+
+@pytest.mark.parametrize("argv", [["status", ""], ["plot", ""], ["export", ""], ["report", "", "--format", "csv"],
+                                  ["tensorboard", ""], ["sweep", ""], ["train", "--data-dir", ""]])
+def test_an_empty_path_is_never_the_current_folder(argv, tmp_path, capsys, monkeypatch, write_finished_run):
+    monkeypatch.chdir(tmp_path)
+    write_finished_run(tmp_path / "lg" / "run")  # a run the empty path would otherwise find
+    one_line(capsys, main(argv), "''")
