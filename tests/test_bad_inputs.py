@@ -217,6 +217,7 @@ def _first_completed_trial(out):
     raise AssertionError("no completed coarse trial")
 
 
+@pytest.mark.slow
 def test_a_trial_json_whose_score_is_text_is_a_problem_not_a_traceback(finished_copy, capsys):
     import json
 
@@ -239,6 +240,7 @@ def test_a_trial_json_whose_score_is_text_is_a_problem_not_a_traceback(finished_
     assert f"tuner/{tid}/trial.json" in err.out + err.err and "Traceback" not in err.err
 
 
+@pytest.mark.slow
 def test_compare_batch_with_no_cell_in_common_is_one_line(tmp_path, capsys, write_cache):
     write_cache()
     for d, batch, opt in (("a", "32", "sgd"), ("b", "64", "adam")):
@@ -249,6 +251,7 @@ def test_compare_batch_with_no_cell_in_common_is_one_line(tmp_path, capsys, writ
     one_line(capsys, code, str(tmp_path / "a"), str(tmp_path / "b"), "no cell")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key,value", [("lr", 0.0123), ("seed", 7)])
 def test_a_trial_json_edited_off_the_sweeps_plan_is_named_and_redone(key, value, finished_copy, capsys):
     import json
@@ -275,6 +278,7 @@ def test_a_deleted_sweep_json_and_another_select_on_is_refused(finished_copy, ca
     one_line(capsys, main(["sweep", str(f), "--logdir", str(out)]), str(out), "select_on 'validation' vs 'test'")
 
 
+@pytest.mark.slow
 def test_a_dataset_file_deleted_mid_sweep_stops_it_in_one_line(tmp_path, capsys, monkeypatch, make_images, tiny_text):
     import json
 
