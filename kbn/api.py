@@ -24,7 +24,7 @@ import pandas as pd
 
 from kbn.config import SweepConfig
 from kbn.plan import (STATUS_HEADERS, cells_by_key, check_trial_run, folder_progress, problem_lines, run_folder,
-                      status_rows)
+                      status_rows, trial_values)
 from kbn.runlog import MODEL_FILE, check_run
 from kbn.sweep_folder import load_folder_sweep
 
@@ -165,7 +165,7 @@ def _trial_states(folder: Path):
     for fname in sorted(glob.glob(str(Path(folder) / "tuner" / "trial_*" / "trial.json"))):
         try:
             state = json.loads(Path(fname).read_text())
-            state["hyperparameters"]["values"]["phase"]
+            trial_values(state)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         yield Path(fname).parent.name.split("_", 1)[1], state

@@ -182,7 +182,9 @@ def cmd_data(args) -> int:
         arrays, source = data.prepare(name, args.data_dir)
         sizes = {s: len(arrays[f"y_{s}"]) for s in data.SPLITS}
         shape = arrays["x_train"].shape[1:]
-        print(f"{name}: {sizes} images {shape} from {source}; cache {data.cache_path(name)}")
+        kept = f"read from {registry.get('dataset', name).npz} each time, never cached" \
+            if source.startswith("npz:") else f"cache {data.cache_path(name)}"
+        print(f"{name}: {sizes} images {shape} from {source}; {kept}")
     return 0
 
 
@@ -209,11 +211,13 @@ def cmd_sweep(args) -> int:
 
     sweep = load_sweep(args.file)  # validated before anything trains
     _check_sweep_options(args)  # before the folder is made
-    logdir = check_writable_dir("logdir", args.logdir or Path("logs") / sweep.name)
+    logdir = check_writable_dir("logdir", Path("logs") / sweep.name if args.logdir is None else args.logdir)
     if not args.worker:  # Keras's import alone takes 10-50 s on a busy machine: say so before it
         print(f"kbn sweep {sweep.name}: loading Keras ({os.environ.get('KERAS_BACKEND', 'jax')}), then the data",
               flush=True)
     from kbn import distribute, tune
+
+    distribute.oracle_timeout()  # a bad KBN_ORACLE_TIMEOUT fails here, not in every worker
 
     if args.worker:
         if args.oracle:
@@ -553,6 +557,16 @@ def _pin_worker() -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
+def _no_empty_paths(args) -> None:
+    """A folder or file given as '' would silently mean the current folder: refused, naming the option."""
+    from kbn.errors import ConfigError
+
+    for name in ("logdir", "dir", "compare_batch", "out", "from_csv", "file", "data_dir"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{name}: got {value!r}; give a path (. for the current folder)")
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _pin_worker()  # before any backend starts its threads
@@ -570,6 +584,7 @@ def main(argv=None) -> int:
 
         interrupts.install()  # Ctrl-C / SIGTERM stop training between steps, resumable
     try:
+        _no_empty_paths(args)
         commands = {"train": cmd_train, "data": cmd_data, "sweep": cmd_sweep, "status": cmd_status,
                     "report": cmd_report, "export": cmd_export, "plot": cmd_plot, "bench": cmd_bench,
                     "tensorboard": cmd_tensorboard}

@@ -23,6 +23,17 @@ def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
+# numpy's and Keras's generators take seeds of 32 bits: a larger one fails inside training.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(field: str, value) -> int:
+    """One seed, 0..SEED_MAX (a run's, a sweep's final and search seeds)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{field}: got {value!r}; give an integer from 0 to {SEED_MAX} (the generators take 32 bits)")
+    return value
+
+
 def check_positive(field: str, value: Any, kind: type = int, allow_none: bool = False):
     if value is None and allow_none:
         return None
@@ -177,8 +188,10 @@ class TrainConfig:
         if self.total_steps is not None and self.eval_every_steps is not None and self.eval_every_steps > self.total_steps:
             raise ConfigError(f"eval_every_steps: {self.eval_every_steps} is more than total_steps {self.total_steps}; "
                               "the run would be evaluated only once, at its end")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed: got {self.seed!r}; it must be a non-negative integer")
+        check_seed("seed", self.seed)
+        if self.subset is not None and self.batch_size > self.subset:
+            raise ConfigError(f"batch_size: {self.batch_size} is more than subset {self.subset}; every step would see "
+                              "all of the subset: give a smaller batch_size or a larger subset")
         check_init(self.init)
         if self.eval_steps is not None:
             if self.eval_every_steps is None:
@@ -285,7 +298,11 @@ class SweepConfig:
             object.__setattr__(self, "coarse", ())
             object.__setattr__(self, "coarse_by_optimizer", ())
         if not self.search_seeds:
-            object.__setattr__(self, "search_seeds", (max(self.seeds) + 1,))
+            if max(self.seeds) == SEED_MAX and self.lr is None:
+                raise ConfigError(f"search.seeds: missing, and the default, max(seeds) + 1, would be {SEED_MAX + 1}, "
+                                  f"past the largest seed {SEED_MAX}; give search.seeds")
+            free = max(self.seeds) + 1 if max(self.seeds) < SEED_MAX else min(set(range(len(self.seeds) + 1)) - set(self.seeds))
+            object.__setattr__(self, "search_seeds", (free,))
         overlap = sorted(set(self.search_seeds) & set(self.seeds))
         if overlap:
             raise ConfigError(f"search.seeds: {list(self.search_seeds)} shares {overlap} with seeds {list(self.seeds)}; "
@@ -421,10 +438,9 @@ def _names(where, field, value, kind) -> tuple[str, ...]:
 
 
 def _seeds(field, seeds) -> tuple[int, ...]:
-    if not isinstance(seeds, list) or not seeds or any(
-            not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{field}: got {seeds!r}; give a non-empty list of distinct non-negative integers")
-    return tuple(seeds)
+    if not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds):
+        raise ConfigError(f"{field}: got {seeds!r}; give a non-empty list of distinct integers from 0 to {SEED_MAX}")
+    return tuple(check_seed(f"{field}[{i}]", s) for i, s in enumerate(seeds))
 
 
 def _grid(where, field, value) -> tuple[float, ...]:
@@ -488,8 +504,9 @@ def _run_fields(raw: dict, where: str, default_name: str) -> dict:
     bn_rule, bn_batches = raw.get("bn_statistics", "moving"), raw.get("bn_batches", BN_BATCHES)
     check_bn_statistics(bn_rule, bn_batches)
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ConfigError(f"name: got {name!r}; give a short name without '/'")
+    if not isinstance(name, str) or not name.strip() or "/" in name or name in (".", "..") or not name.isprintable():
+        raise ConfigError(f"name: got {name!r}; give a short name without '/' (it names the sweep's folder, "
+                          "logs/<name>; '.' and '..' are not names)")
     return dict(
         name=name, seeds=_seeds("seeds", raw.get("seeds", [0])),
         select_on=check_choice("select_on", raw.get("select_on", "validation"), SELECT_ON),
@@ -562,7 +579,10 @@ def load_sweep(path) -> SweepConfig:
 
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                          "save the sweep file as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the sweep file ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from kbn import registry
-from kbn.errors import ConfigError, DataError
+from kbn.errors import ConfigError, DataError, DataFileError
 
 CACHE_VERSION = 1
 IDX_FILES = {
@@ -157,32 +157,49 @@ def read_local(name: str, folder: Path) -> dict[str, np.ndarray] | None:
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
-    """A dataset of one's own: x_train, y_train, x_test, y_test (images (N, H, W[, C]), integer labels)."""
+    """A dataset of one's own: x_train, y_train, x_test, y_test (images (N, H, W[, C]), integer labels);
+    DataFileError, one line naming the file and the array, for anything that cannot be a dataset."""
+    def bad(what):
+        return DataFileError(f"dataset npz:{path}: {what}")
+
     try:
-        with np.load(path) as z:
+        z = np.load(path)
+    except (OSError, ValueError, EOFError) as e:
+        raise bad(f"cannot read it as .npz arrays ({e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise bad(f"not an .npz archive (a single {type(z).__name__} array: a .npy file?); write one with "
+                  "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    try:
+        with z:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
-                raise DataError(f"dataset npz:{path}: holds {', '.join(z.files)}; missing {', '.join(missing)} "
-                                "(give x_train, y_train, x_test, y_test)")
+                raise bad(f"holds {', '.join(z.files)}; missing {', '.join(missing)} (give x_train, y_train, x_test, y_test)")
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError) as e:
-        raise DataError(f"dataset npz:{path}: cannot read it as .npz arrays ({e})") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise bad(f"cannot read it as .npz arrays ({e})") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim == 3:
             arrays[f"x_{split}"] = x = x[..., None]
-        if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise DataError(f"dataset npz:{path}: x_{split} {x.shape} and y_{split} {y.shape} {y.dtype}: give images "
-                            "(N, H, W[, C]) and N non-negative integer labels")
+        if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
+            raise bad(f"x_{split} {x.shape} and y_{split} {y.shape} {y.dtype}: give images (N, H, W[, C]) and N "
+                      "non-negative integer labels")
+        if len(y) == 0:
+            raise bad(f"x_{split} {x.shape} has no examples; give at least one image in x_{split} and y_{split}")
+        if y.min() < 0:
+            raise bad(f"y_{split} holds the label {y.min()}; give non-negative integer labels")
         if x.dtype != np.uint8:
             nan = np.flatnonzero(np.isnan(x).reshape(len(x), -1).any(axis=1)) if x.dtype.kind == "f" else []
             if len(nan):  # a cast would make them 0, black pixels that were never there
                 raise ConfigError(f"dataset npz:{path}: x_{split} holds {int(np.isnan(x).sum())} NaN pixels (the "
                                   f"first in example {nan[0]}); give finite pixels")
             if x.min() < 0 or x.max() > 1:
-                raise DataError(f"dataset npz:{path}: x_{split} is {x.dtype} outside [0, 1]; give uint8 pixels or "
-                                "floats in [0, 1]")
+                raise bad(f"x_{split} is {x.dtype} outside [0, 1]; give uint8 pixels or floats in [0, 1]")
             arrays[f"x_{split}"] = np.round(x * 255).astype(np.uint8)
+    train, test = arrays["x_train"].shape[1:], arrays["x_test"].shape[1:]
+    if train != test:
+        raise bad(f"x_train images are {train} (height, width, channels) but x_test images are {test}; give "
+                  "both splits images of one shape")
     _check_labels(path, arrays["y_train"], arrays["y_test"])
     return arrays
 

@@ -8,6 +8,7 @@ hands out or how a trial trains (kbn.tune), nor the sweep folder's files (kbn.sw
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -89,7 +90,22 @@ def _dataset_bytes(datasets: dict) -> float:
     return max(sum(getattr(ds, f"x_{s}").nbytes for s in ("train", "validation", "test")) for ds in datasets.values())
 
 
-ORACLE_TIMEOUT = float(os.environ.get("KBN_ORACLE_TIMEOUT", 60))  # seconds a worker waits for its chief
+ORACLE_TIMEOUT = 60  # seconds a worker waits for its chief, unless KBN_ORACLE_TIMEOUT says
+
+
+def oracle_timeout() -> float:
+    """KBN_ORACLE_TIMEOUT (seconds a worker waits for its chief), else ORACLE_TIMEOUT; ConfigError if bad."""
+    text = os.environ.get("KBN_ORACLE_TIMEOUT")
+    if text is None:
+        return ORACLE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"KBN_ORACLE_TIMEOUT: got {text!r}; give the seconds a worker waits for its chief, a "
+                          f"positive number (default {ORACLE_TIMEOUT}), or unset it")
+    return value
 
 
 def run_worker(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | None = None) -> int:
@@ -106,9 +122,10 @@ def run_worker(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | No
     _die_with_local_chief()
     # keras-tuner's client waits up to an hour for a chief that is not there: ask once, boundedly
     try:
-        grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=ORACLE_TIMEOUT)
+        timeout = oracle_timeout()
+        grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=timeout)
     except grpc.FutureTimeoutError:
-        raise KbnError(f"no kbn chief answers at {address} (waited {ORACLE_TIMEOUT:g} s); start it with "
+        raise KbnError(f"no kbn chief answers at {address} (waited {timeout:g} s); start it with "
                        "kbn sweep FILE --workers N --host H --port P, or check the address") from None
     pack = pack or default_pack()
     local = bool(os.environ.get("KBN_CHIEF_PID"))  # the chief that started it says each trial

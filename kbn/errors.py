@@ -18,6 +18,12 @@ class DataError(KbnError):
     """A dataset cannot be found or read: the message says how to get it."""
 
 
+class DataFileError(DataError):
+    """A data file the user named (npz:PATH) is there but cannot be a dataset as it is: their mistake."""
+
+    exit_code = 2
+
+
 class Interrupted(KbnError):
     """SIGINT or SIGTERM: the work stopped between steps and resumes where it stopped."""
 

@@ -169,7 +169,15 @@ def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth
     if width is not None:
         kwargs["width"] = check_positive("width", width)
     if rec.source is None:
-        return apply_init(builder(tuple(input_shape), num_classes, norm=norm, **kwargs), init)
+        if norm_rec.source is None:
+            return apply_init(builder(tuple(input_shape), num_classes, norm=norm, **kwargs), init)
+        try:  # a user's norm inside kbn's network: a failure is the norm's
+            model = builder(tuple(input_shape), num_classes, norm=norm, **kwargs)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise registry.failure("norm", norm, f"in network {arch!r}", e) from None
+        return apply_init(model, init)
     params = inspect.signature(builder).parameters
     takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
     for key in ("depth", "width"):
@@ -183,10 +191,17 @@ def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's builder failed: say where
-        raise ConfigError(f"arch: {arch!r} failed to build with norm {norm!r}: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise registry.failure("arch", arch, f"to build with norm {norm!r}", e) from None
     if not isinstance(model, keras.Model):
         raise ConfigError(f"arch: {arch!r} returned a {type(model).__name__}, not a keras.Model")
+    if not model.built or not model.inputs:
+        raise ConfigError(f"arch: {arch!r} returned a {type(model).__name__} that is not built (it has no inputs); "
+                          "start it with keras.Input(input_shape)")
+    got = tuple(model.inputs[0].shape[1:])
+    if len(model.inputs) != 1 or got != tuple(input_shape):
+        shapes = ", ".join(str(tuple(t.shape[1:])) for t in model.inputs)
+        raise ConfigError(f"arch: {arch!r} built a network for inputs {shapes} but the images are "
+                          f"{tuple(input_shape)}; build it on keras.Input(input_shape), the shape it is given")
     check_norm_placement(model, norm_rec, arch)
     check_outputs(model, input_shape, num_classes, arch)
     return apply_init(model, init)

@@ -188,6 +188,42 @@ def work_left(sweep: SweepConfig, progress: dict[str, dict]) -> int:
     return left
 
 
+def trial_values(state) -> dict:
+    """A trial.json's hyperparameter values, checked as kbn wrote them: ValueError naming the field
+    when the file was damaged or edited (a score that is not a number, an lr or seed of the wrong kind);
+    the readers then treat the file as unreadable, as one that is not JSON."""
+    values = state["hyperparameters"]["values"]
+    score = state.get("score")
+    if score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)):
+        raise ValueError(f"score {score!r} is not a number")
+    for key, kind in (("lr", (int, float)), ("seed", int)):
+        v = values.get(key)
+        if key in values and (not isinstance(v, kind) or isinstance(v, bool)):
+            raise ValueError(f"{key} {v!r} is not a number")
+    for key in ("cell", "phase"):
+        if not isinstance(values.get(key), str):
+            raise ValueError(f"{key} {values.get(key)!r} is missing or not text")
+    return values
+
+
+def off_plan(sweep: SweepConfig, cell: Cell, values: dict) -> str | None:
+    """How a trial's phase, lr or seed is not one this sweep plans for `cell` (a trial.json edited by
+    hand, or of another sweep), or None: such a trial is never counted as the sweep's work."""
+    phase, lr, seed = values.get("phase"), float(values.get("lr", "nan")), values.get("seed")
+    coarse = set(sweep.coarse_grid(cell.optimizer))
+    fine = {v for best in coarse for v in sweep.fine_grid(cell.optimizer, best)}
+    rates = {"coarse": coarse, "fine": fine,
+             "final": {sweep.lr} if sweep.lr is not None else coarse | fine}.get(phase)
+    if rates is None:
+        return f"phase {phase!r} is not one of coarse, fine, final"
+    if lr not in rates:
+        return f"{phase} lr {values.get('lr')} is not in this sweep's {phase} grid"
+    seeds = sweep.seeds if phase == "final" else sweep.search_seeds
+    if seed not in seeds:
+        return f"seed {seed} is not among this sweep's {phase} seeds {list(seeds)}"
+    return None
+
+
 def score_value(score) -> float:
     """A completed trial's score for ranking; NaN (Keras Tuner's mark of a broken score) ranks last."""
     return -math.inf if score is None or math.isnan(score) else float(score)
@@ -260,14 +296,20 @@ def folder_progress(logdir: Path) -> FolderState:
         tid = Path(fname).parent.name
         try:
             state = json.loads(Path(fname).read_text())
-            values, status = state["hyperparameters"]["values"], state["status"]
+            values, status = trial_values(state), state["status"]
             cell = values["cell"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            problems.append(Problem("", "unreadable", f"tuner/{tid}/trial.json is unreadable ({type(e).__name__}); "
+            why = str(e) if type(e) is ValueError else type(e).__name__  # trial_values's own words
+            problems.append(Problem("", "unreadable", f"tuner/{tid}/trial.json is unreadable ({why}); "
                                     "its trial runs again on resume"))
             continue
         if cell not in cells:
             problems.append(Problem("", "unreadable", f"tuner/{tid} belongs to no cell of this sweep ({cell})"))
+            continue
+        off = off_plan(sweep, cells[cell], values)
+        if off:
+            problems.append(Problem("", "unreadable", f"tuner/{tid}/trial.json: {off}; set aside and its work "
+                                    "planned again on resume"))
             continue
         what = f"{values['phase']} lr {values['lr']:.4g}" + (f" seed {values['seed']}" if values["phase"] == "final" else "")
         if status == COMPLETED:

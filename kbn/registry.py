@@ -124,6 +124,16 @@ def _hash(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def failure(field: str, spec: str, doing: str, e: BaseException) -> ConfigError:
+    """A user's component raised while kbn used it: one line naming the import string, what kbn was
+    doing and the exception's own message (under the lines Keras wraps a layer's failure in)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
+    lines = [ln for ln in lines if ln]
+    after = [ln for i, ln in enumerate(lines) if i and lines[i - 1].endswith("Error encountered:")]
+    msg = (after or lines or [""])[0]
+    return ConfigError(f"{field}: {spec!r} failed {doing}: {type(e).__name__}: {msg}")
+
+
 def _what(obj) -> str:
     if inspect.isclass(obj):
         return f"class {obj.__module__}.{obj.__qualname__}"
@@ -174,6 +184,10 @@ class Optimizer:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{field} {self.name}: cannot make it with learning rate {lr}"
                               f"{f' and {sorted(overrides)}' if overrides else ''}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - a user's optimizer raised: their error, named
+            if self.source is None:
+                raise
+            raise failure(field, self.source, f"making the optimizer at learning rate {lr}", e) from None
         if not isinstance(opt, keras.optimizers.Optimizer):
             raise ConfigError(f"{field}: {self.name!r} returned {_what(opt)}, not a keras.optimizers.Optimizer")
         self.rate_verified(opt, lr, field)
@@ -234,10 +248,16 @@ class Norm:
         cls = self.resolve()
         if cls is None:
             return None
+        kwargs = {"name": name} if self.momentum is None else {"momentum": self.momentum, "name": name}
         if self.grouped:
-            groups = max(g for g in range(1, 9) if g == 1 or (channels % g == 0 and channels // g >= 4))
-            return cls(groups=groups, name=name)
-        return cls(name=name) if self.momentum is None else cls(momentum=self.momentum, name=name)
+            kwargs["groups"] = max(g for g in range(1, 9) if g == 1 or (channels % g == 0 and channels // g >= 4))
+        if self.source is None:
+            return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except Exception as e:  # noqa: BLE001 - a user's norm class that cannot be made as kbn makes norms
+            raise failure("norm", self.source, f"as {cls.__name__}({', '.join(f'{k}=...' for k in kwargs)}) "
+                          "(kbn makes a norm layer with these arguments only)", e) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -498,6 +518,11 @@ def user_components(settings: dict) -> dict:
         rec = get("dataset", dataset)
         if rec.npz:
             p = Path(rec.npz)
+            if not p.is_file():  # read before, gone now: a run must not record data it cannot vouch for
+                from kbn.errors import DataFileError
+
+                raise DataFileError(f"dataset npz:{rec.npz}: no such file (moved or deleted?); restore it and run the "
+                                    "same command (a sweep resumes where it stopped), or give the file's path")
             out["dataset"] = {"npz": str(p.resolve()), "sha256": file_hash(p)}
     return out
 

@@ -263,6 +263,8 @@ def check_writable_dir(field: str, path) -> Path:
     """A folder kbn will write into: created if absent; one line naming the option if it cannot be."""
     from kbn.errors import ConfigError
 
+    if not str(path).strip():
+        raise ConfigError(f"{field}: got {str(path)!r}; give a folder to write into (. for this one)")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{field}: {str(path)!r} is a file, not a folder; give a folder to write into")

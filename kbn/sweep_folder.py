@@ -78,11 +78,7 @@ def prepare_folder(sweep: SweepConfig, logdir: Path) -> None:
     sweep.json (deleted, or a folder of older runs) the runs on disk are checked against the sweep."""
     stored = logdir / SWEEP_FILE
     if stored.exists():
-        fix = "restore it, or delete it to have the runs on disk checked against the sweep file"
-        try:
-            old = sweep_from_dict(stored_sweep(logdir, fix), where=str(stored))
-        except ConfigError as e:
-            raise ConfigError(str(e) if str(e).endswith(fix) else f"{e}; {fix}") from None
+        old = load_folder_sweep(logdir)
         changed = [f.name for f in dataclasses.fields(SweepConfig) if getattr(old, f.name) != getattr(sweep, f.name)]
         if changed == ["selection"]:
             raise ConfigError(f"{logdir} holds a sweep whose rates were chosen with search.selection = "
@@ -106,7 +102,7 @@ def check_components(sweep: SweepConfig, logdir: Path) -> None:
                 for c in sweep.cells()]
     current = registry.sweep_components(settings)
     stored = logdir / "components.json"
-    old = json.loads(stored.read_text()) if stored.is_file() else {}
+    old = read_components(stored)
     changed = registry.changed_components(old, current)
     if changed:
         raise ConfigError(f"{logdir}: {changed}")
@@ -114,18 +110,34 @@ def check_components(sweep: SweepConfig, logdir: Path) -> None:
         write_json_atomic(stored, current)
 
 
+def read_components(stored: Path) -> dict:
+    """components.json (a sweep's import strings and npz files with their sha256), {} when absent;
+    ConfigError naming it when it is not what kbn wrote."""
+    if not stored.is_file():
+        return {}
+    try:
+        old = json.loads(stored.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        old = e
+    if not isinstance(old, dict) or not all(isinstance(v, dict) for v in old.values()):
+        raise ConfigError(f"{stored}: unreadable (not the table of components kbn writes); restore it, or delete it "
+                          "to record the sweep's components afresh (a module changed since can then go unnoticed)")
+    return old
+
+
 def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     """The first way the runs and trials in `logdir` disagree with `sweep`, or None."""
-    from kbn.plan import cells_by_key  # kbn.plan reads sweep.json through this module
+    from kbn.plan import cells_by_key, off_plan  # kbn.plan reads sweep.json through this module
 
     cells = cells_by_key(sweep)
     ignore = ("lr", "seed", "data_dir")
     for config_path in sorted(logdir.glob("runs/*/config.json")) + sorted(logdir.glob("search/*/*/config.json")):
         phase = "final" if config_path.parent.parent.name == "runs" else config_path.parent.parent.name
         try:
-            s = json.loads(config_path.read_text())["settings"]
+            config = json.loads(config_path.read_text())
+            s, protocol = config["settings"], config.get("protocol") or {}
             key = Cell(s["dataset"], s["arch"], s["norm"], s["optimizer"]).key
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # a damaged run is redone anyway
         where = config_path.parent.relative_to(logdir)
         if key not in cells or phase not in PHASES:
@@ -133,6 +145,9 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         want = sweep.train_config(cells[key], s["lr"], s["seed"], phase).to_dict()
         s = {**SETTING_DEFAULTS, **s}  # runs made before a setting existed trained at its default
         diff = [f"{k} {s.get(k)!r} vs {v!r}" for k, v in want.items() if k not in ignore and s.get(k) != v]
+        # how its rate was chosen (select_on, selection, the grids, ...), as config.json's protocol says
+        rule = sweep.protocol()
+        diff += [f"{k} {protocol[k]!r} vs {v!r}" for k, v in rule.items() if k in protocol and protocol[k] != v]
         if diff:
             return f"{where}: {', '.join(diff)}"
     for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
@@ -144,15 +159,18 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         where = Path(fname).parent.relative_to(logdir)
         if cell is None:
             return f"{where} is of cell {v['cell']}, not in this sweep"
-        if v["phase"] == "coarse" and float(v["lr"]) not in sweep.coarse_grid(cell.optimizer):
-            return f"{where}: coarse lr {v['lr']} is not in this sweep's coarse grid"
-        seeds = sweep.seeds if v["phase"] == "final" else sweep.search_seeds
-        if int(v["seed"]) not in seeds:
-            return f"{where}: seed {v['seed']} is not among this sweep's {v['phase']} seeds {list(seeds)}"
+        off = off_plan(sweep, cell, v)
+        if off:
+            return f"{where}: {off}"
     return None
 
 
-def stored_sweep(logdir: Path | str, fix: str = "run the sweep again with its sweep file to rebuild it") -> dict:
+# What to do about a damaged sweep.json: status, the report and a resume all say this one thing.
+SWEEP_JSON_FIX = ("restore it, or delete it: `kbn sweep FILE --logdir` then checks the runs on disk against FILE "
+                  "and writes sweep.json anew")
+
+
+def stored_sweep(logdir: Path | str, fix: str = SWEEP_JSON_FIX) -> dict:
     """`logdir`/sweep.json as written, in the sweep file's shape, not validated (a report reads what it
     can of a hand-edited one). One written flattened (SweepConfig's fields by name, before sweep.json
     kept the file's shape) is put in that shape. `fix`: what an unreadable one's error tells to do."""
@@ -174,4 +192,8 @@ def stored_sweep(logdir: Path | str, fix: str = "run the sweep again with its sw
 
 def load_folder_sweep(logdir: Path | str) -> SweepConfig:
     """The sweep recorded in `logdir`/sweep.json, validated again."""
-    return sweep_from_dict(stored_sweep(logdir), where=str(Path(logdir) / SWEEP_FILE))
+    try:
+        return sweep_from_dict(stored_sweep(logdir), where=str(Path(logdir) / SWEEP_FILE))
+    except ConfigError as e:
+        fix = SWEEP_JSON_FIX
+        raise ConfigError(str(e) if str(e).endswith(fix) or "no sweep.json here" in str(e) else f"{e}; {fix}") from None

@@ -195,11 +195,19 @@ class Schedule:
 
 
 def plan_schedule(cfg: TrainConfig, n: int) -> Schedule:
-    """`cfg`'s periods and evaluation points over `n` training examples."""
+    """`cfg`'s periods and evaluation points over `n` training examples; ConfigError for a batch larger
+    than the training set or evaluations spaced beyond the run's end (the run would not be what was asked)."""
+    if cfg.batch_size > n:
+        raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {n} training examples of {cfg.dataset}; "
+                          "every step would see them all: give a smaller batch_size")
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     if not cfg.eval_every_steps:
         return Schedule(steps_per_epoch, cfg.epochs * steps_per_epoch, cfg.epochs, steps_per_epoch, None)
     total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
+    if cfg.eval_every_steps > total_steps:  # total_steps given: TrainConfig already refused it
+        raise ConfigError(f"eval_every_steps: {cfg.eval_every_steps} is more than the run's {total_steps} steps "
+                          f"({cfg.epochs} epoch(s) of {steps_per_epoch} steps: {n} examples, batch {cfg.batch_size}); "
+                          "it would evaluate only at the end: give a smaller eval_every_steps, or total_steps")
     eval_at = cfg.eval_points(total_steps)
     period_steps = min(b - a for a, b in zip([0] + eval_at, eval_at))
     return Schedule(steps_per_epoch, total_steps, len(eval_at), period_steps, eval_at)
@@ -236,6 +244,7 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     cfg = cfgs[todo[0]]
     components = registry.user_components(cfg.to_dict())  # a user's import strings, before any training
     ds = dataset if dataset is not None else kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=verbose)
+    plan_schedule(cfg, len(ds.y_train))  # a batch or evaluation spacing the data cannot give: before any build
     singles = [initial_model(cfgs[i], ds) for i in todo]  # packed: each trial from its own seed's weights
     why = cannot_pack(singles[0], cfg.optimizer) if len(todo) > 1 else None
     if why:

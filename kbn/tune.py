@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import glob
+import json
 import os
 import time
 import traceback
@@ -37,17 +38,18 @@ from keras_tuner.engine import trial as trial_module
 
 from kbn import console, data as kdata, registry
 from kbn.config import SweepConfig, check_address
-from kbn.errors import ConfigError, DataError, KbnError
+from kbn.errors import ConfigError, DataError, DataFileError, KbnError
 from kbn import interrupts
 from kbn.backend import default_pack
 from kbn.clock import process_compile_seconds
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, check_trial_run, failure_summary, keeps_model,
-                      planned_trials, run_folder, score_value, trial_key, trial_length, work_left)
+                      off_plan, planned_trials, run_folder, score_value, trial_key, trial_length, trial_values,
+                      work_left)
 from kbn.runlog import write_json_atomic
 from kbn.sweep_folder import check_components, prepare_folder, sweep_lock
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
-from kbn.train import train, train_many
+from kbn.train import plan_schedule, train, train_many
 
 Status = trial_module.TrialStatus
 
@@ -173,14 +175,19 @@ class SweepOracle(kt.Oracle):
             folder = Path(fname).parent
             ids_seen += [int(folder.name.split("_")[1])] if folder.name.split("_")[1].isdigit() else []
             try:
+                trial_values(json.loads(Path(fname).read_text()))  # what Trial.load takes as it is
                 t = trial_module.Trial.load(fname)
                 values = t.hyperparameters.values
                 known = values.get("cell") in cells
             except Exception as e:  # noqa: BLE001 - any unreadable file: Keras Tuner raises many kinds
-                self._set_aside(folder, f"unreadable ({type(e).__name__})")
+                self._set_aside(folder, f"unreadable ({e if type(e) is ValueError else type(e).__name__})")
                 continue
             if not known:
                 self._set_aside(folder, f"for a cell this sweep does not have ({values.get('cell')})")
+                continue
+            off = off_plan(self.sweep, cells[values["cell"]], values)
+            if off:
+                self._set_aside(folder, f"not this sweep's work ({off})")
                 continue
             if t.status == COMPLETED:
                 _, check = check_trial_run(self.sweep, Path(self._project_dir).parent, values, cells)
@@ -512,10 +519,12 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
             ds = _load(datasets, cfg, verbose)
         except DataError as e:  # its several lines of how-to belong to `kbn data prepare`
             first = str(e).splitlines()[0].split(". Tried:")[0]
+            if isinstance(e, DataFileError):  # a file of one's own, said in one line already
+                raise
             raise DataError(f"{first}; `kbn data prepare {cfg.dataset}` says how to get it") from None
-        if cfg.batch_size > len(ds.y_train):
-            raise ConfigError(f"batch_size: {cfg.batch_size} is more than the {len(ds.y_train)} training examples of "
-                              f"{cfg.dataset}; every step would see them all")
+        for phase in ("coarse", "final"):  # the search's length and the final runs' may differ
+            plan_schedule(sweep.train_config(cell, sweep.some_lr(cell.optimizer), sweep.seeds[0], phase),
+                          len(ds.y_train))
         registry.user_components(cfg.to_dict())  # import strings: imported, checked, in one line each
         optim.make_optimizer(cfg.optimizer, cfg.lr)
         single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)

@@ -28,13 +28,15 @@ TRIAL_COLUMNS = ["dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", 
 
 def trial_points(logdir: Path) -> pd.DataFrame:
     """Every completed search trial of a sweep: cell, phase, lr, search seed, score, diverged."""
+    from kbn.plan import trial_values
+
     recs = []
     cells = _cells(logdir)
     for f in sorted(Path(logdir).rglob("tuner/trial_*/trial.json")):
         try:
             s = json.loads(f.read_text())
-            v = s["hyperparameters"]["values"]
-        except (OSError, ValueError, KeyError):
+            v = trial_values(s)
+        except (OSError, ValueError, KeyError, TypeError):
             continue  # kbn status names unreadable trial files; here they simply add nothing
         if s.get("status") != "COMPLETED" or v.get("phase") not in ("coarse", "fine"):
             continue

@@ -12,6 +12,7 @@ from typing import Callable
 import pandas as pd
 
 from kbn import registry
+from kbn.errors import ConfigError
 from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
 from kbn.report.measures import (LADDER, SUMMARY_RUNG, Rung, Stability, final_effect, norm_effect, curve_split,
                                  convergence, last_point, mark_stability, poster_steps, stability, units)
@@ -519,6 +520,12 @@ def batch_size_tables(runs_a: pd.DataFrame, runs_b: pd.DataFrame, interval: str 
                                f"loses less than batch norm at the small batch). Accuracies: mean ± sd over seeds.")
                 t.notes += _method_notes(t)
                 out.append(t)
+    if not out:  # nothing to compare: no table would be a silent answer
+        cells = [sorted({"-".join(map(str, k)) for k in r.df[["dataset", "arch", "norm", "optimizer"]].drop_duplicates()
+                         .itertuples(index=False)}) for r in (rl, rs)]
+        raise ConfigError(f"--compare-batch: {where[0]} and {where[1]} have no cell (dataset, network, norm, optimizer) "
+                          f"in common ({', '.join(cells[0])} vs {', '.join(cells[1])}); give two sweeps alike but for "
+                          "the batch size")
     return out
 
 
