@@ -106,3 +106,55 @@ def test_sweep_options_that_cannot_work_fail_in_one_line(tiny, tmp_path, capsys,
     assert code == 2 and err.startswith("kbn: error: ") and err.count("\n") == 1, err
     assert expect in err
     assert not (tmp_path / "out" / "tuner").exists()
+
+
+SMALL = """
+name = "small"
+datasets = ["mnist"]
+archs = ["mlp"]
+norms = ["none"]
+optimizers = ["sgd"]
+epochs = 1
+seeds = [0]
+batch_size = 32
+[search]
+coarse = [0.01, 0.1]
+fine_per_side = 1
+"""
+
+
+def _local_workers(out) -> list:
+    """The live (not zombie) local workers of the sweep in `out`."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if "--worker" in cmd and str(out) in cmd and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p)
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_chief_mid_trial_ends_its_workers_within_seconds(tmp_path, kbn_process, wait_for_completed,
+                                                                        trial_states):
+    from conftest import write_cache
+
+    write_cache()
+    (tmp_path / "small.toml").write_text(SMALL)
+    out = tmp_path / "out"
+    p = kbn_process(["sweep", str(tmp_path / "small.toml"), "--logdir", str(out), "--workers", "2"],
+                    start_new_session=True)
+    wait_for_completed(out, 1, p)  # the other worker is in the middle of its trial
+    assert len(_local_workers(out)) == 2
+    p.kill()
+    p.wait()
+    t0 = time.time()
+    while _local_workers(out) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    assert not _local_workers(out) and time.time() - t0 < 4, f"a worker outlived its chief by {time.time() - t0:.1f} s"
+    r = kbn_process(["sweep", str(tmp_path / "small.toml"), "--logdir", str(out), "--workers", "2"])
+    text, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, text[-3000:]
+    states = trial_states(out)
+    assert len(states) == 5 and all(s["status"] == "COMPLETED" for s in states.values())
