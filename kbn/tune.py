@@ -50,6 +50,9 @@ from kbn.tboard import sweep_hparams
 from kbn.train import train, train_many
 
 Status = trial_module.TrialStatus
+# keras-tuner's Trial proto (a worker's end_trial over gRPC) has no message: a worker's crash reason
+# travels to the chief as this hyperparameter value, which the chief's oracle takes off again
+FAILURE_KEY = "kbn_failure"
 
 
 class NoTunerModels(KbnError, NotImplementedError):
@@ -151,6 +154,14 @@ class SweepOracle(kt.Oracle):
         return not self.ongoing_trials and not self._retry_queue and not any(
             p["todo"] for p in self.progress().values())
 
+    @kt.synchronized
+    def end_trial(self, trial):
+        """Keras Tuner's end_trial, with the crash reason a worker sent along (FAILURE_KEY)."""
+        message = trial.hyperparameters.values.pop(FAILURE_KEY, None)
+        if message is not None and trial.message is None:
+            trial.message = message
+        super().end_trial(trial)
+
     def score_trial(self, trial):
         trial.score = trial.metrics.get_last_value("score")
         trial.best_step = 0
@@ -237,6 +248,17 @@ class SweepTuner(base_tuner.BaseTuner):
     def reload(self):
         if not self._is_worker():
             self.oracle.reload()
+
+    def on_trial_end(self, trial):
+        """Keras Tuner's, except that a worker sends a failed trial's message along (FAILURE_KEY)."""
+        carried = self._is_worker() and trial.message is not None
+        if carried:
+            trial.hyperparameters.values[FAILURE_KEY] = trial.message
+        try:
+            super().on_trial_end(trial)
+        finally:
+            if carried:
+                trial.hyperparameters.values.pop(FAILURE_KEY, None)
 
     def _dataset(self, cfg):
         return _load(self._datasets, cfg, self.verbose)

@@ -158,3 +158,22 @@ def test_kill_9_of_the_chief_mid_trial_ends_its_workers_within_seconds(tmp_path,
     assert r.returncode == 0, text[-3000:]
     states = trial_states(out)
     assert len(states) == 5 and all(s["status"] == "COMPLETED" for s in states.values())
+
+
+@pytest.mark.slow
+def test_a_trial_that_crashes_on_a_local_worker_keeps_its_reason(tmp_path, kbn_process, trial_states):
+    from conftest import write_cache
+
+    write_cache()
+    picky = SMALL.replace('["sgd"]', '["tests.user_parts:picky_sgd"]').replace("fine_per_side = 1", "fine_per_side = 0")
+    (tmp_path / "picky.toml").write_text(picky)
+    out = tmp_path / "out"
+    p = kbn_process(["sweep", str(tmp_path / "picky.toml"), "--logdir", str(out), "--workers", "2"])
+    text, _ = p.communicate(timeout=300)
+    assert p.returncode == 1, text[-3000:]
+    failed = [line for line in text.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "FAILED: RuntimeError: picky_sgd refuses lr 0.1 (traceback in tuner/trial_" in failed[0]
+    (state,) = [s for s in trial_states(out).values() if s["status"] == "FAILED"]
+    assert state["message"].startswith("RuntimeError: picky_sgd refuses lr 0.1\nTraceback")
+    assert "kbn_failure" not in state["hyperparameters"]["values"]  # the message's carrier is gone
+    assert "failed: RuntimeError: picky_sgd refuses lr 0.1; retried on resume" in text  # the status table's list
