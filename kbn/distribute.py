@@ -228,6 +228,7 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
         while not oracle.finished():
             interrupts.sleep(0.5)
             progress.poll()
+            oracle.check_writes()  # the sweep folder turned read-only (or full): one line, resumable
             stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
             if stopped:
                 raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "

@@ -25,6 +25,7 @@ Folder of a sweep (`logs/<name>/` by default):
 from __future__ import annotations
 
 import collections
+import errno
 import glob
 import os
 import time
@@ -55,6 +56,25 @@ Status = trial_module.TrialStatus
 FAILURE_KEY = "kbn_failure"
 
 
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def unwritable(e: BaseException, logdir: Path) -> KbnError | None:
+    """The one-line error for an OSError (or one it was raised from) that says the sweep folder
+    cannot be written (read-only, no permission, full), None for any other error: no trial's outcome,
+    it stops the sweep, resumable."""
+    while e is not None:
+        name = getattr(e, "filename", None)
+        if isinstance(e, OSError) and e.errno in UNWRITABLE and name is not None:
+            path = Path(os.path.abspath(os.fsdecode(name)))
+            root = Path(os.path.abspath(logdir))
+            if path == root or root in path.parents:
+                return KbnError(f"cannot write {path}: {e.strerror}; make {root} writable (or free space) and "
+                                "run the same command to resume")
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class NoTunerModels(KbnError, NotImplementedError):
     """Keras Tuner's get_best_models on kbn's tuner: the models are the final runs' model.keras."""
 
@@ -74,6 +94,7 @@ class SweepOracle(kt.Oracle):
         self.sweep, self.log = sweep, log
         self._next_id = 0
         self.started: dict[str, float] = {}  # trial id -> when it was handed out (the chief's ETA)
+        self.write_error: KbnError | None = None  # the sweep folder could not be written (check_writes)
 
     def _completed(self):
         return [t for t in self.trials.values() if t.status == COMPLETED and "cell" in t.hyperparameters.values]
@@ -166,12 +187,26 @@ class SweepOracle(kt.Oracle):
         trial.score = trial.metrics.get_last_value("score")
         trial.best_step = 0
 
-    # Atomic writes: a kill -9 at any moment never leaves a torn JSON file behind.
+    # Atomic writes: a kill -9 at any moment never leaves a torn JSON file behind. A write that fails is
+    # kept for check_writes, never raised: Keras Tuner's lock around the oracle's calls is not released
+    # by an exception, so one raised here (a gRPC thread's) left the chief blocked on it for good.
     def save(self):
-        write_json_atomic(Path(self._get_oracle_fname()), self.get_state())
+        self._write(Path(self._get_oracle_fname()), self.get_state())
 
     def _save_trial(self, trial):
-        write_json_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
+        self._write(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
+
+    def _write(self, path: Path, state) -> None:
+        try:
+            write_json_atomic(path, state)
+        except OSError as e:
+            self.write_error = self.write_error or unwritable(e, Path(self._project_dir).parent) or KbnError(
+                f"cannot write {path}: {e.strerror or e}; fix it and run the same command to resume")
+
+    def check_writes(self) -> None:
+        """Raises the first write of the oracle's files that failed (the sweep stops, resumable)."""
+        if self.write_error is not None:
+            raise self.write_error
 
     def reload(self):
         """Rebuild the state from the trial files alone. Completed trials whose run folders are whole
@@ -243,7 +278,11 @@ class SweepTuner(base_tuner.BaseTuner):
     def save(self):
         if not self._is_worker():
             self.oracle.save()
-        write_json_atomic(Path(self._get_tuner_fname()), self.get_state())
+            self.oracle.check_writes()
+        try:
+            write_json_atomic(Path(self._get_tuner_fname()), self.get_state())
+        except OSError as e:
+            raise unwritable(e, self.logdir) or e from None
 
     def reload(self):
         if not self._is_worker():
@@ -332,6 +371,8 @@ class SweepTuner(base_tuner.BaseTuner):
         except KbnError:
             raise
         except Exception as e:  # noqa: BLE001 - a crash is recorded and the sweep goes on with other cells
+            if (stop := unwritable(e, self.logdir)) is not None:  # the folder, not the trial: stop, resumable
+                raise stop from None
             first = (str(e).strip().splitlines() or [""])[0]
             message = f"{type(e).__name__}: {first}\n{traceback.format_exc()}"
             for t in group:

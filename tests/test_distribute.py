@@ -177,3 +177,47 @@ def test_a_trial_that_crashes_on_a_local_worker_keeps_its_reason(tmp_path, kbn_p
     assert state["message"].startswith("RuntimeError: picky_sgd refuses lr 0.1\nTraceback")
     assert "kbn_failure" not in state["hyperparameters"]["values"]  # the message's carrier is gone
     assert "failed: RuntimeError: picky_sgd refuses lr 0.1; retried on resume" in text  # the status table's list
+
+
+def _chmod_tree(root: Path, writable: bool) -> None:
+    for folder, dirs, files in os.walk(root):
+        for name in [folder, *(os.path.join(folder, f) for f in dirs + files)]:
+            mode = os.stat(name).st_mode
+            os.chmod(name, mode | 0o200 if writable else mode & ~0o222)
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_that_turns_read_only_stops_the_sweep_in_one_line_and_resumes(tmp_path, wait_for_completed,
+                                                                                    trial_states):
+    from conftest import write_cache
+
+    scratch = tmp_path
+    write_cache()
+    (scratch / "small.toml").write_text(SMALL)
+    out = scratch / "out"
+    # tests run as root, which chmod a-w does not stop: tests/as_user gives the processes the EACCES an
+    # unprivileged user gets (a real chmod; only root's bypass taken away)
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'tests' / 'as_user'}{os.pathsep}{ROOT}", KBN_TEST_AS_USER=str(out))
+    cmd = [sys.executable, "-m", "kbn", "sweep", str(scratch / "small.toml"), "--logdir", str(out),
+           "--workers", "2"]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        wait_for_completed(out, 1, p)
+        _chmod_tree(out, writable=False)
+        text, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        _chmod_tree(out, writable=True)
+    lines = [line for line in text.splitlines() if "cannot write" in line]
+    assert p.returncode not in (0, None) and lines, text[-3000:]
+    assert str(out) in lines[0] and "Permission denied" in lines[0] and "resume" in lines[0], lines
+    assert "Traceback" not in text and "lost the chief" not in text, text[-3000:]
+    time.sleep(1)
+    assert not _local_workers(out)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    states = trial_states(out)
+    assert len(states) == 5 and all(s["status"] == "COMPLETED" for s in states.values())
