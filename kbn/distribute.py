@@ -210,7 +210,7 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
     server.start()
     log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s)")
     procs = []
-    lifeline, chief_end = os.pipe()  # the workers' lifeline: it closes when this process ends, however
+    lifeline, chief_end = os.pipe()  # the workers' lifeline: it closes when this process ends, however it ends
     try:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         for i in range(workers):
