@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -138,17 +139,54 @@ def run_worker(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | No
 
 
 def _die_with_local_chief() -> None:
-    """A local worker ends when its chief does, even by kill -9: otherwise it would wait on the gone
-    chief's gRPC calls (up to an hour) holding a core. Linux's parent-death signal does it."""
+    """A local worker ends when its chief does, even by kill -9 and even mid-trial: otherwise it would
+    wait on the gone chief's gRPC calls (up to an hour) holding a core, and a resume would run beside
+    it. Two ways, so that it holds whatever process started the worker: Linux's parent-death signal,
+    SIGKILL (a SIGTERM would only ask the worker to stop between steps, which a worker blocked in a gRPC
+    call never reaches), when the chief is the parent; and a lifeline, a thread that waits on the pipe
+    whose other end only the chief holds (KBN_CHIEF_FD; the chief's pid where there is none) and ends
+    the process the moment it closes. Files are written atomically: the trial cut short runs again on
+    resume."""
     chief = os.environ.get("KBN_CHIEF_PID")
-    if not chief or not sys.platform.startswith("linux"):
+    if not chief:
         return
-    import ctypes
-    import signal
+    chief = int(chief)
+    if sys.platform.startswith("linux") and os.getppid() == chief:
+        import ctypes
+        import signal
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    if os.getppid() != int(chief):  # the chief died before the signal was armed
-        raise interrupts.Interrupted("the chief that started this worker is gone")
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    fd = os.environ.get("KBN_CHIEF_FD")
+    threading.Thread(target=_lifeline, args=(chief, int(fd) if fd else None), daemon=True,
+                     name="kbn-lifeline").start()
+
+
+def _lifeline(chief: int, fd: int | None) -> None:
+    if fd is not None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:  # not a pipe from the chief (a bad KBN_CHIEF_FD): watch the pid instead
+            fd = None
+    if fd is None:
+        while _alive(chief):
+            time.sleep(0.5)
+    print(f"kbn worker: its chief (pid {chief}) is gone; stopping (the trial cut short runs again on resume)",
+          file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a dead chief its own parent has not reaped yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _free_port(host: str) -> int:
@@ -191,20 +229,25 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
     log(f"kbn sweep: chief serving the oracle on {host}:{port}; starting {workers} local worker(s) (each loads "
         "Keras and the data, then compiles: a line per trial as each ends)")
     procs = []
+    lifeline, chief_end = os.pipe()  # the workers' lifeline: it closes when this process ends, however it ends
     try:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         for i in range(workers):
             env = dict(os.environ, KERASTUNER_TUNER_ID=f"tuner{i}", KERASTUNER_ORACLE_IP=host,
-                       KERASTUNER_ORACLE_PORT=str(port), KBN_CHIEF_PID=str(os.getpid()))
+                       KERASTUNER_ORACLE_PORT=str(port), KBN_CHIEF_PID=str(os.getpid()),
+                       KBN_CHIEF_FD=str(lifeline))
             if cores_each and len(cpus) >= workers * cores_each:
                 env["KBN_WORKER_CPUS"] = ",".join(map(str, cpus[i * cores_each:(i + 1) * cores_each]))
             cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
             cmd += ["--pack", str(pack)] if pack else []
-            procs.append(subprocess.Popen(cmd, env=env))
+            procs.append(subprocess.Popen(cmd, env=env, pass_fds=(lifeline,)))
+        os.close(lifeline)
+        lifeline = None
         progress = ChiefProgress(sweep, oracle, log, workers)
         while not oracle.finished():
             interrupts.sleep(0.5)
             progress.poll()
+            oracle.check_writes()  # the sweep folder turned read-only (or full): one line, resumable
             stopped = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
             if stopped:
                 raise KbnError(f"worker tuner{stopped[0][0]} stopped with exit code {stopped[0][1]} (its "
@@ -216,6 +259,9 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
             p.wait(timeout=120)
     finally:
         _stop(procs)
+        for fd in (lifeline, chief_end):
+            if fd is not None:
+                os.close(fd)
         server.stop(grace=2)
         set_distribution_env(None)
     return len(oracle.failed())

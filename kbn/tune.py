@@ -25,6 +25,7 @@ Folder of a sweep (`logs/<name>/` by default):
 from __future__ import annotations
 
 import collections
+import errno
 import glob
 import json
 import os
@@ -52,6 +53,28 @@ from kbn.tboard import sweep_hparams
 from kbn.train import plan_schedule, train, train_many
 
 Status = trial_module.TrialStatus
+# keras-tuner's Trial proto (a worker's end_trial over gRPC) has no message: a worker's crash reason
+# travels to the chief as this hyperparameter value, which the chief's oracle takes off again
+FAILURE_KEY = "kbn_failure"
+
+
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def unwritable(e: BaseException, logdir: Path) -> KbnError | None:
+    """The one-line error for an OSError (or one it was raised from) that says the sweep folder
+    cannot be written (read-only, no permission, full), None for any other error: no trial's outcome,
+    it stops the sweep, resumable."""
+    while e is not None:
+        name = getattr(e, "filename", None)
+        if isinstance(e, OSError) and e.errno in UNWRITABLE and name is not None:
+            path = Path(os.path.abspath(os.fsdecode(name)))
+            root = Path(os.path.abspath(logdir))
+            if path == root or root in path.parents:
+                return KbnError(f"cannot write {path}: {e.strerror}; make {root} writable (or free space) and "
+                                "run the same command to resume")
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class NoTunerModels(KbnError, NotImplementedError):
@@ -73,6 +96,7 @@ class SweepOracle(kt.Oracle):
         self.sweep, self.log = sweep, log
         self._next_id = 0
         self.started: dict[str, float] = {}  # trial id -> when it was handed out (the chief's ETA)
+        self.write_error: KbnError | None = None  # the sweep folder could not be written (check_writes)
 
     def _completed(self):
         return [t for t in self.trials.values() if t.status == COMPLETED and "cell" in t.hyperparameters.values]
@@ -153,16 +177,38 @@ class SweepOracle(kt.Oracle):
         return not self.ongoing_trials and not self._retry_queue and not any(
             p["todo"] for p in self.progress().values())
 
+    @kt.synchronized
+    def end_trial(self, trial):
+        """Keras Tuner's end_trial, with the crash reason a worker sent along (FAILURE_KEY)."""
+        message = trial.hyperparameters.values.pop(FAILURE_KEY, None)
+        if message is not None and trial.message is None:
+            trial.message = message
+        super().end_trial(trial)
+
     def score_trial(self, trial):
         trial.score = trial.metrics.get_last_value("score")
         trial.best_step = 0
 
-    # Atomic writes: a kill -9 at any moment never leaves a torn JSON file behind.
+    # Atomic writes: a kill -9 at any moment never leaves a torn JSON file behind. A write that fails is
+    # kept for check_writes, never raised: Keras Tuner's lock around the oracle's calls is not released
+    # by an exception, so one raised here (a gRPC thread's) left the chief blocked on it for good.
     def save(self):
-        write_json_atomic(Path(self._get_oracle_fname()), self.get_state())
+        self._write(Path(self._get_oracle_fname()), self.get_state())
 
     def _save_trial(self, trial):
-        write_json_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
+        self._write(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
+
+    def _write(self, path: Path, state) -> None:
+        try:
+            write_json_atomic(path, state)
+        except OSError as e:
+            self.write_error = self.write_error or unwritable(e, Path(self._project_dir).parent) or KbnError(
+                f"cannot write {path}: {e.strerror or e}; fix it and run the same command to resume")
+
+    def check_writes(self) -> None:
+        """Raises the first write of the oracle's files that failed (the sweep stops, resumable)."""
+        if self.write_error is not None:
+            raise self.write_error
 
     def reload(self):
         """Rebuild the state from the trial files alone. Completed trials whose run folders are whole
@@ -239,11 +285,26 @@ class SweepTuner(base_tuner.BaseTuner):
     def save(self):
         if not self._is_worker():
             self.oracle.save()
-        write_json_atomic(Path(self._get_tuner_fname()), self.get_state())
+            self.oracle.check_writes()
+        try:
+            write_json_atomic(Path(self._get_tuner_fname()), self.get_state())
+        except OSError as e:
+            raise unwritable(e, self.logdir) or e from None
 
     def reload(self):
         if not self._is_worker():
             self.oracle.reload()
+
+    def on_trial_end(self, trial):
+        """Keras Tuner's, except that a worker sends a failed trial's message along (FAILURE_KEY)."""
+        carried = self._is_worker() and trial.message is not None
+        if carried:
+            trial.hyperparameters.values[FAILURE_KEY] = trial.message
+        try:
+            super().on_trial_end(trial)
+        finally:
+            if carried:
+                trial.hyperparameters.values.pop(FAILURE_KEY, None)
 
     def _dataset(self, cfg):
         return _load(self._datasets, cfg, self.verbose)
@@ -316,6 +377,8 @@ class SweepTuner(base_tuner.BaseTuner):
         except KbnError:
             raise
         except Exception as e:  # noqa: BLE001 - a crash is recorded and the sweep goes on with other cells
+            if (stop := unwritable(e, self.logdir)) is not None:  # the folder, not the trial: stop, resumable
+                raise stop from None
             first = (str(e).strip().splitlines() or [""])[0]
             message = f"{type(e).__name__}: {first}\n{traceback.format_exc()}"
             for t in group:

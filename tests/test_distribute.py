@@ -106,3 +106,118 @@ def test_sweep_options_that_cannot_work_fail_in_one_line(tiny, tmp_path, capsys,
     assert code == 2 and err.startswith("kbn: error: ") and err.count("\n") == 1, err
     assert expect in err
     assert not (tmp_path / "out" / "tuner").exists()
+
+
+SMALL = """
+name = "small"
+datasets = ["mnist"]
+archs = ["mlp"]
+norms = ["none"]
+optimizers = ["sgd"]
+epochs = 1
+seeds = [0]
+batch_size = 32
+[search]
+coarse = [0.01, 0.1]
+fine_per_side = 1
+"""
+
+
+def _local_workers(out) -> list:
+    """The live (not zombie) local workers of the sweep in `out`."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if "--worker" in cmd and str(out) in cmd and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p)
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_chief_mid_trial_ends_its_workers_within_seconds(tmp_path, kbn_process, wait_for_completed,
+                                                                        trial_states):
+    from conftest import write_cache
+
+    write_cache()
+    (tmp_path / "small.toml").write_text(SMALL)
+    out = tmp_path / "out"
+    p = kbn_process(["sweep", str(tmp_path / "small.toml"), "--logdir", str(out), "--workers", "2"],
+                    start_new_session=True)
+    wait_for_completed(out, 1, p)  # the other worker is in the middle of its trial
+    assert len(_local_workers(out)) == 2
+    p.kill()
+    p.wait()
+    t0 = time.time()
+    while _local_workers(out) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    assert not _local_workers(out) and time.time() - t0 < 4, f"a worker outlived its chief by {time.time() - t0:.1f} s"
+    r = kbn_process(["sweep", str(tmp_path / "small.toml"), "--logdir", str(out), "--workers", "2"])
+    text, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, text[-3000:]
+    states = trial_states(out)
+    assert len(states) == 5 and all(s["status"] == "COMPLETED" for s in states.values())
+
+
+@pytest.mark.slow
+def test_a_trial_that_crashes_on_a_local_worker_keeps_its_reason(tmp_path, kbn_process, trial_states):
+    from conftest import write_cache
+
+    write_cache()
+    picky = SMALL.replace('["sgd"]', '["tests.user_parts:picky_sgd"]').replace("fine_per_side = 1", "fine_per_side = 0")
+    (tmp_path / "picky.toml").write_text(picky)
+    out = tmp_path / "out"
+    p = kbn_process(["sweep", str(tmp_path / "picky.toml"), "--logdir", str(out), "--workers", "2"])
+    text, _ = p.communicate(timeout=300)
+    assert p.returncode == 1, text[-3000:]
+    failed = [line for line in text.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "FAILED: RuntimeError: picky_sgd refuses lr 0.1 (traceback in tuner/trial_" in failed[0]
+    (state,) = [s for s in trial_states(out).values() if s["status"] == "FAILED"]
+    assert state["message"].startswith("RuntimeError: picky_sgd refuses lr 0.1\nTraceback")
+    assert "kbn_failure" not in state["hyperparameters"]["values"]  # the message's carrier is gone
+    assert "failed: RuntimeError: picky_sgd refuses lr 0.1; retried on resume" in text  # the status table's list
+
+
+def _chmod_tree(root: Path, writable: bool) -> None:
+    for folder, dirs, files in os.walk(root):
+        for name in [folder, *(os.path.join(folder, f) for f in dirs + files)]:
+            mode = os.stat(name).st_mode
+            os.chmod(name, mode | 0o200 if writable else mode & ~0o222)
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_that_turns_read_only_stops_the_sweep_in_one_line_and_resumes(tmp_path, wait_for_completed,
+                                                                                    trial_states):
+    from conftest import write_cache
+
+    scratch = tmp_path
+    write_cache()
+    (scratch / "small.toml").write_text(SMALL)
+    out = scratch / "out"
+    # tests run as root, which chmod a-w does not stop: tests/as_user gives the processes the EACCES an
+    # unprivileged user gets (a real chmod; only root's bypass taken away)
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'tests' / 'as_user'}{os.pathsep}{ROOT}", KBN_TEST_AS_USER=str(out))
+    cmd = [sys.executable, "-m", "kbn", "sweep", str(scratch / "small.toml"), "--logdir", str(out),
+           "--workers", "2"]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        wait_for_completed(out, 1, p)
+        _chmod_tree(out, writable=False)
+        text, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        _chmod_tree(out, writable=True)
+    lines = [line for line in text.splitlines() if "cannot write" in line]
+    assert p.returncode not in (0, None) and lines, text[-3000:]
+    assert str(out) in lines[0] and "Permission denied" in lines[0] and "resume" in lines[0], lines
+    assert "Traceback" not in text and "lost the chief" not in text, text[-3000:]
+    time.sleep(1)
+    assert not _local_workers(out)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    states = trial_states(out)
+    assert len(states) == 5 and all(s["status"] == "COMPLETED" for s in states.values())

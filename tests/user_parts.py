@@ -52,3 +52,13 @@ def norm_after_activation(input_shape, num_classes, norm, activation="relu"):
 
 
 NOT_CALLABLE = 3
+
+
+def picky_sgd(learning_rate):
+    """An optimizer factory that crashes at rates above 0.05 (a trial's own crash, mid-sweep)."""
+    if learning_rate > 0.05:
+        raise RuntimeError(f"picky_sgd refuses lr {learning_rate:g}")
+    return keras.optimizers.SGD(learning_rate=learning_rate)
+
+
+picky_sgd.kbn_family = "plain"
