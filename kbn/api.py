@@ -23,17 +23,16 @@ from pathlib import Path
 import pandas as pd
 
 from kbn.config import SweepConfig
-from kbn.plan import (STATUS_HEADERS, cells_by_key, check_trial_run, folder_progress, problem_lines, run_folder,
-                      status_rows, trial_values)
+from kbn.plan import (STATUS_FIELDS, cells_by_key, check_trial_run, folder_progress, problem_lines, run_folder,
+                      status_records, trial_values)
 from kbn.runlog import MODEL_FILE, check_run
 from kbn.sweep_folder import load_folder_sweep
 
 TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score",
                  "outcome"]
-FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "outcome",
-                 "best_val_accuracy", "fell_at", "model"]
-STATUS_COLUMNS = ["cell", "state", "coarse", "fine", "final", "chosen_lr", "final_mean_score", "final_unstable"]
-assert len(STATUS_COLUMNS) == len(STATUS_HEADERS)
+FINAL_COLUMNS = ["cell", "dataset", "arch", "norm", "optimizer", "seed", "lr", "folder", "status", "test_accuracy",
+                 "val_accuracy", "outcome", "best_val_accuracy", "fell_at", "model"]
+STATUS_COLUMNS = STATUS_FIELDS
 
 
 class Sweep:
@@ -105,7 +104,7 @@ class Sweep:
         >>> row = kbn.open_sweep("logs/smoke").final_runs.iloc[0]
         >>> net = keras.saving.load_model(row.model)
         >>> net.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        >>> ds = kbn.data.load(row.cell.split("-")[0])          # the same splits and scaling
+        >>> ds = kbn.data.load(row.dataset)          # the same splits and scaling
         >>> net.evaluate(ds.x_test, ds.y_test, return_dict=True)["accuracy"]  # == row.test_accuracy
         """
         cells = cells_by_key(self.config)
@@ -128,20 +127,24 @@ class Sweep:
                 status = str(state.get("status")).lower()
             model = folder / MODEL_FILE
             how = check.outcome
-            rows.append([v["cell"], int(v["seed"]), float(v["lr"]), str(folder), status,
+            c = cells[v["cell"]]
+            rows.append([c.key, c.dataset, c.arch, c.norm, c.optimizer, int(v["seed"]), float(v["lr"]), str(folder), status,
                          metrics.get("test_accuracy"), metrics.get("val_accuracy"),
                          how.kind if how else None, how.best if how else None, how.fell_at if how else None,
                          str(model) if check.result is not None and not check.damaged and model.exists() else None])
         return pd.DataFrame(rows, columns=FINAL_COLUMNS)
 
     def status(self) -> pd.DataFrame:
-        """The table `kbn status` prints, one row per cell (per cell and rate for a list of shared
-        rates, chosen_lr the rate): STATUS_COLUMNS (state is done, running,
-        stopped, failed or pending; coarse/fine/final count trials done of planned).
+        """What `kbn status` prints, in numbers, one row per cell (per cell and rate for a list of
+        shared rates, chosen_lr the rate): STATUS_COLUMNS. state is done, running, stopped, failed or
+        pending; *_done / *_planned count each phase's trials (fine_* missing until the coarse grid
+        has a best); chosen_lr a float (missing while searching); final_mean_score the final runs'
+        mean score as a fraction; final_unstable how many of them did not train.
 
-        >>> kbn.open_sweep("logs/smoke").status().set_index("cell").state
+        >>> st = kbn.open_sweep("logs/smoke").status()
+        >>> st.pivot(index="optimizer", columns="norm", values="final_mean_score")
         """
-        return pd.DataFrame(status_rows(self.folder), columns=STATUS_COLUMNS)
+        return pd.DataFrame(status_records(self.folder), columns=STATUS_COLUMNS)
 
     def problems(self) -> list[str]:
         """Failed trials, unreadable trial files and damaged or lost run folders, one line each (what

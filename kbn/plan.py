@@ -213,7 +213,7 @@ def off_plan(sweep: SweepConfig, cell: Cell, values: dict) -> str | None:
     coarse = set(sweep.coarse_grid(cell.optimizer))
     fine = {v for best in coarse for v in sweep.fine_grid(cell.optimizer, best)}
     rates = {"coarse": coarse, "fine": fine,
-             "final": {sweep.lr} if sweep.lr is not None else coarse | fine}.get(phase)
+             "final": set(sweep.rates) if sweep.lr is not None else coarse | fine}.get(phase)
     if rates is None:
         return f"phase {phase!r} is not one of coarse, fine, final"
     if lr not in rates:
@@ -331,21 +331,31 @@ def folder_progress(logdir: Path) -> FolderState:
     return FolderState(sweep, progress, running, problems)
 
 
-def status_rows(logdir: Path, live: bool | None = None, state: FolderState | None = None) -> list[list]:
+def status_records(logdir: Path, live: bool | None = None, state: FolderState | None = None) -> list[dict]:
+    """One record per cell (per cell and rate for a list of shared rates), in numbers: STATUS_FIELDS.
+    Trial counts as done and planned; fine_* None until the coarse grid has a best; chosen_lr None
+    while searching; final_mean_score a fraction (None without final runs); final_unstable the count
+    of final runs that did not train, final_unstable_kinds what they were ('2 collapsed', '' if none)."""
     state = state or folder_progress(logdir)
     if live is None:
         live = is_locked(Path(logdir))
+    cells = cells_by_key(state.sweep)
     rows = []
     for key, p in state.progress.items():
         # a list of shared rates: a row per rate, each with its own final runs
         parts = [{**p, **r, "chosen": lr} for lr, r in p["by_rate"].items()] if state.sweep.rate_list else [p]
-        rows += [_status_row(state, key, part, live) for part in parts]
+        rows += [_status_record(state, cells[key], part, live) for part in parts]
     return rows
 
 
-def _status_row(state: FolderState, key: str, p: dict, live: bool) -> list:
-    mine = {pr.kind for pr in state.problems if pr.cell == key}
-    started = state.running[key] or p["coarse"][0] or p["final"][0] or mine
+STATUS_FIELDS = ["cell", "dataset", "arch", "norm", "optimizer", "state", "coarse_done", "coarse_planned", "fine_done",
+                 "fine_planned", "final_done", "final_planned", "chosen_lr", "final_mean_score", "final_unstable",
+                 "final_unstable_kinds"]
+
+
+def _status_record(state: FolderState, cell, p: dict, live: bool) -> dict:
+    mine = {pr.kind for pr in state.problems if pr.cell == cell.key}
+    started = state.running[cell.key] or p["coarse"][0] or p["final"][0] or mine
     if "failed" in mine:
         cell_state = "failed"
     elif p["final"][0] == p["final"][1]:
@@ -354,13 +364,26 @@ def _status_row(state: FolderState, key: str, p: dict, live: bool) -> list:
         cell_state = "running" if live else "stopped"
     else:
         cell_state = "pending"
-    # scores are accuracies (fractions): percent with 2 places, as the report prints them; learning
-    # rates in one scientific format, so a column of 0.1, 0.0316 and 0.00316 lines up
-    final = "-" if not p["final_scores"] else f"{100 * sum(p['final_scores']) / len(p['final_scores']):.2f}"
-    return [key, cell_state, "{}/{}".format(*p["coarse"]),
-            "{}/{}".format(*p["fine"]) if p["coarse_best"] else "-",
-            "{}/{}".format(*p["final"]), "-" if p["chosen"] is None else f"{p['chosen']:.2e}", final,
-            unstable_text(p["final_outcomes"])]
+    scores = p["final_scores"]
+    fine = p["fine"] if p["coarse_best"] else (None, None)
+    return {"cell": cell.key, "dataset": cell.dataset, "arch": cell.arch, "norm": cell.norm,
+            "optimizer": cell.optimizer, "state": cell_state, "coarse_done": p["coarse"][0],
+            "coarse_planned": p["coarse"][1], "fine_done": fine[0], "fine_planned": fine[1],
+            "final_done": p["final"][0], "final_planned": p["final"][1], "chosen_lr": p["chosen"],
+            "final_mean_score": sum(scores) / len(scores) if scores else None,
+            "final_unstable": sum(k != "trained" for k in p["final_outcomes"]),
+            "final_unstable_kinds": "" if unstable_text(p["final_outcomes"]) == "-" else unstable_text(p["final_outcomes"])}
+
+
+def status_rows(logdir: Path, live: bool | None = None, state: FolderState | None = None) -> list[list]:
+    """`kbn status`'s rows: status_records as text. Scores are accuracies (fractions): percent with 2
+    places, as the report prints them; learning rates in one scientific format, so a column of 0.1,
+    0.0316 and 0.00316 lines up."""
+    return [[r["cell"], r["state"], f"{r['coarse_done']}/{r['coarse_planned']}",
+             "-" if r["fine_done"] is None else f"{r['fine_done']}/{r['fine_planned']}",
+             f"{r['final_done']}/{r['final_planned']}", "-" if r["chosen_lr"] is None else f"{r['chosen_lr']:.2e}",
+             "-" if r["final_mean_score"] is None else f"{100 * r['final_mean_score']:.2f}",
+             r["final_unstable_kinds"] or "-"] for r in status_records(logdir, live, state)]
 
 
 def unstable_text(kinds: list[str]) -> str:

@@ -16,8 +16,8 @@ from kbn.plan import folder_progress, status_rows
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score",
                  "outcome"]
-FINAL_COLUMNS = ["cell", "seed", "lr", "folder", "status", "test_accuracy", "val_accuracy", "outcome",
-                 "best_val_accuracy", "fell_at", "model"]
+FINAL_COLUMNS = ["cell", "dataset", "arch", "norm", "optimizer", "seed", "lr", "folder", "status", "test_accuracy",
+                 "val_accuracy", "outcome", "best_val_accuracy", "fell_at", "model"]
 
 
 @pytest.mark.slow
@@ -57,8 +57,20 @@ def test_open_sweep_answers_per_cell_and_final_runs_keep_their_models(tiny, tmp_
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         got = model.evaluate(ds.x_test, ds.y_test, verbose=0, return_dict=True)["accuracy"]
         assert got == pytest.approx(row.test_accuracy, abs=1e-6), row
-    # status: the rows of `kbn status`
-    assert s.status().values.tolist() == status_rows(out, live=False)
+    # status: what `kbn status` prints, in numbers (the CLI formats them)
+    st = s.status()
+    rows = status_rows(out, live=False)
+    assert st.cell.tolist() == [r[0] for r in rows]
+    for rec, row in zip(st.itertuples(), rows):
+        assert f"{rec.coarse_done}/{rec.coarse_planned}" == row[2] and f"{rec.final_done}/{rec.final_planned}" == row[4]
+        assert isinstance(rec.chosen_lr, float) and f"{rec.chosen_lr:.2e}" == row[5]
+        assert 0 <= rec.final_mean_score <= 1 and f"{100 * rec.final_mean_score:.2f}" == row[6]
+        assert rec.final_unstable == 0 and (rec.dataset, rec.arch) == ("mnist", "mlp")
+    mine = f[f.seed == 0].set_index("cell")
+    assert st.set_index("cell").chosen_lr.to_dict() == mine.lr.to_dict() == s.chosen()
+    # with and without a norm side by side, in one line (README, Python API)
+    wide = f.pivot_table(index=["dataset", "arch", "optimizer"], columns="norm", values="test_accuracy")
+    assert list(wide.columns) == ["batch", "none"] and len(wide) == 1
     # Keras Tuner's own calls on kbn's tuner
     tuner = SweepTuner(sweep, out, log=lambda *_: None)
     with pytest.raises(KbnError) as e:

@@ -96,9 +96,9 @@ def test_a_sweep_over_rates_trains_each_rate_and_reports_each(tmp_path, write_ca
 
     s = kbn.open_sweep(out)
     st = s.status()
-    assert list(zip(st.cell, st.chosen_lr, st.final)) == [
-        ("binary_mnist-ioffe_mlp-none-sgd", "3.00e-01", "2/2"), ("binary_mnist-ioffe_mlp-none-sgd", "1.00e+00", "2/2"),
-        ("binary_mnist-ioffe_mlp-batch-sgd", "3.00e-01", "2/2"), ("binary_mnist-ioffe_mlp-batch-sgd", "1.00e+00", "2/2")]
+    assert list(zip(st.cell, st.chosen_lr, st.final_done, st.final_planned)) == [
+        ("binary_mnist-ioffe_mlp-none-sgd", 0.3, 2, 2), ("binary_mnist-ioffe_mlp-none-sgd", 1.0, 2, 2),
+        ("binary_mnist-ioffe_mlp-batch-sgd", 0.3, 2, 2), ("binary_mnist-ioffe_mlp-batch-sgd", 1.0, 2, 2)]
     assert s.chosen() == {"binary_mnist-ioffe_mlp-none-sgd": [0.3, 1.0], "binary_mnist-ioffe_mlp-batch-sgd": [0.3, 1.0]}
     assert sorted(s.final_runs.lr) == [0.3] * 4 + [1.0] * 4
     capsys.readouterr()
