@@ -255,10 +255,10 @@ def serve(logdir, all_runs: bool = False, host: str = "127.0.0.1", port: int = 6
     """TensorBoard on the sweep's runs, until Ctrl-C."""
     from kbn.errors import ConfigError
 
-    folder = served_folder(logdir, all_runs)
     from kbn.config import check_address
 
-    check_address(host, port)  # before TensorBoard starts: its own errors are tracebacks
+    check_address(host, port)  # options first, then the folder; before TensorBoard: its errors are tracebacks
+    folder = served_folder(logdir, all_runs)
     from tensorboard import program
 
     tb = program.TensorBoard()

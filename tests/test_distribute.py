@@ -37,7 +37,7 @@ def test_two_workers_on_loopback_choose_the_same_learning_rates(tiny, tmp_path, 
     assert p.returncode == 0, text[-3000:]
     assert "chief serving the oracle on 127.0.0.1:" in text
     lines = [line for line in text.splitlines() if line.startswith("[")]
-    assert len(lines) == 14 and [line.split("]")[0] for line in lines] == [f"[{n:>3}/14" for n in range(1, 15)]
+    assert len(lines) == 14 and [line.split("]")[0] for line in lines] == [f"[{n:>2}/14" for n in range(1, 15)]
     assert all("left" in line for line in lines)  # the chief says each trial once, with the global count
     # the ETA learns from the trials' own training seconds, shared by the two workers: not from the
     # elapsed time, which holds the workers' start and their first compilations
@@ -172,7 +172,7 @@ def test_a_trial_that_crashes_on_a_local_worker_keeps_its_reason(tmp_path, kbn_p
     text, _ = p.communicate(timeout=300)
     assert p.returncode == 1, text[-3000:]
     failed = [line for line in text.splitlines() if "FAILED" in line]
-    assert len(failed) == 1 and "FAILED: RuntimeError: picky_sgd refuses lr 0.1 (traceback in tuner/trial_" in failed[0]
+    assert len(failed) == 1 and "FAILED: RuntimeError: picky_sgd refuses lr 0.1 (traceback in tuner/trial_" in failed[0], text
     (state,) = [s for s in trial_states(out).values() if s["status"] == "FAILED"]
     assert state["message"].startswith("RuntimeError: picky_sgd refuses lr 0.1\nTraceback")
     assert "kbn_failure" not in state["hyperparameters"]["values"]  # the message's carrier is gone

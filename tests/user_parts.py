@@ -54,11 +54,18 @@ def norm_after_activation(input_shape, num_classes, norm, activation="relu"):
 NOT_CALLABLE = 3
 
 
+class _PickySGD(keras.optimizers.SGD):
+    def build(self, variables):
+        # at the first step, inside the trial's training: a trial's own crash, not a bad component
+        # (a factory that raises is refused as the user's error before the trial)
+        if float(self.learning_rate) > 0.05:
+            raise RuntimeError(f"picky_sgd refuses lr {float(self.learning_rate):g}")
+        super().build(variables)
+
+
 def picky_sgd(learning_rate):
-    """An optimizer factory that crashes at rates above 0.05 (a trial's own crash, mid-sweep)."""
-    if learning_rate > 0.05:
-        raise RuntimeError(f"picky_sgd refuses lr {learning_rate:g}")
-    return keras.optimizers.SGD(learning_rate=learning_rate)
+    """An optimizer that crashes at rates above 0.05 when it first steps (a trial's own crash, mid-sweep)."""
+    return _PickySGD(learning_rate=learning_rate)
 
 
 picky_sgd.kbn_family = "plain"
