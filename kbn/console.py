@@ -44,13 +44,10 @@ def say(message: str) -> None:
           flush=True)
 
 
-def visible(line: str) -> int:
-    """A line's width in columns (every character counts one: the reports print no double-width ones)."""
-    return len(line)
-
-
 def widest(text: str) -> int:
-    return max((visible(ln) for ln in text.splitlines()), default=0)
+    """The widest line's width in columns (every character counts one: the reports print no
+    double-width ones)."""
+    return max((len(ln) for ln in text.splitlines()), default=0)
 
 
 def fit_line(line: str, cols: int) -> str:

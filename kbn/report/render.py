@@ -199,13 +199,14 @@ def _latex_summary(t: Table, label: str) -> str:
     P(win), speed, ...), the networks as row groups; columns that wrap (tabularx), so it is as wide
     as the text and never shrunk; a table* (both columns of a two-column page). Taller than
     SUMMARY_ROWS rows it continues in further floats, the notes under the last."""
-    keys = list(dict.fromkeys(k for row in t.rows for c in row[1:] if isinstance(c, Summary) for k in c.parts()))
+    parts = [[c.parts() if isinstance(c, Summary) else None for c in row[1:]] for row in t.rows]  # once per cell
+    keys = list(dict.fromkeys(k for row in parts for p in row if p is not None for k in p))
     names = {"diff": "difference (points)", "speed": "speed-up"}
     groups = []
     for c, network in enumerate(t.headers[1:], start=1):
-        rows = [[latex_text(row[0])] + ([_latex_safe_start(latex_text(row[c].parts().get(k, "--"))) for k in keys]
-                                         if isinstance(row[c], Summary) else [latex_text(MISSING)] * len(keys))
-                for row in t.rows if row[c] is not None]
+        rows = [[latex_text(row[0])] + ([_latex_safe_start(latex_text(p[c - 1].get(k, "--"))) for k in keys]
+                                         if p[c - 1] is not None else [latex_text(MISSING)] * len(keys))
+                for row, p in zip(t.rows, parts) if row[c] is not None]
         if rows:
             groups.append((network, rows))
     wrap = ">{\\raggedright\\arraybackslash}X"
