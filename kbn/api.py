@@ -16,15 +16,14 @@ reads the folder afresh.
 
 from __future__ import annotations
 
-import glob
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from kbn.config import SweepConfig
 from kbn.plan import (STATUS_FIELDS, cells_by_key, check_trial_run, folder_progress, problem_lines, run_folder,
-                      status_records, trial_values)
+                      status_records)
+from kbn.trials import records
 from kbn.runlog import MODEL_FILE, check_run
 from kbn.sweep_folder import load_folder_sweep
 
@@ -75,17 +74,17 @@ class Sweep:
         """
         cells = cells_by_key(self.config)
         rows = []
-        for tid, state in _trial_states(self.folder):
-            v = state["hyperparameters"]["values"]
-            cell = cells.get(v.get("cell"))
+        for t in records(self.folder):
+            v = t.values
+            cell = cells.get(t.cell)
             if cell is None:
                 continue
             outcome = None
-            if state.get("status") == "COMPLETED":
+            if t.status == "COMPLETED":
                 _, check = check_trial_run(self.config, self.folder, v, cells)
                 outcome = check.outcome.kind if check.outcome is not None else None
-            rows.append([tid, cell.key, cell.dataset, cell.arch, cell.norm, cell.optimizer, v["phase"],
-                         float(v["lr"]), int(v["seed"]), state.get("status"), state.get("score"), outcome])
+            rows.append([t.trial_id, cell.key, cell.dataset, cell.arch, cell.norm, cell.optimizer, v["phase"],
+                         t.lr, t.seed, t.status, t.score, outcome])
         return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
     @property
@@ -109,11 +108,11 @@ class Sweep:
         """
         cells = cells_by_key(self.config)
         rows = []
-        for _, state in _trial_states(self.folder):
-            v = state["hyperparameters"]["values"]
-            if v.get("cell") not in cells or v.get("phase") != "final":
+        for t in records(self.folder):
+            v = t.values
+            if t.cell not in cells or t.phase != "final":
                 continue
-            if state.get("status") == "COMPLETED":
+            if t.status == "COMPLETED":
                 folder, check = check_trial_run(self.config, self.folder, v, cells)
             else:
                 folder = run_folder(self.config, self.folder, v, cells)
@@ -124,7 +123,7 @@ class Sweep:
             elif check.result is not None:
                 status = check.result["status"]
             else:
-                status = str(state.get("status")).lower()
+                status = t.status.lower()
             model = folder / MODEL_FILE
             how = check.outcome
             c = cells[v["cell"]]
@@ -161,14 +160,3 @@ def open_sweep(folder: str | Path) -> Sweep:
     >>> s.chosen(), s.trials, s.final_runs, s.status()
     """
     return Sweep(folder)
-
-
-def _trial_states(folder: Path):
-    """(trial id, trial.json contents) for every readable trial file, in id order."""
-    for fname in sorted(glob.glob(str(Path(folder) / "tuner" / "trial_*" / "trial.json"))):
-        try:
-            state = json.loads(Path(fname).read_text())
-            trial_values(state)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        yield Path(fname).parent.name.split("_", 1)[1], state

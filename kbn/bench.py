@@ -238,6 +238,7 @@ def sweep_throughput(sweep_file: str, workers: list[int | None], scratch, data_e
 
     from kbn.config import load_sweep
     from kbn.plan import folder_progress, planned_trials, trial_length
+    from kbn.trials import records
 
     sweep = load_sweep(sweep_file)
     out = []
@@ -252,19 +253,12 @@ def sweep_throughput(sweep_file: str, workers: list[int | None], scratch, data_e
             out.append({"workers": w, "error": (p.stderr.strip().splitlines() or ["?"])[-1]})
             continue
         state = folder_progress(logdir)
-        work = sum(trial_length(sweep, t["phase"]) for t in _trials(logdir))
+        work = sum(trial_length(sweep, t.phase) for t in records(logdir))
         chose = next((line for line in p.stdout.splitlines() if "local worker(s):" in line), "")
         out.append({"workers": w, "chosen_workers": chose.split(" local worker")[0].split()[-1] if chose else str(w),
                     "trials": planned_trials(sweep, state.progress), "trial_epochs": work, "seconds": seconds,
                     "per_second": work / seconds, "chosen": {k: p_["chosen"] for k, p_ in state.progress.items()}})
     return out
-
-
-def _trials(logdir) -> list[dict]:
-    from pathlib import Path
-
-    return [json.loads(f.read_text())["hyperparameters"]["values"]
-            for f in sorted(Path(logdir, "tuner").glob("trial_*/trial.json"))]
 
 
 def sweep_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:

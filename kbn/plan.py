@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
-import json
 import math
 from pathlib import Path
 from typing import NamedTuple
 
+from kbn import trials
 from kbn.config import Cell, SweepConfig
 from kbn.runlog import RunCheck, check_run
 from kbn.sweep_folder import is_locked, load_folder_sweep
@@ -188,24 +187,6 @@ def work_left(sweep: SweepConfig, progress: dict[str, dict]) -> int:
     return left
 
 
-def trial_values(state) -> dict:
-    """A trial.json's hyperparameter values, checked as kbn wrote them: ValueError naming the field
-    when the file was damaged or edited (a score that is not a number, an lr or seed of the wrong kind);
-    the readers then treat the file as unreadable, as one that is not JSON."""
-    values = state["hyperparameters"]["values"]
-    score = state.get("score")
-    if score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)):
-        raise ValueError(f"score {score!r} is not a number")
-    for key, kind in (("lr", (int, float)), ("seed", int)):
-        v = values.get(key)
-        if key in values and (not isinstance(v, kind) or isinstance(v, bool)):
-            raise ValueError(f"{key} {v!r} is not a number")
-    for key in ("cell", "phase"):
-        if not isinstance(values.get(key), str):
-            raise ValueError(f"{key} {values.get(key)!r} is missing or not text")
-    return values
-
-
 def off_plan(sweep: SweepConfig, cell: Cell, values: dict) -> str | None:
     """How a trial's phase, lr or seed is not one this sweep plans for `cell` (a trial.json edited by
     hand, or of another sweep), or None: such a trial is never counted as the sweep's work."""
@@ -292,17 +273,13 @@ def folder_progress(logdir: Path) -> FolderState:
     cells = cells_by_key(sweep)
     scores, failed, running, outcomes = {}, set(), collections.Counter(), {}
     problems = []
-    for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
-        tid = Path(fname).parent.name
-        try:
-            state = json.loads(Path(fname).read_text())
-            values, status = trial_values(state), state["status"]
-            cell = values["cell"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            why = str(e) if type(e) is ValueError else type(e).__name__  # trial_values's own words
-            problems.append(Problem("", "unreadable", f"tuner/{tid}/trial.json is unreadable ({why}); "
+    for t in trials.scan(logdir):
+        tid = f"trial_{t.trial_id}"
+        if isinstance(t, trials.Unreadable):
+            problems.append(Problem("", "unreadable", f"tuner/{tid}/trial.json is unreadable ({t.why}); "
                                     "its trial runs again on resume"))
             continue
+        values, status, cell = t.values, t.status, t.cell
         if cell not in cells:
             problems.append(Problem("", "unreadable", f"tuner/{tid} belongs to no cell of this sweep ({cell})"))
             continue
@@ -319,11 +296,11 @@ def folder_progress(logdir: Path) -> FolderState:
                 problems.append(Problem(cell, "lost" if check.lost else "damaged",
                                         f"{rel}: {check.problem}; redone on resume"))
             else:
-                scores[trial_key(values)] = score_value(state.get("score"))
+                scores[trial_key(values)] = score_value(t.score)
                 outcomes[trial_key(values)] = check.outcome.kind
         elif status == FAILED:
             failed.add(trial_key(values))
-            problems.append(Problem(cell, "failed", f"{tid} ({what}) failed: {failure_summary(state.get('message'))}; "
+            problems.append(Problem(cell, "failed", f"{tid} ({what}) failed: {failure_summary(t.message)}; "
                                     "retried on resume"))
         else:
             running[cell] += 1

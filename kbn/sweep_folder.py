@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import glob
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ from kbn import registry
 from kbn.config import PHASES, SEARCH_FIELDS, SETTING_DEFAULTS, Cell, SweepConfig, file_shape, sweep_from_dict
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import write_json_atomic
+from kbn.trials import records
 
 
 LOCK_FILE = ".lock"
@@ -150,16 +150,12 @@ def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
         diff += [f"{k} {protocol[k]!r} vs {v!r}" for k, v in rule.items() if k in protocol and protocol[k] != v]
         if diff:
             return f"{where}: {', '.join(diff)}"
-    for fname in sorted(glob.glob(str(logdir / "tuner" / "trial_*" / "trial.json"))):
-        try:
-            v = json.loads(Path(fname).read_text())["hyperparameters"]["values"]
-            cell = cells.get(v["cell"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # reload sets it aside
-        where = Path(fname).parent.relative_to(logdir)
+    for t in records(logdir):  # the oracle's reload sets unreadable ones aside
+        where = t.path.parent.relative_to(logdir)
+        cell = cells.get(t.cell)
         if cell is None:
-            return f"{where} is of cell {v['cell']}, not in this sweep"
-        off = off_plan(sweep, cell, v)
+            return f"{where} is of cell {t.cell}, not in this sweep"
+        off = off_plan(sweep, cell, t.values)
         if off:
             return f"{where}: {off}"
     return None

@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import errno
 import glob
-import json
 import os
 import time
 import traceback
@@ -44,10 +43,11 @@ from kbn import interrupts
 from kbn.backend import default_pack
 from kbn.clock import process_compile_seconds
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, check_trial_run, failure_summary, keeps_model,
-                      off_plan, planned_trials, run_folder, score_value, trial_key, trial_length, trial_values,
+                      off_plan, planned_trials, run_folder, score_value, trial_key, trial_length,
                       work_left)
 from kbn.runlog import write_json_atomic
 from kbn.sweep_folder import check_components, prepare_folder, sweep_lock
+from kbn.trials import read_trial
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
 from kbn.train import plan_schedule, train, train_many
@@ -221,7 +221,7 @@ class SweepOracle(kt.Oracle):
             folder = Path(fname).parent
             ids_seen += [int(folder.name.split("_")[1])] if folder.name.split("_")[1].isdigit() else []
             try:
-                trial_values(json.loads(Path(fname).read_text()))  # what Trial.load takes as it is
+                read_trial(Path(fname))  # checked as kbn wrote it: Trial.load takes anything
                 t = trial_module.Trial.load(fname)
                 values = t.hyperparameters.values
                 known = values.get("cell") in cells

@@ -15,7 +15,6 @@ data: every (cell, phase, lr, search seed) with its selection score.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -28,24 +27,20 @@ TRIAL_COLUMNS = ["dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", 
 
 def trial_points(logdir: Path) -> pd.DataFrame:
     """Every completed search trial of a sweep: cell, phase, lr, search seed, score, diverged."""
-    from kbn.plan import trial_values
+    from kbn.trials import records
 
     recs = []
     cells = _cells(logdir)
-    for f in sorted(Path(logdir).rglob("tuner/trial_*/trial.json")):
-        try:
-            s = json.loads(f.read_text())
-            v = trial_values(s)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # kbn status names unreadable trial files; here they simply add nothing
-        if s.get("status") != "COMPLETED" or v.get("phase") not in ("coarse", "fine"):
-            continue
-        m = s.get("metrics", {}).get("metrics", {})
-        div = m.get("diverged", {}).get("observations", [{}])[0].get("value", [0.0])[0]
-        cell = cells.get(v["cell"])
-        d, a, n, o = (cell.dataset, cell.arch, cell.norm, cell.optimizer) if cell else v["cell"].split("-")
-        recs.append(dict(dataset=d, arch=a, norm=n, optimizer=o, phase=v["phase"], lr=float(v["lr"]),
-                         seed=int(v.get("seed", 0)), score=float(s["score"]), diverged=bool(div)))
+    # rglob: a folder of several sweeps reads as all of their trials (unreadable files add nothing;
+    # kbn status names them)
+    for tuner in sorted({f.parent.parent for f in Path(logdir).rglob("tuner/trial_*/trial.json")}, key=str):
+        for t in records(tuner.parent):
+            if t.status != "COMPLETED" or t.phase not in ("coarse", "fine"):
+                continue
+            cell = cells.get(t.cell)
+            d, a, n, o = (cell.dataset, cell.arch, cell.norm, cell.optimizer) if cell else t.cell.split("-")
+            recs.append(dict(dataset=d, arch=a, norm=n, optimizer=o, phase=t.phase, lr=t.lr, seed=t.seed,
+                             score=float(t.score), diverged=bool(t.metrics.get("diverged", 0.0))))
     return pd.DataFrame.from_records(recs, columns=TRIAL_COLUMNS)
 
 
