@@ -397,7 +397,7 @@ def _report_name(args) -> str:
         from kbn.sweep_folder import load_folder_sweep
 
         return f"sweep {load_folder_sweep(args.logdir).name}"
-    except Exception:  # a folder of kbn train runs, or a damaged sweep.json (status names that)
+    except Exception:  # noqa: BLE001 - a folder of kbn train runs, or a damaged sweep.json (status names that)
         return Path(args.logdir).resolve().name
 
 
