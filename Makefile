@@ -116,7 +116,7 @@ check-jax-only: data
 
 # Speed: trial-epochs per second of plain fit, the fast path and packed trials (README, Backends
 # and speed). bench-gpu runs in the Python that has JAX with CUDA (a GPU host may have no
-# TensorFlow; kbn bench needs only keras, jax, numpy, tabulate, tensorboard and filelock there).
+# TensorFlow; pip install '.[cuda]' is all kbn bench needs there).
 # On 2 cores the full bench takes about an hour, mostly packed CNNs: BENCH_ARGS="--archs mlp,deep_mlp".
 bench: install data
 	$(BIN)/kbn bench --seed-ks 8 --out $(LOGDIR)/bench/cpu.md $(BENCH_ARGS)
