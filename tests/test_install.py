@@ -97,3 +97,13 @@ def test_the_wheel_holds_its_licence_py_typed_one_version_and_extras(tmp_path):
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     core = [r for r in requires if "extra ==" not in r]
     assert core and not [r for r in core if _name(r.split(";")[0]) in ("tensorflow", "tensorflow-datasets", "jax")]
+
+
+def test_the_constraints_pin_every_declared_distribution_inside_its_range():
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    pins = {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pins.items()}
+    reqs = [Requirement(r) for r in PROJECT["dependencies"] + sum(PROJECT["optional-dependencies"].values(), [])]
+    outside = [str(r) for r in reqs if r.name != "kbn" and not r.extras  # jax[cuda12]: not on a CPU machine
+               and not r.specifier.contains(pins.get(_name(str(r)), "absent"), prereleases=True)]
+    assert outside == [], f"constraints.txt misses or contradicts: {outside}"
