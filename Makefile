@@ -5,16 +5,18 @@ BIN    := $(VENV)/bin
 LOGDIR ?= logs
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test test-fast tensorboard clean status report bench bench-cores bench-gpu \
+.PHONY: install data demo lint test test-fast check-jax-only tensorboard clean status report bench bench-cores bench-gpu \
 	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer sweep-poster-fixed sweep-poster-rates \
 	sweep-ln-batch poster
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Everything the suite needs (both backends, tfds, pytest, ruff) at the versions it passed with.
+# A machine that needs less installs an extra itself (README, Install): pip install '.[jax]'.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all,test]'
 	touch $@
 
 # Debian packages, each only when missing (one apt-get run; one line when all are there): the real
@@ -84,16 +86,37 @@ report: install
 	$(BIN)/kbn report $(LOGDIR)/$(SWEEP) --out $(LOGDIR)/$(SWEEP)/report
 	$(BIN)/kbn export $(LOGDIR)/$(SWEEP)
 
+lint: install
+	$(BIN)/ruff check .
+
 # pytest exits 5 when it collects nothing: that is not a failure of the project.
-test: install data
+test: install data lint
 	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 # The tests marked slow (whole sweeps, signals, TensorFlow subprocesses) left out: for editing.
 test-fast: install data
 	$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
+# A JAX-only machine (README, Install): kbn[jax] from this checkout into a fresh venv, no TensorFlow in
+# its pip list, then a run, a small sweep and its report on real Fashion-MNIST with that venv alone.
+JAX_ONLY ?= /tmp/kbn-jax-only
+check-jax-only: data
+	rm -rf $(JAX_ONLY) && $(PYTHON) -m venv $(JAX_ONLY)/venv
+	$(JAX_ONLY)/venv/bin/python -m pip install -q -c constraints.txt '.[jax]'
+	@if $(JAX_ONLY)/venv/bin/python -m pip list | grep -i tensorflow; then \
+	  echo "check-jax-only: kbn[jax] installed TensorFlow"; exit 1; fi
+	printf '%s\n' 'name = "jax-only"' 'datasets = ["fashion_mnist"]' 'archs = ["mlp"]' 'norms = ["none", "batch"]' \
+	  'optimizers = ["sgd"]' 'epochs = 1' 'seeds = [0, 1]' 'subset = 1000' '[search]' 'coarse = [0.01, 0.1]' \
+	  'fine_per_side = 0' > $(JAX_ONLY)/sweep.toml
+	cd $(JAX_ONLY) && export KBN_DATA_DIR=$(JAX_ONLY)/data && unset PYTHONPATH KERAS_BACKEND && \
+	  venv/bin/kbn train --dataset fashion_mnist --arch mlp --norm batch --epochs 1 --subset 2000 --logdir runs && \
+	  venv/bin/kbn sweep sweep.toml --logdir sweep --workers 1 && \
+	  venv/bin/kbn report sweep --out sweep/report && \
+	  grep -q '"backend": "jax"' runs/*/config.json
+	@echo "check-jax-only: kbn[jax] trained, swept and reported without TensorFlow ($(JAX_ONLY))"
+
 # Speed: trial-epochs per second of plain fit, the fast path and packed trials (README, Backends
 # and speed). bench-gpu runs in the Python that has JAX with CUDA (a GPU host may have no
-# TensorFlow; kbn bench needs only keras, jax, numpy, tabulate, tensorboard and filelock there).
+# TensorFlow; pip install '.[cuda]' is all kbn bench needs there).
 # On 2 cores the full bench takes about an hour, mostly packed CNNs: BENCH_ARGS="--archs mlp,deep_mlp".
 bench: install data
 	$(BIN)/kbn bench --seed-ks 8 --out $(LOGDIR)/bench/cpu.md $(BENCH_ARGS)

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import sys
 
+import kbn
 from kbn.backend import choose_backend
 from kbn.config import TrainConfig  # no Keras: cheap enough to build the parser from
 
@@ -137,6 +138,7 @@ def _add_tensorboard(sub):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kbn", description="Does normalization help this optimizer, on this network, and by how much?")
+    p.add_argument("--version", action="version", version=f"kbn {kbn.__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_data(sub)
@@ -395,7 +397,7 @@ def _report_name(args) -> str:
         from kbn.sweep_folder import load_folder_sweep
 
         return f"sweep {load_folder_sweep(args.logdir).name}"
-    except Exception:  # a folder of kbn train runs, or a damaged sweep.json (status names that)
+    except Exception:  # noqa: BLE001 - a folder of kbn train runs, or a damaged sweep.json (status names that)
         return Path(args.logdir).resolve().name
 
 

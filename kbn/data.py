@@ -264,8 +264,8 @@ def read_tfds(name: str) -> tuple[dict[str, np.ndarray] | None, str]:
     """Arrays from tensorflow-datasets (with `num_classes` from the builder's info), or (None, why not)."""
     try:
         import tensorflow_datasets as tfds
-    except ImportError as e:  # pragma: no cover - it is a dependency
-        return None, f"tensorflow-datasets is not importable ({e})"
+    except ImportError as e:  # an extra: kbn[tfds]
+        return None, f"tensorflow-datasets is not importable ({e}; pip install 'kbn[tfds]')"
     tfds_dir = os.environ.get("TFDS_DATA_DIR")
     try:
         prepared = tfds.builder(name, data_dir=tfds_dir).is_prepared()

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from kbn.errors import Interrupted  # noqa: F401 - raised here, caught by the CLI
+from kbn.errors import Interrupted  # raised here, caught by the CLI
 
 _requested = threading.Event()
 _first = [0.0]  # when the first signal came

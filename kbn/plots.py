@@ -13,15 +13,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display is needed or wanted
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+import pandas as pd
 
-from kbn import registry, tuning  # noqa: E402
-from kbn.report.labels import display_name, optimizer_name  # noqa: E402
-from kbn.report.measures import norm_effect  # noqa: E402
-from kbn.report.results import Results  # noqa: E402
+from kbn import registry, tuning
+from kbn.report.labels import display_name, optimizer_name
+from kbn.report.measures import norm_effect
+from kbn.report.results import Results
 
 
 def norm_colors(names) -> dict[str, str]:

@@ -184,7 +184,7 @@ class Optimizer:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{field} {self.name}: cannot make it with learning rate {lr}"
                               f"{f' and {sorted(overrides)}' if overrides else ''}: {e}") from None
-        except Exception as e:  # noqa: BLE001 - a user's optimizer raised: their error, named
+        except Exception as e:  # a user's optimizer raised: their error, named
             if self.source is None:
                 raise
             raise failure(field, self.source, f"making the optimizer at learning rate {lr}", e) from None

@@ -134,7 +134,7 @@ class EventWriter:
         run that trained, FAILURE for one that diverged, collapsed or never learned (the dashboard's
         status filter then separates them)."""
         from tensorboard.compat.proto.summary_pb2 import Summary
-        from tensorboard.plugins.hparams import api_pb2, summary_v2
+        from tensorboard.plugins.hparams import api_pb2
 
         from tensorboard.plugins.scalar import metadata
 

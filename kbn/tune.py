@@ -38,7 +38,7 @@ from keras_tuner.engine import trial as trial_module
 
 from kbn import console, data as kdata, registry
 from kbn.config import SweepConfig, check_address
-from kbn.errors import ConfigError, DataError, DataFileError, KbnError
+from kbn.errors import DataError, DataFileError, KbnError
 from kbn import interrupts
 from kbn.backend import default_pack
 from kbn.clock import process_compile_seconds

@@ -4,9 +4,9 @@ from keras import layers
 
 from kbn import models
 from kbn import registry
+from kbn.errors import ConfigError
 
 ARCHS, NORMS = tuple(registry.ARCHS), tuple(registry.NORMS)
-from kbn.errors import ConfigError
 
 MNIST = (28, 28, 1)
 CIFAR = (32, 32, 3)
@@ -35,7 +35,7 @@ def test_exact_parameter_counts(arch, shape, norm):
 
 
 def _sequence(model):
-    return [type(l).__name__ for l in model.layers]
+    return [type(lay).__name__ for lay in model.layers]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -58,11 +58,12 @@ def test_no_norm_means_no_norm_layers_and_the_thesis_shapes():
     seq = _sequence(models.build("deep_cnn", CIFAR))
     assert seq.count("Conv2D") == 15 and seq.count("MaxPooling2D") == 5
     assert not any("Normalization" in t for t in seq)
-    maps = [l.filters for l in models.build("deep_cnn", CIFAR).layers if isinstance(l, layers.Conv2D)]
+    maps = [lay.filters for lay in models.build("deep_cnn", CIFAR).layers if isinstance(lay, layers.Conv2D)]
     assert maps == [32] * 3 + [64] * 3 + [128] * 3 + [256] * 3 + [512] * 3
     deep = models.build("deep_mlp", MNIST)
-    assert [l.units for l in deep.layers if isinstance(l, layers.Dense)] == [30] * 20 + [10]
-    acts = {l.activation.__name__ for l in models.build("ioffe_mlp", MNIST).layers if isinstance(l, layers.Activation)}
+    assert [lay.units for lay in deep.layers if isinstance(lay, layers.Dense)] == [30] * 20 + [10]
+    acts = {lay.activation.__name__ for lay in models.build("ioffe_mlp", MNIST).layers
+            if isinstance(lay, layers.Activation)}
     assert acts == {"sigmoid"}
 
 
@@ -79,18 +80,18 @@ def test_forward_pass_gives_class_probabilities(arch, shape):
 @pytest.mark.slow
 def test_depth_width_activation_overrides():
     m = models.build("mlp", MNIST, norm="none", activation="tanh", depth=5, width=64)
-    dense = [l for l in m.layers if isinstance(l, layers.Dense)]
+    dense = [lay for lay in m.layers if isinstance(lay, layers.Dense)]
     assert [d.units for d in dense] == [64] * 5 + [10]
-    assert {l.activation.__name__ for l in m.layers if isinstance(l, layers.Activation)} == {"tanh"}
+    assert {lay.activation.__name__ for lay in m.layers if isinstance(lay, layers.Activation)} == {"tanh"}
     assert models.build("cnn", MNIST, width=8).layers[1].filters == 8
 
 
 def test_group_norm_groups_fit_the_layer():
     m = models.build("deep_mlp", MNIST, norm="group")
-    groups = {l.groups for l in m.layers if isinstance(l, layers.GroupNormalization)}
+    groups = {lay.groups for lay in m.layers if isinstance(lay, layers.GroupNormalization)}
     assert groups == {6}  # 30 units: 6 groups of 5
-    assert {l.groups for l in models.build("mlp", MNIST, norm="group").layers
-            if isinstance(l, layers.GroupNormalization)} == {5}
+    assert {lay.groups for lay in models.build("mlp", MNIST, norm="group").layers
+            if isinstance(lay, layers.GroupNormalization)} == {5}
 
 
 @pytest.mark.parametrize("kwargs,field", [({"arch": "vgg"}, "arch"), ({"norm": "weight"}, "norm"),
