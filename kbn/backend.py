@@ -122,7 +122,6 @@ def keep_tensorflow_out() -> None:
 
     if keras.backend.backend() == "tensorflow":
         return
-    from keras.src.utils import module_utils
+    from kbn import compat
 
-    if module_utils.tensorflow.module is None:  # not imported by anyone yet: keep it that way
-        module_utils.tensorflow._available = False
+    compat.mark_tensorflow_absent()  # not if someone imported TensorFlow already

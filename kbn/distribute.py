@@ -207,10 +207,7 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
     worker that stops with an error (or Ctrl-C / SIGTERM here) stops the whole sweep, resumable."""
     import grpc
     from concurrent import futures
-    # keras-tuner (1.4.8) has no public path to its gRPC service: its own chief serves it only
-    # from inside a blocking search(), which would leave the chief no thread to start workers from
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
+    from kbn import compat  # keras-tuner's gRPC service: no public path to it
 
     port = port or _free_port(host)
     set_distribution_env("chief", host, port)
@@ -218,7 +215,7 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
     oracle = tuner.oracle
     announce(sweep, logdir, oracle, log)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
+    compat.add_oracle_service(server, oracle)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:

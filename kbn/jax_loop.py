@@ -24,6 +24,8 @@ import time
 import keras
 import numpy as np
 
+from kbn import compat
+
 
 _ON_DEVICE: dict[tuple, object] = {}
 # Compiled loops by what they compute (see `signature`): a sweep's worker trains many runs of one cell,
@@ -132,8 +134,8 @@ class JaxPeriods:
         self._x = None if own_orders else on_device(x_train)  # own_orders: the model holds the images
         self._y = on_device(y_train)
         # fit builds the metrics and the optimizer on its first batch; so does this, without training
-        model._symbolic_build(data_batch=self._batch(jnp.zeros((batch_size, k if own_orders else 1), jnp.int32),
-                                                     self._x, self._y))
+        compat.symbolic_build(model, self._batch(jnp.zeros((batch_size, k if own_orders else 1), jnp.int32),
+                                                 self._x, self._y))
         # train_step's logs are the metrics' results: their shapes, without tracing train_step once more
         self._logs = {key: (np.shape(v), v.dtype) for key, v in model.get_metrics_result().items()}
         # a loop compiled for an identical model and optimizer runs this one's state as well
@@ -236,7 +238,7 @@ class JaxEvaluation:
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
         """The metrics `model.evaluate(x, y, batch_size, return_dict=True)` returns, as floats."""
         model, b = self.model, self.batch_size
-        model._symbolic_build(data_batch=(x[:b], y[:b] if self.k == 1 else [y[:b]] * self.k))  # as evaluate does
+        compat.symbolic_build(model, (x[:b], y[:b] if self.k == 1 else [y[:b]] * self.k))  # as evaluate does
         model.reset_metrics()
         state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
                  [v.value for v in model.metrics_variables])

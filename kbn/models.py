@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from kbn import registry
+from kbn import compat, registry
 from kbn.config import ACTIVATIONS, check_choice, check_init, check_positive, init_scale
 from kbn.errors import ConfigError
 
@@ -229,10 +229,7 @@ def check_outputs(model: keras.Model, input_shape, num_classes: int, arch: str) 
 
 
 def _neighbours(layer, outbound: bool) -> list:
-    nodes = layer._outbound_nodes if outbound else layer._inbound_nodes
-    if outbound:
-        return [n.operation for n in nodes]
-    return [p.operation for n in nodes for p in n.parent_nodes]
+    return compat.layer_children(layer) if outbound else compat.layer_parents(layer)
 
 
 def check_norm_placement(model: keras.Model, norm, arch: str) -> None:

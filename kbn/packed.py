@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kbn import registry
+from kbn import compat, registry
 
 
 class PackedDense(layers.Layer):
@@ -295,8 +295,7 @@ def cannot_pack(single: keras.Model, optimizer: str) -> str | None:
     for layer in single.layers[1:]:
         if type(layer) not in RULES:
             return f"packing has no rule for {type(layer).__name__} ({layer.name})"
-        parents = [p.operation for n in layer._inbound_nodes for p in n.parent_nodes]
-        if parents != [previous]:
+        if compat.layer_parents(layer) != [previous]:
             return f"{layer.name} does not follow {previous.name} alone (packing handles a chain of layers)"
         previous = layer
     return None
@@ -307,26 +306,7 @@ def packed_optimizer(name: str, lr_arrays: dict[str, np.ndarray], **overrides) -
     rec = registry.get("optimizer", name)
     base, fixed = rec.resolve(), dict(rec.fixed)
 
-    class PerTrialLR(base):
-        def _lr_of(self, variable):
-            # The TF backend hands update_step the raw tf.Variable: go through the optimizer's index.
-            return lr_arrays.get(self._trainable_variables[self._get_variable_index(variable)].path)
-
-        def update_step(self, gradient, variable, learning_rate):
-            lr = self._lr_of(variable)
-            if lr is not None:
-                learning_rate = ops.convert_to_tensor(lr, dtype=variable.dtype)
-            return super().update_step(gradient, variable, learning_rate)
-
-        def _apply_weight_decay(self, variables):  # AdamW decays by lr * wd: per trial too
-            if self.weight_decay is None:
-                return
-            for variable in variables:
-                if self._use_weight_decay(variable):
-                    lr = ops.convert_to_tensor(self._lr_of(variable), dtype=variable.dtype)
-                    wd = ops.cast(self.weight_decay, variable.dtype)
-                    variable.assign(variable - variable * wd * lr)
-
+    PerTrialLR = compat.per_variable_lr(base, lr_arrays.get)  # AdamW's decay by lr * wd: per trial too
     PerTrialLR.__name__ = f"Packed{base.__name__}"
     return PerTrialLR(**{**fixed, **overrides, "learning_rate": 1.0})
 

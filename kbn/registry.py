@@ -37,6 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
+from kbn import compat
 from kbn.errors import ConfigError
 
 KINDS = ("optimizer", "norm", "arch", "dataset")
@@ -201,7 +202,7 @@ class Optimizer:
         never used."""
         import keras
 
-        rate = getattr(opt, "_learning_rate", None)
+        rate = compat.optimizer_lr_variable(opt)
         if not isinstance(rate, keras.Variable):
             return False
         used = float(keras.ops.convert_to_numpy(rate))

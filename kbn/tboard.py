@@ -39,10 +39,12 @@ def session_end(status):
     writer's events cannot hold."""
     import time as _time
 
-    from tensorboard.plugins.hparams import metadata, plugin_data_pb2, summary_v2
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    from kbn import compat
 
     end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=_time.time())
-    return summary_v2._summary_pb(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))
+    return compat.hparams_summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))
 
 
 def outcome_scalars(kind: str) -> dict[str, float]:

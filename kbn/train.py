@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kbn import __version__, data as kdata, models, optim, registry, stability
+from kbn import __version__, compat, data as kdata, models, optim, registry, stability
 from kbn import interrupts
 from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
 from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
@@ -283,7 +283,7 @@ def _rate_verified(components: dict, cfg: TrainConfig, model: keras.Model) -> di
         return components
     verified = registry.get("optimizer", cfg.optimizer).rate_verified(model.optimizer, cfg.lr)
     if not verified:
-        rate = getattr(model.optimizer, "_learning_rate", None)
+        rate = compat.optimizer_lr_variable(model.optimizer)
         print(f"kbn: warning: optimizer {cfg.optimizer!r}: its learning rate is a {type(rate).__name__}, not the "
               f"{cfg.lr:g} asked for; config.json and metrics.csv record {cfg.lr:g}, which kbn cannot vouch for "
               "(config.json: lr_verified false)", file=sys.stderr, flush=True)

@@ -24,7 +24,6 @@ Folder of a sweep (`logs/<name>/` by default):
 
 from __future__ import annotations
 
-import collections
 import errno
 import glob
 import os
@@ -36,7 +35,7 @@ import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
-from kbn import console, data as kdata, registry
+from kbn import compat, console, data as kdata, registry
 from kbn.config import SweepConfig, check_address
 from kbn.errors import DataError, DataFileError, KbnError
 from kbn import interrupts
@@ -85,7 +84,8 @@ class NoTunerModels(KbnError, NotImplementedError):
 
 
 
-class SweepOracle(kt.Oracle):
+# compat.oracle_class: Keras Tuner's Oracle with kbn's create_trial (ids from new_trial_id) and save_trial hook
+class SweepOracle(compat.oracle_class()):
     """Hands out the sweep's trials; the remaining work is always derived from the completed trials."""
 
     def __init__(self, sweep: SweepConfig, log=print):
@@ -117,46 +117,21 @@ class SweepOracle(kt.Oracle):
         scores, failed, outcomes = self.scores(), self.failed(), self.outcomes()
         return {c.key: cell_progress(self.sweep, c, scores, failed, outcomes) for c in self.sweep.cells()}
 
-    @kt.synchronized
-    def create_trial(self, tuner_id):
-        """Keras Tuner's create_trial, except that a new trial's id comes after the highest id ever
-        used in the folder (keras-tuner counts the trials it could load, so one unreadable trial file
-        made two trials share an id and overwrite each other)."""
-        if tuner_id in self.ongoing_trials:
-            return self.ongoing_trials[tuner_id]
-        self.tuner_ids.add(tuner_id)
-        self._asking = tuner_id  # populate_space prefers what this tuner's other trials can pack with
-        if self._retry_queue:
-            trial = self.trials[self._retry_queue.pop()]
-            trial.status, trial.message = Status.RUNNING, None
-            self.started[trial.trial_id] = time.time()
-            self.ongoing_trials[tuner_id] = trial
-            self._save_trial(trial)
-            self.save()
-            return trial
-        trial_id = f"{self._next_id:04d}"
-        response = self.populate_space(trial_id)
-        hps = self.hyperparameters.copy()
-        hps.values = response["values"] or {}
-        trial = trial_module.Trial(hyperparameters=hps, trial_id=trial_id, status=response["status"])
-        if trial.status == Status.RUNNING:
+    def new_trial_id(self) -> str:
+        """After the highest id ever used in the folder (keras-tuner counts the trials it could load, so
+        one unreadable trial file made two trials share an id and overwrite each other)."""
+        return f"{self._next_id:04d}"
+
+    def trial_started(self, trial, new: bool) -> None:
+        if new:
             self._next_id += 1
-            self.started[trial_id] = time.time()
-            self._record_values(trial)
-            self.ongoing_trials[tuner_id] = trial
-            self.trials[trial_id] = trial
-            self.start_order.append(trial_id)
-            self._save_trial(trial)
-            self.save()
-        elif trial.status == Status.STOPPED:
-            self.tuner_ids.discard(tuner_id)
-        return trial
+        self.started[trial.trial_id] = time.time()
 
     def populate_space(self, trial_id):
         busy = {trial_key(t.hyperparameters.values) for t in self.ongoing_trials.values()}
         todo = [item for prog in self.progress().values() for item in prog["todo"] if trial_key(item) not in busy]
         # A tuner that trains packed asks as <id>, <id>+1, ...: hand it more of the group it holds.
-        base = str(getattr(self, "_asking", "")).split("+")[0]
+        base = str(self.asking).split("+")[0]
         held = [t.hyperparameters.values for tid, t in self.ongoing_trials.items() if tid.split("+")[0] == base]
         groups = {group_key(v) for v in held}
         todo.sort(key=lambda item: group_key(item) not in groups)  # stable: the plan's order otherwise
@@ -174,7 +149,7 @@ class SweepOracle(kt.Oracle):
 
     @kt.synchronized  # called from the chief's own thread while gRPC threads change the trials
     def finished(self) -> bool:
-        return not self.ongoing_trials and not self._retry_queue and not any(
+        return not self.ongoing_trials and not compat.oracle_has_retries(self) and not any(
             p["todo"] for p in self.progress().values())
 
     @kt.synchronized
@@ -193,16 +168,16 @@ class SweepOracle(kt.Oracle):
     # kept for check_writes, never raised: Keras Tuner's lock around the oracle's calls is not released
     # by an exception, so one raised here (a gRPC thread's) left the chief blocked on it for good.
     def save(self):
-        self._write(Path(self._get_oracle_fname()), self.get_state())
+        self._write(compat.oracle_file(self), self.get_state())
 
-    def _save_trial(self, trial):
-        self._write(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
+    def save_trial(self, trial):
+        self._write(compat.oracle_trial_file(self, trial.trial_id), trial.get_state())
 
     def _write(self, path: Path, state) -> None:
         try:
             write_json_atomic(path, state)
         except OSError as e:
-            self.write_error = self.write_error or unwritable(e, Path(self._project_dir).parent) or KbnError(
+            self.write_error = self.write_error or unwritable(e, compat.oracle_project_dir(self).parent) or KbnError(
                 f"cannot write {path}: {e.strerror or e}; fix it and run the same command to resume")
 
     def check_writes(self) -> None:
@@ -215,9 +190,10 @@ class SweepOracle(kt.Oracle):
         stay done; every other trial (interrupted, failed, or with a damaged run folder) runs again
         under its own id. An unreadable trial file is moved to tuner/damaged/ and said: its work is
         planned anew, under a new id."""
-        self.trials, ids_seen = {}, [-1]
+        trials, ids_seen = {}, [-1]
+        project = compat.oracle_project_dir(self)
         cells = cells_by_key(self.sweep)
-        for fname in sorted(glob.glob(os.path.join(self._project_dir, "trial_*", "trial.json"))):
+        for fname in sorted(glob.glob(os.path.join(project, "trial_*", "trial.json"))):
             folder = Path(fname).parent
             ids_seen += [int(folder.name.split("_")[1])] if folder.name.split("_")[1].isdigit() else []
             try:
@@ -236,30 +212,27 @@ class SweepOracle(kt.Oracle):
                 self._set_aside(folder, f"not this sweep's work ({off})")
                 continue
             if t.status == COMPLETED:
-                _, check = check_trial_run(self.sweep, Path(self._project_dir).parent, values, cells)
+                _, check = check_trial_run(self.sweep, project.parent, values, cells)
                 if check.damaged:
                     self.log(f"kbn: {folder.name}'s run is damaged ({check.problem}); it runs again")
                     t.status = Status.INVALID
             elif t.status == FAILED:
                 self.log(f"kbn: {folder.name} failed last time ({failure_summary(t.message)}); it runs again")
                 t.status = Status.INVALID
-            self.trials[t.trial_id] = t
-        damaged = glob.glob(os.path.join(self._project_dir, "damaged", "trial_*"))
+            trials[t.trial_id] = t
+        damaged = glob.glob(os.path.join(project, "damaged", "trial_*"))
         ids_seen += [int(Path(d).name.split("_")[1].split("-")[0]) for d in damaged]
         self._next_id = max(ids_seen) + 1
-        ids = sorted(self.trials)
+        self.trials, ids = trials, sorted(trials)
         self.start_order = list(ids)
-        self.end_order = [i for i in ids if self.trials[i].status == COMPLETED]
+        self.end_order = [i for i in ids if trials[i].status == COMPLETED]
         self.ongoing_trials = {}
         self.tuner_ids = set()
-        self._run_times = collections.defaultdict(int)
         # create_trial pops from the end: reversed, so trials to redo run in id order.
-        self._retry_queue = [i for i in reversed(ids) if self.trials[i].status != COMPLETED]
-        self._tried_so_far = set()
-        self._id_to_hash = collections.defaultdict(lambda: None)
+        compat.oracle_reset_queues(self, [i for i in reversed(ids) if trials[i].status != COMPLETED])
 
     def _set_aside(self, folder: Path, why: str) -> None:
-        dest = Path(self._project_dir) / "damaged" / f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        dest = compat.oracle_project_dir(self) / "damaged" / f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         dest.parent.mkdir(exist_ok=True)
         os.replace(folder, dest)
         self.log(f"kbn: tuner/{folder.name}/trial.json is {why}; moved to {dest}; its work is planned again")
@@ -279,25 +252,25 @@ class SweepTuner(base_tuner.BaseTuner):
         oracle = SweepOracle(sweep, log=log)
         oracle.verbose = 0  # kbn prints one line per trial instead of Keras Tuner's tables
         super().__init__(oracle=oracle, directory=str(self.logdir), project_name="tuner")
-        if not self._is_worker():
+        if not compat.tuner_is_worker(self):
             self.oracle.reload()  # BaseTuner reloads only when tunerN.json exists; the trials are what count
 
     def save(self):
-        if not self._is_worker():
+        if not compat.tuner_is_worker(self):
             self.oracle.save()
             self.oracle.check_writes()
         try:
-            write_json_atomic(Path(self._get_tuner_fname()), self.get_state())
+            write_json_atomic(compat.tuner_file(self), self.get_state())
         except OSError as e:
             raise unwritable(e, self.logdir) or e from None
 
     def reload(self):
-        if not self._is_worker():
+        if not compat.tuner_is_worker(self):
             self.oracle.reload()
 
     def on_trial_end(self, trial):
         """Keras Tuner's, except that a worker sends a failed trial's message along (FAILURE_KEY)."""
-        carried = self._is_worker() and trial.message is not None
+        carried = compat.tuner_is_worker(self) and trial.message is not None
         if carried:
             trial.hyperparameters.values[FAILURE_KEY] = trial.message
         try:
@@ -366,7 +339,7 @@ class SweepTuner(base_tuner.BaseTuner):
         try:
             if len(group) == 1:
                 results = [None]
-                self._run_and_update_trial(group[0])
+                compat.run_and_update_trial(self, group[0])
             else:
                 setups = [self._setup(t) for t in group]
                 cfgs = [s[0] for s in setups]
@@ -426,7 +399,7 @@ class SweepTuner(base_tuner.BaseTuner):
 
     def search(self):
         """Ask the oracle for trials until it says the sweep is done; one line per trial."""
-        done0 = 0 if self._is_worker() else len(self.oracle.scores())
+        done0 = 0 if compat.tuner_is_worker(self) else len(self.oracle.scores())
         done, t_start, failed, pace = 0, time.perf_counter(), 0, Pace()
         while True:
             interrupts.check()
@@ -457,7 +430,7 @@ class SweepTuner(base_tuner.BaseTuner):
         """(trials planned, seconds left): the seconds per unit of training so far (compilation left
         out: Pace) times the training left, so that long final runs weigh as much as they take. A worker
         sees no plan: it counts trials (each as long as the average one so far)."""
-        if self._is_worker():
+        if compat.tuner_is_worker(self):
             total = planned_trials(self.sweep)
             return total, pace.left(max(total - done_here, 0) * pace.work / max(done_here, 1))
         progress = self.oracle.progress()
