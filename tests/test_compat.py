@@ -234,7 +234,7 @@ def private_uses_outside_compat() -> list[str]:
                     out.append(f"{where}:{line}: {receiver}.{name} is {cls.name}'s upstream base's private")
             elif name not in own and f"{receiver}.{name}" not in STDLIB_OK:
                 out.append(f"{where}:{line}: {receiver}.{name} is not kbn's own")
-    return out
+    return sorted(out, key=lambda f: (f.split(":")[0], int(f.split(":")[1])))
 
 
 def test_every_private_use_lives_in_compat():
