@@ -572,7 +572,7 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
     subset), every cell's network builds and its optimizer exists (a user's import strings are
     imported here), and packing works where asked (what cannot be packed trains unpacked, said once).
     Returns the datasets loaded, keyed as SweepTuner keeps them."""
-    from kbn import models, optim
+    from kbn import models, optim, precision
     from kbn.packed import build_packed, cannot_pack
 
     datasets = {}
@@ -590,7 +590,9 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
                           len(ds.y_train))
         registry.user_components(cfg.to_dict())  # import strings: imported, checked, in one line each
         optim.make_optimizer(cfg.optimizer, cfg.lr)
-        single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
+        with precision.policy(cfg.precision):  # a user's output layer must stay float32 under it
+            single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth,
+                                  cfg.width)
         if pack > 1:
             why = cannot_pack(single, cfg.optimizer) if registry.get("arch", cfg.arch).packable else \
                 f"network {cfg.arch} is not packable"
