@@ -163,7 +163,9 @@ def cmd_train(args) -> int:
     m = res.metrics
     how = "" if res.outcome is None or not res.outcome.unstable else \
         f" ({res.outcome.describe('step' if cfg.eval_every_steps else 'epoch')})"
-    print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}{how}")
+    arithmetic = "" if cfg.precision == "float32" else f", trained in {cfg.precision}"  # never on unsaid
+    print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}{how}"
+          f"{arithmetic}")
     print(f"kbn: logs in {res.folder}  (metrics.csv, config.json; kbn tensorboard {res.folder.parent})")
     return 0
 

@@ -649,6 +649,7 @@ def announce(sweep, logdir, oracle, log):
     if "none" not in sweep.norms:
         log("kbn sweep: note: no 'none' arm in norms: the report will have nothing to compare the norms with")
     done = len(oracle.scores())
+    arithmetic = "" if sweep.precision == "float32" else f" in {sweep.precision}"  # never on unsaid
     log(f"kbn sweep {sweep.name}: {len(sweep.cells())} cells, {planned_trials(sweep, oracle.progress())} trials "
-        f"({done} already done); logs in {logdir}; tensorboard --logdir {logdir}")
+        f"({done} already done){arithmetic}; logs in {logdir}; tensorboard --logdir {logdir}")
 
