@@ -7,7 +7,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: install data demo lint test test-fast check-jax-only tensorboard clean status report bench bench-cores bench-gpu \
 	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer sweep-poster-fixed sweep-poster-rates \
-	sweep-ln-batch poster
+	sweep-ln-batch sweep-precision sweep-cnn-fashion poster
 
 install: $(VENV)/.installed
 
@@ -68,6 +68,16 @@ sweep-ln-batch: install data
 	$(BIN)/kbn sweep sweeps/ln-batch-small.toml --logdir $(LOGDIR)/ln-batch-small $(SWEEP_ARGS)
 	$(BIN)/kbn report $(LOGDIR)/ln-batch-large --compare-batch $(LOGDIR)/ln-batch-small \
 		--out $(LOGDIR)/ln-batch-large/report
+# Does mixed bfloat16 change the answer? The same fixed-rate CNN sweep in float32 and in mixed_bfloat16,
+# then both reports (README, "Precision").
+sweep-precision: install data
+	$(BIN)/kbn sweep sweeps/precision-cnn.toml --logdir $(LOGDIR)/precision-cnn-float32 $(SWEEP_ARGS)
+	$(BIN)/kbn sweep sweeps/precision-cnn.toml --precision mixed_bfloat16 --logdir $(LOGDIR)/precision-cnn-mixed_bfloat16 $(SWEEP_ARGS)
+	$(MAKE) --no-print-directory report SWEEP=precision-cnn-float32
+	$(MAKE) --no-print-directory report SWEEP=precision-cnn-mixed_bfloat16
+# The thesis's shallow protocol for the CNN on 5,000 Fashion-MNIST images, shortened (its file says how)
+sweep-cnn-fashion: install data
+	$(BIN)/kbn sweep sweeps/cnn-fashion-subset.toml --logdir $(LOGDIR)/cnn-fashion-subset $(SWEEP_ARGS)
 sweep-fashion: install data
 	$(BIN)/kbn sweep sweeps/fashion-full.toml --logdir $(LOGDIR)/fashion-full $(SWEEP_ARGS)
 sweep-answer: install data

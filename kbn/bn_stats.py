@@ -115,7 +115,8 @@ class PopulationStatistics:
         def one(i, sums):
             outs, _ = self.inputs.stateless_call(trainable, non_trainable, x[i], training=True)
             outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            moments = [ops.moments(o, axes) for o, axes in zip(outs, self.axes)]
+            # float32 sums whatever the layers compute in (kbn.precision): the statistics are float32
+            moments = [ops.moments(ops.cast(o, "float32"), axes) for o, axes in zip(outs, self.axes)]
             return [(s_mu + mu, s_var + var) for (s_mu, s_var), (mu, var) in zip(sums, moments)]
 
         zeros = [(ops.zeros(layer.moving_mean.shape), ops.zeros(layer.moving_mean.shape)) for layer in self.layers]

@@ -77,6 +77,8 @@ def _add_sweep(sub):
     p.add_argument("--oracle", metavar="HOST:PORT", help="with --worker: the chief's address")
     p.add_argument("--pack", type=int, help="trials of one cell trained together as one model "
                    "(default: 32 with JAX on a GPU, else 1)")
+    p.add_argument("--precision", metavar="POLICY", help="float32 or mixed_bfloat16 for every run (default: the "
+                   "file's precision, else float32); recorded in sweep.json, so a resume must give the same")
 
     s = sub.add_parser("status", help="which cells of a sweep are done, running, pending; chosen learning rates")
     s.add_argument("logdir")
@@ -163,7 +165,9 @@ def cmd_train(args) -> int:
     m = res.metrics
     how = "" if res.outcome is None or not res.outcome.unstable else \
         f" ({res.outcome.describe('step' if cfg.eval_every_steps else 'epoch')})"
-    print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}{how}")
+    arithmetic = "" if cfg.precision == "float32" else f", trained in {cfg.precision}"  # never on unsaid
+    print(f"kbn: {res.status}: test accuracy {m['test_accuracy']:.4f}, validation {m['val_accuracy']:.4f}{how}"
+          f"{arithmetic}")
     print(f"kbn: logs in {res.folder}  (metrics.csv, config.json; kbn tensorboard {res.folder.parent})")
     return 0
 
@@ -208,10 +212,12 @@ def _print_status(logdir) -> None:
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
-    from kbn.config import load_sweep
+    from kbn.config import load_sweep, sweep_from_dict
     from kbn.runlog import check_writable_dir
 
     sweep = load_sweep(args.file)  # validated before anything trains
+    if args.precision is not None:  # the file's precision, overridden: validated as the file's would be
+        sweep = sweep_from_dict({**sweep.to_file_dict(), "precision": args.precision}, where=args.file)
     _check_sweep_options(args)  # before the folder is made
     logdir = check_writable_dir("logdir", Path("logs") / sweep.name if args.logdir is None else args.logdir)
     if not args.worker:  # Keras's import alone takes 10-50 s on a busy machine: say so before it

@@ -87,6 +87,11 @@ def check_bn_statistics(rule, batches) -> None:
                           "averages are kept during training); set bn_statistics = population or leave bn_batches out")
 
 
+# The arithmetic a run trains in (kbn.precision): float32 throughout, or Keras's mixed_bfloat16 policy
+# (bfloat16 compute; float32 weights, optimizer state, BN statistics, output softmax and loss).
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
 def parse_eval_steps(field: str, value) -> tuple[int, ...]:
     """Extra evaluation steps: a list of positive integers, or "log:FIRST:LAST:N", N log-spaced steps
     from FIRST to LAST rounded to 2 significant digits (dense where curves move)."""
@@ -172,6 +177,9 @@ class TrainConfig:
         metavar="RULE")  # BN_STATISTICS
     bn_batches: int = _setting(BN_BATCHES, "with --bn-statistics population: the training batches (of the "
                                "batch size) the population statistics are computed over", metavar="N")
+    precision: str = _setting(
+        "float32", "float32 (default) or mixed_bfloat16: bfloat16 compute, float32 weights, optimizer state, "
+        "BN statistics, softmax and loss (Keras's mixed-precision policy)", metavar="POLICY")  # PRECISIONS
 
     def __post_init__(self):
         for kind in registry.KINDS:
@@ -201,6 +209,7 @@ class TrainConfig:
         if not isinstance(p, int) or isinstance(p, bool) or p < 0:
             raise ConfigError(f"probe_preactivations: got {p!r}; give a number of validation images (0: off)")
         check_bn_statistics(self.bn_statistics, self.bn_batches)
+        check_choice("precision", self.precision, PRECISIONS)
 
     def eval_points(self, total_steps: int) -> list[int]:
         """The steps after which a step-based run evaluates: every eval_every_steps, the end, and the
@@ -292,6 +301,7 @@ class SweepConfig:
     probe_preactivations: int = 0
     bn_statistics: str = "moving"  # BN_STATISTICS
     bn_batches: int = BN_BATCHES
+    precision: str = "float32"  # PRECISIONS
 
     def __post_init__(self):
         if self.lr is not None:  # nothing is searched: no grid, no search seeds
@@ -354,7 +364,8 @@ class SweepConfig:
         """How the learning rate was chosen and what batch norm evaluates with, as a report states it
         next to the numbers."""
         bn = {"bn_statistics": self.bn_statistics,
-              **({"bn_batches": self.bn_batches} if self.bn_statistics == "population" else {})}
+              **({"bn_batches": self.bn_batches} if self.bn_statistics == "population" else {}),
+              "precision": self.precision}
         if self.lr is not None:
             lr = list(self.lr) if isinstance(self.lr, tuple) else self.lr
             return {"lr_protocol": "fixed", "lr": lr, "final_epochs": self.epochs,
@@ -375,7 +386,7 @@ class SweepConfig:
             total_steps=(self.search_total_steps or self.total_steps) if search else self.total_steps,
             test_every_epoch=self.test_every_epoch and not search, init=self.init, eval_steps=self.eval_steps,
             probe_preactivations=self.probe_preactivations, bn_statistics=self.bn_statistics,
-            bn_batches=self.bn_batches,
+            bn_batches=self.bn_batches, precision=self.precision,
         )
 
     def to_dict(self) -> dict:
@@ -521,6 +532,7 @@ def _run_fields(raw: dict, where: str, default_name: str) -> dict:
         lr=fixed_lr, init=check_init(raw.get("init", "glorot_uniform")),
         eval_steps=parse_eval_steps("eval_steps", raw["eval_steps"]) if "eval_steps" in raw else None,
         probe_preactivations=probe, bn_statistics=bn_rule, bn_batches=int(bn_batches),
+        precision=check_choice("precision", raw.get("precision", "float32"), PRECISIONS),
     )
 
 

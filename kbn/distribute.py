@@ -121,6 +121,7 @@ def run_worker(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | No
         raise ConfigError("KERASTUNER_TUNER_ID: a worker's id must not contain 'chief'")
     address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
     _die_with_local_chief()
+    _same_precision(sweep, logdir)
     # keras-tuner's client waits up to an hour for a chief that is not there: ask once, boundedly
     try:
         timeout = oracle_timeout()
@@ -136,6 +137,17 @@ def run_worker(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | No
         return tuner.search()
     except grpc.RpcError as e:
         raise KbnError(f"lost the chief at {address} ({e.code().name}); run the worker again once it is back") from None
+
+
+def _same_precision(sweep: SweepConfig, logdir: Path) -> None:
+    """A worker trains at the precision the chief recorded (its --precision may override the file's)."""
+    from kbn.sweep_folder import SWEEP_FILE, stored_sweep
+
+    if (Path(logdir) / SWEEP_FILE).is_file():
+        theirs = stored_sweep(logdir).get("precision", "float32")
+        if theirs != sweep.precision:
+            raise ConfigError(f"precision: {logdir} is a sweep at {theirs}, and this worker would train at "
+                              f"{sweep.precision}; give --precision {theirs}")
 
 
 def _die_with_local_chief() -> None:
@@ -237,6 +249,7 @@ def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, c
                 env["KBN_WORKER_CPUS"] = ",".join(map(str, cpus[i * cores_each:(i + 1) * cores_each]))
             cmd = [sys.executable, "-m", "kbn", "sweep", sweep_file, "--logdir", str(logdir), "--worker"]
             cmd += ["--pack", str(pack)] if pack else []
+            cmd += ["--precision", sweep.precision]  # the chief's (--precision may override the file's)
             procs.append(subprocess.Popen(cmd, env=env, pass_fds=(lifeline,)))
         os.close(lifeline)
         lifeline = None

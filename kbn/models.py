@@ -57,7 +57,8 @@ def _dense_stack(x, widths, norm, activation, prefix="dense"):
 
 
 def _head(inputs, x, num_classes, name):
-    outputs = layers.Dense(num_classes, activation="softmax", name="logits_softmax")(x)
+    # float32 under any policy (kbn.precision): a bfloat16 softmax keeps ~3 digits of each probability
+    outputs = layers.Dense(num_classes, activation="softmax", name="logits_softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -220,6 +221,9 @@ def check_outputs(model: keras.Model, input_shape, num_classes: int, arch: str) 
     units = model.outputs[0].shape[-1]
     if units != num_classes:
         raise ConfigError(f"{refuse}ends in {units} outputs for the {num_classes} classes of the data{how}")
+    if str(model.outputs[0].dtype) != "float32":  # a mixed policy (kbn.precision) reached the output layer
+        raise ConfigError(f"{refuse}gives {model.outputs[0].dtype} outputs; kbn computes the softmax and the loss "
+                          f'in float32: give its output layer dtype="float32" (Keras\'s mixed-precision rule){how}')
     images = np.random.default_rng(0).random((2, *input_shape), dtype=np.float32)
     out = keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float64)
     sums = out.sum(axis=1)

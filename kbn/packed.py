@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kbn import compat, registry
+from kbn import compat, precision, registry
 
 
 class PackedDense(layers.Layer):
@@ -113,10 +113,12 @@ class _Builder:
         self.copies = {}  # single layer name -> (packed layer, how)
         self.layout = {}  # packed variable path -> how its axes hold the K trials
         self._made = {}  # name -> layer: the second graph reuses the first one's layers
+        self.policy = "float32"  # the dtype policy of the single layer being packed (kbn.precision)
 
     def _layer(self, name, make):
-        if name not in self._made:
-            self._made[name] = make()
+        if name not in self._made:  # made as the single layer was: bfloat16 compute, float32 output layer
+            with precision.policy(self.policy):
+                self._made[name] = make()
         return self._made[name]
 
     def _reshape(self, x, shape, name):
@@ -141,6 +143,7 @@ class _Builder:
             rule = RULES.get(type(layer))
             if rule is None:
                 raise NotImplementedError(f"packing has no rule for {type(layer).__name__} ({layer.name})")
+            self.policy = layer.dtype_policy
             x, state = rule(self, layer, x, state)
         return [self._layer(f"t{i}", lambda: Take(i, name=f"t{i}"))(x) for i in range(self.k)]
 

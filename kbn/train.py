@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kbn import __version__, compat, data as kdata, models, optim, registry, stability
+from kbn import __version__, compat, data as kdata, models, optim, precision, registry, stability
 from kbn import interrupts
 from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
 from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
@@ -126,8 +126,9 @@ def initial_model(cfg: TrainConfig, ds: kdata.Dataset) -> keras.Model:
     keep_tensorflow_out()
     enable_compile_cache()  # before the first compilation
     keras.utils.set_random_seed(cfg.seed)
-    return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width,
-                        cfg.init)
+    with precision.policy(cfg.precision):  # its layers keep the policy; the process does not
+        return models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth,
+                            cfg.width, cfg.init)
 
 
 def _packable(cfgs: list[TrainConfig]) -> None:
@@ -302,6 +303,7 @@ def _run_metadata(cfg: TrainConfig, ds: kdata.Dataset, model: keras.Model, compo
                  "num_classes": ds.num_classes, "validation_fraction": ds.validation_fraction},
         "components": components,
         "model": {"name": model.name, "params": model.count_params()},
+        "precision": precision.describe(model, cfg.precision),
         "schedule": {**schedule.as_dict(), "steps_per_execution": spe, "packed_with": k,
                      "own_data_orders": own_orders, **({"eval_at": schedule.eval_at} if schedule.eval_at else {})},
         "protocol": protocol,

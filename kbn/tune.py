@@ -545,7 +545,7 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
     subset), every cell's network builds and its optimizer exists (a user's import strings are
     imported here), and packing works where asked (what cannot be packed trains unpacked, said once).
     Returns the datasets loaded, keyed as SweepTuner keeps them."""
-    from kbn import models, optim
+    from kbn import models, optim, precision
     from kbn.packed import build_packed, cannot_pack
 
     datasets = {}
@@ -563,7 +563,9 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
                           len(ds.y_train))
         registry.user_components(cfg.to_dict())  # import strings: imported, checked, in one line each
         optim.make_optimizer(cfg.optimizer, cfg.lr)
-        single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth, cfg.width)
+        with precision.policy(cfg.precision):  # a user's output layer must stay float32 under it
+            single = models.build(cfg.arch, ds.input_shape, ds.num_classes, cfg.norm, cfg.activation, cfg.depth,
+                                  cfg.width)
         if pack > 1:
             why = cannot_pack(single, cfg.optimizer) if registry.get("arch", cfg.arch).packable else \
                 f"network {cfg.arch} is not packable"
@@ -620,6 +622,7 @@ def announce(sweep, logdir, oracle, log):
     if "none" not in sweep.norms:
         log("kbn sweep: note: no 'none' arm in norms: the report will have nothing to compare the norms with")
     done = len(oracle.scores())
+    arithmetic = "" if sweep.precision == "float32" else f" in {sweep.precision}"  # never on unsaid
     log(f"kbn sweep {sweep.name}: {len(sweep.cells())} cells, {planned_trials(sweep, oracle.progress())} trials "
-        f"({done} already done); logs in {logdir}; tensorboard --logdir {logdir}")
+        f"({done} already done){arithmetic}; logs in {logdir}; tensorboard --logdir {logdir}")
 

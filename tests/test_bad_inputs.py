@@ -29,6 +29,7 @@ def one_line(capsys, code, *parts, exit=2):
     (["--seed", str(2**63 - 2)], ["seed", str(2**63 - 2)]),
     (["--subset", "10", "--batch-size", "32"], ["batch_size", "32", "subset", "10"]),
     (["--logdir", ""], ["logdir", "''"]),
+    (["--precision", "float16"], ["precision", "'float16'", "float32, mixed_bfloat16"]),
 ])
 def test_train_options_that_cannot_work(args, parts, tmp_path, capsys, monkeypatch, write_cache):
     write_cache()
@@ -62,6 +63,7 @@ def test_eval_every_steps_beyond_the_run_is_one_line(tmp_path, capsys, write_cac
     (('name = "tiny"', 'name = ".."'), ["name", "'..'"]),
     (('name = "tiny"', 'name = "."'), ["name", "'.'"]),
     (("batch_size = 32", "batch_size = 32\nsubset = 16"), ["batch_size", "32", "subset", "16"]),
+    (("epochs = 1", 'epochs = 1\nprecision = "bf16"'), ["precision", "'bf16'", "float32, mixed_bfloat16"]),
 ])
 def test_sweep_fields_that_cannot_work(edit, parts, tmp_path, capsys, monkeypatch, tiny_text):
     monkeypatch.chdir(tmp_path)
@@ -323,3 +325,19 @@ def test_an_empty_path_is_never_the_current_folder(argv, tmp_path, capsys, monke
     monkeypatch.chdir(tmp_path)
     write_finished_run(tmp_path / "lg" / "run")  # a run the empty path would otherwise find
     one_line(capsys, main(argv), "''")
+
+
+def test_a_resume_at_another_precision_is_refused_in_one_line(finished_copy, capsys):
+    """--precision overrides the file's, and sweep.json holds it: a resume that changes it is refused."""
+    out, f = finished_copy
+    one_line(capsys, main(["sweep", str(f), "--logdir", str(out), "--precision", "mixed_bfloat16"]), str(out),
+             "precision differ")
+    (out / "sweep.json").unlink()  # the runs on disk say what they trained at
+    one_line(capsys, main(["sweep", str(f), "--logdir", str(out), "--precision", "mixed_bfloat16"]), str(out),
+             "precision")
+
+
+def test_a_bad_sweep_precision_option_is_one_line(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line(capsys, main(["sweep", str(tiny), "--precision", "fp8"]), "precision", "'fp8'", "float32, mixed_bfloat16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]  # nothing written

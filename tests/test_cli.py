@@ -213,3 +213,18 @@ def test_option_values_reach_the_config_typed():
                                 "--test-every-epoch"])
     assert (args.lr, args.batch_size, args.eval_every_steps, args.test_every_epoch) == (0.5, 60, 50, True)
     assert isinstance(args.lr, float) and isinstance(args.batch_size, int)
+
+
+@pytest.mark.slow
+def test_train_with_mixed_precision_says_so_and_records_it(tmp_path, capsys, write_cache):
+    import json
+
+    write_cache()  # 256 generated training images
+    code = main(["train", "--dataset", "mnist", "--norm", "batch", "--epochs", "2", "--batch-size", "32",
+                 "--precision", "mixed_bfloat16", "--logdir", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "trained in mixed_bfloat16" in out.splitlines()[0], out
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["precision"] == config["precision"]["policy"] == "mixed_bfloat16"
+    assert config["precision"]["compute_dtypes"] == ["bfloat16"]

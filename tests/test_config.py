@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("subset", -5, ["subset", "-5"]),
         ("seed", -1, ["seed", "-1"]),
         ("activation", "softplus2", ["activation", "relu"]),
+        ("precision", "float16", ["precision", "'float16'", "float32, mixed_bfloat16"]),
     ],
 )
 def test_bad_values_name_field_value_and_choices(field, value, expect):
@@ -78,6 +79,7 @@ def test_bundled_sweeps_cover_the_study():
         ('epochs = "ten"', ["epochs", "'ten'"]),
         ("colour = 3", ["unknown field 'colour'", "datasets", "select_on"]),
         ('select_on = "train"', ["select_on", "'train'", "validation, test"]),
+        ('precision = "mixed_float16"', ["precision", "'mixed_float16'", "float32, mixed_bfloat16"]),
         ("seeds = []", ["seeds"]),
         ("[search]\ncoarse = []", ["search.coarse", "non-empty"]),
         ("[search]\ncoarse = [0.1, -1]", ["search.coarse[1]", "-1"]),
@@ -124,3 +126,18 @@ def test_sweep_settings_that_cannot_mean_what_they_say(tmp_path, change, expect)
     with pytest.raises(ConfigError) as e:
         load_sweep(f)
     assert expect in str(e.value) and "\n" not in str(e.value)
+
+
+def test_precision_is_a_sweep_setting_every_run_and_the_protocol_carry():
+    """float32 unless the file says otherwise; its runs train at it and sweep.json writes it back."""
+    base = {"datasets": ["mnist"], "archs": ["cnn"], "norms": ["none", "batch"], "optimizers": ["sgd"], "epochs": 1}
+    assert sweep_from_dict(base).precision == "float32"
+    mixed = sweep_from_dict({**base, "precision": "mixed_bfloat16"})
+    cell = mixed.cells()[0]
+    assert mixed.train_config(cell, 0.1, 0, "coarse").precision == "mixed_bfloat16"
+    assert mixed.train_config(cell, 0.1, 0, "final").precision == "mixed_bfloat16"
+    assert mixed.protocol()["precision"] == "mixed_bfloat16"
+    assert mixed.to_file_dict()["precision"] == "mixed_bfloat16"
+    assert sweep_from_dict(mixed.to_file_dict()) == mixed
+    assert TrainConfig().precision == "float32" and TrainConfig(precision="mixed_bfloat16").to_dict()["precision"] \
+        == "mixed_bfloat16"

@@ -221,3 +221,19 @@ def test_a_sweep_folder_that_turns_read_only_stops_the_sweep_in_one_line_and_res
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     states = trial_states(out)
     assert len(states) == 5 and all(s["status"] == "COMPLETED" for s in states.values())
+
+
+def test_a_worker_at_another_precision_than_the_sweeps_is_refused(tiny, tmp_path, monkeypatch, capsys):
+    """The chief's --precision is in sweep.json: a worker started from the bare file (float32) must not
+    train a mixed_bfloat16 sweep's trials in float32. Refused before it asks the chief for a trial."""
+    from kbn.cli import main
+    from kbn.sweep_folder import prepare_folder
+
+    import dataclasses
+
+    (tmp_path / "out").mkdir()
+    prepare_folder(dataclasses.replace(load_sweep(tiny), precision="mixed_bfloat16"), tmp_path / "out")
+    code = main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--worker", "--oracle", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "precision" in err and "mixed_bfloat16" in err and "--precision mixed_bfloat16" in err

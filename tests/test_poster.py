@@ -345,7 +345,7 @@ def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path, wr
     scan = report.scan_runs(out)
     line = report.protocol_line(scan.protocol)
     assert line == ("Protocol: fixed learning rate 0.5 for every arm (no search); final runs: 8 steps, seeds 0, 1; "
-                    "BN statistics: Keras moving averages (momentum 0.99).")
+                    "precision: float32; BN statistics: Keras moving averages (momentum 0.99).")
     text = report.render(report.build_tables(report.long_from_runs(scan.runs), protocol=scan.protocol))
     assert "fixed learning rate 0.5" in text and "Convergence — binary MNIST + Ioffe MLP" in text
 

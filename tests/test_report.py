@@ -638,7 +638,7 @@ def test_protocol_line_from_the_run_folders(run_folder, tmp_path, capsys):
 
     assert main(["report", str(run_folder)]) == 0
     out = capsys.readouterr().out
-    assert "Protocol:" in out and "final runs: 2 or 3 epochs, seeds 0, 1" in out
+    assert "Protocol:" in out and "final runs: 2 or 3 epochs, seeds 0, 1; precision: float32" in out
     sweep = sweep_copy(run_folder, tmp_path)
     from kbn.config import SweepConfig
 
@@ -649,6 +649,22 @@ def test_protocol_line_from_the_run_folders(run_folder, tmp_path, capsys):
     line = report.protocol_line(scan.protocol)
     assert "learning rate searched with 1-epoch trials" in line and "selected on validation" in line
     assert "1 search seed (0)" in line and "final runs: 2 or 3 epochs" in line
+
+
+def test_the_protocol_line_names_the_precision_the_runs_trained_in():
+    from pathlib import Path
+
+    from kbn.report.results import protocol_line, read_protocol
+
+    run = {"dataset": "mnist", "arch": "cnn", "norm": "none", "optimizer": "sgd", "epochs": 2, "seed": 0}
+    line = protocol_line(read_protocol(Path("/nonexistent"), [{**run, "precision": "mixed_bfloat16"}], []))
+    assert "; precision: mixed_bfloat16 (bfloat16 compute; float32 weights, optimizer state, BN statistics, " \
+           "softmax and loss)." in line
+    old = protocol_line(read_protocol(Path("/nonexistent"), [run], []))  # made before the setting: float32
+    assert "seeds 0; precision: float32" in old and "mixed" not in old
+    both = protocol_line(read_protocol(Path("/nonexistent"), [run, {**run, "seed": 1, "precision": "mixed_bfloat16"}],
+                                       []))
+    assert "precision: float32 or mixed_bfloat16" in both
 
 
 def test_wall_time_travels_through_export(run_folder, tmp_path, capsys):

@@ -110,6 +110,18 @@ def test_index_stream_covers_every_example_each_epoch():
     assert sorted(chunks[:10]) == list(range(10)) and sorted(chunks[10:20]) == list(range(10))
 
 
+def _train_in_a_fresh_process(code: str, backend: str, tmp_path):
+    """Run `code` (it trains one run into sys.argv[1] and prints its status and validation accuracy)
+    on `backend`; (status, accuracy, the run folder, its config.json)."""
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, val = out.stdout.split()
+    run = next(tmp_path.iterdir())
+    return status, val, run, json.loads((run / "config.json").read_text())
+
+
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 @pytest.mark.slow
 def test_both_backends_train_and_log(backend, tmp_path):
@@ -124,14 +136,8 @@ def test_both_backends_train_and_log(backend, tmp_path):
         " dataset=Dataset(name='mnist', source='generated', **p))\n"
         "print(r.status, r.metrics['val_accuracy'])\n"
     )
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    status, val = out.stdout.split()
+    status, val, run, config = _train_in_a_fresh_process(code, backend, tmp_path)
     assert status == "finished" and float(val) > 0.3
-    run = next(tmp_path.iterdir())
-    config = json.loads((run / "config.json").read_text())
     assert config["backend"] == backend
     assert tb_scalars(run)["validation/epoch_accuracy"]
     # compilation apart: timed on JAX's loops, estimated from fit's first calls on TensorFlow
@@ -266,3 +272,121 @@ def test_fits_path_times_its_compilation_apart_too(tmp_path, tiny_dataset, monke
     assert rows[0]["compile_time"] > 0
     for r in rows:
         assert r["train_time"] > 0 and r["train_time"] + r["compile_time"] <= r["wall_time"] + 1e-3
+
+
+# ---------------------------------------------------------------- precision (mixed bfloat16)
+
+
+@pytest.mark.slow
+def test_a_mixed_precision_run_trains_in_bfloat16_and_keeps_float32_where_it_must(tiny_dataset, tmp_path):
+    """The policy config.json states is the one the network computed in; variables (BN's moving
+    statistics too), the softmax and the loss stay float32; the process's policy is float32 after."""
+    import keras
+
+    from kbn import models
+
+    cfg = TrainConfig(arch="mlp", norm="batch", optimizer="adam", lr=3e-3, epochs=3, batch_size=32,
+                      precision="mixed_bfloat16")
+    res = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    assert keras.config.dtype_policy().name == "float32"  # the next run starts where a plain one does
+    rows = read_metrics(res.folder)
+    assert res.status == "finished" and rows[-1]["val_accuracy"] > 0.5  # chance: 0.1
+    assert rows[-1]["accuracy"] > rows[0]["accuracy"] and rows[-1]["loss"] < rows[0]["loss"]
+    config = json.loads((res.folder / "config.json").read_text())
+    assert config["settings"]["precision"] == "mixed_bfloat16"
+    assert config["precision"] == {"policy": "mixed_bfloat16", "compute_dtypes": ["bfloat16"],
+                                   "variable_dtypes": ["float32"], "output_dtype": "float32"}
+    model = keras.models.load_model(res.folder / "model.keras")  # the trained network, as it trained
+    assert model.get_layer("dense1").compute_dtype == "bfloat16" and model.get_layer("dense1").kernel.dtype == "float32"
+    bn = model.get_layer("dense1_batchnorm")
+    assert bn.moving_mean.dtype == bn.moving_variance.dtype == "float32"
+    assert not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), 0)  # the statistics moved, in float32
+    x, y = tiny_dataset.x_validation[:64], tiny_dataset.y_validation[:64]
+    probs = model(x, training=False)
+    assert str(probs.dtype) == "float32"
+    assert keras.ops.convert_to_numpy(keras.ops.sum(probs, axis=1)) == pytest.approx(np.ones(64), abs=1e-6)
+    loss = keras.losses.SparseCategoricalCrossentropy()(y, probs)
+    assert str(loss.dtype) == "float32"
+    # the float32 run of the same seed: a float32 network, and not the same numbers
+    plain = train(dataclasses.replace(cfg, precision="float32"), tmp_path / "f32", verbose=False, dataset=tiny_dataset)
+    f32 = json.loads((plain.folder / "config.json").read_text())["precision"]
+    assert f32 == {"policy": "float32", "compute_dtypes": ["float32"], "variable_dtypes": ["float32"],
+                   "output_dtype": "float32"}
+    assert read_metrics(plain.folder)[-1]["loss"] != rows[-1]["loss"]
+    assert models.build("cnn", (28, 28, 1), norm="batch").get_layer("conv1").compute_dtype == "float32"
+
+
+def test_a_finished_run_at_another_precision_is_refused_not_returned(tiny_dataset, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=128)
+    train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    with pytest.raises(ConfigError) as e:
+        train(dataclasses.replace(cfg, precision="mixed_bfloat16"), tmp_path, verbose=False, dataset=tiny_dataset)
+    assert "precision float32 -> mixed_bfloat16" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_packed_trials_keep_each_layers_precision(tiny_dataset):
+    """Packed, the copies compute as the single layers did: bfloat16 hidden layers (conv and dense),
+    float32 output and variables."""
+    import keras
+
+    from kbn.packed import build_packed
+    from kbn.train import initial_model
+
+    cfgs = [TrainConfig(arch="cnn", norm="batch", optimizer="sgdm", lr=lr, epochs=1, batch_size=64, seed=s,
+                        precision="mixed_bfloat16") for lr, s in ((0.05, 0), (0.02, 1))]
+    singles = [initial_model(c, tiny_dataset) for c in cfgs]
+    packed = build_packed(singles, [c.lr for c in cfgs], "sgdm", train_examples=tiny_dataset.x_train)
+    for m in (packed.train, packed.evaluate):
+        assert m.get_layer("conv1").compute_dtype == m.get_layer("dense1").compute_dtype == "bfloat16"
+        assert m.get_layer("conv1_batchnorm").compute_dtype == "bfloat16"  # Keras normalises in float32 inside
+        assert m.get_layer("logits_softmax").compute_dtype == "float32"
+        assert {str(v.dtype) for v in m.weights} == {"float32"}
+        assert all(str(o.dtype) == "float32" for o in m.outputs)
+    assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_packed_mixed_precision_trials_train_and_save_the_mixed_network(tiny_dataset, tmp_path):
+    import keras
+
+    from kbn.train import train_many
+
+    cfgs = [TrainConfig(arch="mlp", norm="batch", optimizer="sgdm", lr=lr, epochs=2, batch_size=32, seed=s,
+                        precision="mixed_bfloat16") for lr, s in ((0.05, 0), (0.02, 1))]
+    results = train_many(cfgs, tmp_path, verbose=False, dataset=tiny_dataset)
+    assert [r.status for r in results] == ["finished", "finished"]
+    assert all(r.metrics["val_accuracy"] > 0.5 for r in results)  # chance: 0.1
+    config = json.loads((results[0].folder / "config.json").read_text())
+    assert config["schedule"]["packed_with"] == 2 and config["precision"]["compute_dtypes"] == ["bfloat16"]
+    saved = keras.models.load_model(results[1].folder / "model.keras")
+    assert saved.get_layer("dense2").compute_dtype == "bfloat16" and saved.get_layer("dense2").kernel.dtype == "float32"
+
+
+def test_precision_refuses_a_network_of_ones_own_with_a_bfloat16_output(tiny_dataset, tmp_path):
+    """Under mixed_bfloat16 a user's output layer made without dtype="float32" would put the softmax in
+    bfloat16: refused before training, saying how to fix it."""
+    cfg = TrainConfig(arch="tests.user_parts:two_layer", epochs=1, precision="mixed_bfloat16")
+    with pytest.raises(ConfigError) as e:
+        train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
+    msg = str(e.value)
+    assert "\n" not in msg and "bfloat16 outputs" in msg and 'dtype="float32"' in msg
+    assert not any(tmp_path.rglob("config.json"))
+
+
+@pytest.mark.slow
+def test_mixed_precision_trains_a_cnn_on_tensorflow(tmp_path):
+    """A fresh process (Keras picks the backend at import): cnn + batch norm in mixed bfloat16 learns."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import conftest\n"
+        "from kbn.config import TrainConfig; from kbn.train import train\n"
+        "ds = conftest.generated_dataset('mnist', (256, 64, 64))\n"
+        "r = train(TrainConfig(arch='cnn', norm='batch', optimizer='adam', lr=1e-3, epochs=3, batch_size=32,"
+        " precision='mixed_bfloat16'), sys.argv[1], verbose=False, dataset=ds)\n"
+        "print(r.status, r.metrics['val_accuracy'])\n"
+    )
+    status, val, run, config = _train_in_a_fresh_process(code, "tensorflow", tmp_path)
+    assert status == "finished" and float(val) > 0.5
+    assert config["backend"] == "tensorflow" and config["settings"]["precision"] == "mixed_bfloat16"
+    assert config["precision"]["compute_dtypes"] == ["bfloat16"] and config["precision"]["output_dtype"] == "float32"
+    first, last = read_metrics(run)[0], read_metrics(run)[-1]
+    assert last["loss"] < first["loss"]

@@ -125,6 +125,7 @@ def read_protocol(logdir: Path, final: list[dict], search_folders: list[Path]) -
     trials' own config.json), and what batch norm evaluated with. Keys whose answer is not recorded
     are absent."""
     out = {"final": _lengths(final), "final_seeds": sorted({s["seed"] for s in final})}
+    out["precision"] = sorted({s.get("precision", "float32") for s in final})  # before the setting: float32
     if _bn_statistics(final):
         out["bn_statistics"] = _bn_statistics(final)
     search = []
@@ -190,7 +191,7 @@ def _lengths(settings: list[dict]) -> list[str]:
 
 def protocol_line(protocol: dict | None) -> str:
     """One line: the search's length, selection split and seeds vs the final runs' length and seeds,
-    and what batch norm evaluated with."""
+    the arithmetic they trained in, and what batch norm evaluated with."""
     if not protocol:
         return "Protocol: not recorded with these numbers (read from a file of accuracies)."
 
@@ -221,8 +222,17 @@ def protocol_line(protocol: dict | None) -> str:
         final.append(length(protocol["final"]))
     if protocol.get("final_seeds"):
         final.append(f"seeds {', '.join(map(str, protocol['final_seeds']))}")
+    arithmetic = f"; precision: {' or '.join(map(_precision, protocol['precision']))}" \
+        if protocol.get("precision") else ""
     bn = f"; BN statistics: {' or '.join(protocol['bn_statistics'])}" if protocol.get("bn_statistics") else ""
-    return f"Protocol: {', '.join(parts)}; final runs: {', '.join(final) or 'not recorded'}{bn}."
+    return f"Protocol: {', '.join(parts)}; final runs: {', '.join(final) or 'not recorded'}{arithmetic}{bn}."
+
+
+def _precision(policy: str) -> str:
+    """A run's precision (config.PRECISIONS) in the protocol line's words."""
+    if policy == "mixed_bfloat16":
+        return "mixed_bfloat16 (bfloat16 compute; float32 weights, optimizer state, BN statistics, softmax and loss)"
+    return policy
 
 
 def _sweep_problems(logdir: Path) -> list[str]:
