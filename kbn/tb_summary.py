@@ -1,10 +1,12 @@
 """What TensorBoard shows of a sweep as a whole, written from its final runs on disk once a cell's
 final runs have finished (and rewritten whole each time: a resumed sweep duplicates no point):
 
-  summary/seed_means/   one TensorBoard run: per cell (dataset-arch-optimizer), each norm's seed mean
-                        and 95% t-interval of the validation curves (tags cell/<cell>/<metric>/<norm>/
-                        mean|lower|upper), the seed-mean pre-activation percentiles, the Custom Scalars
-                        layout that draws them (norms side by side, a margin chart per metric), and
+  summary/<norm>/       one TensorBoard run per norm (TensorBoard colours a chart's lines by run, so
+                        a norm keeps its colour in every chart): per cell (dataset-arch-optimizer), the
+                        seed mean and 95% t-interval of the validation curves (tags cell/<cell>/<metric>/
+                        mean|lower|upper) and the seed-mean pre-activation percentiles (cell/<cell>/
+                        preactivation/<norm>/...); the first norm's run also holds the Custom Scalars
+                        layout that draws them (the norms side by side, a margin chart per metric) and
                         the HParams config (the rates trained, the answer metrics first)
   runs/<run>/events.out.tfevents.*.answer   the run's answer scalars (ANSWER), HParams columns
 
@@ -19,9 +21,10 @@ from pathlib import Path
 
 from kbn import runlog, tboard
 
-SUMMARY_RUN = "summary/seed_means"  # its TensorBoard run name, from `kbn tensorboard` and a plain --logdir alike
+SUMMARY = "summary"  # its runs are summary/<norm>, from `kbn tensorboard` and a plain --logdir alike
 ANSWER_SUFFIX = ".answer"
-CURVES = (("val_accuracy", "validation accuracy"), ("val_loss", "validation loss"))
+# in the layout's order; the dashboard draws a section's margin charts last to first: accuracy first
+CURVES = (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy"))
 TARGET = 0.9  # steps to get this far from chance to the none arm's best (the report's summary rung)
 
 
@@ -148,58 +151,62 @@ def write(logdir) -> Path | None:
         write_answer(r, runs, axis)
     groups = arms(runs, list(sweep.seeds) if sweep else None)
     order = list(sweep.norms) if sweep else sorted({r["s"]["norm"] for r in runs}, key=lambda n: (n != "none", n))
-    points, described, categories = collections.defaultdict(dict), {}, []
+    points = collections.defaultdict(lambda: collections.defaultdict(dict))  # norm -> step -> tag -> value
+    described, categories = {}, []
     for g, norms in sorted(groups.items()):
         norms = {n: norms[n] for n in order if n in norms}
-        categories.append(_category(g, norms, axis, points, described))
-    tmp = logdir / ".summary-tmp" / Path(SUMMARY_RUN).name
-    shutil.rmtree(tmp.parent, ignore_errors=True)
-    w = tboard.EventWriter(tmp, axis)
-    if sweep is not None:
-        w.summary(tboard.sweep_experiment(sweep, trained_lrs(logdir)))
-    w.summary(tboard.layout_summary(categories))
-    for step in sorted(points):
-        w.named(points[step], step, described)
-    w.close()
-    dest = logdir / SUMMARY_RUN
+        categories += _categories(g, norms, axis, points, described)
+    tmp = logdir / f".{SUMMARY}-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for i, norm in enumerate(n for n in order if n in points):
+        w = tboard.EventWriter(tmp / norm, axis)
+        if i == 0:
+            if sweep is not None:
+                w.summary(tboard.sweep_experiment(sweep, trained_lrs(logdir)))
+            w.summary(tboard.layout_summary(categories))
+        for step in sorted(points[norm]):
+            w.named(points[norm][step], step, described)
+        w.close()
+    dest = logdir / SUMMARY
     shutil.rmtree(dest, ignore_errors=True)  # rewritten whole: a resumed sweep adds no second copy of a point
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(dest)
-    tmp.parent.rmdir()
     return dest
 
 
-def _category(g: str, norms: dict, axis: str, points: dict, described: dict):
-    """One cell's charts: a margin chart per validation curve (the norms as its series) and a
-    pre-activation chart per norm; their points go into `points` (step -> tag -> value)."""
+def _categories(g: str, norms: dict, axis: str, points: dict, described: dict) -> list:
+    """One cell's sections: a margin chart per validation curve (its lines the norms' runs), then
+    (when probed) a pre-activation chart per norm; their points go into `points` (norm -> step ->
+    tag -> value). Two sections: the dashboard draws a section's line charts before its margin charts."""
     from tensorboard.plugins.custom_scalar import layout_pb2 as lp
 
     n = min(len(by) for by in norms.values())
     charts = []
     for metric, label in CURVES:
-        series = []
+        tags = {k: f"cell/{g}/{metric}/{k}" for k in ("mean", "lower", "upper")}
         for norm, by_seed in norms.items():
-            tags = {k: f"cell/{g}/{metric}/{norm}/{k}" for k in ("mean", "lower", "upper")}
             for x, values in curve_points(by_seed, metric, axis).items():
-                points[x].update(zip(tags.values(), values))
-            for k, t in tags.items():
-                described[t] = (f"{label.capitalize()} of {g} with norm {norm}: the {k} of its {how(len(by_seed))}. "
-                                f"{tboard.AXES[axis]}")
-            series.append(lp.MarginChartContent.Series(value=tags["mean"], lower=tags["lower"], upper=tags["upper"]))
+                points[norm][x].update(zip(tags.values(), values))
+        for k, t in tags.items():
+            described[t] = f"{label.capitalize()} of {g} (run summary/<norm>): the {k} of its {how(n)}. {tboard.AXES[axis]}"
+        series = [lp.MarginChartContent.Series(value=tags["mean"], lower=tags["lower"], upper=tags["upper"])]
         charts.append(lp.Chart(title=f"{label}: {' vs '.join(norms)} ({how(n)})", margin=lp.MarginChartContent(series=series)))
+    sections = [lp.Category(title=f"{g}: {' vs '.join(norms)}", chart=charts)]
+    charts = []
     for norm, by_seed in norms.items():
         layer, pre = preact_points(by_seed, axis)
         if layer is None:
             continue
         prefix = f"cell/{g}/preactivation/{norm}/{layer}_unit{runlog.FIXED_UNIT}"
         for x, qs in pre.items():
-            points[x].update({f"{prefix}_{q}": v for q, v in qs.items()})
+            points[norm][x].update({f"{prefix}_{q}": v for q, v in qs.items()})
         for q in runlog.PERCENTILES:
             described[f"{prefix}_p{q}"] = (f"The {q}th percentile of {layer}'s pre-activation (unit "
                                           f"{runlog.FIXED_UNIT}), mean over {len(by_seed)} seed(s). {tboard.AXES[axis]}")
         charts.append(lp.Chart(title=f"{norm}: pre-activation p15/p50/p85 of {layer}, unit {runlog.FIXED_UNIT} "
                                f"(mean of {len(by_seed)} seeds)", multiline=lp.MultilineChartContent(tag=[f"^{prefix}_p"])))
-    return lp.Category(title=f"{g}: {' vs '.join(norms)}", chart=charts)
+    if charts:
+        sections.append(lp.Category(title=f"{g}: pre-activation percentiles, {' vs '.join(norms)}", chart=charts))
+    return sections
 
 
 def write_answer(run: dict, runs: list[dict], axis: str) -> None:

@@ -299,7 +299,7 @@ def _has_events(folder: Path) -> bool:
 
 def tensorboard_argv(logdir, all_runs: bool) -> tuple[list[str], str]:
     """TensorBoard's --logdir or --logdir_spec, and what it serves. Runs are named by their path
-    under the sweep folder (runs/…, search/coarse/…, summary/seed_means) either way, the names their
+    under the sweep folder (runs/…, search/coarse/…, summary/<norm>) either way, the names their
     HParams sessions carry: without --all, the final runs and the summary run are served as the
     named groups `runs` and `summary` (a path with a comma cannot be a spec: the whole folder then)."""
     folder = served_folder(logdir, all_runs)
@@ -317,6 +317,10 @@ PAGES = (("custom_scalars", "per cell, the norms side by side: seed means with t
          ("hparams", "one row per training: norm, optimizer, lr, seed, phase; the answer columns first "
           "(test diff vs none, validation AUC, steps to target)"),
          ("timeseries", "every run's own curves (filter run names by regex)"))
+
+
+# the layout's URL: no smoothing (curves of a few points), only the summary runs selected
+OPTIONS = {"custom_scalars": "&_smoothingWeight=0&regexInput=%5Esummary%2F"}
 
 
 def _quiet_native() -> str:
@@ -361,7 +365,7 @@ def serve(logdir, all_runs: bool = False, host: str = "127.0.0.1", port: int = 6
     layout = (Path(logdir) / "summary").is_dir()
     for page, shows in PAGES:
         if page != "custom_scalars" or layout:
-            print(f"kbn:   {url}#{page}  {shows}", flush=True)
+            print(f"kbn:   {url}#{page}{OPTIONS.get(page, '')}  {shows}", flush=True)
     print(f"kbn: TensorFlow's own start-up lines: {native}", flush=True)
     try:
         while True:

@@ -133,13 +133,13 @@ def test_every_run_is_a_training_with_scalars(sweep_dir, tmp_path):
         names = runs()
         tags = _get(f"{url}/data/plugin/scalars/tags")
     # one run per training, and the sweep's summary run; before: 56, 14 without scalars
-    assert sorted(names) == sorted(run_folders(sweep_dir) + ["summary/seed_means"])
+    assert sorted(names) == sorted(run_folders(sweep_dir) + ["summary/batch", "summary/none"])
     assert set(tags) == set(names)  # no run without scalars
-    for by_tag in (v for name, v in tags.items() if name != "summary/seed_means"):  # the tag says what the step counts
+    for by_tag in (v for name, v in tags.items() if not name.startswith("summary/")):  # the tag says what the step counts
         assert {"train/epoch_accuracy", "validation/epoch_accuracy", "test/epoch_accuracy"} <= set(by_tag)
 
 
-@pytest.mark.parametrize("extra,count", [([], 5), (["--all"], 15)])
+@pytest.mark.parametrize("extra,count", [([], 6), (["--all"], 16)])
 @pytest.mark.slow
 def test_kbn_tensorboard_serves_the_final_runs_or_all(sweep_dir, tmp_path, extra, count):
     port = _free_port()
@@ -245,29 +245,30 @@ def kbn_tensorboard(sweep, tmp_path, *extra):
 
 @pytest.mark.slow
 def test_custom_scalars_layout_draws_each_cells_norms_with_their_seed_bands(banded, tmp_path):
-    """Through the Custom Scalars plugin's own routes: a margin chart per validation curve with the
-    norms as its series, and the points of mean/lower/upper are the seeds' mean and t-interval,
-    once each although the sweep was resumed."""
+    """Through the Custom Scalars plugin's own routes: a margin chart per validation curve whose lines
+    are the norms (a run each: TensorBoard colours by run), and the points of mean/lower/upper are the
+    seeds' mean and t-interval, once each although the sweep was resumed; a pre-activation chart per norm."""
+    runs_of = {n: f"summary/{n}" for n in ("none", "batch")}
     with kbn_tensorboard(banded, tmp_path) as (url, runs):
         names = runs()
         layout = _get(f"{url}/data/plugin/custom_scalars/layout")
-        served = {m: _get(f"{url}/data/plugin/custom_scalars/scalars?run=summary/seed_means"
-                          f"&tag=%5Ecell/mnist-mlp-sgd/{m}/")["tag_to_events"] for m in ("val_accuracy", "val_loss")}
-        pre = _get(f"{url}/data/plugin/custom_scalars/scalars?run=summary/seed_means"
-                   "&tag=%5Ecell/mnist-mlp-sgd/preactivation/")["tag_to_events"]
-    assert "summary/seed_means" in names
-    (category,) = layout["category"]
-    assert category["title"].startswith("mnist-mlp-sgd")
-    margins = [c for c in category["chart"] if "margin" in c]
-    assert [c["title"].split(":")[0] for c in margins] == ["validation accuracy", "validation loss"]
-    for chart, metric in zip(margins, ("val_accuracy", "val_loss")):
+        served = {(n, m): _get(f"{url}/data/plugin/custom_scalars/scalars?run={run}&tag=%5Ecell/mnist-mlp-sgd/{m}/")
+                  ["tag_to_events"] for n, run in runs_of.items() for m in ("val_accuracy", "val_loss")}
+        pre = {n: _get(f"{url}/data/plugin/custom_scalars/scalars?run={run}&tag=%5Ecell/mnist-mlp-sgd/preactivation/")
+               ["tag_to_events"] for n, run in runs_of.items()}
+    assert set(runs_of.values()) <= set(names)
+    curves, percentiles = layout["category"]
+    assert curves["title"] == "mnist-mlp-sgd: none vs batch" and percentiles["title"].startswith("mnist-mlp-sgd")
+    margins = {c["title"].split(":")[0]: c for c in curves["chart"]}
+    assert set(margins) == {"validation accuracy", "validation loss"}
+    for label, metric in (("validation accuracy", "val_accuracy"), ("validation loss", "val_loss")):
+        chart = margins[label]
         assert "95%" in chart["title"] and "n = 3" in chart["title"]  # how the band was made
-        series = chart["margin"]["series"]
-        assert [s["value"] for s in series] == [f"cell/mnist-mlp-sgd/{metric}/{n}/mean" for n in ("none", "batch")]
+        (series,) = chart["margin"]["series"]
+        assert series["value"] == f"cell/mnist-mlp-sgd/{metric}/mean"
         want = expected_bands(banded, metric)
-        for s in series:
-            norm = s["value"].split("/")[3]
-            got = {k: served[metric][s[k]] for k in ("value", "lower", "upper")}
+        for norm in runs_of:
+            got = {k: served[(norm, metric)][series[k]] for k in ("value", "lower", "upper")}
             for k, points in got.items():
                 assert [p[1] for p in points] == [1, 2, 3], (k, points)  # one point per epoch: no duplicate
             for i, e in enumerate((1, 2, 3)):
@@ -276,11 +277,13 @@ def test_custom_scalars_layout_draws_each_cells_norms_with_their_seed_bands(band
                 assert got["lower"][i][2] == pytest.approx(lo, abs=1e-6)
                 assert got["upper"][i][2] == pytest.approx(hi, abs=1e-6)
             assert any(got["lower"][i][2] < got["upper"][i][2] for i in range(3))  # a band, not a line
-    lines = [c for c in category["chart"] if "multiline" in c]
+    lines = percentiles["chart"]
     assert [c["title"].split(":")[0] for c in lines] == ["none", "batch"]  # one pre-activation chart per norm
-    for c in lines:
+    for c, norm in zip(lines, runs_of):
         (regex,) = c["multiline"]["tag"]
-        assert sorted(t[-3:] for t in pre if re.match(regex, t)) == ["p15", "p50", "p85"]
+        assert sorted(t[-3:] for t in pre[norm] if re.match(regex, t)) == ["p15", "p50", "p85"]
+        other = "batch" if norm == "none" else "none"
+        assert not any(re.match(regex, t) for t in pre[other])  # a norm's chart draws its own run alone
 
 
 def expected_answers(sweep: Path) -> dict:
