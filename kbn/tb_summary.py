@@ -28,9 +28,10 @@ CURVES = (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy
 TARGET = 0.9  # steps to get this far from chance to the none arm's best (the report's summary rung)
 
 
-def group_key(s: dict) -> str:
-    """A cell without its norm: the arms that a margin chart puts side by side."""
-    return f"{s['dataset']}-{s['arch']}-{s['optimizer']}"
+def group_key(s: dict, by_lr: bool = False) -> str:
+    """A cell without its norm: the arms that a margin chart puts side by side; `by_lr`, a sweep
+    with a list of shared rates: each rate's final runs are their own (…-lr<rate>)."""
+    return f"{s['dataset']}-{s['arch']}-{s['optimizer']}" + (f"-lr{float(s['lr']):g}" if by_lr else "")
 
 
 def answer_tags(axis: str) -> dict[str, tuple[str, str]]:
@@ -73,11 +74,11 @@ def trained_lrs(logdir: Path) -> list[float]:
     return sorted(lrs)
 
 
-def arms(runs: list[dict], seeds: list[int] | None) -> dict[str, dict[str, dict[int, dict]]]:
+def arms(runs: list[dict], seeds: list[int] | None, by_lr: bool) -> dict[str, dict[str, dict[int, dict]]]:
     """group -> norm -> seed -> run, keeping only arms whose every seed has finished."""
     out = collections.defaultdict(lambda: collections.defaultdict(dict))
     for r in runs:
-        out[group_key(r["s"])][r["s"]["norm"]][int(r["s"]["seed"])] = r
+        out[group_key(r["s"], by_lr)][r["s"]["norm"]][int(r["s"]["seed"])] = r
     for norms in out.values():
         for norm in [n for n, by in norms.items() if seeds and set(by) < set(seeds)]:
             del norms[norm]
@@ -147,9 +148,10 @@ def write(logdir) -> Path | None:
         return None
     sweep = stored_sweep(logdir)
     axis = "step" if runs[0]["s"].get("eval_every_steps") else "epoch"
+    by_lr = sweep is not None and len(sweep.rates) > 1
     for r in runs:
-        write_answer(r, runs, axis)
-    groups = arms(runs, list(sweep.seeds) if sweep else None)
+        write_answer(r, runs, axis, by_lr)
+    groups = arms(runs, list(sweep.seeds) if sweep else None, by_lr)
     order = list(sweep.norms) if sweep else sorted({r["s"]["norm"] for r in runs}, key=lambda n: (n != "none", n))
     points = collections.defaultdict(lambda: collections.defaultdict(dict))  # norm -> step -> tag -> value
     described, categories = {}, []
@@ -209,11 +211,11 @@ def _categories(g: str, norms: dict, axis: str, points: dict, described: dict) -
     return sections
 
 
-def write_answer(run: dict, runs: list[dict], axis: str) -> None:
+def write_answer(run: dict, runs: list[dict], axis: str, by_lr: bool) -> None:
     """The run's answer scalars (answer_tags) in its own folder, replacing any earlier ones."""
     for old in run["folder"].glob(f"events.out.tfevents.*{ANSWER_SUFFIX}"):
         old.unlink()
-    values = answer_values(run, runs, axis)
+    values = answer_values(run, runs, axis, by_lr)
     if not values:
         return
     w = tboard.EventWriter(run["folder"], axis, suffix=ANSWER_SUFFIX)
@@ -223,14 +225,14 @@ def write_answer(run: dict, runs: list[dict], axis: str) -> None:
     w.close()
 
 
-def answer_values(run: dict, runs: list[dict], axis: str) -> dict[str, float]:
+def answer_values(run: dict, runs: list[dict], axis: str, by_lr: bool) -> dict[str, float]:
     """answer_tags' values for one run: the diff and the target need the none run of its seed."""
     import numpy as np
 
     s = run["s"]
     val = [(int(r[axis]), r["val_accuracy"]) for r in run["rows"] if r.get("val_accuracy") is not None]
     out = {"answer/val_auc": 100 * float(np.mean([v for _, v in val]))} if val else {}
-    none = next((r for r in runs if r["s"]["norm"] == "none" and group_key(r["s"]) == group_key(s)
+    none = next((r for r in runs if r["s"]["norm"] == "none" and group_key(r["s"], by_lr) == group_key(s, by_lr)
                  and r["s"]["seed"] == s["seed"]), None)
     if none is None:
         return out

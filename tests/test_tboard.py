@@ -348,3 +348,31 @@ def test_kbn_tensorboard_speaks_first_and_says_which_page_shows_what(banded, tmp
     for page in ("#custom_scalars", "#hparams"):
         assert f"{url}/{page}" in text
     assert next(iter(plugins)) == "custom_scalars" and plugins["custom_scalars"]["enabled"]
+
+
+@pytest.mark.slow
+def test_a_rate_list_gives_each_rate_its_own_bands_and_pairs(tmp_path, tiny_text, write_cache):
+    """lr = [0.1, 1.0] trains every arm at both rates: each rate is its own section of the layout,
+    and a run's difference is against the none run of its own seed and rate (read with
+    TensorBoard's own event loader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kbn.config import load_sweep
+    from kbn.tune import run_sweep
+
+    write_cache()
+    (tmp_path / "rl.toml").write_text(tiny_text.split("[search]")[0].replace("epochs = 1", "epochs = 1\nlr = [0.1, 1.0]"))
+    assert run_sweep(load_sweep(tmp_path / "rl.toml"), tmp_path / "out", log=lambda *_: None) == 0
+    summary = EventAccumulator(str(tmp_path / "out" / "summary" / "none"))
+    summary.Reload()
+    assert {t.split("/")[1] for t in summary.Tags()["scalars"]} == {"mnist-mlp-sgd-lr0.1", "mnist-mlp-sgd-lr1"}
+    test_acc = {}
+    for f in (tmp_path / "out" / "runs").glob("*/result.json"):
+        s = json.loads((f.parent / "config.json").read_text())["settings"]
+        test_acc[(s["norm"], s["lr"], s["seed"])] = (f.parent, json.loads(f.read_text())["metrics"]["test_accuracy"])
+    assert len(test_acc) == 8
+    for (norm, lr, seed), (folder, acc) in test_acc.items():
+        run = EventAccumulator(str(folder))
+        run.Reload()
+        (point,) = run.Scalars("answer/test_diff_vs_none")
+        assert point.value == pytest.approx(100 * (acc - test_acc[("none", lr, seed)][1]), abs=1e-4)
