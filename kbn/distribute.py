@@ -23,7 +23,8 @@ from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
-from kbn.tune import Pace, SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep, trial_metrics
+from kbn.tune import (Pace, SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep, trial_metrics,
+                      write_summary)
 
 
 class ChiefProgress:
@@ -51,6 +52,8 @@ class ChiefProgress:
             self.workers = max(self.workers, len({tid.split("+")[0] for tid in list(self.oracle.ongoing_trials)}))
             left = self.pace.left(work_left(self.sweep, progress), min(self.workers, max(planned - len(self.seen), 1)))
             self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned, took, elapsed, left))
+        if any(t.hyperparameters.values["phase"] == "final" for t in ended):  # a cell's final runs may have finished
+            write_summary(Path(self.oracle._project_dir).parent, self.log)
 
 
 def set_distribution_env(tuner_id: str | None, host: str | None = None, port: int | None = None):

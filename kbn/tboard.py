@@ -77,12 +77,15 @@ class EventWriter:
     tensorboard's EventFileWriter opens files through tf.io.gfile, which imports all of TensorFlow
     when it is installed: seconds of start-up and absl/oneDNN lines on the JAX path."""
 
-    def __init__(self, logdir: Path, axis: str = "epoch"):
+    def __init__(self, logdir: Path, axis: str = "epoch", suffix: str = ""):
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.summary.writer.record_writer import RecordWriter  # crc32c in pure Python
 
         logdir.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_files)}"
+        # TensorBoard reads a folder's event files in name order: a later file must sort after the others
+        stamp = max([int(time.time())] + [int(f.name.split(".")[3]) + 1 for f in logdir.glob("events.out.tfevents.*")
+                                          if f.name.split(".")[3].isdigit()])
+        name = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}.{next(_files)}{suffix}"
         self._records = RecordWriter(open(logdir / name, "wb"))
         self._axis, self._described = axis, set()
         self.add(Event(wall_time=time.time(), file_version="brain.Event:2"))
@@ -102,6 +105,20 @@ class EventWriter:
         out = [self._value(split, metric, v) for (split, metric), v in values.items() if v is not None]
         if out:
             self.summary(Summary(value=out), step)
+
+    def named(self, values: dict[str, float], step: int, described: dict[str, str]) -> None:
+        """Scalars by their full tag; `described`: tag -> description, written with a tag's first value."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.scalar import metadata
+
+        out = []
+        for name, v in values.items():
+            value = Summary.Value(tag=name, simple_value=float(v))
+            if name not in self._described and name in described:
+                value.metadata.CopyFrom(metadata.create_summary_metadata(name, described[name]))
+                self._described.add(name)
+            out.append(value)
+        self.summary(Summary(value=out), step)
 
     def _value(self, split, metric, v):
         from tensorboard.compat.proto.summary_pb2 import Summary
@@ -197,35 +214,64 @@ def sweep_lrs(sweep) -> list[float]:
     return sorted(float(v) for v in lrs)
 
 
-def sweep_experiment(sweep):
-    """The sweep's HParams config: every hparam as its discrete domain, and the metric columns.
-    HParams has no log-scale interval (its Interval is min/max only; the dashboard's Logarithmic
-    scale is a viewer's choice), so the learning rate is the discrete grid: filterable value by value.
-    The seed is given as digits: HParams knows only strings, bools and float64, and the dashboard
-    prints every float64 to five digits (seed 0 as 0.0000)."""
-    from tensorboard.plugins.hparams import summary_v2 as hp
+# HParams's dashboard shows the first five hparams (those that "differ" first, then by name) and the
+# first five metrics: the columns a comparison reads
+SHOWN = ("norm", "optimizer", "lr", "seed", "phase")
+
+
+def sweep_experiment(sweep, lrs: list[float] | None = None):
+    """The sweep's HParams config: every hparam as its discrete domain (`lrs`: the rates its runs
+    trained; by default every rate it can train), the answer metrics first (kbn.tb_summary), then
+    accuracies, losses and outcomes. HParams has no log-scale interval (its Interval is min/max only;
+    the dashboard's Logarithmic scale is a viewer's choice), so the learning rate is discrete:
+    filterable value by value. The seed is given as digits: HParams knows only strings, bools and
+    float64, and the dashboard prints every float64 to five digits (seed 0 as 0.0000)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2, summary_v2 as hp
 
     from kbn.config import PHASES
+    from kbn.tb_summary import answer_tags
 
     axis = "step" if sweep.eval_every_steps else "epoch"
     hparams = [hp.HParam(k, hp.Discrete(list(getattr(sweep, k + "s")))) for k in ("dataset", "arch", "norm", "optimizer")]
-    hparams += [hp.HParam("lr", hp.Discrete(sweep_lrs(sweep)), display_name="learning rate"),
+    hparams += [hp.HParam("lr", hp.Discrete(lrs if lrs is not None else sweep_lrs(sweep)), display_name="learning rate"),
                 hp.HParam("seed", hp.Discrete([str(s) for s in sweep.seeds])),
                 hp.HParam("phase", hp.Discrete(list(PHASES)))]
-    metrics = [hp.Metric(tag(split, metric, axis), display_name=f"{split} {metric}",
-                         description=description(split, metric, axis))
-               for split in ("test", "validation", "train") for metric in ("accuracy", "loss")]
+    metrics = [hp.Metric(t, display_name=name, description=what) for t, (name, what) in answer_tags(axis).items()]
+    metrics += [hp.Metric(tag(split, metric, axis), display_name=f"{split} {metric}",
+                          description=description(split, metric, axis))
+                for metric in ("accuracy", "loss") for split in ("test", "validation", "train")]
     metrics += [hp.Metric(t, display_name=t.replace("_", " "), description=f"1 when {OUTCOME_WHAT[t.split('/')[1]]}, "
                           "else 0 (kbn.stability's rule); logged once, at the run's end")
                 for t in outcome_scalars("trained")]
-    return hp.hparams_config_pb(hparams, metrics)
+    pb = hp.hparams_config_pb(hparams, metrics)
+    data = plugin_data_pb2.HParamsPluginData.FromString(pb.value[0].metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in SHOWN
+    pb.value[0].metadata.plugin_data.content = data.SerializeToString()
+    return pb
 
 
 def sweep_hparams(sweep, cell, values: dict, session: str) -> HParams:
-    """A sweep trial's session, named by its run folder's path under the sweep folder."""
+    """A sweep trial's session, named by its run folder's path under the sweep folder (the name
+    `kbn tensorboard` gives its run). The sweep's config is the summary run's (kbn.tb_summary):
+    one per TensorBoard, with the rates the sweep trained."""
     v = {k: getattr(cell, k) for k in ("dataset", "arch", "norm", "optimizer")}
     v.update(lr=float(values["lr"]), seed=str(int(values["seed"])), phase=values["phase"])
-    return HParams(v, session, sweep_experiment(sweep))
+    return HParams(v, session)
+
+
+def layout_summary(categories):
+    """A Custom Scalars layout (layout_pb2 Categories) as the summary that plugin reads, built
+    without TensorFlow (its own summary.pb needs it)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    layout = layout_pb2.Layout(category=categories)
+    value = Summary.Value(tag=metadata.CONFIG_SUMMARY_TAG,
+                          tensor=tensor_util.make_tensor_proto(layout.SerializeToString()))
+    value.metadata.CopyFrom(metadata.create_summary_metadata())
+    return Summary(value=[value])
 
 
 # ---------------------------------------------------------------- kbn tensorboard
@@ -253,25 +299,76 @@ def _has_events(folder: Path) -> bool:
     return next(folder.rglob("events.out.tfevents.*"), None) is not None
 
 
+def tensorboard_argv(logdir, all_runs: bool) -> tuple[list[str], str]:
+    """TensorBoard's --logdir or --logdir_spec, and what it serves. Runs are named by their path
+    under the sweep folder (runs/…, search/coarse/…, summary/<norm>) either way, the names their
+    HParams sessions carry: without --all, the final runs and the summary run are served as the
+    named groups `runs` and `summary` (a path with a comma cannot be a spec: the whole folder then)."""
+    folder = served_folder(logdir, all_runs)
+    d = Path(logdir).resolve()
+    if folder == Path(logdir):
+        return ["--logdir", str(d)], "every run"
+    if "," in str(d):
+        return ["--logdir", str(folder)], "the final runs (--all adds the search trials)"
+    groups = [f"runs:{d / 'runs'}"] + ([f"summary:{d / 'summary'}"] if (d / "summary").is_dir() else [])
+    return ["--logdir_spec", ",".join(groups)], "the final runs and the summary run (--all adds the search trials)"
+
+
+PAGES = (("custom_scalars", "per cell, the norms side by side: seed means with their 95% bands (validation "
+          "accuracy and loss) and pre-activation percentiles"),
+         ("hparams", "one row per training: norm, optimizer, lr, seed, phase; the answer columns first "
+          "(test diff vs none, validation AUC, steps to target)"),
+         ("timeseries", "every run's own curves (filter run names by regex)"))
+
+
+# the layout's URL: no smoothing (curves of a few points), only the summary runs selected
+OPTIONS = {"custom_scalars": "&_smoothingWeight=0&regexInput=%5Esummary%2F"}
+
+
+def _quiet_native() -> str:
+    """TensorFlow's C++ lines (absl, oneDNN, CUDA) go to a file from now on: they write to file
+    descriptor 2 directly, whatever TF_CPP_MIN_LOG_LEVEL says, when TensorBoard imports TensorFlow.
+    Python's own stderr (warnings, tracebacks) still reaches the terminal. Returns the file's path."""
+    import importlib.util
+    import sys
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"kbn-tensorboard-{os.getpid()}.log")
+    terminal = os.dup(2)
+    with open(path, "w") as native:
+        os.dup2(native.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow  # noqa: F401 - its start-up lines, now, into the file
+    return path
+
+
 def serve(logdir, all_runs: bool = False, host: str = "127.0.0.1", port: int = 6006) -> int:
-    """TensorBoard on the sweep's runs, until Ctrl-C."""
+    """TensorBoard on the sweep's runs, until Ctrl-C; it opens on the Custom Scalars layout."""
     from kbn.errors import ConfigError
 
     from kbn.config import check_address
 
     check_address(host, port)  # options first, then the folder; before TensorBoard: its errors are tracebacks
-    folder = served_folder(logdir, all_runs)
-    from tensorboard import program
+    where, what = tensorboard_argv(logdir, all_runs)
+    native = _quiet_native()
+    from tensorboard import default, program
 
-    tb = program.TensorBoard()
+    # Custom Scalars first: the page TensorBoard opens on, when a layout is there
+    plugins = sorted(default.get_plugins(), key=lambda p: getattr(p, "__name__", "") != "CustomScalarsPlugin")
+    tb = program.TensorBoard(plugins=plugins)
     # the Python loader: the Rust one (load_fast) drops the tags' descriptions, which say what the step counts
-    tb.configure(argv=[None, "--logdir", str(folder), "--host", host, "--port", str(port), "--load_fast=false"])
+    tb.configure(argv=[None, *where, "--host", host, "--port", str(port), "--load_fast=false"])
     try:
         url = tb.launch()
     except program.TensorBoardServerException as e:
         raise ConfigError(f"port: cannot serve on {host}:{port} ({e.msg}); give another --port") from None
-    what = "every run" if folder == Path(logdir) else "the final runs (--all adds the search trials)"
     print(f"kbn: TensorBoard serves {what} of {logdir} at {url}  (Ctrl-C stops it)", flush=True)
+    layout = (Path(logdir) / "summary").is_dir()
+    for page, shows in PAGES:
+        if page != "custom_scalars" or layout:
+            print(f"kbn:   {url}#{page}{OPTIONS.get(page, '')}  {shows}", flush=True)
+    print(f"kbn: TensorFlow's own start-up lines: {native}", flush=True)
     try:
         while True:
             time.sleep(3600)

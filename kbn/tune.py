@@ -417,6 +417,9 @@ class SweepTuner(base_tuner.BaseTuner):
                                              for t in batch))
             for trial in batch:
                 self.on_trial_end(trial)
+            if batch[0].hyperparameters.values["phase"] == "final" and not self._is_worker():
+                write_summary(self.logdir, self.log)  # a cell's final runs may have finished
+            for trial in batch:
                 done += 1
                 failed += trial.status != Status.COMPLETED
                 pace.work += trial_length(self.sweep, trial.hyperparameters.values["phase"])
@@ -612,8 +615,22 @@ def run_sweep(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | Non
             tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=datasets)
             announce(sweep, logdir, tuner.oracle, log)
             tuner.search()
+            write_summary(logdir, log)  # rewritten on resume too
             return len(tuner.oracle.failed())
-        return serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each)
+        failed = serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each)
+        write_summary(logdir, log)
+        return failed
+
+
+def write_summary(logdir: Path, log) -> None:
+    """The summary TensorBoard run and the answer scalars (kbn.tb_summary); a failure is said in one
+    line and the sweep goes on: its runs are whole without them."""
+    from kbn import tb_summary
+
+    try:
+        tb_summary.write(logdir)
+    except (OSError, ValueError, ImportError) as e:
+        log(f"kbn sweep: note: TensorBoard's summary run was not written ({type(e).__name__}: {e})")
 
 
 def announce(sweep, logdir, oracle, log):
