@@ -95,14 +95,24 @@ def acc_stat(values, seeds=None) -> Stat:
     return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v), seeds=by_seed)
 
 
+def t_interval(values) -> tuple[float, float | None, float | None]:
+    """(mean, low, high): the mean of `values` with its Student-t 95% interval (n − 1 degrees of
+    freedom), uncut; (mean, None, None) for one value."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return float(v.mean()), None, None
+    half = _t(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
+
+
 def mean_interval(values, seeds=None) -> Stat:
     """Accuracies (fractions) as percent: their mean with a Student-t 95% interval over seeds (n − 1
     degrees of freedom), cut to what an accuracy can reach ([0, 100]); a point alone for one seed."""
     st = acc_stat(values, seeds)
     if st.n < 2:
         return st
-    half = _t(st.n - 1) * st.std / math.sqrt(st.n)
-    return dataclasses.replace(st, low=max(st.value - half, 0.0), high=min(st.value + half, 100.0))
+    _, low, high = t_interval(list(st.seeds.values()))
+    return dataclasses.replace(st, low=max(low, 0.0), high=min(high, 100.0))
 
 
 def _win(x: float, y: float) -> float:
