@@ -100,7 +100,7 @@ def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None, rate: floa
             for ax, opt in zip(axes, opts):
                 for norm in _norms(g["norm"]):
                     arm = g[(g["optimizer"] == opt) & (g["norm"] == norm)]
-                    if arm.empty or arm[val_col].isna().all():
+                    if arm.empty:
                         continue
                     _arm_curves(ax, arm, x, train_col, val_col, scale, colors[norm], norm,
                                 unstable.get((d, a, norm, opt), {}))
@@ -128,7 +128,7 @@ def _arm_curves(ax, arm, x, train_col, val_col, scale, c, norm, bad) -> None:
     name = registry.display("norm", norm)
     by_x = arm.groupby(x)
     sel = by_x[[train_col, val_col]].mean() * scale
-    band = [t_interval(v.dropna() * scale) for _, v in by_x[val_col]]
+    band = [t_interval(v.dropna() * scale) if v.notna().any() else (None,) * 3 for _, v in by_x[val_col]]
     if all(lo is not None for _, lo, _ in band):
         ax.fill_between(sel.index, [lo for _, lo, _ in band], [hi for _, _, hi in band], color=c, alpha=0.2, lw=0)
     note = f", {len(bad)} of {arm['seed'].nunique()} seeds did not train" if bad else ""

@@ -20,7 +20,8 @@ TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "seed"
 
 def format_cell(stat, kind: str, fmt: str) -> str:
     """One table cell as text: a label as it is, a missing cell as MISSING, a Summary as its line,
-    an accuracy (kind 'acc') as mean ± sd, any other Stat as value [low, high]."""
+    an accuracy (kind 'acc') as mean ± sd, an accuracy with an interval as value [low, high], and
+    any other Stat (a difference, an effect) signed: +value [+low, +high]."""
     if stat is None:
         return MISSING
     if isinstance(stat, str):
@@ -33,10 +34,16 @@ def format_cell(stat, kind: str, fmt: str) -> str:
         if stat.std is not None:
             s += f" ± {stat.std:.2f}"
     else:
-        s = f"{stat.value:.2f}{dag}"
+        f = "{:.2f}" if stat.accuracy else "{:+.2f}"
+        s = f.format(_no_minus_zero(stat.value)) + dag
         if stat.interval:
-            s += f" [{stat.low:.2f}, {stat.high:.2f}]"
+            s += f" [{f.format(_no_minus_zero(stat.low))}, {f.format(_no_minus_zero(stat.high))}]"
     return s
+
+
+def _no_minus_zero(v: float) -> float:
+    """-0.001 prints as +0.00, not -0.00."""
+    return round(v, 2) + 0.0
 
 
 def _cells(t: Table, fmt: str) -> list[list[str]]:

@@ -44,6 +44,7 @@ class Stat:
     bounded: bool = False  # the interval was cut to what accuracies can reach
     withheld: str | None = None  # why it has no interval although it has seeds (e.g. split by stability)
     unstable: list | None = None  # runs behind it that had not trained (kbn.report.measures.mark_stability)
+    accuracy: bool = False  # an accuracy (unsigned in print), not a difference or effect (always signed)
 
     @property
     def interval(self) -> bool:
@@ -92,7 +93,8 @@ def acc_stat(values, seeds=None) -> Stat:
     """Accuracies (fractions) as percent: mean ± sd over seeds."""
     v = np.asarray(values, float) * 100
     by_seed = dict(zip(seeds if seeds is not None else range(len(v)), map(float, v)))
-    return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v), seeds=by_seed)
+    return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v), seeds=by_seed,
+                accuracy=True)
 
 
 def t_interval(values) -> tuple[float, float | None, float | None]:

@@ -228,7 +228,7 @@ class Summary:
         """The cell's quantities by name, each as text without its name: 'diff' (mark, points
         [interval]), 'rel', 'P(win)', 'speed', 'did not train', then the extras; only those it has."""
         dag = DAGGER if self.diff.unstable else ""
-        out = {"diff": f"{MARKS[self.verdict]} {signed(self.diff)}{dag} pts", "rel": f"{signed(self.rel, plus=False)}{dag}"}
+        out = {"diff": f"{MARKS[self.verdict]} {signed(self.diff)}{dag} pts", "rel": f"{signed(self.rel)}{dag}"}
         if self.diff.withheld:
             out["diff"] += f" ({self.diff.withheld})"
         if self.diff.n > 1 and self.diff.p_win is not None:
