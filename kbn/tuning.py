@@ -155,10 +155,14 @@ def tables(rob: pd.DataFrame) -> list:
 
 
 def summary_extra(rob: pd.DataFrame) -> list:
-    """The summary's per-cell column: the norm's change of the good-learning-rate band, in decades."""
+    """The summary's per-cell column: the norm's change of the good-learning-rate band, in decades
+    (name, fn, what it means: the summary's notes define it)."""
     changes = {norm: band_change(rob, norm) for norm in set(rob["norm"]) - {"none"}}
 
     def band(d, a, norm, opt):
         return changes.get(norm, {}).get((d, a, opt))
 
-    return [("Δband (decades)", band)]
+    return [("Δband (decades)", band,
+             f"the norm's band of good learning rates minus no norm's, in decades (log10 of the span of the rates "
+             f"whose search score is within {100 * BAND:.0f} point of the best; the tuning table's band): above 0, "
+             "the norm widens the rates that work")]
