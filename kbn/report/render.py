@@ -11,7 +11,7 @@ import unicodedata
 import pandas as pd
 
 from kbn.report.labels import MISSING
-from kbn.report.stats import MARKS, Stat
+from kbn.report.stats import MARKS
 from kbn.report.tables import Summary, Table
 
 
@@ -46,18 +46,20 @@ def _no_minus_zero(v: float) -> float:
     return round(v, 2) + 0.0
 
 
+def _row_kind(t: Table, row: list) -> str:
+    """How a row's Stats print: the table's kind; a 'mixed' table's rel rows as 'rel', the others 'acc'."""
+    return ("rel" if row[1] == "rel" else "acc") if t.kind == "mixed" else t.kind
+
+
 def _cells(t: Table, fmt: str) -> list[list[str]]:
+    """The cells as text ('text', 'markdown'), marked ones with the table's mark or in bold."""
     rows = []
     for r, row in enumerate(t.rows):
         out = []
         for c, cell in enumerate(row):
-            kind = t.kind
-            if kind == "mixed":
-                kind = "rel" if row[1] == "rel" else "acc"
-            s = _latex_cell(cell, kind) if fmt == "latex" else format_cell(cell, kind, fmt)
+            s = format_cell(cell, _row_kind(t, row), fmt)
             if (r, c) in t.marks:
-                # \boldmath: the numbers are in math mode, which \bfseries alone leaves light
-                s = {"markdown": f"**{s}**", "latex": f"{{\\bfseries\\boldmath {s}}}"}.get(fmt, f"{s} {t.mark}")
+                s = f"**{s}**" if fmt == "markdown" else f"{s} {t.mark}"
             out.append(s)
         rows.append(out)
     return rows
@@ -108,9 +110,11 @@ def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> 
 
 
 # What a document that \input's the fragments needs in its preamble (booktabs: the rules; graphicx:
-# \resizebox; amssymb: \checkmark, \boxtimes and the triangles; tabularx: columns that wrap). All come
-# with Debian's texlive-latex-base and texlive-latex-recommended. Each fragment's first line names them.
-LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb", "tabularx")  # tabularx: the summary's wrapping columns
+# \resizebox and the figures; amssymb: \checkmark, \boxtimes and the triangles; tabularx: columns that
+# wrap). Debian's texlive-latex-base, texlive-latex-recommended and texlive-science have them. Each
+# fragment's first line names them.
+# siunitx (Debian texlive-science): S columns, numbers aligned on their decimal point
+LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb", "tabularx", "siunitx")
 PREAMBLE = "% preamble: " + "".join(f"\\usepackage{{{p}}}" for p in LATEX_PACKAGES)
 # a summary float holds at most this many rows (networks' names count one): its cells wrap to 2-3
 # lines, and the notes under its last part take a third of a page
@@ -171,12 +175,39 @@ def _latex_safe_start(tex: str) -> str:
     return "{}" + tex if tex.startswith("[") else tex
 
 
+# a cell that is a number with what follows it (its interval, ± sd, †, ×, a unit), after a verdict mark
+_ALIGNED = re.compile(r"(?P<lead>[✓✗?·⚠] )?(?P<num>[-+−]?\d+(?:\.\d+)?)(?![\d.]|e[-+]?\d)(?P<rest>.*)", re.DOTALL)
+BOLD = "\\bfseries\\boldmath "  # \boldmath: numbers are in math mode, which \bfseries alone leaves light
+
+
+def _aligned(cells: list[str], bold: list[bool], rest_spec: str = "@{\\enspace}l") -> tuple[list[str], list[list[str]]] | None:
+    """A column of text cells as siunitx columns: the verdict mark (if any cell has one), the number
+    in an S column (aligned on its decimal point, its sign kept) and what follows it in `rest_spec`.
+    Returns (column specs, each row's LaTeX cells), or None for a column of labels. A cell without a
+    number (MISSING, 'not reached') is text in the S column."""
+    parts = [_ALIGNED.fullmatch(c) for c in cells]
+    if not any(parts) or any(m is None and re.search(r"\d", c) for m, c in zip(parts, cells)):
+        return None
+    nums = [m["num"].replace("−", "-") for m in parts if m]
+    ints = max(len(n.lstrip("+-").partition(".")[0]) for n in nums)
+    decs = max(len(n.partition(".")[2]) for n in nums)
+    fmt = ("+" if any(n[0] in "+-" for n in nums) else "") + str(ints) + (f".{decs}" if decs else "")
+    lead, rest = any(m and m["lead"] for m in parts), any(m and m["rest"].strip() for m in parts)
+    specs = ["l"] * lead + [f"S[table-format={fmt},detect-weight,retain-explicit-plus]"] + [rest_spec] * rest
+    rows = []
+    for m, c, b in zip(parts, cells, bold):
+        bf = BOLD if b else ""
+        if m is None:
+            rows.append([""] * lead + [f"{{{bf}{latex_text(c)}}}"] + [""] * rest)
+            continue
+        tail = _latex_safe_start(latex_text(m["rest"].strip()))
+        rows.append([latex_text((m["lead"] or "").strip())] * lead + [bf + m["num"].replace("−", "-")]
+                    + [f"{{{bf}{tail}}}" if bf and tail else tail] * rest)
+    return specs, rows
+
+
 def _latex_cell(cell, kind: str) -> str:
-    """One table cell. A summary cell's parts go on lines of their own (a nested tabular), which
-    keeps a summary of several networks about a third as wide."""
-    if isinstance(cell, Summary):
-        lines = [_latex_safe_start(latex_text(part)) for part in cell.text("text").split("; ")]
-        return "\\begin{tabular}[t]{@{}l@{}}" + " \\\\ ".join(lines) + "\\end{tabular}"
+    """One table cell that is not a number (`_aligned` takes those), LaTeX-safe."""
     return _latex_safe_start(latex_text(format_cell(cell, kind, "text")))
 
 
@@ -203,24 +234,34 @@ def _latex_caption(title: str) -> str:
 
 def _latex_summary(t: Table, label: str) -> str:
     """The summary as a real table: a row per optimizer, a column per quantity (difference, rel,
-    P(win), speed, ...), the networks as row groups; columns that wrap (tabularx), so it is as wide
-    as the text and never shrunk; a table* (both columns of a two-column page). Taller than
-    SUMMARY_ROWS rows it continues in further floats, the notes under the last."""
+    P(win), speed, ...), the networks as row groups; numbers in siunitx S columns (`_aligned`: the
+    difference's and speed-up's interval wrap after them, tabularx), so it is as wide as the text and
+    never shrunk; a table* (both columns of a two-column page). Taller than SUMMARY_ROWS rows it
+    continues in further floats, the notes under the last."""
     parts = [[c.parts() if isinstance(c, Summary) else None for c in row[1:]] for row in t.rows]  # once per cell
     keys = list(dict.fromkeys(k for row in parts for p in row if p is not None for k in p))
     names = {"diff": "difference (points)", "speed": "speed-up"}
-    groups = []
-    for c, network in enumerate(t.headers[1:], start=1):
-        rows = [[latex_text(row[0])] + ([_latex_safe_start(latex_text(p[c - 1].get(k, "--"))) for k in keys]
-                                         if p[c - 1] is not None else [latex_text(MISSING)] * len(keys))
-                for row, p in zip(t.rows, parts) if row[c] is not None]
-        if rows:
-            groups.append((network, rows))
     wrap = ">{\\raggedright\\arraybackslash}X"
-    # the long quantities wrap; rel, P(win) and the extras are short and keep one line
-    spec = "@{}l" + "".join(wrap if k in ("diff", "speed", "did not train") else "r" if k == "P(win)" else "l"
-                            for k in keys) + "@{}"
-    head = " & ".join(["optimizer"] + [latex_text(names.get(k, k)) for k in keys]) + " \\\\"
+    # every (network, optimizer) with a cell, in the order printed
+    where = [(c, r) for c in range(1, len(t.headers)) for r, row in enumerate(t.rows) if row[c] is not None]
+    specs, columns = ["l"], []
+    for k in keys:
+        texts = [parts[r][c - 1].get(k, MISSING) if parts[r][c - 1] is not None else MISSING for c, r in where]
+        # the long quantities wrap; rel, P(win) and the extras are short and keep one line
+        col = _aligned(texts, [False] * len(texts), wrap if k in ("diff", "speed") else "@{\\enspace}l")
+        if col is None:
+            col = [wrap if k in ("diff", "speed", "did not train") else "l"], [[_latex_safe_start(latex_text(x))]
+                                                                                for x in texts]
+        specs += col[0]
+        columns.append((k, len(col[0]), col[1]))
+    cells = {key: [latex_text(t.rows[key[1]][0])] + [x for _, _, rows in columns for x in rows[i]]
+             for i, key in enumerate(where)}
+    groups = [(network, [cells[c, r] for r in range(len(t.rows)) if (c, r) in cells])
+              for c, network in enumerate(t.headers[1:], start=1)]
+    groups = [(network, rows) for network, rows in groups if rows]
+    spec = "@{}" + "".join(specs) + "@{}"
+    head = " & ".join(["optimizer"] + [f"\\multicolumn{{{n}}}{{l}}{{{latex_text(names.get(k, k))}}}"
+                                       for k, n, _ in columns]) + " \\\\"
     floats, part, height = [], [], 0
     for network, rows in groups:
         if part and height + len(rows) + 1 > SUMMARY_ROWS:
@@ -235,7 +276,7 @@ def _latex_summary(t: Table, label: str) -> str:
     for i, part in enumerate(floats):
         body = []
         for network, rows in part:
-            body.append(("\\addlinespace\n" if body else "") + f"\\multicolumn{{{len(keys) + 1}}}{{@{{}}l}}"
+            body.append(("\\addlinespace\n" if body else "") + f"\\multicolumn{{{len(specs)}}}{{@{{}}l}}"
                         f"{{\\itshape {latex_text(network)}}} \\\\")
             body += [" & ".join(r) + " \\\\" for r in rows]
         caption = _latex_caption(t.title) + (" (continued)" if i else "")
@@ -251,31 +292,32 @@ def _latex_summary(t: Table, label: str) -> str:
 
 def _latex_table(t: Table, label: str) -> str:
     """One table as a float: caption and label above, booktabs rules, the notes in small print under
-    the tabular. \\resizebox shrinks a table wider than the line to fit it and leaves a narrow one at
-    its size (the \\ifdim): tabular* could only squeeze the space between columns, which is not
-    enough for Tables 7-10 (three columns per epoch) or a summary of many networks."""
+    the tabular; numeric columns in siunitx S columns (`_aligned`), a header over each column's parts.
+    \\resizebox shrinks a table wider than the line to fit it and leaves a narrow one at its size (the
+    \\ifdim): tabular* could only squeeze the space between columns, which is not enough for Tables
+    7-10 (three columns per epoch) or a summary of many networks."""
     if t.kind == "summary":
         return _latex_summary(t, label)
-    rows = _cells(t, "latex")
-    align = "".join("l" if c == 0 or t.kind == "summary" or all(not _numeric(r[c]) for r in t.rows) else "r"
-                    for c in range(len(t.headers)))
-    lines = [" & ".join(latex_text(h) for h in t.headers) + " \\\\", "\\midrule"]
-    # a summary's rows are several lines tall: a little space keeps them apart
-    gap = "\\addlinespace\n" if t.kind == "summary" else ""
-    lines += [gap * (i > 0) + " & ".join(r) + " \\\\" for i, r in enumerate(rows)]
+    texts = [[format_cell(cell, _row_kind(t, row), "text") for cell in row] for row in t.rows]
+    specs, heads, body = [], [], [[] for _ in t.rows]
+    for c, header in enumerate(t.headers):
+        bold = [(r, c) in t.marks for r in range(len(t.rows))]
+        column = _aligned([row[c] for row in texts], bold) if c else None
+        if column is None:
+            column = ["l"], [[f"{{{BOLD}{x}}}" if b else x] for x, b in
+                             zip((_latex_cell(row[c], _row_kind(t, row)) for row in t.rows), bold)]
+        specs += column[0]
+        heads.append(f"\\multicolumn{{{len(column[0])}}}{{{'l' if c == 0 else 'c'}}}{{{latex_text(header)}}}")
+        for out, cells in zip(body, column[1]):
+            out += cells
+    lines = [" & ".join(heads) + " \\\\", "\\midrule"] + [" & ".join(r) + " \\\\" for r in body]
     notes = "".join(f"{latex_text(n)}\\par\n" for n in _notes(t, "latex"))
     return (f"\\begin{{table}}[htbp]\n\\centering\n\\caption{{{_latex_caption(t.title)}}}\n\\label{{{label}}}\n"
             "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
-            f"\\begin{{tabular}}{{{align}}}\n\\toprule\n" + "\n".join(lines) + "\n\\bottomrule\n\\end{tabular}}\n"
+            f"\\begin{{tabular}}{{@{{}}{''.join(specs)}@{{}}}}\n\\toprule\n" + "\n".join(lines)
+            + "\n\\bottomrule\n\\end{tabular}}\n"
             + (f"\\par\\smallskip\n{{\\footnotesize\\raggedright\n{notes}}}\n" if notes else "")
             + "\\end{table}\n")
-
-
-def _numeric(cell) -> bool:
-    """Whether a cell holds a number (right-aligned in LaTeX) rather than a label."""
-    if cell is None or isinstance(cell, (Stat, Summary)):
-        return cell is not None
-    return bool(re.match(r"[-+−]?\d", str(cell)))
 
 
 def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle: str = "") -> str:
