@@ -46,11 +46,24 @@ def _grid(n: int):
     return fig, axes.flat
 
 
-def _save(fig, path: Path) -> Path:
+DPI = 110
+
+
+def _save(fig, path: Path, caption: str) -> Path:
+    """The PNG, its caption (what is drawn, over how many seeds, what its band is) in the file's
+    Description: the LaTeX report's figure captions read it back (`caption`)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI, metadata={"Description": caption})
     plt.close(fig)
     return path
+
+
+def caption(path: Path) -> str:
+    """A picture's caption, as `_save` wrote it ('' for a PNG written otherwise)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.text.get("Description", "")
 
 
 def _not_trained(runs: pd.DataFrame) -> dict[tuple, dict]:
@@ -111,15 +124,19 @@ def curves(runs: pd.DataFrame, out: Path, colors: dict | None = None, rate: floa
                 ax.grid(alpha=0.3)
             axes[0].legend(fontsize=7)
             fig.suptitle(f"{display_name(d, a)}: {metric} per {x}, with and without normalization{at}\n"
-                         f"{_seeds_phrase(seeds)}; band: 95% Student-t interval of the validation mean", fontsize=10)
-            paths.append(_save(fig, out / f"curves_{metric}_{d}_{a}{tag}.png"))
+                         f"lines: mean of {_seeds(seeds)}; band: 95% Student-t interval of the validation mean", fontsize=10)
+            paths.append(_save(fig, out / f"curves_{metric}_{d}_{a}{tag}.png",
+                               f"{display_name(d, a)}: {metric}{' (%)' * (metric == 'accuracy')} per {x} with and "
+                               f"without normalization{at}, a panel per optimizer. Lines: the mean of {_seeds(seeds)} "
+                               "(solid validation, dashed training); band: the 95% Student-t interval of the "
+                               "validation mean over seeds; dotted: a seed that did not train, alone."))
     return paths
 
 
-def _seeds_phrase(seeds: pd.Series) -> str:
-    """'lines: mean of 3 seeds' (or '2–3 seeds' where the arms differ)."""
+def _seeds(seeds: pd.Series) -> str:
+    """'3 seeds' (or '2–3 seeds' where the arms differ) of the arms' seed counts."""
     lo, hi = int(seeds.min()), int(seeds.max())
-    return f"lines: mean of {lo if lo == hi else f'{lo}–{hi}'} seed{'s' if hi > 1 else ''}"
+    return f"{lo if lo == hi else f'{lo}–{hi}'} seed{'s' if hi > 1 else ''}"
 
 
 def _arm_curves(ax, arm, x, train_col, val_col, scale, c, norm, bad) -> None:
@@ -213,10 +230,19 @@ def preactivations(logdir: Path, out: Path, colors: dict | None = None) -> list[
     table = preactivation_table(logdir)
     colors = colors or norm_colors(table["norm"])
     if several_rates(table):
-        return [_save(preactivation_figure(g, colors, lr), out / f"preactivations_{d}_{a}_{o}_lr{lr:g}.png")
+        return [_save(preactivation_figure(g, colors, lr), out / f"preactivations_{d}_{a}_{o}_lr{lr:g}.png",
+                      _preactivation_caption(g, lr))
                 for (d, a, o, lr), g in table.groupby(["dataset", "arch", "optimizer", "lr"])]
-    return [_save(preactivation_figure(g, colors), out / f"preactivations_{d}_{a}_{o}.png")
+    return [_save(preactivation_figure(g, colors), out / f"preactivations_{d}_{a}_{o}.png", _preactivation_caption(g))
             for (d, a, o), g in table.groupby(["dataset", "arch", "optimizer"])]
+
+
+def _preactivation_caption(g: pd.DataFrame, rate: float | None = None) -> str:
+    d, a, o = g["dataset"].iloc[0], g["arch"].iloc[0], g["optimizer"].iloc[0]
+    return (f"{display_name(d, a)}, {optimizer_name(o)}{'' if rate is None else f', lr {rate:g}'}: the 15th, 50th "
+            f"and 85th percentiles (band: 15th to 85th) of the last hidden layer's pre-activation on a fixed "
+            f"validation batch over training, unit 0 and all units, a row per norm; one network (seed "
+            f"{int(g['seed'].min())}), so no band over seeds (Ioffe & Szegedy 2015, Fig. 1b-c).")
 
 
 def chosen_rates(runs: pd.DataFrame) -> dict[tuple, float]:
@@ -259,7 +285,11 @@ def lr_sensitivity(points: pd.DataFrame, out: Path, colors: dict | None = None, 
         fig.suptitle(f"{display_name(d, a)}: learning-rate sensitivity of the search trials\n"
                      f"each point one trial ({seeds} search seed{'s' if seeds > 1 else ''} per rate); "
                      "line: their mean per rate", fontsize=10)
-        paths.append(_save(fig, out / f"lr_sensitivity_{d}_{a}.png"))
+        paths.append(_save(fig, out / f"lr_sensitivity_{d}_{a}.png",
+                           f"{display_name(d, a)}: selection score (accuracy, %) of every search trial against its "
+                           f"learning rate (o coarse grid, s fine grid, x diverged, scored as chance; {seeds} search "
+                           f"seed{'s' if seeds > 1 else ''} per rate), a line through the mean per rate, and a star "
+                           "at the rate the final runs trained at."))
     return paths
 
 
@@ -308,7 +338,10 @@ def expected_best(points: pd.DataFrame, out: Path, colors: dict | None = None) -
             ax.legend(fontsize=7)
         fig.suptitle(f"{display_name(d, a)}: expected best after k random learning rates (Dodge et al. 2019)\n"
                      "line: the expectation; band: ± 1 sd of the best of k draws", fontsize=10)
-        paths.append(_save(fig, out / f"expected_best_{d}_{a}.png"))
+        paths.append(_save(fig, out / f"expected_best_{d}_{a}.png",
+                           f"{display_name(d, a)}: the expected best accuracy (%) after k learning rates drawn at "
+                           "random from the coarse grid (Dodge et al. 2019), exact from the search scores; band: "
+                           "± 1 sd of the best of k draws."))
     return paths
 
 
@@ -366,7 +399,12 @@ def rel_heatmap(df: pd.DataFrame, out: Path, rate: float | None = None) -> list[
                  + f"\nmean over {'–'.join(map(str, (n[0], n[-1]) if len(n) > 1 else n))} seed(s) [95% interval]"
                  + ("\n† some runs behind it did not train (the report's Stability table)" if dagger else ""),
                  fontsize=9)
-    return [_save(fig, out / ("rel_heatmap.png" if rate is None else f"rel_heatmap_lr{rate:g}.png"))]
+    seeds = "–".join(map(str, (n[0], n[-1]) if len(n) > 1 else n))
+    return [_save(fig, out / ("rel_heatmap.png" if rate is None else f"rel_heatmap_lr{rate:g}.png"),
+                  "rel of adding each norm (test accuracy at the last epoch; Table 1's numbers), per optimizer and "
+                  f"network{'' if rate is None else f' at lr {rate:g}'}: the mean over {seeds} seeds with its 95% "
+                  "interval" + "".join(f"; hatched {h}: {keys[h]}" for h in sorted(hatches))
+                  + ("; † some runs behind it did not train" if dagger else "") + ".")]
 
 
 def _luminance(rgb) -> float:
@@ -409,7 +447,12 @@ def adam_jumps(runs: pd.DataFrame, out: Path, colors: dict | None = None) -> lis
         ax.legend(fontsize=7)
     fig.suptitle("Adam with and without batch norm: accuracy from epoch to epoch (thesis Figure 7)\n"
                  "a line per seed; mean |change|: between consecutive epochs, over seeds", fontsize=10)
-    return [_save(fig, out / "adam_bn_jumps.png")]
+    seeds = g.groupby(["dataset", "arch", "norm"])["seed"].nunique()
+    return [_save(fig, out / "adam_bn_jumps.png",
+                  f"Adam with and without batch norm: {'validation' if col == 'val_accuracy' else 'training'} "
+                  f"accuracy (%) per epoch, a line per seed ({_seeds(seeds)} per arm; every seed drawn, "
+                  "no band), each arm's mean |change| between consecutive epochs in the legend (the thesis's "
+                  "Figure 7, and the arm its finding compares against).")]
 
 
 def _seed_lines(ax, s: pd.DataFrame, col: str, c, name: str) -> None:

@@ -16,9 +16,9 @@ def drawn(monkeypatch):
     figures = {}
     save = plots._save
 
-    def keep(fig, path):
+    def keep(fig, path, caption):
         figures[path.name] = fig
-        return save(fig, path)
+        return save(fig, path, caption)
 
     monkeypatch.setattr(plots, "_save", keep)
     return figures
@@ -265,3 +265,17 @@ def test_adam_jumps_draw_the_arm_without_the_norm_it_is_compared_with(tmp_path, 
     np.testing.assert_allclose(by_norm["none"][0].get_ydata(), 100 * arm.sort_values("epoch")["val_accuracy"])
     assert all(mcolors.same_color(line.get_color(), registry.NORMS[n].color) for n, ls in by_norm.items() for line in ls)
     assert "mean |change|" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_each_picture_carries_its_caption_what_is_drawn_its_n_and_band(tmp_path):
+    from kbn import report
+
+    runs = noisy_runs()
+    paths = plots.plot_all(None, tmp_path, report.long_from_runs(runs), runs)
+    captions = {p.name: plots.caption(p) for p in paths}
+    assert set(captions) == {"curves_accuracy_mnist_mlp.png", "curves_loss_mnist_mlp.png", "adam_bn_jumps.png",
+                             "rel_heatmap.png"}
+    assert "mean of 3 seeds" in captions["curves_accuracy_mnist_mlp.png"]
+    assert "95% Student-t interval" in captions["curves_accuracy_mnist_mlp.png"]
+    assert "3 seeds" in captions["rel_heatmap.png"] and "hatched" in captions["rel_heatmap.png"]
+    assert "3 seeds per arm" in captions["adam_bn_jumps.png"]

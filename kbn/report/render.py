@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
 
 import pandas as pd
 
@@ -180,7 +181,7 @@ _ALIGNED = re.compile(r"(?P<lead>[✓✗?·⚠] )?(?P<num>[-+−]?\d+(?:\.\d+)?)
 BOLD = "\\bfseries\\boldmath "  # \boldmath: numbers are in math mode, which \bfseries alone leaves light
 
 
-def _aligned(cells: list[str], bold: list[bool], rest_spec: str = "@{\\enspace}l") -> tuple[list[str], list[list[str]]] | None:
+def _aligned(cells: list[str], bold: list[bool], rest_spec: str = "l") -> tuple[list[str], list[list[str]]] | None:
     """A column of text cells as siunitx columns: the verdict mark (if any cell has one), the number
     in an S column (aligned on its decimal point, its sign kept) and what follows it in `rest_spec`.
     Returns (column specs, each row's LaTeX cells), or None for a column of labels. A cell without a
@@ -193,15 +194,18 @@ def _aligned(cells: list[str], bold: list[bool], rest_spec: str = "@{\\enspace}l
     decs = max(len(n.partition(".")[2]) for n in nums)
     fmt = ("+" if any(n[0] in "+-" for n in nums) else "") + str(ints) + (f".{decs}" if decs else "")
     lead, rest = any(m and m["lead"] for m in parts), any(m and m["rest"].strip() for m in parts)
-    specs = ["l"] * lead + [f"S[table-format={fmt},detect-weight,retain-explicit-plus]"] + [rest_spec] * rest
+    specs = ["l"] * lead + [f"S[table-format={fmt},detect-weight,retain-explicit-plus]"] + ["@{}" + rest_spec] * rest
     rows = []
     for m, c, b in zip(parts, cells, bold):
         bf = BOLD if b else ""
         if m is None:
             rows.append([""] * lead + [f"{{{bf}{latex_text(c)}}}"] + [""] * rest)
             continue
-        tail = _latex_safe_start(latex_text(m["rest"].strip()))
-        rows.append([latex_text((m["lead"] or "").strip())] * lead + [bf + m["num"].replace("−", "-")]
+        # "± 0.14" and "[a, b]" stand apart from their number; "×", "%" and "†" follow it closely
+        gap = "\\enspace " if m["rest"][:1].isspace() and m["rest"].strip() else ""
+        tail = gap + _latex_safe_start(latex_text(m["rest"].strip()))
+        # siunitx sets an S cell's number bold on \bfseries alone (detect-weight); \boldmath there is lost
+        rows.append([latex_text((m["lead"] or "").strip())] * lead + ["\\bfseries " * b + m["num"].replace("−", "-")]
                     + [f"{{{bf}{tail}}}" if bf and tail else tail] * rest)
     return specs, rows
 
@@ -247,8 +251,8 @@ def _latex_summary(t: Table, label: str) -> str:
     specs, columns = ["l"], []
     for k in keys:
         texts = [parts[r][c - 1].get(k, MISSING) if parts[r][c - 1] is not None else MISSING for c, r in where]
-        # the long quantities wrap; rel, P(win) and the extras are short and keep one line
-        col = _aligned(texts, [False] * len(texts), wrap if k in ("diff", "speed") else "@{\\enspace}l")
+        # what follows a number (an interval, "pts", "× in time") wraps: a two-column page is narrow
+        col = _aligned(texts, [False] * len(texts), wrap)
         if col is None:
             col = [wrap if k in ("diff", "speed", "did not train") else "l"], [[_latex_safe_start(latex_text(x))]
                                                                                 for x in texts]
@@ -260,7 +264,7 @@ def _latex_summary(t: Table, label: str) -> str:
               for c, network in enumerate(t.headers[1:], start=1)]
     groups = [(network, rows) for network, rows in groups if rows]
     spec = "@{}" + "".join(specs) + "@{}"
-    head = " & ".join(["optimizer"] + [f"\\multicolumn{{{n}}}{{l}}{{{latex_text(names.get(k, k))}}}"
+    head = " & ".join(["optimizer"] + [f"\\multicolumn{{{n}}}{{l}}{{{_two_lines(names.get(k, k))}}}"
                                        for k, n, _ in columns]) + " \\\\"
     floats, part, height = [], [], 0
     for network, rows in groups:
@@ -288,6 +292,14 @@ def _latex_summary(t: Table, label: str) -> str:
                    + (f"\\par\\smallskip\n{{\\footnotesize\\raggedright\n{notes}}}\n" if notes and last else "")
                    + "\\end{table*}\n")
     return "\n".join(out)
+
+
+def _two_lines(header: str) -> str:
+    """'Δband (decades)' on two lines (a nested tabular): a header no wider than its numbers."""
+    first, sep, unit = header.partition(" (")
+    if not sep:
+        return latex_text(header)
+    return f"\\begin{{tabular}}[b]{{@{{}}l@{{}}}}{latex_text(first)}\\\\{latex_text('(' + unit)}\\end{{tabular}}"
 
 
 def _latex_table(t: Table, label: str) -> str:
@@ -320,6 +332,48 @@ def _latex_table(t: Table, label: str) -> str:
             + "\\end{table}\n")
 
 
+# what each picture is, as the findings' pointer to it names it (the file names' prefixes, kbn.plots)
+FIGURE_NAMES = (("curves_accuracy", "accuracy curves"), ("curves_loss", "loss curves"),
+                ("lr_sensitivity", "learning-rate sensitivity"), ("expected_best", "expected best after k trials"),
+                ("rel_heatmap", "rel per cell"), ("adam_bn_jumps", "Adam's epoch-to-epoch jumps"),
+                ("preactivations", "pre-activation percentiles"))
+WIDE_FIGURE_IN = 6.5  # a picture wider than this (inches) spans both columns of a two-column page
+
+
+def figure_label(path) -> str:
+    """fig:kbn-rel-heatmap for rel_heatmap.png."""
+    return "fig:kbn-" + re.sub(r"[^a-z0-9]+", "-", Path(path).stem.lower()).strip("-")
+
+
+def latex_figures(paths) -> str:
+    """The report's pictures as figure floats: \\includegraphics of the file as written (a path
+    relative to where pdflatex runs, or absolute), its caption (kbn.plots wrote it into the PNG: what
+    is drawn, over how many seeds, what its band is) and a label (`figure_label`); at its own size
+    (the PNG's dpi), shrunk to the line where wider; a picture of several panels is a figure* (both
+    columns of a two-column page)."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            text, wide = im.text.get("Description", ""), im.size[0] / im.info.get("dpi", (100,))[0] > WIDE_FIGURE_IN
+        env = "figure*" if wide else "figure"
+        out.append(f"\\begin{{{env}}}[htbp]\n\\centering\n"
+                   "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{"
+                   f"\\includegraphics{{{p}}}}}\n"
+                   f"\\caption{{{latex_text(text or Path(p).stem)}}}\n\\label{{{figure_label(p)}}}\n\\end{{{env}}}\n")
+    return "\n".join(out)
+
+
+def _figure_pointer(paths) -> str:
+    """'Pictures: Figure~\\ref{..} (accuracy curves), ...' for the findings' first line."""
+    refs = []
+    for p in paths:
+        name = next((n for prefix, n in FIGURE_NAMES if Path(p).stem.startswith(prefix)), Path(p).stem)
+        refs.append(f"Figure~\\ref{{{figure_label(p)}}} ({latex_text(name)})")
+    return f"Pictures of these results: {', '.join(refs)}.\n\n" if refs else ""
+
+
 def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle: str = "") -> str:
     """A whole pdflatex document: the tables (render's LaTeX), then the findings (render_findings's).
     Dozens of tables and little text: the floats queue beyond LaTeX's 18 (\\extrafloats), and the
@@ -327,7 +381,7 @@ def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle
     (\\maxdeadcycles, 100 by default: 120 tables stopped with "Output loop---100 consecutive dead
     cycles")."""
     packages = "".join(f"\\usepackage{{{p}}}\n" for p in LATEX_PACKAGES)
-    floats = tables_tex.count("\\begin{table")
+    floats = tables_tex.count("\\begin{table") + tables_tex.count("\\begin{figure")
     return ("\\documentclass{article}\n\\usepackage[margin=2cm]{geometry}\n" + packages
             + "\\renewcommand{\\topfraction}{0.95}\\renewcommand{\\bottomfraction}{0.95}\n"
             "\\renewcommand{\\textfraction}{0.05}\\renewcommand{\\floatpagefraction}{0.7}\n"
@@ -339,9 +393,10 @@ def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle
             f"{tables_tex}\n" + (f"\\clearpage\n{findings_tex}" if findings_tex else "") + "\\end{document}\n")
 
 
-def render_findings(items: list[dict], fmt: str = "text", width: int | None = None) -> str:
+def render_findings(items: list[dict], fmt: str = "text", width: int | None = None, figures=()) -> str:
     """The checked claims as text (wrapped to `width`, default the terminal's, with a hanging indent),
-    a markdown list, or a LaTeX itemize (every special escaped)."""
+    a markdown list, or a LaTeX itemize (every special escaped) after a line that points to each of
+    `figures` (the pictures `latex_figures` made floats of)."""
     if fmt == "latex":
         items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], ''))} "
                             f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
@@ -350,7 +405,7 @@ def render_findings(items: list[dict], fmt: str = "text", width: int | None = No
                   else "None could be checked.\n")
         # \\clearpage: the tables float; the findings that read them come after them, not before
         return (f"{PREAMBLE}\n\\clearpage\n\\subsection*{{Findings of the thesis, checked against these results}}\n"
-                f"{listed}")
+                f"{_figure_pointer(figures)}{listed}")
     if fmt == "markdown":
         return "### Findings of the thesis, checked\n\n" + "".join(
             f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
