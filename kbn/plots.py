@@ -49,10 +49,11 @@ def _grid(n: int):
 DPI = 110
 
 
-def _save(fig, path: Path, caption: str) -> Path:
+def _save(fig, path: Path, caption: str, bottom: float = 0.0) -> Path:
     """The PNG, its caption (what is drawn, over how many seeds, what its band is) in the file's
-    Description: the LaTeX report's figure captions read it back (`caption`)."""
-    fig.tight_layout()
+    Description: the LaTeX report's figure captions read it back (`caption`). `bottom`: the share of
+    the height kept free below the panels (a figure legend's)."""
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=DPI, metadata={"Description": caption})
     plt.close(fig)
     return path
@@ -276,16 +277,23 @@ def lr_sensitivity(points: pd.DataFrame, out: Path, colors: dict | None = None, 
             ax.set_xlabel("learning rate")
             ax.set_ylabel("selection score: accuracy (%)")
             ax.grid(alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
+        # one legend under the panels: every panel's norms, what each marker is, and the chosen rate
+        lines = {h.get_label(): h for ax in fig.axes for h in ax.get_lines()
+                 if not h.get_label().startswith(("_", "chosen"))}
         keys = [Line2D([], [], color="grey", marker=m, ls="", label=t) for m, t in
                 (("o", "coarse-grid trial"), ("s", "fine-grid trial"))]
-        keys += [Line2D([], [], color="black", marker="x", ls="", label="diverged trial (scored as chance)")]
-        axes[0].legend(handles=handles + keys, fontsize=7)
+        keys += [Line2D([], [], color="black", marker="x", ls="", label="diverged trial (scored as chance)"),
+                 Line2D([], [], color="grey", marker="*", ms=10, mec="black", ls=":",
+                        label="chosen rate (its final runs'), value beside it")]
+        handles = list(lines.values()) + keys
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width, height + 0.5)
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=7)
         seeds = int(g.groupby(["optimizer", "norm", "lr"])["seed"].nunique().max())
         fig.suptitle(f"{display_name(d, a)}: learning-rate sensitivity of the search trials\n"
                      f"each point one trial ({seeds} search seed{'s' if seeds > 1 else ''} per rate); "
                      "line: their mean per rate", fontsize=10)
-        paths.append(_save(fig, out / f"lr_sensitivity_{d}_{a}.png",
+        paths.append(_save(fig, out / f"lr_sensitivity_{d}_{a}.png", bottom=0.55 / (height + 0.5), caption=
                            f"{display_name(d, a)}: selection score (accuracy, %) of every search trial against its "
                            f"learning rate (o coarse grid, s fine grid, x diverged, scored as chance; {seeds} search "
                            f"seed{'s' if seeds > 1 else ''} per rate), a line through the mean per rate, and a star "
@@ -306,7 +314,8 @@ def _rate_trials(ax, s: pd.DataFrame, c, norm, chosen: float | None) -> None:
         at = mean.index[np.isclose(mean.index, chosen)][0]
         ax.axvline(at, color=c, ls=":", lw=1)
         ax.plot([at], [mean[at]], marker="*", ms=14, color=c, mec="black", mew=0.6, ls="",
-                label=f"chosen rate {at:g} ({registry.display('norm', norm)}; its final runs')")
+                label=f"chosen rate {at:g} ({registry.display('norm', norm)})")
+        ax.annotate(f"{at:g}", (at, mean[at]), xytext=(7, -12), textcoords="offset points", fontsize=7, color="black")
 
 
 def expected_best(points: pd.DataFrame, out: Path, colors: dict | None = None) -> list[Path]:

@@ -16,9 +16,9 @@ def drawn(monkeypatch):
     figures = {}
     save = plots._save
 
-    def keep(fig, path, caption):
+    def keep(fig, path, *args, **kwargs):
         figures[path.name] = fig
-        return save(fig, path, caption)
+        return save(fig, path, *args, **kwargs)
 
     monkeypatch.setattr(plots, "_save", keep)
     return figures
@@ -185,10 +185,12 @@ def test_lr_sensitivity_marks_the_chosen_rate_and_names_every_marker(tmp_path, d
     chosen = [line for line in ax.get_lines() if line.get_label().startswith("chosen")]
     assert chosen and chosen[0].get_marker() == "*"
     np.testing.assert_allclose(chosen[0].get_xydata(), [[0.1, 90.0]])  # at the chosen rate, its score in %
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.get_text() == "0.1" for t in ax.texts)  # the rate, beside its star
+    legend = drawn["lr_sensitivity_mnist_mlp.png"].legends[0]  # one legend, under the panels
+    labels = [t.get_text() for t in legend.get_texts()]
     for word in ("coarse", "fine", "diverged", "chosen"):  # in the legend's entries, not only its title
         assert any(word in label for label in labels), (word, labels)
-    assert ax.get_legend().get_title().get_text() == ""
+    assert legend.get_title().get_text() == "" and ax.get_legend() is None
 
 
 def test_chosen_rates_are_the_final_runs_rates():
