@@ -168,6 +168,8 @@ def test_latex_fragments_of_a_wide_report_drop_into_a_paper(tmp_path, capsys, cl
     assert f"\\includegraphics{{{tmp_path / 'pics' / 'rel_heatmap.png'}}}" in fragment  # the pictures as figures
     assert fragment.index("\\begin{figure") < fragment.index("\\clearpage")  # before the findings
     assert "\\label{fig:kbn-rel-heatmap}" in fragment and "Figure~\\ref{fig:kbn-rel-heatmap}" in fragment
+    claim = next(line for line in fragment.splitlines() if line.startswith("\\item") and "improves test accuracy" in line)
+    assert claim.rstrip().endswith("(Figure~\\ref{fig:kbn-rel-heatmap})")  # the claim points to its picture
     (tmp_path / "fragment.tex").write_text(fragment)
     preamble = first.removeprefix("% preamble: ")
     doc = (f"\\documentclass{{{cls.replace('}[', ']{') if '[' in cls else cls}}}\n".replace("{article]{twocolumn}",

@@ -365,6 +365,20 @@ def latex_figures(paths) -> str:
     return "\n".join(out)
 
 
+# which picture draws what a claim reads (kbn.report.findings' wording -> a picture's file prefix)
+CLAIM_FIGURES = (("improves test accuracy", "rel_heatmap"), ("speeds up convergence", "curves_accuracy"),
+                 ("helps most in the first epochs", "curves_accuracy"), ("jumps from epoch to epoch", "adam_bn_jumps"))
+
+
+def _claim_figure(claim: str, paths) -> str:
+    """' (Figure~\\ref{..})' for the first picture that draws what `claim` reads; '' if none does."""
+    for words, prefix in CLAIM_FIGURES:
+        if words in claim:
+            refs = [figure_label(p) for p in paths if Path(p).stem.startswith(prefix)]
+            return f" (Figure~\\ref{{{refs[0]}}})" if refs else ""
+    return ""
+
+
 def _figure_pointer(paths) -> str:
     """'Pictures: Figure~\\ref{..} (accuracy curves), ...' for the findings' first line."""
     refs = []
@@ -400,7 +414,7 @@ def render_findings(items: list[dict], fmt: str = "text", width: int | None = No
     if fmt == "latex":
         items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], ''))} "
                             f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
-                            f"{latex_text(f['evidence'])}\n" for f in items)
+                            f"{latex_text(f['evidence'])}{_claim_figure(f['claim'], figures)}\n" for f in items)
         listed = (f"{{\\raggedright\n\\begin{{itemize}}\n{items_tex}\\end{{itemize}}\n}}\n" if items
                   else "None could be checked.\n")
         # \\clearpage: the tables float; the findings that read them come after them, not before
