@@ -20,13 +20,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # Debian packages, each only when missing (one apt-get run; one line when all are there): the real
-# Fashion-MNIST (there is no download at run time), and pdflatex with booktabs, graphicx and amssymb
-# plus pdftotext, which the LaTeX report's tests compile and read with (they skip without them).
-LATEX_DEBS := texlive-latex-base texlive-latex-recommended poppler-utils
+# Fashion-MNIST (there is no download at run time), and pdflatex with booktabs, graphicx, amssymb,
+# tabularx and siunitx (texlive-science) plus pdftotext, which the LaTeX report's tests compile and
+# read with (they skip without them).
+LATEX_DEBS := texlive-latex-base texlive-latex-recommended texlive-science poppler-utils
 data:
 	@need=""; \
 	[ -d $(FASHION_DIR) ] || need=" dataset-fashion-mnist"; \
-	{ command -v pdflatex && command -v pdftotext && kpsewhich booktabs.sty; } >/dev/null 2>&1 || need="$$need $(LATEX_DEBS)"; \
+	{ command -v pdflatex && command -v pdftotext && kpsewhich booktabs.sty && kpsewhich siunitx.sty; } >/dev/null 2>&1 || need="$$need $(LATEX_DEBS)"; \
 	if [ -z "$$need" ]; then echo "data: $(FASHION_DIR), pdflatex and pdftotext present"; \
 	elif command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); echo "data: apt-get install$$need"; \

@@ -93,11 +93,12 @@ def _add_report(sub):
     r.add_argument("--epochs", help="comma-separated epochs to show, e.g. 2,5,20,35,50")
     r.add_argument("--interval", default="t", help="95%% intervals of effects: t (Student-t over paired seeds, "
                    "default) or bootstrap (percentile, 2000 resamples of the seeds)")
-    r.add_argument("--out", metavar="DIR", help="also write DIR/report.md with every table and picture")
+    r.add_argument("--out", metavar="DIR", help="also write DIR/report.md with every table and picture "
+                   "(with --format latex: the pictures as figures too)")
     r.add_argument("--compare-batch", metavar="DIR", help="another sweep's folder, alike but for the batch size: "
                    "adds each norm's accuracy drop from the larger to the smaller batch (Ba et al. 2016)")
     r.add_argument("--standalone", action="store_true", help="with --format latex: a whole document for pdflatex "
-                   "(without it: fragments to \\input, needing booktabs, graphicx and amssymb)")
+                   "(without it: fragments to \\input, each opening with the packages it needs)")
 
     e = sub.add_parser("export", help="a sweep's final runs as long-format CSV (what --from-csv reads)")
     e.add_argument("logdir")
@@ -369,8 +370,15 @@ def cmd_report(args) -> int:
                                            (args.logdir, args.compare_batch))
     found = report.findings(df, interval=interval) if not rates else [  # a claim per rate, from its runs alone
         {**f, "claim": f"lr {r:g}: {f['claim']}"} for r in rates for f in report.findings(df[df["lr"] == r], interval=interval)]
+    pictures = []
+    if out:  # first: the LaTeX report shows them
+        from kbn import plots
+
+        pictures = plots.plot_all(Path(args.logdir) if args.logdir and not args.from_csv else None, out, df, runs)
     if fmt == "latex":
-        parts = report.render(tables, fmt), report.render_findings(found, fmt) if tables else ""
+        figures = report.latex_figures(pictures) if tables else ""
+        parts = (report.render(tables, fmt) + ("\n" + figures if figures else ""),
+                 report.render_findings(found, fmt, figures=pictures) if tables else "")
         print(report.latex_document(f"kbn report: {_report_name(args)}", *parts,
                                     subtitle=report.protocol_line(protocol)) if args.standalone
               else "\n".join(parts), end="")
@@ -379,9 +387,6 @@ def cmd_report(args) -> int:
         if fmt != "csv" and tables:
             print("\n" + report.render_findings(found, "markdown" if fmt == "markdown" else "text"), end="")
     if out:
-        from kbn import plots
-
-        pictures = plots.plot_all(Path(args.logdir) if args.logdir and not args.from_csv else None, out, df, runs)
         source = args.from_csv or args.logdir
         md = [f"# kbn report: {source}\n", report.render(tables, "markdown"),
               report.render_findings(found, "markdown"), "\n## Pictures\n"]

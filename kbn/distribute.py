@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from kbn import console
+from kbn import compat, console
 from kbn import interrupts
 from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
@@ -53,7 +53,7 @@ class ChiefProgress:
             left = self.pace.left(work_left(self.sweep, progress), min(self.workers, max(planned - len(self.seen), 1)))
             self.log(progress_line(self.sweep, t, metrics, len(self.seen), planned, took, elapsed, left))
         if any(t.hyperparameters.values["phase"] == "final" for t in ended):  # a cell's final runs may have finished
-            write_summary(Path(self.oracle._project_dir).parent, self.log)
+            write_summary(compat.oracle_project_dir(self.oracle).parent, self.log)
 
 
 def set_distribution_env(tuner_id: str | None, host: str | None = None, port: int | None = None):

@@ -417,7 +417,7 @@ class SweepTuner(base_tuner.BaseTuner):
                                              for t in batch))
             for trial in batch:
                 self.on_trial_end(trial)
-            if batch[0].hyperparameters.values["phase"] == "final" and not self._is_worker():
+            if batch[0].hyperparameters.values["phase"] == "final" and not compat.tuner_is_worker(self):
                 write_summary(self.logdir, self.log)  # a cell's final runs may have finished
             for trial in batch:
                 done += 1

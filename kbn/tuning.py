@@ -69,17 +69,29 @@ def band_decades(lrs, scores, band: float = BAND) -> float:
     return float(math.log10(good.max() / good.min()))
 
 
+def _max_weights(scores, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted scores and P(the best of k draws with replacement is each of them)."""
+    v = np.sort(np.asarray(scores, float))
+    i = np.arange(1, len(v) + 1)
+    return v, (i / len(v)) ** k - ((i - 1) / len(v)) ** k
+
+
 def expected_best(scores, k: int) -> float:
     """E[max of k draws with replacement] from the empirical scores (exact, by order statistics)."""
-    v = np.sort(np.asarray(scores, float))
-    n = len(v)
-    i = np.arange(1, n + 1)
-    return float(np.sum(v * ((i / n) ** k - ((i - 1) / n) ** k)))
+    v, w = _max_weights(scores, k)
+    return float(np.sum(v * w))
+
+
+def best_sd(scores, k: int) -> float:
+    """The standard deviation of the max of k draws (exact, as `expected_best`): how far one
+    researcher's k trials may land from the expectation (Dodge et al.'s shaded band)."""
+    v, w = _max_weights(scores, k)
+    return float(np.sqrt(max(np.sum(v * v * w) - np.sum(v * w) ** 2, 0.0)))
 
 
 def robustness(points: pd.DataFrame) -> pd.DataFrame:
     """Per cell and norm: the band width (coarse and fine), the grid sizes, and E[best] for
-    k = 1 .. coarse grid size (columns best_k1, best_k2, ...)."""
+    k = 1 .. coarse grid size (columns best_k1, best_k2, ...) with its sd (sd_k1, ...)."""
     rows = []
     scores = lr_scores(points)
     for key, g in scores.groupby(["dataset", "arch", "optimizer", "norm"]):
@@ -90,6 +102,7 @@ def robustness(points: pd.DataFrame) -> pd.DataFrame:
                    search_seeds=int(g["seeds"].max()))
         for k in range(1, len(coarse) + 1):
             row[f"best_k{k}"] = expected_best(coarse["score"], k)
+            row[f"sd_k{k}"] = best_sd(coarse["score"], k)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -137,10 +150,14 @@ def tables(rob: pd.DataFrame) -> list:
 
 
 def summary_extra(rob: pd.DataFrame) -> list:
-    """The summary's per-cell column: the norm's change of the good-learning-rate band, in decades."""
+    """The summary's per-cell column: the norm's change of the good-learning-rate band, in decades
+    (name, fn, what it means: the summary's notes define it)."""
     changes = {norm: band_change(rob, norm) for norm in set(rob["norm"]) - {"none"}}
 
     def band(d, a, norm, opt):
         return changes.get(norm, {}).get((d, a, opt))
 
-    return [("Δband (decades)", band)]
+    return [("Δband (decades)", band,
+             f"the norm's band of good learning rates minus no norm's, in decades (log10 of the span of the rates "
+             f"whose search score is within {100 * BAND:.0f} point of the best; the tuning table's band): above 0, "
+             "the norm widens the rates that work")]

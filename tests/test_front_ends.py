@@ -19,6 +19,10 @@ PDFLATEX = shutil.which("pdflatex")
 needs_pdflatex = pytest.mark.skipif(
     PDFLATEX is None, reason="pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended; "
     "`make data` installs them)")
+SIUNITX = bool(shutil.which("kpsewhich")) and subprocess.run(["kpsewhich", "siunitx.sty"], capture_output=True,
+                                                               text=True).stdout.strip() != ""
+needs_siunitx = pytest.mark.skipif(PDFLATEX is None or not SIUNITX, reason="pdflatex or siunitx.sty is not installed "
+                                   "(Debian: texlive-science; `make data` installs it)")
 # every LaTeX special, and the Unicode the reports print
 SPECIALS = "a\\b {c} $d & e# f^g h_i j~k 5% l<m n>o |x| — × ÷ Δ − ≥ ± ✓ ✗ · ▲ ▼ −0.25 and -3"
 
@@ -73,7 +77,8 @@ def test_latex_tables_are_floats_with_captions_labels_and_booktabs_rules():
     assert tex.count("\\toprule") == tex.count("\\bottomrule") == len(tables)
     assert tex.startswith(report.PREAMBLE + "\n")  # what a document needs, on the fragment's first line
     assert "\\hline" not in tex and len(re.findall(r"^%", tex, re.M)) == 1  # no titles hidden in comments
-    assert re.search(r"\$-\d+\.\d\d\$", tex) and re.search(r"\$\[-\d", tex)  # negative numbers and intervals
+    # negative numbers (in S columns: siunitx typesets the minus) and intervals (math: a true minus)
+    assert re.search(r"& (\\bfseries\\boldmath )?-\d+\.\d\d ", tex) and re.search(r"\$\[-\d", tex)
     assert "$\\pm$" in tex or "\\pm" in tex
     assert "\\footnotesize" in tex and "Protocol:" in tex  # the notes under each tabular
     assert "\\resizebox" in tex  # wide tables shrink to the line, narrow ones keep their size
@@ -118,8 +123,7 @@ def compile_tex(folder: Path, name: str, text: str) -> str:
                           check=True).stdout
 
 
-WRAPPER = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
-           "\\usepackage{tabularx}\n"
+WRAPPER = ("\\documentclass{article}\n" + report.PREAMBLE.removeprefix("% preamble: ") + "\n"
            "\\begin{document}\nA paper's text, then the report.\n\\input{fragment}\n"
            "See Table~\\ref{tab:kbn-summary-batch}.\n\\end{document}\n")
 
@@ -145,7 +149,7 @@ def check_both(folder: Path, argv: list[str], capsys, negative: bool) -> None:
         assert "See Table 1." in wrapped  # the label resolves
 
 
-@needs_pdflatex
+@needs_siunitx
 @pytest.mark.parametrize("cls", ["article", "article}[twocolumn"])
 def test_latex_fragments_of_a_wide_report_drop_into_a_paper(tmp_path, capsys, cls):
     """A report of 4 networks x 3 optimizers \\input into a default article, and into a two-column
@@ -156,10 +160,16 @@ def test_latex_fragments_of_a_wide_report_drop_into_a_paper(tmp_path, capsys, cl
     from test_console import wide_csv
 
     csv = wide_csv(tmp_path / "wide.csv")
-    assert main(["report", "--from-csv", str(csv), "--format", "latex"]) == 0
+    assert main(["report", "--from-csv", str(csv), "--format", "latex", "--out", str(tmp_path / "pics")]) == 0
     fragment = capsys.readouterr().out
     first = fragment.splitlines()[0]
-    assert first == report.PREAMBLE and "tabularx" in first
+    assert first == report.PREAMBLE and "tabularx" in first and "siunitx" in first
+    assert "S[table-format=" in fragment  # numbers in siunitx columns
+    assert f"\\includegraphics{{{tmp_path / 'pics' / 'rel_heatmap.png'}}}" in fragment  # the pictures as figures
+    assert fragment.index("\\begin{figure") < fragment.index("\\clearpage")  # before the findings
+    assert "\\label{fig:kbn-rel-heatmap}" in fragment and "Figure~\\ref{fig:kbn-rel-heatmap}" in fragment
+    claim = next(line for line in fragment.splitlines() if line.startswith("\\item") and "improves test accuracy" in line)
+    assert claim.rstrip().endswith("(Figure~\\ref{fig:kbn-rel-heatmap})")  # the claim points to its picture
     (tmp_path / "fragment.tex").write_text(fragment)
     preamble = first.removeprefix("% preamble: ")
     doc = (f"\\documentclass{{{cls.replace('}[', ']{') if '[' in cls else cls}}}\n".replace("{article]{twocolumn}",
@@ -169,7 +179,13 @@ def test_latex_fragments_of_a_wide_report_drop_into_a_paper(tmp_path, capsys, cl
         captions = [m.end() for m in re.finditer(r"Table \d+: ", text)]
         assert len(captions) >= 10 and text.index("Findings of the thesis") > max(captions)
         summary = text[text.index("Table 1: Summary"):]
-        assert "difference (points)" in summary[:400] and "P(win)" in summary[:400]  # a column per quantity
+        head = " ".join(summary[:400].split())
+        assert "difference" in head and "(points)" in head and "P(win)" in head  # a column per quantity
+        caption = " ".join(re.search(r"Figure 1: (.*?)\n\n", text[text.index("Figure 1: "):], re.S)[1].split())
+        assert "3 seeds" in caption and "95% interval" in caption and "hatched" in caption  # what, n, band
+        assert text.index("Findings of the thesis") > text.index("Figure 1: ")
+        assert re.search(r"Figure 1\b", text[text.index("Findings of the thesis"):])  # referenced, resolved
+        assert "??" not in text
 
 
 @needs_pdflatex
@@ -228,3 +244,19 @@ def test_a_standalone_report_of_many_tables_compiles(tmp_path):
     text = compile_tex(tmp_path, "many", doc)
     if text:
         assert "Table 120: Table number 119" in text
+
+
+@needs_siunitx
+def test_latex_numbers_align_on_the_decimal_point(tmp_path):
+    """A column's values line up on their decimal point (siunitx S columns), whatever follows them:
+    right-aligning whole cells put "+11.81 [+1.00, +22.62]" and "-0.40 [-0.90, +0.10]" at different x."""
+    t = report.Table("t", "Aligned", ["optimizer", "rel", "accuracy"],
+                     [["SGD", report.Stat(11.81, 1.0, 22.62), report.Stat(70.1, std=0.14, accuracy=True)],
+                      ["Adam", report.Stat(-0.40, -0.9, 0.1), report.Stat(9.25, std=10.5, accuracy=True)]], kind="rel")
+    tex = report.render([t], "latex")
+    assert tex.count("S[table-format=") == 2
+    assert compile_tex(tmp_path, "aligned", report.latex_document("aligned", tex))
+    run = subprocess.run(["pdftotext", "-bbox", "aligned.pdf", "-"], cwd=tmp_path, capture_output=True, text=True)
+    right = {w: float(x) for x, w in re.findall(r'xMax="([\d.]+)" yMax="[\d.]+">([^<]+)</word>', run.stdout)}
+    assert right["+11.81"] == pytest.approx(right["\u22120.40"], abs=0.3)  # the same decimal places: the same right edge
+    assert right["70.10"] == pytest.approx(right["9.25"], abs=0.3)

@@ -1,4 +1,5 @@
 import csv
+import re
 import dataclasses
 from pathlib import Path
 
@@ -120,9 +121,10 @@ def test_formats():
     tex = report.render(tables, "latex")
     out = report.render(tables, "csv")
     # was: " *" marked text cells, which markdown reads as emphasis; now ▼ / ▲, said in the footer
-    # LaTeX bold is \bfseries\boldmath now: \textbf left the numbers, typeset in math, light
+    # LaTeX bold: \bfseries on a number in an S column (siunitx's detect-weight), \bfseries\boldmath on
+    # what follows it (\textbf left the numbers, typeset in math, light)
     assert " ▼" in text and " *" not in text and "**" in md
-    assert "\\bfseries\\boldmath" in tex and "\\begin{tabular}" in tex
+    assert re.search(r"& \\bfseries \d", tex) and "\\begin{tabular}" in tex
     assert "| optimizer" in md and "±" not in text  # one seed: no spread to show
     df = pd.read_csv(__import__("io").StringIO(out), keep_default_na=False)
     assert list(df.columns) == report.TIDY_COLUMNS
@@ -696,12 +698,12 @@ def test_text_marks_and_headings_say_what_they_mean():
     assert "*" not in text
     t25 = next(t for t in tables if t.id == "tables2-5")
     t6 = next(t for t in tables if t.id == "table6")
-    assert "0.30 [0.29, 0.31] ▼" in report.render([t25], "text")
+    assert "+0.30 [+0.29, +0.31] ▼" in report.render([t25], "text")
     assert "▲" in report.render([t6], "text") and "▼" not in report.render([t6], "text")
     assert "▼ marks the 3 smallest in each column" in report.render([t25], "text")
     assert "▲ marks the 3 largest in each column" in report.render([t6], "text")
     md = report.render([t25], "markdown")
-    assert "**0.30 [0.29, 0.31]**" in md and "Bold: the 3 smallest in each column" in md
+    assert "**+0.30 [+0.29, +0.31]**" in md and "Bold: the 3 smallest in each column" in md
     assert not any("*" in line for line in md.splitlines() if line.startswith("#"))
 
 
@@ -803,3 +805,35 @@ def test_seconds_are_training_time_and_old_folders_fall_back_to_wall_time(run_fo
     assert list(pd.read_csv(tmp_path / "old.csv").columns) == report.LONG_COLUMNS + ["wall_time", "diverged_at"]
     assert main(["report", "--from-csv", str(tmp_path / "old.csv")]) == 0
     assert "seconds are wall time" in capsys.readouterr().out
+
+
+NUMBER = r"[-+−]?\d+(?:\.\d+)?"
+
+
+def test_every_difference_is_signed_in_every_table_and_format():
+    """A difference (the norm's, deep − shallow's, the area's gain, rel) prints with its sign, in the
+    summary and in every other table alike: +11.81 in one and 11.81 in another read as two numbers."""
+    import re
+
+    from kbn.report.render import _cells
+
+    tables = report.build_tables(synthetic(seeds=(0, 1, 2)))
+    effects = {"table1": None, "tables2-5": None, "tables7-10": None, "auc": [3], "tables11-12": None}
+    seen = 0
+    for t in tables:
+        if t.id not in effects:
+            continue
+        for r, row in enumerate(_cells(t, "text")):
+            if t.id == "tables11-12" and t.rows[r][1] != "rel":
+                continue
+            for c in effects[t.id] or range(1, len(row)):
+                if t.id == "tables11-12" and c == 1:
+                    continue
+                for num in re.findall(NUMBER, row[c].replace("epoch", "")):
+                    assert num[0] in "+-−", (t.id, row[c])
+                    seen += 1
+    assert seen > 50
+    summary = report.render(tables[:1], "text")
+    assert re.search(r"rel \+\d\.\d\d \[\+", summary), summary  # rel as signed as the difference beside it
+    tex = report.render([t for t in tables if t.id == "table1"], "latex")
+    assert "$+0." in tex or "+0." in tex

@@ -197,7 +197,6 @@ def banded_text() -> str:
 def banded(tmp_path_factory):
     """A real sweep of 3 seeds and 3 epochs (bands over seeds, curves of 3 points), run, then resumed
     once (nothing left to train: the summary is written again)."""
-    import os
 
     from conftest import write_cache
     from kbn.config import load_sweep

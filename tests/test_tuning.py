@@ -69,3 +69,20 @@ def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path, 
     assert main(["report", str(tmp_path / "out"), "--format", "csv"]) == 0
     tidy = capsys.readouterr().out
     assert "tuning,mnist,mlp,sgd,batch,,,band_decades," in tidy  # a seed column sits before quantity
+
+
+def test_the_summary_defines_delta_band_where_it_prints_it():
+    """Δband is a column of the summary: its notes (text) and its caption's notes (LaTeX) say what it is."""
+    from kbn import report
+
+    from test_report import synthetic
+
+    df = pd.DataFrame(points("none", [(0.01, 0.5), (0.1, 0.9), (1.0, 0.1)])
+                      + points("batch", [(0.01, 0.9), (0.1, 0.905), (1.0, 0.9)]))
+    summary = report.build_tables(synthetic(archs=("mlp",)), extra=tuning.summary_extra(tuning.robustness(df)))[0]
+    text = report.render([summary], "text", width=200)
+    assert "Δband (decades) +2.00" in text
+    note = next(line for line in text.splitlines() if line.lstrip().startswith("Δband"))
+    assert "decades" in note and "within 1 point of the best" in note and "minus" in note
+    tex = report.render([summary], "latex")
+    assert "$\\Delta$band (decades): " in tex.split("\\end{tabularx}")[1]  # in the notes under the table

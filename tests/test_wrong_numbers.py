@@ -61,7 +61,7 @@ def test_a_hash_inside_a_quoted_field_is_data_and_a_trailing_comment_still_a_com
     f.write_text("\n".join(quoted) + "\n")
     assert main(["report", "--from-csv", str(f), "--format", "text"]) == 0
     both = summary_cell(capsys.readouterr().out)
-    assert both.count("+10.00 [+10.00, +10.00] pts; rel 0.57 [0.54, 0.59]") == 2, both
+    assert both.count("+10.00 [+10.00, +10.00] pts; rel +0.57 [+0.54, +0.59]") == 2, both
     assert main(["report", "--from-csv", str(f), "--format", "csv"]) == 0
     assert "set#2" in capsys.readouterr().out
 

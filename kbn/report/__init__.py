@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from kbn.report.findings import findings
 from kbn.report.measures import convergence
-from kbn.report.render import PREAMBLE, TIDY_COLUMNS, latex_document, latex_text, render, render_findings
+from kbn.report.render import (PREAMBLE, TIDY_COLUMNS, latex_document, latex_figures, latex_text, render,
+                               render_findings)
 from kbn.report.results import (LONG_COLUMNS, ReportError, Results, check_epochs, collect_runs, export_long,
                                 long_from_runs, normalise_long, protocol_line, read_long_csv, run_table, scan_runs)
 from kbn.report.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
@@ -33,5 +34,5 @@ from kbn.report.tables import Table, batch_size_tables, build_tables, rate_table
 __all__ = ["INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table",
            "batch_size_tables", "build_tables", "rate_tables", "rates_of",
            "check_epochs", "collect_runs", "compare", "convergence", "every_cell", "export_long", "findings",
-           "latex_document", "latex_text", "long_from_runs", "normalise_long", "protocol_line", "read_long_csv",
+           "latex_document", "latex_figures", "latex_text", "long_from_runs", "normalise_long", "protocol_line", "read_long_csv",
            "rel", "render", "render_findings", "run_table", "scan_runs", "seeds_to_resolve", "summary_tables"]

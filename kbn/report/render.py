@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
 
 import pandas as pd
 
 from kbn.report.labels import MISSING
-from kbn.report.stats import MARKS, Stat
+from kbn.report.stats import MARKS
 from kbn.report.tables import Summary, Table
 
 
@@ -20,7 +21,8 @@ TIDY_COLUMNS = ["table", "dataset", "arch", "optimizer", "norm", "epoch", "seed"
 
 def format_cell(stat, kind: str, fmt: str) -> str:
     """One table cell as text: a label as it is, a missing cell as MISSING, a Summary as its line,
-    an accuracy (kind 'acc') as mean ± sd, any other Stat as value [low, high]."""
+    an accuracy (kind 'acc') as mean ± sd, an accuracy with an interval as value [low, high], and
+    any other Stat (a difference, an effect) signed: +value [+low, +high]."""
     if stat is None:
         return MISSING
     if isinstance(stat, str):
@@ -33,24 +35,32 @@ def format_cell(stat, kind: str, fmt: str) -> str:
         if stat.std is not None:
             s += f" ± {stat.std:.2f}"
     else:
-        s = f"{stat.value:.2f}{dag}"
+        f = "{:.2f}" if stat.accuracy else "{:+.2f}"
+        s = f.format(_no_minus_zero(stat.value)) + dag
         if stat.interval:
-            s += f" [{stat.low:.2f}, {stat.high:.2f}]"
+            s += f" [{f.format(_no_minus_zero(stat.low))}, {f.format(_no_minus_zero(stat.high))}]"
     return s
 
 
+def _no_minus_zero(v: float) -> float:
+    """-0.001 prints as +0.00, not -0.00."""
+    return round(v, 2) + 0.0
+
+
+def _row_kind(t: Table, row: list) -> str:
+    """How a row's Stats print: the table's kind; a 'mixed' table's rel rows as 'rel', the others 'acc'."""
+    return ("rel" if row[1] == "rel" else "acc") if t.kind == "mixed" else t.kind
+
+
 def _cells(t: Table, fmt: str) -> list[list[str]]:
+    """The cells as text ('text', 'markdown'), marked ones with the table's mark or in bold."""
     rows = []
     for r, row in enumerate(t.rows):
         out = []
         for c, cell in enumerate(row):
-            kind = t.kind
-            if kind == "mixed":
-                kind = "rel" if row[1] == "rel" else "acc"
-            s = _latex_cell(cell, kind) if fmt == "latex" else format_cell(cell, kind, fmt)
+            s = format_cell(cell, _row_kind(t, row), fmt)
             if (r, c) in t.marks:
-                # \boldmath: the numbers are in math mode, which \bfseries alone leaves light
-                s = {"markdown": f"**{s}**", "latex": f"{{\\bfseries\\boldmath {s}}}"}.get(fmt, f"{s} {t.mark}")
+                s = f"**{s}**" if fmt == "markdown" else f"{s} {t.mark}"
             out.append(s)
         rows.append(out)
     return rows
@@ -101,9 +111,11 @@ def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> 
 
 
 # What a document that \input's the fragments needs in its preamble (booktabs: the rules; graphicx:
-# \resizebox; amssymb: \checkmark, \boxtimes and the triangles; tabularx: columns that wrap). All come
-# with Debian's texlive-latex-base and texlive-latex-recommended. Each fragment's first line names them.
-LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb", "tabularx")  # tabularx: the summary's wrapping columns
+# \resizebox and the figures; amssymb: \checkmark, \boxtimes and the triangles; tabularx: columns that
+# wrap). Debian's texlive-latex-base, texlive-latex-recommended and texlive-science have them. Each
+# fragment's first line names them.
+# siunitx (Debian texlive-science): S columns, numbers aligned on their decimal point
+LATEX_PACKAGES = ("booktabs", "graphicx", "amssymb", "tabularx", "siunitx")
 PREAMBLE = "% preamble: " + "".join(f"\\usepackage{{{p}}}" for p in LATEX_PACKAGES)
 # a summary float holds at most this many rows (networks' names count one): its cells wrap to 2-3
 # lines, and the notes under its last part take a third of a page
@@ -164,12 +176,42 @@ def _latex_safe_start(tex: str) -> str:
     return "{}" + tex if tex.startswith("[") else tex
 
 
+# a cell that is a number with what follows it (its interval, ± sd, †, ×, a unit), after a verdict mark
+_ALIGNED = re.compile(r"(?P<lead>[✓✗?·⚠] )?(?P<num>[-+−]?\d+(?:\.\d+)?)(?![\d.]|e[-+]?\d)(?P<rest>.*)", re.DOTALL)
+BOLD = "\\bfseries\\boldmath "  # \boldmath: numbers are in math mode, which \bfseries alone leaves light
+
+
+def _aligned(cells: list[str], bold: list[bool], rest_spec: str = "l") -> tuple[list[str], list[list[str]]] | None:
+    """A column of text cells as siunitx columns: the verdict mark (if any cell has one), the number
+    in an S column (aligned on its decimal point, its sign kept) and what follows it in `rest_spec`.
+    Returns (column specs, each row's LaTeX cells), or None for a column of labels. A cell without a
+    number (MISSING, 'not reached') is text in the S column."""
+    parts = [_ALIGNED.fullmatch(c) for c in cells]
+    if not any(parts) or any(m is None and re.search(r"\d", c) for m, c in zip(parts, cells)):
+        return None
+    nums = [m["num"].replace("−", "-") for m in parts if m]
+    ints = max(len(n.lstrip("+-").partition(".")[0]) for n in nums)
+    decs = max(len(n.partition(".")[2]) for n in nums)
+    fmt = ("+" if any(n[0] in "+-" for n in nums) else "") + str(ints) + (f".{decs}" if decs else "")
+    lead, rest = any(m and m["lead"] for m in parts), any(m and m["rest"].strip() for m in parts)
+    specs = ["l"] * lead + [f"S[table-format={fmt},detect-weight,retain-explicit-plus]"] + ["@{}" + rest_spec] * rest
+    rows = []
+    for m, c, b in zip(parts, cells, bold):
+        bf = BOLD if b else ""
+        if m is None:
+            rows.append([""] * lead + [f"{{{bf}{latex_text(c)}}}"] + [""] * rest)
+            continue
+        # "± 0.14" and "[a, b]" stand apart from their number; "×", "%" and "†" follow it closely
+        gap = "\\enspace " if m["rest"][:1].isspace() and m["rest"].strip() else ""
+        tail = gap + _latex_safe_start(latex_text(m["rest"].strip()))
+        # siunitx sets an S cell's number bold on \bfseries alone (detect-weight); \boldmath there is lost
+        rows.append([latex_text((m["lead"] or "").strip())] * lead + ["\\bfseries " * b + m["num"].replace("−", "-")]
+                    + [f"{{{bf}{tail}}}" if bf and tail else tail] * rest)
+    return specs, rows
+
+
 def _latex_cell(cell, kind: str) -> str:
-    """One table cell. A summary cell's parts go on lines of their own (a nested tabular), which
-    keeps a summary of several networks about a third as wide."""
-    if isinstance(cell, Summary):
-        lines = [_latex_safe_start(latex_text(part)) for part in cell.text("text").split("; ")]
-        return "\\begin{tabular}[t]{@{}l@{}}" + " \\\\ ".join(lines) + "\\end{tabular}"
+    """One table cell that is not a number (`_aligned` takes those), LaTeX-safe."""
     return _latex_safe_start(latex_text(format_cell(cell, kind, "text")))
 
 
@@ -196,24 +238,34 @@ def _latex_caption(title: str) -> str:
 
 def _latex_summary(t: Table, label: str) -> str:
     """The summary as a real table: a row per optimizer, a column per quantity (difference, rel,
-    P(win), speed, ...), the networks as row groups; columns that wrap (tabularx), so it is as wide
-    as the text and never shrunk; a table* (both columns of a two-column page). Taller than
-    SUMMARY_ROWS rows it continues in further floats, the notes under the last."""
+    P(win), speed, ...), the networks as row groups; numbers in siunitx S columns (`_aligned`: the
+    difference's and speed-up's interval wrap after them, tabularx), so it is as wide as the text and
+    never shrunk; a table* (both columns of a two-column page). Taller than SUMMARY_ROWS rows it
+    continues in further floats, the notes under the last."""
     parts = [[c.parts() if isinstance(c, Summary) else None for c in row[1:]] for row in t.rows]  # once per cell
     keys = list(dict.fromkeys(k for row in parts for p in row if p is not None for k in p))
     names = {"diff": "difference (points)", "speed": "speed-up"}
-    groups = []
-    for c, network in enumerate(t.headers[1:], start=1):
-        rows = [[latex_text(row[0])] + ([_latex_safe_start(latex_text(p[c - 1].get(k, "--"))) for k in keys]
-                                         if p[c - 1] is not None else [latex_text(MISSING)] * len(keys))
-                for row, p in zip(t.rows, parts) if row[c] is not None]
-        if rows:
-            groups.append((network, rows))
     wrap = ">{\\raggedright\\arraybackslash}X"
-    # the long quantities wrap; rel, P(win) and the extras are short and keep one line
-    spec = "@{}l" + "".join(wrap if k in ("diff", "speed", "did not train") else "r" if k == "P(win)" else "l"
-                            for k in keys) + "@{}"
-    head = " & ".join(["optimizer"] + [latex_text(names.get(k, k)) for k in keys]) + " \\\\"
+    # every (network, optimizer) with a cell, in the order printed
+    where = [(c, r) for c in range(1, len(t.headers)) for r, row in enumerate(t.rows) if row[c] is not None]
+    specs, columns = ["l"], []
+    for k in keys:
+        texts = [parts[r][c - 1].get(k, MISSING) if parts[r][c - 1] is not None else MISSING for c, r in where]
+        # what follows a number (an interval, "pts", "× in time") wraps: a two-column page is narrow
+        col = _aligned(texts, [False] * len(texts), wrap)
+        if col is None:
+            col = [wrap if k in ("diff", "speed", "did not train") else "l"], [[_latex_safe_start(latex_text(x))]
+                                                                                for x in texts]
+        specs += col[0]
+        columns.append((k, len(col[0]), col[1]))
+    cells = {key: [latex_text(t.rows[key[1]][0])] + [x for _, _, rows in columns for x in rows[i]]
+             for i, key in enumerate(where)}
+    groups = [(network, [cells[c, r] for r in range(len(t.rows)) if (c, r) in cells])
+              for c, network in enumerate(t.headers[1:], start=1)]
+    groups = [(network, rows) for network, rows in groups if rows]
+    spec = "@{}" + "".join(specs) + "@{}"
+    head = " & ".join(["optimizer"] + [f"\\multicolumn{{{n}}}{{l}}{{{_two_lines(names.get(k, k))}}}"
+                                       for k, n, _ in columns]) + " \\\\"
     floats, part, height = [], [], 0
     for network, rows in groups:
         if part and height + len(rows) + 1 > SUMMARY_ROWS:
@@ -228,7 +280,7 @@ def _latex_summary(t: Table, label: str) -> str:
     for i, part in enumerate(floats):
         body = []
         for network, rows in part:
-            body.append(("\\addlinespace\n" if body else "") + f"\\multicolumn{{{len(keys) + 1}}}{{@{{}}l}}"
+            body.append(("\\addlinespace\n" if body else "") + f"\\multicolumn{{{len(specs)}}}{{@{{}}l}}"
                         f"{{\\itshape {latex_text(network)}}} \\\\")
             body += [" & ".join(r) + " \\\\" for r in rows]
         caption = _latex_caption(t.title) + (" (continued)" if i else "")
@@ -242,33 +294,98 @@ def _latex_summary(t: Table, label: str) -> str:
     return "\n".join(out)
 
 
+def _two_lines(header: str) -> str:
+    """'Δband (decades)' on two lines (a nested tabular): a header no wider than its numbers."""
+    first, sep, unit = header.partition(" (")
+    if not sep:
+        return latex_text(header)
+    return f"\\begin{{tabular}}[b]{{@{{}}l@{{}}}}{latex_text(first)}\\\\{latex_text('(' + unit)}\\end{{tabular}}"
+
+
 def _latex_table(t: Table, label: str) -> str:
     """One table as a float: caption and label above, booktabs rules, the notes in small print under
-    the tabular. \\resizebox shrinks a table wider than the line to fit it and leaves a narrow one at
-    its size (the \\ifdim): tabular* could only squeeze the space between columns, which is not
-    enough for Tables 7-10 (three columns per epoch) or a summary of many networks."""
+    the tabular; numeric columns in siunitx S columns (`_aligned`), a header over each column's parts.
+    \\resizebox shrinks a table wider than the line to fit it and leaves a narrow one at its size (the
+    \\ifdim): tabular* could only squeeze the space between columns, which is not enough for Tables
+    7-10 (three columns per epoch) or a summary of many networks."""
     if t.kind == "summary":
         return _latex_summary(t, label)
-    rows = _cells(t, "latex")
-    align = "".join("l" if c == 0 or t.kind == "summary" or all(not _numeric(r[c]) for r in t.rows) else "r"
-                    for c in range(len(t.headers)))
-    lines = [" & ".join(latex_text(h) for h in t.headers) + " \\\\", "\\midrule"]
-    # a summary's rows are several lines tall: a little space keeps them apart
-    gap = "\\addlinespace\n" if t.kind == "summary" else ""
-    lines += [gap * (i > 0) + " & ".join(r) + " \\\\" for i, r in enumerate(rows)]
+    texts = [[format_cell(cell, _row_kind(t, row), "text") for cell in row] for row in t.rows]
+    specs, heads, body = [], [], [[] for _ in t.rows]
+    for c, header in enumerate(t.headers):
+        bold = [(r, c) in t.marks for r in range(len(t.rows))]
+        column = _aligned([row[c] for row in texts], bold) if c else None
+        if column is None:
+            column = ["l"], [[f"{{{BOLD}{x}}}" if b else x] for x, b in
+                             zip((_latex_cell(row[c], _row_kind(t, row)) for row in t.rows), bold)]
+        specs += column[0]
+        heads.append(f"\\multicolumn{{{len(column[0])}}}{{{'l' if c == 0 else 'c'}}}{{{latex_text(header)}}}")
+        for out, cells in zip(body, column[1]):
+            out += cells
+    lines = [" & ".join(heads) + " \\\\", "\\midrule"] + [" & ".join(r) + " \\\\" for r in body]
     notes = "".join(f"{latex_text(n)}\\par\n" for n in _notes(t, "latex"))
     return (f"\\begin{{table}}[htbp]\n\\centering\n\\caption{{{_latex_caption(t.title)}}}\n\\label{{{label}}}\n"
             "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
-            f"\\begin{{tabular}}{{{align}}}\n\\toprule\n" + "\n".join(lines) + "\n\\bottomrule\n\\end{tabular}}\n"
+            f"\\begin{{tabular}}{{@{{}}{''.join(specs)}@{{}}}}\n\\toprule\n" + "\n".join(lines)
+            + "\n\\bottomrule\n\\end{tabular}}\n"
             + (f"\\par\\smallskip\n{{\\footnotesize\\raggedright\n{notes}}}\n" if notes else "")
             + "\\end{table}\n")
 
 
-def _numeric(cell) -> bool:
-    """Whether a cell holds a number (right-aligned in LaTeX) rather than a label."""
-    if cell is None or isinstance(cell, (Stat, Summary)):
-        return cell is not None
-    return bool(re.match(r"[-+−]?\d", str(cell)))
+# what each picture is, as the findings' pointer to it names it (the file names' prefixes, kbn.plots)
+FIGURE_NAMES = (("curves_accuracy", "accuracy curves"), ("curves_loss", "loss curves"),
+                ("lr_sensitivity", "learning-rate sensitivity"), ("expected_best", "expected best after k trials"),
+                ("rel_heatmap", "rel per cell"), ("adam_bn_jumps", "Adam's epoch-to-epoch jumps"),
+                ("preactivations", "pre-activation percentiles"))
+WIDE_FIGURE_IN = 6.5  # a picture wider than this (inches) spans both columns of a two-column page
+
+
+def figure_label(path) -> str:
+    """fig:kbn-rel-heatmap for rel_heatmap.png."""
+    return "fig:kbn-" + re.sub(r"[^a-z0-9]+", "-", Path(path).stem.lower()).strip("-")
+
+
+def latex_figures(paths) -> str:
+    """The report's pictures as figure floats: \\includegraphics of the file as written (a path
+    relative to where pdflatex runs, or absolute), its caption (kbn.plots wrote it into the PNG: what
+    is drawn, over how many seeds, what its band is) and a label (`figure_label`); at its own size
+    (the PNG's dpi), shrunk to the line where wider; a picture of several panels is a figure* (both
+    columns of a two-column page)."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            text, wide = im.text.get("Description", ""), im.size[0] / im.info.get("dpi", (100,))[0] > WIDE_FIGURE_IN
+        env = "figure*" if wide else "figure"
+        out.append(f"\\begin{{{env}}}[htbp]\n\\centering\n"
+                   "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{"
+                   f"\\includegraphics{{{p}}}}}\n"
+                   f"\\caption{{{latex_text(text or Path(p).stem)}}}\n\\label{{{figure_label(p)}}}\n\\end{{{env}}}\n")
+    return "\n".join(out)
+
+
+# which picture draws what a claim reads (kbn.report.findings' wording -> a picture's file prefix)
+CLAIM_FIGURES = (("improves test accuracy", "rel_heatmap"), ("speeds up convergence", "curves_accuracy"),
+                 ("helps most in the first epochs", "curves_accuracy"), ("jumps from epoch to epoch", "adam_bn_jumps"))
+
+
+def _claim_figure(claim: str, paths) -> str:
+    """' (Figure~\\ref{..})' for the first picture that draws what `claim` reads; '' if none does."""
+    for words, prefix in CLAIM_FIGURES:
+        if words in claim:
+            refs = [figure_label(p) for p in paths if Path(p).stem.startswith(prefix)]
+            return f" (Figure~\\ref{{{refs[0]}}})" if refs else ""
+    return ""
+
+
+def _figure_pointer(paths) -> str:
+    """'Pictures: Figure~\\ref{..} (accuracy curves), ...' for the findings' first line."""
+    refs = []
+    for p in paths:
+        name = next((n for prefix, n in FIGURE_NAMES if Path(p).stem.startswith(prefix)), Path(p).stem)
+        refs.append(f"Figure~\\ref{{{figure_label(p)}}} ({latex_text(name)})")
+    return f"Pictures of these results: {', '.join(refs)}.\n\n" if refs else ""
 
 
 def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle: str = "") -> str:
@@ -278,7 +395,7 @@ def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle
     (\\maxdeadcycles, 100 by default: 120 tables stopped with "Output loop---100 consecutive dead
     cycles")."""
     packages = "".join(f"\\usepackage{{{p}}}\n" for p in LATEX_PACKAGES)
-    floats = tables_tex.count("\\begin{table")
+    floats = tables_tex.count("\\begin{table") + tables_tex.count("\\begin{figure")
     return ("\\documentclass{article}\n\\usepackage[margin=2cm]{geometry}\n" + packages
             + "\\renewcommand{\\topfraction}{0.95}\\renewcommand{\\bottomfraction}{0.95}\n"
             "\\renewcommand{\\textfraction}{0.05}\\renewcommand{\\floatpagefraction}{0.7}\n"
@@ -290,18 +407,19 @@ def latex_document(title: str, tables_tex: str, findings_tex: str = "", subtitle
             f"{tables_tex}\n" + (f"\\clearpage\n{findings_tex}" if findings_tex else "") + "\\end{document}\n")
 
 
-def render_findings(items: list[dict], fmt: str = "text", width: int | None = None) -> str:
+def render_findings(items: list[dict], fmt: str = "text", width: int | None = None, figures=()) -> str:
     """The checked claims as text (wrapped to `width`, default the terminal's, with a hanging indent),
-    a markdown list, or a LaTeX itemize (every special escaped)."""
+    a markdown list, or a LaTeX itemize (every special escaped) after a line that points to each of
+    `figures` (the pictures `latex_figures` made floats of)."""
     if fmt == "latex":
         items_tex = "".join(f"\\item{{}} {latex_text(MARKS.get(f['verdict'], ''))} "
                             f"\\textbf{{{latex_text(f['verdict'])}}} --- {latex_text(f['claim'])}: "
-                            f"{latex_text(f['evidence'])}\n" for f in items)
+                            f"{latex_text(f['evidence'])}{_claim_figure(f['claim'], figures)}\n" for f in items)
         listed = (f"{{\\raggedright\n\\begin{{itemize}}\n{items_tex}\\end{{itemize}}\n}}\n" if items
                   else "None could be checked.\n")
         # \\clearpage: the tables float; the findings that read them come after them, not before
         return (f"{PREAMBLE}\n\\clearpage\n\\subsection*{{Findings of the thesis, checked against these results}}\n"
-                f"{listed}")
+                f"{_figure_pointer(figures)}{listed}")
     if fmt == "markdown":
         return "### Findings of the thesis, checked\n\n" + "".join(
             f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)

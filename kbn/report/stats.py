@@ -44,6 +44,7 @@ class Stat:
     bounded: bool = False  # the interval was cut to what accuracies can reach
     withheld: str | None = None  # why it has no interval although it has seeds (e.g. split by stability)
     unstable: list | None = None  # runs behind it that had not trained (kbn.report.measures.mark_stability)
+    accuracy: bool = False  # an accuracy (unsigned in print), not a difference or effect (always signed)
 
     @property
     def interval(self) -> bool:
@@ -92,7 +93,18 @@ def acc_stat(values, seeds=None) -> Stat:
     """Accuracies (fractions) as percent: mean ± sd over seeds."""
     v = np.asarray(values, float) * 100
     by_seed = dict(zip(seeds if seeds is not None else range(len(v)), map(float, v)))
-    return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v), seeds=by_seed)
+    return Stat(float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else None, n=len(v), seeds=by_seed,
+                accuracy=True)
+
+
+def t_interval(values) -> tuple[float, float | None, float | None]:
+    """(mean, low, high): the mean of `values` with its Student-t 95% interval (n − 1 degrees of
+    freedom), uncut; (mean, None, None) for one value."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return float(v.mean()), None, None
+    half = _t(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
 
 
 def mean_interval(values, seeds=None) -> Stat:
@@ -101,8 +113,8 @@ def mean_interval(values, seeds=None) -> Stat:
     st = acc_stat(values, seeds)
     if st.n < 2:
         return st
-    half = _t(st.n - 1) * st.std / math.sqrt(st.n)
-    return dataclasses.replace(st, low=max(st.value - half, 0.0), high=min(st.value + half, 100.0))
+    _, low, high = t_interval(list(st.seeds.values()))
+    return dataclasses.replace(st, low=max(low, 0.0), high=min(high, 100.0))
 
 
 def _win(x: float, y: float) -> float:

@@ -105,8 +105,9 @@ def table1(res: Results, norm: str) -> Table | None:
     return t if any_value else None
 
 
-# extra per-cell quantities of the summary: (name, fn(dataset, arch, norm, optimizer) -> float | None)
-Extra = tuple[str, Callable[[str, str, str, str], "float | None"]]
+# extra per-cell quantities of the summary: (name, fn(dataset, arch, norm, optimizer) -> float | None[,
+# what it means: a note under the summary defines the name where a cell prints it])
+Extra = tuple[str, Callable[[str, str, str, str], "float | None"]] | tuple[str, Callable, str]
 
 
 def ratio_text(st: Stat | None, reached: str = "") -> str:
@@ -228,7 +229,7 @@ class Summary:
         """The cell's quantities by name, each as text without its name: 'diff' (mark, points
         [interval]), 'rel', 'P(win)', 'speed', 'did not train', then the extras; only those it has."""
         dag = DAGGER if self.diff.unstable else ""
-        out = {"diff": f"{MARKS[self.verdict]} {signed(self.diff)}{dag} pts", "rel": f"{signed(self.rel, plus=False)}{dag}"}
+        out = {"diff": f"{MARKS[self.verdict]} {signed(self.diff)}{dag} pts", "rel": f"{signed(self.rel)}{dag}"}
         if self.diff.withheld:
             out["diff"] += f" ({self.diff.withheld})"
         if self.diff.n > 1 and self.diff.p_win is not None:
@@ -298,6 +299,9 @@ def summary_tables(res: Results, extra: list[Extra] = ()) -> list[Table]:
                            "✓ helps (the difference's interval is above 0), ✗ hurts (below 0), ? inconclusive "
                            f"(it holds 0), · one seed (a point estimate), {MARKS[UNSTABLE]} the arms differ in "
                            "stability (a seed trained in one arm and not in the other): no verdict on accuracy.")
+            shown = {k for row in t.rows for c in row[1:] if c is not None for k, _ in c.extras}
+            t.notes += [f"{name}: {meaning}." for name, _, *meaning in extra if name in shown and meaning
+                        for meaning in meaning]
             out.append(t)
     return out
 
@@ -306,7 +310,7 @@ def _summary_cell(res: Results, d, a, norm, opt, extra) -> Summary | None:
     diff = final_effect(res, d, a, norm, opt, "diff")
     if diff is None:
         return None
-    extras = [(name, v) for name, fn in extra if (v := fn(d, a, norm, opt)) is not None]
+    extras = [(name, v) for name, fn, *_ in extra if (v := fn(d, a, norm, opt)) is not None]
     return Summary(diff, final_effect(res, d, a, norm, opt),
                    convergence(res, d, a, norm, opt, curve_split(res, d, a)), extras, stability(res, d, a, norm, opt))
 
