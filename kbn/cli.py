@@ -275,9 +275,6 @@ def cmd_status(args) -> int:
     return 0
 
 
-REPORT_FORMATS = ("text", "markdown", "latex", "csv")
-
-
 def _parse_epochs(text):
     from kbn.errors import ConfigError
 
@@ -294,20 +291,14 @@ def _parse_epochs(text):
 
 def _scan(logdir, need_runs: bool = True):
     """The final runs under `logdir`; every run folder left out is said on stderr, one line each."""
-    from kbn import report
+    from kbn.report import document
 
-    scan = report.scan_runs(logdir)
-    for line in scan.notices():
+    found = document.scan_runs(logdir)
+    for line in found.notices():
         print(f"kbn: {line}", file=sys.stderr)
-    if need_runs and scan.runs.empty:
-        raise report.ReportError(_no_runs(logdir, scan))
-    return scan
-
-
-def _no_runs(logdir, scan) -> str:
-    if not scan.folders:
-        return f"{logdir}: holds no kbn runs (no run folder with config.json or result.json outside search/)"
-    return f"{logdir}: no finished run to report ({scan.unfinished} unfinished, {len(scan.skipped)} skipped)"
+    if need_runs and found.runs.empty:
+        raise document.ReportError(document.no_runs(logdir, found))
+    return found
 
 
 def _write(path, write) -> None:
@@ -320,96 +311,33 @@ def _write(path, write) -> None:
         raise ConfigError(f"out: cannot write {str(path)!r} ({e.strerror or e})") from None
 
 
-def _load_results(args):
-    """(long-format accuracies, run table or None, notices on what was left out, the protocol the
-    run folders record or None)."""
-    from kbn import report
-    from kbn.errors import ConfigError
-
-    if args.from_csv and args.logdir:  # one source: which numbers the tables show must not be a guess
-        raise ConfigError(f"report: got both a folder ({args.logdir}) and --from-csv {args.from_csv}; give one of them")
-    if args.from_csv:
-        return report.read_long_csv(args.from_csv), None, [], None
-    if not args.logdir:
-        raise ConfigError("report: give a sweep folder (kbn report logs/smoke) or --from-csv FILE")
-    scan = _scan(args.logdir)
-    return report.long_from_runs(scan.runs), scan.runs, scan.notices(), scan.protocol
-
-
 def cmd_report(args) -> int:
-    from pathlib import Path
-
-    from kbn import report, tuning
+    from kbn import report
     from kbn.config import check_choice
     from kbn.errors import ConfigError
     from kbn.runlog import check_writable_dir
 
-    fmt = check_choice("format", args.format, REPORT_FORMATS)
+    fmt = check_choice("format", args.format, report.FORMATS)
     if args.standalone and fmt != "latex":
         raise ConfigError(f"--standalone makes a LaTeX document: add --format latex (got --format {fmt})")
     interval = check_choice("interval", args.interval, report.INTERVALS)
     epochs = _parse_epochs(args.epochs)
-    df, runs, notices, protocol = _load_results(args)
     out = args.out and check_writable_dir("out", args.out)  # before any output: a bad --out prints nothing
-    missing = report.check_epochs(df, epochs)
-    if missing:
-        notices.append(missing)
-        print(f"kbn: {missing}", file=sys.stderr)
-    rob = tuning.robustness(tuning.trial_points(args.logdir)) if args.logdir and not args.from_csv else None
-    has_search = rob is not None and not rob.empty
-    rates = report.rates_of(df, protocol)  # a fixed-rate sweep over several shared rates: its tables per rate
-    if rates:
-        tables = report.rate_tables(df, rates, epochs, interval, protocol)
-    else:
-        tables = report.build_tables(df, epochs, interval, protocol, extra=tuning.summary_extra(rob) if has_search else ())
-    tables += tuning.tables(rob) if has_search else []
-    if args.compare_batch:
-        if runs is None:
-            raise ConfigError("--compare-batch compares two sweep folders: give a folder, not --from-csv")
-        tables += report.batch_size_tables(runs, _scan(args.compare_batch).runs, interval,
-                                           (args.logdir, args.compare_batch))
-    found = report.findings(df, interval=interval) if not rates else [  # a claim per rate, from its runs alone
-        {**f, "claim": f"lr {r:g}: {f['claim']}"} for r in rates for f in report.findings(df[df["lr"] == r], interval=interval)]
-    pictures = []
-    if out:  # first: the LaTeX report shows them
-        from kbn import plots
-
-        pictures = plots.plot_all(Path(args.logdir) if args.logdir and not args.from_csv else None, out, df, runs)
-    if fmt == "latex":
-        figures = report.latex_figures(pictures) if tables else ""
-        parts = (report.render(tables, fmt) + ("\n" + figures if figures else ""),
-                 report.render_findings(found, fmt, figures=pictures) if tables else "")
-        print(report.latex_document(f"kbn report: {_report_name(args)}", *parts,
-                                    subtitle=report.protocol_line(protocol)) if args.standalone
-              else "\n".join(parts), end="")
-    else:
-        print(report.render(tables, fmt), end="")
-        if fmt != "csv" and tables:
-            print("\n" + report.render_findings(found, "markdown" if fmt == "markdown" else "text"), end="")
+    try:
+        doc = report.build(args.logdir, from_csv=args.from_csv, interval=interval, epochs=epochs,
+                           compare_batch=args.compare_batch)
+    except report.ReportError as e:
+        for line in getattr(e, "notices", ()):  # what was left out, before why nothing is left
+            print(f"kbn: {line}", file=sys.stderr)
+        raise
+    for line in doc.notices + doc.other_notices:
+        print(f"kbn: {line}", file=sys.stderr)
+    pictures = doc.pictures(out) if out else []  # first: the LaTeX report shows them
+    print(doc.text(fmt, standalone=args.standalone, pictures=pictures), end="")
     if out:
-        source = args.from_csv or args.logdir
-        md = [f"# kbn report: {source}\n", report.render(tables, "markdown"),
-              report.render_findings(found, "markdown"), "\n## Pictures\n"]
-        if notices:
-            md[1:1] = ["Left out of this report:\n", *(f"- {n}" for n in notices), ""]
-        md += [f"![{p.stem}]({p.name})\n" for p in pictures]
-        _write(out / "report.md", lambda p: p.write_text("\n".join(md)))
+        _write(out / "report.md", lambda p: p.write_text(doc.markdown(pictures)))
         print(f"kbn: wrote {out / 'report.md'} and {len(pictures)} picture(s)", file=sys.stderr)
     return 0
-
-
-def _report_name(args) -> str:
-    """What a report is of: the sweep's name (sweep.json), else the folder's or the file's name."""
-    from pathlib import Path
-
-    if args.from_csv:
-        return Path(args.from_csv).stem
-    try:
-        from kbn.sweep_folder import load_folder_sweep
-
-        return f"sweep {load_folder_sweep(args.logdir).name}"
-    except Exception:  # noqa: BLE001 - a folder of kbn train runs, or a damaged sweep.json (status names that)
-        return Path(args.logdir).resolve().name
 
 
 def cmd_export(args) -> int:
@@ -441,15 +369,17 @@ def cmd_export(args) -> int:
 def cmd_plot(args) -> int:
     from pathlib import Path
 
-    from kbn import plots, report, tuning
+    from kbn import plots, registry, report, tuning
     from kbn.runlog import check_writable_dir
 
     scan = _scan(args.logdir, need_runs=False)
     runs = scan.runs
     if runs.empty and tuning.trial_points(args.logdir).empty:  # the search's trials alone make a picture
-        raise report.ReportError(_no_runs(args.logdir, scan))
+        raise report.ReportError(report.no_runs(args.logdir, scan))
     out = check_writable_dir("out", args.out or Path(args.logdir) / "report")
-    for p in plots.plot_all(Path(args.logdir), out, report.long_from_runs(runs), runs):
+    with registry.learnt(scan.facts):  # a user's components by the names their runs recorded
+        pictures = plots.plot_all(Path(args.logdir), out, report.long_from_runs(runs), runs)
+    for p in pictures:
         print(p)
     return 0
 

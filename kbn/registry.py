@@ -24,6 +24,8 @@ This module must not import Keras at import time: kbn.config reads it before the
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -438,7 +440,7 @@ def get(kind: str, name: str):
 def display(kind: str, name: str) -> str:
     """How tables and plots name a component (for a user's, what its run folders recorded, else the
     attribute's name); a name kbn does not know stays as it is."""
-    learnt = _LEARNT.get((kind, name), {}).get("display")
+    learnt = _LEARNT.get().get((kind, name), {}).get("display")
     if learnt:
         return learnt
     try:
@@ -468,14 +470,30 @@ def family(name: str) -> str:
     families are learnt from run folders (`learn`) or the user's object."""
     if name in OPTIMIZERS:
         return OPTIMIZERS[name].family
-    return _LEARNT.get(("optimizer", name), {}).get("family", "adaptive")
+    return _LEARNT.get().get(("optimizer", name), {}).get("family", "adaptive")
 
 
-def learn(kind: str, name: str, facts: dict) -> None:
-    """Facts a run folder recorded about a user's component (its declared family, display name), so a
-    report shows them without importing the user's code."""
+def learn(kind: str, name: str, facts: dict, into: dict) -> None:
+    """Adds to `into` the facts a run folder recorded about a user's component (its declared family,
+    display name, a dataset's class count), so a report shows them without importing the user's code.
+    `into` travels with that folder's results (`RunScan.facts`); `learnt(into)` puts it in force."""
     if name not in REGISTRIES[kind]:
-        _LEARNT.setdefault((kind, name), {}).update({k: v for k, v in facts.items() if v is not None})
+        into.setdefault((kind, name), {}).update({k: v for k, v in facts.items() if v is not None})
+
+
+@contextlib.contextmanager
+def learnt(facts: dict):
+    """`display`, `family` and `classes` know these facts (`learn`) inside the block, on top of those
+    already in force: each report reads its own folders' facts, so two sweeps read in one process
+    (a notebook) never change each other's names or families."""
+    merged = dict(_LEARNT.get())
+    for key, known in facts.items():
+        merged[key] = {**merged.get(key, {}), **known}
+    token = _LEARNT.set(merged)
+    try:
+        yield
+    finally:
+        _LEARNT.reset(token)
 
 
 def classes(dataset: str) -> int | None:
@@ -484,10 +502,11 @@ def classes(dataset: str) -> int | None:
         known = get("dataset", dataset).classes
     except ConfigError:
         known = None
-    return known or _LEARNT.get(("dataset", dataset), {}).get("classes")
+    return known or _LEARNT.get().get(("dataset", dataset), {}).get("classes")
 
 
-_LEARNT: dict[tuple[str, str], dict] = {}
+# (kind, name) -> facts, per context (`learnt`); the default is never written to
+_LEARNT: contextvars.ContextVar[dict] = contextvars.ContextVar("kbn_learnt", default=MappingProxyType({}))
 
 
 # ---------------------------------------------------------------- a run's user components

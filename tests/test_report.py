@@ -837,3 +837,60 @@ def test_every_difference_is_signed_in_every_table_and_format():
     assert re.search(r"rel \+\d\.\d\d \[\+", summary), summary  # rel as signed as the difference beside it
     tex = report.render([t for t in tables if t.id == "table1"], "latex")
     assert "$+0." in tex or "+0." in tex
+
+
+# ---------------------------------------------------------------- the document (kbn.report.build)
+
+
+def test_a_notebook_builds_the_report_kbn_report_prints_and_writes(run_folder, tmp_path, capsys):
+    assert main(["report", str(run_folder), "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    doc = report.build(str(run_folder))
+    assert doc.text() == printed and doc.name == run_folder.name
+    md, pictures = doc.write(tmp_path / "nb")
+    assert md.read_text() == (tmp_path / "cli" / "report.md").read_text()
+    assert sorted(p.name for p in pictures) == sorted(p.name for p in (tmp_path / "cli").glob("*.png"))
+
+
+def _as_user_optimizer(sweep: Path, display: str, family: str) -> None:
+    """Rewrites a copied sweep's adam runs as runs of a user's optimizer `pkg:fast` that recorded
+    `display` and `family` (what a run of one's own component writes to config.json)."""
+    import json
+
+    for cfg in sweep.glob("runs/*/config.json"):
+        config = json.loads(cfg.read_text())
+        if config["settings"]["optimizer"] == "adam":
+            config["settings"]["optimizer"] = "pkg:fast"
+            config["components"] = {"optimizer": {"display": display, "family": family}}
+            cfg.write_text(json.dumps(config))
+
+
+def test_two_sweeps_read_in_one_process_keep_their_own_component_names(run_folder, tmp_path):
+    import shutil
+
+    a, b = (Path(shutil.copytree(run_folder, tmp_path / name)) for name in ("a", "b"))
+    _as_user_optimizer(a, "Fast A", "plain")
+    _as_user_optimizer(b, "Fast B", "adaptive")
+    doc_a = report.build(str(a))
+    doc_b = report.build(str(b))  # read after a: must not rename a's optimizer
+    text_a, text_b = doc_a.text(), doc_b.text()
+    assert "Fast A" in text_a and "Fast B" not in text_a
+    assert "Fast B" in text_b and "Fast A" not in text_b
+    assert doc_a.facts[("optimizer", "pkg:fast")]["family"] == "plain"
+    assert registry.display("optimizer", "pkg:fast") == "fast"  # nothing left behind: the attribute's name
+    assert registry.family("pkg:fast") == "adaptive"
+
+
+def test_learnt_facts_hold_inside_their_block_only():
+    outer, inner = {}, {}
+    registry.learn("optimizer", "pkg:opt", {"display": "Opt", "family": "plain"}, outer)
+    registry.learn("optimizer", "pkg:opt", {"display": None}, inner)  # a missing fact adds nothing
+    registry.learn("optimizer", "adam", {"display": "not Adam"}, inner)  # kbn's own are never relearnt
+    registry.learn("dataset", "npz:x.npz", {"classes": 3}, inner)
+    assert inner == {("optimizer", "pkg:opt"): {}, ("dataset", "npz:x.npz"): {"classes": 3}}
+    with registry.learnt(outer):
+        with registry.learnt(inner):
+            assert (registry.display("optimizer", "pkg:opt"), registry.family("pkg:opt")) == ("Opt", "plain")
+            assert registry.classes("npz:x.npz") == 3 and registry.display("optimizer", "adam") == "Adam"
+        assert registry.classes("npz:x.npz") is None
+    assert (registry.display("optimizer", "pkg:opt"), registry.family("pkg:opt")) == ("opt", "adaptive")

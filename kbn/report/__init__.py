@@ -22,6 +22,7 @@ reads as one API; the names live in the submodules.
 
 from __future__ import annotations
 
+from kbn.report.document import FORMATS, Document, build, no_runs
 from kbn.report.findings import findings
 from kbn.report.measures import convergence
 from kbn.report.render import (PREAMBLE, TIDY_COLUMNS, latex_document, latex_figures, latex_text, render,
@@ -31,7 +32,7 @@ from kbn.report.results import (LONG_COLUMNS, ReportError, Results, check_epochs
 from kbn.report.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
 from kbn.report.tables import Table, batch_size_tables, build_tables, rate_tables, rates_of, summary_tables
 
-__all__ = ["INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table",
+__all__ = ["FORMATS", "Document", "build", "no_runs", "INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table",
            "batch_size_tables", "build_tables", "rate_tables", "rates_of",
            "check_epochs", "collect_runs", "compare", "convergence", "every_cell", "export_long", "findings",
            "latex_document", "latex_figures", "latex_text", "long_from_runs", "normalise_long", "protocol_line", "read_long_csv",

@@ -55,6 +55,8 @@ class RunScan:
     folders: int  # run folders seen (search trials not counted)
     sweep_problems: list[str] = dataclasses.field(default_factory=list)  # failed or lost trials of a sweep
     protocol: dict = dataclasses.field(default_factory=dict)  # see `read_protocol`
+    # what the run folders recorded about a user's components: `with registry.learnt(scan.facts):`
+    facts: dict = dataclasses.field(default_factory=dict)
 
     def notices(self) -> list[str]:
         """One line per thing left out: a skipped run and why, a sweep's failed trial, the
@@ -75,7 +77,7 @@ def scan_runs(logdir: str | Path) -> RunScan:
     found = {p.parent for name in ("config.json", "result.json") for p in logdir.rglob(name)}
     searched = sorted(f for f in found if "search" in f.relative_to(logdir).parts)
     folders = sorted(found - set(searched))
-    records, skipped, unfinished, owner, settings = [], [], 0, {}, []
+    records, skipped, unfinished, owner, settings, facts = [], [], 0, {}, [], {}
     rates_apart = _rate_list(logdir)
     for folder in folders:
         check = check_run(folder)
@@ -86,10 +88,10 @@ def scan_runs(logdir: str | Path) -> RunScan:
         else:
             try:
                 s = check.config["settings"]
-                for kind, facts in (check.config.get("components") or {}).items():
-                    registry.learn(kind, s[kind], facts)  # a user's display name and family, as trained
+                for kind, known in (check.config.get("components") or {}).items():
+                    registry.learn(kind, s[kind], known, facts)  # a user's display name and family, as trained
                 classes = (check.config.get("data") or {}).get("num_classes")
-                registry.learn("dataset", s["dataset"], {"classes": classes})
+                registry.learn("dataset", s["dataset"], {"classes": classes}, facts)
                 key, lr = tuple(s[k] for k in CELL + ["seed"]), s["lr"]
                 if rates_apart:  # each shared rate is its own set of seeds: the report splits them
                     key += (float(lr),)
@@ -108,7 +110,7 @@ def scan_runs(logdir: str | Path) -> RunScan:
             records += rows
             settings.append(s)
     return RunScan(pd.DataFrame.from_records(records, columns=RUN_COLUMNS), skipped, unfinished, len(folders),
-                   _sweep_problems(logdir), read_protocol(logdir, settings, searched))
+                   _sweep_problems(logdir), read_protocol(logdir, settings, searched), facts)
 
 
 def _rate_list(logdir: Path) -> bool:
