@@ -46,7 +46,7 @@ def _setup(spec: dict, x, y, rng):
         order = np.stack([rng.permutation(n) for _ in range(k)], axis=1)
         return model, order.astype(np.int32), [y[order[:, j]] for j in range(k)], order
     model = singles[0]
-    kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, spec["arch"])
+    kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, model)
     model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], **kw)
     return model, x, y, order
@@ -54,12 +54,13 @@ def _setup(spec: dict, x, y, rng):
 
 def _epoch_runner(spec: dict, model, x, y, inputs, target, order):
     """One epoch as kbn trains it (on JAX its compiled loop; `fit` for the baseline and on TensorFlow)."""
-    from kbn.backend import jax_loop_enabled, steps_per_call
+    from kbn.backend import train_path
     from kbn.jax_loop import JaxPeriods
 
-    if spec["variant"] != "fit" and jax_loop_enabled():
+    path = train_path(model)
+    if spec["variant"] != "fit" and path["loop"] == "kbn":
         own = spec["variant"] == "seeds"
-        periods = JaxPeriods(model, None if own else x, y, spec["k"], own, 128, steps_per_call(spec["arch"]))
+        periods = JaxPeriods(model, None if own else x, y, spec["k"], own, 128, path["steps_per_call"])
         return lambda: periods.train(order, [], 0)
     return lambda: model.fit(inputs, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
 
