@@ -29,7 +29,7 @@ def _setup(spec: dict, x, y, rng):
     import numpy as np
 
     from kbn import models, optim
-    from kbn.backend import fast_compile_args
+    from kbn.backend import fast_compile_args, fuse_batch_norm
     from kbn.packed import build_packed
 
     k, spe, n = spec["k"], spec["spe"], len(y)
@@ -47,6 +47,8 @@ def _setup(spec: dict, x, y, rng):
         return model, order.astype(np.int32), [y[order[:, j]] for j in range(k)], order
     model = singles[0]
     kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, model)
+    if spec["variant"] != "fit":
+        fuse_batch_norm(model)  # kbn's path: batch norm as one fused kernel on TensorFlow
     model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], **kw)
     return model, x, y, order

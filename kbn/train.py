@@ -33,7 +33,8 @@ import numpy as np
 from kbn import __version__, data as kdata, models, optim, registry, stability
 from kbn import interrupts
 from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
-from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, train_path
+from kbn.backend import (enable_compile_cache, fast_compile_args, fuse_batch_norm, jax_loop_enabled,
+                         keep_tensorflow_out, train_path)
 from kbn.bn_stats import PopulationStatistics, describe
 from kbn.callbacks import CallTimer, Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
@@ -366,12 +367,15 @@ class _Trials:
         # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
         # fit's calls stop at a period's end; the JAX loop's count is traced, so its chunk need not.
         path = train_path(singles[0])  # read from the built network: its convolutions, not its name
-        if verbose:
-            log(f"kbn: {cfg.run_name()}: {path['backend']}, {path['loop']} loop: {path['reason']}")
         chunk = steps_per_execution or path["steps_per_call"]
         spe = max(1, min(chunk, schedule.period_steps))
         own_orders = len({c.seed for c in cfgs}) > 1
         model, evaluator, packed = _compile(cfgs, singles, ds, spe, own_orders)
+        fused = fuse_batch_norm(model)  # TensorFlow: batch norm as one fused kernel
+        if fused:
+            path = {**path, "fused_batch_norm": fused, "reason": f"{path['reason']}; batch norm fused (FusedBatchNormV3)"}
+        if verbose:
+            log(f"kbn: {cfg.run_name()}: {path['backend']}, {path['loop']} loop: {path['reason']}")
         components = _rate_verified(components, cfg, model)
         loop = path["loop"] == "kbn"
         shared = _run_metadata(cfg, ds, singles[0], components, schedule, chunk if loop else spe, k, own_orders,

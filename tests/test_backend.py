@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from kbn import backend
@@ -161,3 +162,47 @@ def test_jax_train_imports_no_tensorflow(tmp_path, write_cache):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tensorflow imported: False" in out.stdout, out.stdout[-2000:]
     assert "oneDNN" not in out.stderr
+
+
+FUSED_BN = """
+import json, keras, numpy as np
+from kbn import backend, models
+rng = np.random.default_rng(0)
+x, y = rng.random((96, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 96)
+out = {}
+for fused in (False, True):
+    keras.utils.set_random_seed(0)
+    model = models.build("tests.user_parts:small_cnn", (28, 28, 1), 10, "batch")
+    names = backend.fuse_batch_norm(model) if fused else []
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=2)
+    loss = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history["loss"]
+    bn = model.get_layer("c1_batchnorm")
+    out[str(fused)] = {"names": names, "loss": loss, "weights": {w.path: w.numpy().tolist() for w in model.weights},
+                       "moving_variance": bn.moving_variance.numpy().tolist(),
+                       "eval": float(model.evaluate(x, y, verbose=0))}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_fused_batch_norm_on_tensorflow_gives_keras_numbers():
+    """TensorFlow: batch norm through the fused kernel trains as Keras's own layer does (loss, weights,
+    moving statistics, the evaluation with them), float32 rounding apart; the dense BN layer too."""
+    import json
+
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", FUSED_BN], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    plain, fused = got["False"], got["True"]
+    assert fused["names"] == ["c1_batchnorm", "hidden_batchnorm"] and plain["names"] == []
+    np.testing.assert_allclose(fused["loss"], plain["loss"], rtol=1e-4)
+    np.testing.assert_allclose(fused["moving_variance"], plain["moving_variance"], rtol=1e-4, atol=1e-6)
+    assert fused["eval"] == pytest.approx(plain["eval"], rel=1e-4)
+    # a bias into batch norm has a zero gradient up to rounding, which Adam scales to steps of lr: noise,
+    # which the norm's moving mean takes in (the evaluation with it agrees above)
+    into_bn = {"c1/bias", "hidden/bias", "c1_batchnorm/moving_mean", "hidden_batchnorm/moving_mean"}
+    assert into_bn < set(plain["weights"]) and set(fused["weights"]) == set(plain["weights"])
+    for path in set(plain["weights"]) - into_bn:
+        np.testing.assert_allclose(fused["weights"][path], plain["weights"][path], rtol=1e-3, atol=1e-5, err_msg=path)
