@@ -21,8 +21,8 @@ DEFAULT_BACKEND = "jax"
 
 
 def is_conv(arch: str) -> bool:
-    """A convolutional network of kbn's own (kbn.registry; no Keras is imported). A user's network
-    counts as dense: set KERAS_BACKEND for a convolutional one of your own."""
+    """kbn's own record of a network (kbn.registry; no Keras imported): sizes a sweep's workers only.
+    Which path a network trains on is read from the built model (`conv_layers`, `train_path`)."""
     from kbn import registry
     from kbn.errors import ConfigError
 
@@ -32,16 +32,67 @@ def is_conv(arch: str) -> bool:
         return False  # a bad name is reported by the command itself
 
 
+def conv_layers(model) -> list[str]:
+    """The convolutions of a built Keras model, as "Conv2D conv1" (nested models walked): what makes
+    XLA's CPU backend slow inside a compiled loop, whoever wrote the network."""
+    out = []
+    for layer in getattr(model, "layers", []):
+        if "Conv" in type(layer).__name__ and hasattr(layer, "kernel"):
+            out.append(f"{type(layer).__name__} {layer.name}")
+        out += conv_layers(layer) if hasattr(layer, "layers") else []
+    return out
+
+
+# Builds each network (JAX, no TensorFlow) and prints its convolutions: the backend is chosen before
+# Keras is imported in kbn's own process, so the built model is read in a child.
+_PROBE = """
+import json, sys
+import keras
+from kbn import backend, models
+backend.keep_tensorflow_out()
+out = {}
+for arch in json.loads(sys.argv[1]):
+    for shape in ((28, 28, 1), (32, 32, 3)):
+        try:
+            out[arch] = backend.conv_layers(models.build(arch, shape, 10))
+            break
+        except Exception:  # noqa: BLE001 - the command itself reports a network that does not build
+            out[arch] = None
+print(json.dumps(out))
+"""
+
+
+@functools.cache
+def probe_conv(archs: tuple) -> dict:
+    """{arch: its built model's convolutions, or None where it did not build}, read in a child process
+    on JAX (a few seconds: Keras's import). A network that fails here fails, reported, in the command."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), str(Path(__file__).resolve().parents[1]),
+                                         env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(archs))], env=env, capture_output=True,
+                         text=True, timeout=300)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if out.returncode == 0 and lines else {a: None for a in archs}
+
+
 def choose_backend(archs) -> str:
-    """KERAS_BACKEND if set; else the fastest measured backend for these networks on this machine."""
+    """KERAS_BACKEND if set; else the fastest measured backend for these networks on this machine:
+    TensorFlow where a built network has convolutions on a CPU (oneDNN's convolutions; `train_path`)."""
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
     has_jax = importlib.util.find_spec("jax") is not None
     has_tf = importlib.util.find_spec("tensorflow") is not None
     on_gpu = shutil.which("nvidia-smi") is not None
-    if has_tf and (not has_jax or (not on_gpu and any(is_conv(a) for a in archs))):
+    if not has_jax:
         return "tensorflow"
-    return DEFAULT_BACKEND if has_jax else "tensorflow"
+    if not has_tf or on_gpu or not archs:
+        return DEFAULT_BACKEND
+    convs = probe_conv(tuple(dict.fromkeys(archs)))
+    return "tensorflow" if any(convs.values()) else DEFAULT_BACKEND
 
 
 @functools.cache
@@ -72,30 +123,73 @@ def enable_compile_cache() -> str | None:
     return where
 
 
-def steps_per_call(arch: str) -> int:
-    """The most training steps one compiled call runs (a period's shortest span caps it). JAX: a whole
-    epoch of a dense network as one compiled loop (kbn.jax_loop); a convolutional one, 50 steps, so
-    Ctrl-C and the heartbeat still answer within seconds on a CPU. TensorFlow: 50 (kbn bench)."""
-    return 1000 if jax_loop_enabled() and not is_conv(arch) else 50
-
-
-def jax_loop_enabled() -> bool:
-    """Periods train as compiled loops (kbn.jax_loop) on JAX unless KBN_JAX_LOOP=off, which gives
-    Keras's own `fit` (for comparison: same steps, same numbers up to float rounding)."""
+def _on_cpu() -> bool:
     import keras
 
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].platform == "cpu"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_physical_devices("GPU")
+    return True
+
+
+def train_path(model) -> dict:
+    """How `model` trains here, read from the built model, and why: {"backend", "loop" ("kbn": a whole
+    period as one compiled loop, kbn.jax_loop; "fit": Keras's fit, one compiled call per
+    `steps_per_call` steps), "steps_per_call", "jit_compile" (TensorFlow), "reason"}. On a CPU a
+    network with convolutions never trains inside a compiled while loop: XLA's CPU backend runs them
+    there ~20x slower (jax-ml/jax#12868; kbn bench, README)."""
+    import keras
+
+    backend, convs = keras.backend.backend(), conv_layers(model)
+    has = f"has {len(convs)} convolution layer(s) ({', '.join(convs[:3])}{', ...' if len(convs) > 3 else ''})"
+    if backend == "tensorflow":
+        return {"backend": backend, "loop": "fit", "steps_per_call": 50, "jit_compile": not convs,
+                "reason": f"{has}: oneDNN's convolutions, no XLA (it slows them)" if convs
+                else "no convolutions: XLA with 50 steps per call"}
+    if backend != "jax":
+        return {"backend": backend, "loop": "fit", "steps_per_call": 50, "reason": "Keras's fit"}
+    if os.environ.get("KBN_JAX_LOOP", "on") == "off":
+        return {"backend": backend, "loop": "fit", "steps_per_call": 50, "reason": "KBN_JAX_LOOP=off"}
+    if convs and _on_cpu():
+        return {"backend": backend, "loop": "fit", "steps_per_call": 50,
+                "reason": f"{has}: XLA's CPU backend runs convolutions inside a compiled loop ~20x slower "
+                          "(jax-ml/jax#12868), so Keras's fit, one step per dispatch (on a CPU, "
+                          "KERAS_BACKEND=tensorflow trains them 2-4x faster)"}
+    return {"backend": backend, "loop": "kbn", "steps_per_call": 50 if convs else 1000,
+            "reason": f"{has}: on a GPU, a compiled loop of 50 steps" if convs
+            else "no convolutions: a whole period as one compiled loop"}
+
+
+def steps_per_call(model) -> int:
+    """The most training steps one compiled call runs (a period's shortest span caps it): `train_path`'s."""
+    return train_path(model)["steps_per_call"]
+
+
+def jax_loop_enabled(model=None) -> bool:
+    """kbn's compiled loops (kbn.jax_loop) train `model` (None: any network with no convolutions): on
+    JAX unless KBN_JAX_LOOP=off, which gives Keras's own `fit` (same steps, same numbers up to float
+    rounding), and never a convolutional network on a CPU (`train_path`)."""
+    import keras
+
+    if model is not None:
+        return train_path(model)["loop"] == "kbn"
     return keras.backend.backend() == "jax" and os.environ.get("KBN_JAX_LOOP", "on") != "off"
 
 
-def fast_compile_args(steps_per_execution: int, arch: str) -> dict:
+def fast_compile_args(steps_per_execution: int, model) -> dict:
     """Several steps per compiled call, so no per-step Python runs between them; on TensorFlow also
-    XLA for the MLPs, where it pays together with steps_per_execution (it slows TF's CNNs on CPU:
-    kbn bench, README)."""
+    XLA for networks without convolutions, where it pays together with steps_per_execution (it slows
+    TF's CNNs on CPU: kbn bench, README)."""
     import keras
 
     args = {"steps_per_execution": steps_per_execution}
     if keras.backend.backend() == "tensorflow":
-        args["jit_compile"] = not is_conv(arch)
+        args["jit_compile"] = train_path(model)["jit_compile"]
     return args
 
 
@@ -125,3 +219,43 @@ def keep_tensorflow_out() -> None:
     from kbn import compat
 
     compat.mark_tensorflow_absent()  # not if someone imported TensorFlow already
+
+
+def _fused_call(layer, plain_call):
+    """`layer`'s call with its training-mode batch statistics as one TensorFlow FusedBatchNormV3 (oneDNN's
+    fused kernel, forward and backward) instead of Keras 3's moments + normalize: a dozen elementwise
+    passes over a convolution's output, which cost the CNN 3x its time on 2 cores (README). Same
+    arithmetic: the batch's biased variance normalizes and enters the moving average (the op returns it
+    Bessel-corrected: undone). Anything else (inference, a mask, renorm, not NHWC float32) is Keras's."""
+    import tensorflow as tf
+
+    def call(inputs, training=None, mask=None):
+        if not (training and layer.trainable) or mask is not None or layer.renorm or len(inputs.shape) != 4 \
+                or layer.axis not in (-1, 3) or inputs.dtype != tf.float32 or not (layer.scale and layer.center):
+            return plain_call(inputs, training=training, mask=mask)
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(inputs, layer.gamma, layer.beta, epsilon=layer.epsilon,
+                                                         data_format="NHWC", is_training=True)[:3]
+        n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
+        var = var * (n - 1.0) / n
+        m = layer.momentum
+        layer.moving_mean.assign(layer.moving_mean * m + mean * (1.0 - m))
+        layer.moving_variance.assign(layer.moving_variance * m + var * (1.0 - m))
+        return y
+
+    return call
+
+
+def fuse_batch_norm(model) -> list[str]:
+    """On TensorFlow, each BatchNormalization of `model` (a user's subclass too, unless it has its own
+    call) trains through the fused kernel (`_fused_call`); returns their names ([] elsewhere). Keras 3
+    has no fused switch: the layer's own `call` is replaced on the instance (the class, the saved
+    model and the other backends are untouched)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return []
+    found = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+             and type(layer).call is keras.layers.BatchNormalization.call and "call" not in vars(layer)]
+    for layer in found:
+        layer.call = _fused_call(layer, layer.call)
+    return [layer.name for layer in found]

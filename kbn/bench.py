@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ def _setup(spec: dict, x, y, rng):
     import numpy as np
 
     from kbn import models, optim
-    from kbn.backend import fast_compile_args
+    from kbn.backend import fast_compile_args, fuse_batch_norm
     from kbn.packed import build_packed
 
     k, spe, n = spec["k"], spec["spe"], len(y)
@@ -46,7 +47,9 @@ def _setup(spec: dict, x, y, rng):
         order = np.stack([rng.permutation(n) for _ in range(k)], axis=1)
         return model, order.astype(np.int32), [y[order[:, j]] for j in range(k)], order
     model = singles[0]
-    kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, spec["arch"])
+    kw = {} if spec["variant"] == "fit" else fast_compile_args(spe, model)
+    if spec["variant"] != "fit":
+        fuse_batch_norm(model)  # kbn's path: batch norm as one fused kernel on TensorFlow
     model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], **kw)
     return model, x, y, order
@@ -54,14 +57,74 @@ def _setup(spec: dict, x, y, rng):
 
 def _epoch_runner(spec: dict, model, x, y, inputs, target, order):
     """One epoch as kbn trains it (on JAX its compiled loop; `fit` for the baseline and on TensorFlow)."""
-    from kbn.backend import jax_loop_enabled, steps_per_call
+    from kbn.backend import train_path
     from kbn.jax_loop import JaxPeriods
 
-    if spec["variant"] != "fit" and jax_loop_enabled():
+    path = train_path(model)
+    if spec["variant"] != "fit" and path["loop"] == "kbn":
         own = spec["variant"] == "seeds"
-        periods = JaxPeriods(model, None if own else x, y, spec["k"], own, 128, steps_per_call(spec["arch"]))
+        periods = JaxPeriods(model, None if own else x, y, spec["k"], own, 128, path["steps_per_call"])
         return lambda: periods.train(order, [], 0)
     return lambda: model.fit(inputs, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of one example's forward pass through `model`'s Conv and Dense layers, from the
+    built layers' shapes (nested models walked): a Dense layer's inputs × units (per position where
+    it maps more than a vector), a convolution's output positions × its kernel (height × width × input
+    channels per group × output channels). Norms, pooling and activations are left out: a few per cent
+    of a CNN's arithmetic."""
+    import math
+
+    total = 0
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            total += multiply_adds(layer)
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or not any(kind in type(layer).__name__ for kind in ("Conv", "Dense")):
+            continue
+        total += math.prod(layer.output.shape[1:-1]) * math.prod(kernel.shape)
+    return total
+
+
+def train_flops(model, examples: int = EPOCH) -> float:
+    """Floating-point operations of training on `examples` examples: 2 per multiply-add forward, and
+    the backward pass twice the forward (gradients of the inputs and of the weights): 3 × 2 × MACs."""
+    return 6.0 * multiply_adds(model) * examples
+
+
+def peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float | None:
+    """This machine's measured matmul rate in FLOP/s, in the backend in use: the best of `repeats`
+    compiled n×n products (2n³ each); None where the backend cannot multiply in `dtype` here."""
+    import keras
+    import numpy as np
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+            import jax.numpy as jnp
+
+            x, f = jnp.asarray(a, dtype), jax.jit(lambda u: u @ u)
+            run = lambda: f(x).block_until_ready()  # noqa: E731
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            x, f = tf.cast(tf.constant(a), dtype), tf.function(lambda u: tf.matmul(u, u))
+            run = lambda: f(x).numpy()  # noqa: E731
+        else:
+            return None
+        run()
+        best = min(_seconds(run) for _ in range(repeats))
+    except Exception:  # noqa: BLE001 - no such dtype or kernel on this backend here
+        return None
+    return 2.0 * n**3 / best
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _device_peak_mb():
@@ -83,7 +146,8 @@ def _child(spec: dict) -> dict:
     import keras
     import numpy as np
 
-    from kbn.backend import enable_compile_cache
+    from kbn import models
+    from kbn.backend import enable_compile_cache, train_path
 
     enable_compile_cache()
     rng = np.random.default_rng(0)
@@ -92,15 +156,15 @@ def _child(spec: dict) -> dict:
     y = rng.integers(0, 10, spec["examples"]).astype(np.int32)
     model, inputs, target, order = _setup(spec, x, y, rng)
     epoch = _epoch_runner(spec, model, x, y, inputs, target, order)
-    times = []
-    for _ in range(spec["epochs"] + 1):  # the first epoch compiles: not counted
-        t0 = time.perf_counter()
-        epoch()
-        times.append(time.perf_counter() - t0)
-    per_epoch = min(times[1:]) * EPOCH / spec["examples"]
+    times = [_seconds(epoch) for _ in range(spec["epochs"] + 1)]  # the first epoch compiles: not counted
+    scale = EPOCH / spec["examples"] / spec["k"]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**spec, "backend": keras.backend.backend(), "s_per_trial_epoch": per_epoch / spec["k"],
-            "peak_mb": peak_mb, "device_peak_mb": _device_peak_mb()}
+    single = models.build(spec["arch"], shape, norm=spec["norm"])  # one trial's network, for its arithmetic
+    return {**spec, "backend": keras.backend.backend(), "path": train_path(single)["loop"],
+            "s_per_trial_epoch": statistics.median(times[1:]) * scale,
+            "epochs_s": [round(t * scale, 3) for t in times[1:]], "loadavg": os.getloadavg()[0],
+            "train_flops": train_flops(single), "peak_flops": peak_flops("float32"),
+            "peak_flops_bf16": peak_flops("bfloat16"), "peak_mb": peak_mb, "device_peak_mb": _device_peak_mb()}
 
 
 def _run_child(spec: dict, backend: str, timeout: int) -> dict | None:
@@ -131,7 +195,9 @@ def run(archs, norms, ks, backends, examples: dict, epochs: int = 2, spe: int = 
                         "examples": examples.get(arch, examples["default"])}
                 r = _run_child(spec, backend, timeout)
                 results.append(r)
-                what = r.get("error") or f"{r['s_per_trial_epoch']:.3f} s per trial-epoch, peak {r['peak_mb']:.0f} MB"
+                what = r.get("error") or (f"{r['s_per_trial_epoch']:.3f} s per trial-epoch ({r['path']}; "
+                                          f"{' '.join(limit_cells(r)[4:5])} the limit, load {r['loadavg']:.1f}), "
+                                          f"peak {r['peak_mb']:.0f} MB")
                 log(f"bench {backend:<10} {arch:<8} {norm:<5} {variant:<6} K={k:<3} {what}")
     return results
 
@@ -141,19 +207,35 @@ def table(results: list[dict]) -> tuple[list[str], list[list]]:
     base = {(r["backend"], r["arch"], r["norm"]): r["s_per_trial_epoch"]
             for r in results if r["variant"] == "fit" and "error" not in r}
     headers = ["backend", "arch", "norm", "variant", "K", "s / trial-epoch", "trial-epochs / s",
-               "x fit (same backend)", "x fit (tensorflow)", "peak MB (host)", "peak MB (GPU)"]
+               "x fit (same backend)", "x fit (tensorflow)", "peak MB (host)", "peak MB (GPU)"] + LIMIT_HEADERS
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["backend"], r["arch"], r["norm"], r["variant"], r["k"], "error: " + r["error"]] + [""] * 5)
+            rows.append([r["backend"], r["arch"], r["norm"], r["variant"], r["k"], "error: " + r["error"]]
+                        + [""] * (len(headers) - 6))
             continue
         s = r["s_per_trial_epoch"]
         same = base.get((r["backend"], r["arch"], r["norm"]))
         tf = base.get(("tensorflow", r["arch"], r["norm"]))
         rows.append([r["backend"], r["arch"], r["norm"], r["variant"], r["k"], f"{s:.4f}", f"{1 / s:.2f}",
                      f"{same / s:.2f}" if same else "", f"{tf / s:.2f}" if tf else "", f"{r['peak_mb']:.0f}",
-                     "" if r.get("device_peak_mb") is None else f"{r['device_peak_mb']:.0f}"])
+                     "" if r.get("device_peak_mb") is None else f"{r['device_peak_mb']:.0f}"] + limit_cells(r))
     return headers, rows
+
+
+LIMIT_HEADERS = ["path", "TFLOP / epoch", "peak GFLOP/s fp32 / bf16", "limit s (fp32)", "× the limit", "load"]
+
+
+def limit_cells(r: dict) -> list[str]:
+    """How far a measurement is from the arithmetic limit: its FLOPs per 50k-example epoch (the
+    model's), the backend's measured matmul peak, the limit (FLOPs ÷ fp32 peak) and seconds ÷ limit;
+    and the 1-minute load average when it ran (the machine is shared)."""
+    flops, peak, bf16 = r.get("train_flops"), r.get("peak_flops"), r.get("peak_flops_bf16")
+    if not flops or not peak:
+        return [r.get("path", "")] + [""] * (len(LIMIT_HEADERS) - 1)
+    limit = flops / peak
+    return [r.get("path", ""), f"{flops / 1e12:.3f}", f"{peak / 1e9:.0f} / " + (f"{bf16 / 1e9:.0f}" if bf16 else "—"),
+            f"{limit:.2f}", f"{r['s_per_trial_epoch'] / limit:.1f}×", f"{r.get('loadavg', float('nan')):.1f}"]
 
 
 # ---------------------------------------------------------------- compile time in a run

@@ -33,7 +33,8 @@ import numpy as np
 from kbn import __version__, compat, data as kdata, models, optim, precision, registry, stability
 from kbn import interrupts
 from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
-from kbn.backend import enable_compile_cache, fast_compile_args, jax_loop_enabled, keep_tensorflow_out, steps_per_call
+from kbn.backend import (enable_compile_cache, fast_compile_args, fuse_batch_norm, jax_loop_enabled,
+                         keep_tensorflow_out, train_path)
 from kbn.bn_stats import PopulationStatistics, describe
 from kbn.callbacks import CallTimer, Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.errors import ConfigError
@@ -234,7 +235,7 @@ def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = Fa
     """Train runs of one cell that differ only in learning rate and seed, packed into one model when
     there are several (each keeps its own weights, statistics, optimizer state, data order and logs).
     `protocol` (a sweep's: how its learning rate was chosen, the phase) goes into config.json.
-    `steps_per_execution`: the most steps one compiled call runs (default: kbn.backend.steps_per_call).
+    `steps_per_execution`: the most steps one compiled call runs (default: kbn.backend.train_path's).
     `save_model`: each finished run keeps its own trained network as `model.keras` (a sweep asks for it
     in final runs only: search trials would cost disk for nothing)."""
     _packable(cfgs)
@@ -269,7 +270,7 @@ def _compile(cfgs: list[TrainConfig], singles: list[keras.Model], ds: kdata.Data
     if len(cfgs) == 1:
         single = singles[0]
         single.compile(optimizer=optim.make_optimizer(cfg.optimizer, cfg.lr), loss="sparse_categorical_crossentropy",
-                       metrics=["accuracy"], **fast_compile_args(spe, cfg.arch))
+                       metrics=["accuracy"], **fast_compile_args(spe, single))
         return single, single, None
     packed = build_packed(singles, [c.lr for c in cfgs], cfg.optimizer, steps_per_execution=spe,
                           train_examples=ds.x_train if own_orders else None)
@@ -292,12 +293,13 @@ def _rate_verified(components: dict, cfg: TrainConfig, model: keras.Model) -> di
 
 
 def _run_metadata(cfg: TrainConfig, ds: kdata.Dataset, model: keras.Model, components: dict, schedule: Schedule,
-                  spe: int, k: int, own_orders: bool, protocol: dict | None) -> dict:
-    """What every packed run's config.json says alike: environment, data, network, schedule, what batch
-    norm evaluates with, how its seconds are measured, command."""
-    method = "explicit" if jax_loop_enabled() else "jax events" if keras.backend.backend() == "jax" else "first calls"
+                  spe: int, k: int, own_orders: bool, protocol: dict | None, path: dict) -> dict:
+    """What every packed run's config.json says alike: environment, the training path and why, data,
+    network, schedule, what batch norm evaluates with, how its seconds are measured, command."""
+    method = "explicit" if path["loop"] == "kbn" else "jax events" if keras.backend.backend() == "jax" else "first calls"
     return {
         "backend": keras.backend.backend(),
+        "path": path,
         "versions": versions(),
         "data": {"source": ds.source, "sizes": ds.sizes(), "input_shape": list(ds.input_shape),
                  "num_classes": ds.num_classes, "validation_fraction": ds.validation_fraction},
@@ -366,14 +368,20 @@ class _Trials:
         schedule = plan_schedule(cfg, len(ds.y_train))
         # Several steps per compiled call: no per-step Python between them (kbn.bench measures the gain).
         # fit's calls stop at a period's end; the JAX loop's count is traced, so its chunk need not.
-        chunk = steps_per_execution or steps_per_call(cfg.arch)
+        path = train_path(singles[0])  # read from the built network: its convolutions, not its name
+        chunk = steps_per_execution or path["steps_per_call"]
         spe = max(1, min(chunk, schedule.period_steps))
         own_orders = len({c.seed for c in cfgs}) > 1
         model, evaluator, packed = _compile(cfgs, singles, ds, spe, own_orders)
+        fused = fuse_batch_norm(model)  # TensorFlow: batch norm as one fused kernel
+        if fused:
+            path = {**path, "fused_batch_norm": fused, "reason": f"{path['reason']}; batch norm fused (FusedBatchNormV3)"}
+        if verbose:
+            log(f"kbn: {cfg.run_name()}: {path['backend']}, {path['loop']} loop: {path['reason']}")
         components = _rate_verified(components, cfg, model)
-        loop = jax_loop_enabled()
+        loop = path["loop"] == "kbn"
         shared = _run_metadata(cfg, ds, singles[0], components, schedule, chunk if loop else spe, k, own_orders,
-                               protocol)
+                               protocol, path)
         runlogs = [_open_runlog(c, logdir, hp, shared) for c, hp in zip(cfgs, hparams)]
         calls = FirstCalls() if keras.backend.backend() != "jax" else None  # estimated on TensorFlow only
         probe = _probe(cfg, ds, evaluator, singles[0], k, packed is not None, calls)

@@ -10,11 +10,15 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from kbn import backend
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+SLOW = pytest.mark.slow  # builds the networks in a child process: seconds each
 
 
 @pytest.fixture
@@ -32,12 +36,14 @@ def machine(monkeypatch):
 
 
 @pytest.mark.parametrize("archs,have,expect", [
-    (["mlp"], {}, "jax"),  # dense networks: JAX, 2-4x faster on CPU
-    (["mlp", "cnn"], {}, "tensorflow"),  # a CNN on CPU: TensorFlow's oneDNN
+    pytest.param(["mlp"], {}, "jax", marks=SLOW),  # dense networks: JAX, 2-4x faster on CPU
+    pytest.param(["mlp", "cnn"], {}, "tensorflow", marks=SLOW),  # a CNN on CPU: TensorFlow's oneDNN
     (["deep_cnn"], {"gpu": True}, "jax"),  # on a GPU: JAX for every network
     (["cnn"], {"tf": False}, "jax"),
     (["mlp"], {"jax": False}, "tensorflow"),
-    (["my_module:MyNet"], {}, "jax"),  # a user's network counts as dense
+    pytest.param(["tests.user_parts:two_layer"], {}, "jax", marks=SLOW),  # a user's dense network
+    pytest.param(["tests.user_parts:small_cnn"], {}, "tensorflow", marks=SLOW),  # a user's conv net: read from its built model
+    pytest.param(["my_module:MyNet"], {}, "jax", marks=SLOW),  # does not build: the command reports it
 ])
 def test_choose_backend_by_networks_and_machine(machine, archs, have, expect):
     machine(**have)
@@ -55,19 +61,51 @@ def test_is_conv_reads_the_registry():
     assert not backend.is_conv("mlp") and not backend.is_conv("ioffe_mlp") and not backend.is_conv("no-such-net")
 
 
+@pytest.mark.slow
+def test_probe_reads_convolutions_from_the_built_models():
+    """In a child process on JAX (the backend is chosen before Keras is imported): each network built,
+    its Conv layers listed; a user's import string alike; None for one that does not build."""
+    got = backend.probe_conv(("tests.user_parts:small_cnn", "cnn", "mlp", "tests.user_parts:two_layer", "no_mod:x"))
+    assert got == {"tests.user_parts:small_cnn": ["Conv2D c1"], "cnn": ["Conv2D conv1", "Conv2D conv2"],
+                   "mlp": [], "tests.user_parts:two_layer": [], "no_mod:x": None}
+
+
+def test_train_path_of_a_user_conv_net_is_read_from_its_model():
+    """On JAX and a CPU a network with convolutions never trains in kbn's compiled loop (XLA runs
+    convolutions in a loop body ~20x slower, jax-ml/jax#12868): Keras's fit, 50 steps per call; the
+    reason names the layers. A dense one: the whole period as one loop."""
+    from kbn import models
+
+    conv = models.build("tests.user_parts:small_cnn", (28, 28, 1), 10, "batch")
+    path = backend.train_path(conv)
+    assert path["backend"] == "jax" and path["loop"] == "fit" and path["steps_per_call"] == 50
+    assert "Conv2D c1" in path["reason"] and "jax-ml/jax#12868" in path["reason"]
+    assert not backend.jax_loop_enabled(conv)
+    dense = models.build("tests.user_parts:two_layer", (28, 28, 1), 10, "batch")
+    assert backend.train_path(dense) == {"backend": "jax", "loop": "kbn", "steps_per_call": 1000,
+                                         "reason": "no convolutions: a whole period as one compiled loop"}
+    assert backend.steps_per_call(dense) == 1000 and backend.jax_loop_enabled(dense)
+
+
 def test_fast_compile_runs_several_steps_per_call_and_on_jax_no_jit_flag():
+    from kbn import models
+
     assert keras.backend.backend() == "jax"  # conftest's backend
-    assert backend.fast_compile_args(8, "mlp") == {"steps_per_execution": 8}
+    assert backend.fast_compile_args(8, models.build("mlp", (28, 28, 1))) == {"steps_per_execution": 8}
 
 
 def test_steps_per_call_whole_epochs_for_dense_networks_on_jax(monkeypatch):
     """The suite runs on JAX: a dense network's epoch is one compiled loop (up to 1000 steps), a
-    convolutional one 50 steps per call; KBN_JAX_LOOP=off is Keras's fit, 50 steps per call."""
+    convolutional one Keras's fit, 50 steps per call; KBN_JAX_LOOP=off is Keras's fit, 50 steps per call."""
+    from kbn import models
+
+    mlp, cnn = models.build("mlp", (28, 28, 1)), models.build("cnn", (28, 28, 1))
     assert backend.jax_loop_enabled()
-    assert backend.steps_per_call("mlp") == backend.steps_per_call("deep_mlp") == 1000
-    assert backend.steps_per_call("cnn") == 50
+    assert backend.steps_per_call(mlp) == backend.steps_per_call(models.build("deep_mlp", (28, 28, 1))) == 1000
+    assert backend.steps_per_call(cnn) == 50 and not backend.jax_loop_enabled(cnn)
     monkeypatch.setenv("KBN_JAX_LOOP", "off")
-    assert not backend.jax_loop_enabled() and backend.steps_per_call("mlp") == 50
+    assert not backend.jax_loop_enabled() and backend.steps_per_call(mlp) == 50
+    assert backend.train_path(mlp)["reason"] == "KBN_JAX_LOOP=off"
 
 
 def test_default_pack_is_one_on_cpu():
@@ -124,3 +162,47 @@ def test_jax_train_imports_no_tensorflow(tmp_path, write_cache):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tensorflow imported: False" in out.stdout, out.stdout[-2000:]
     assert "oneDNN" not in out.stderr
+
+
+FUSED_BN = """
+import json, keras, numpy as np
+from kbn import backend, models
+rng = np.random.default_rng(0)
+x, y = rng.random((96, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 96)
+out = {}
+for fused in (False, True):
+    keras.utils.set_random_seed(0)
+    model = models.build("tests.user_parts:small_cnn", (28, 28, 1), 10, "batch")
+    names = backend.fuse_batch_norm(model) if fused else []
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=2)
+    loss = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history["loss"]
+    bn = model.get_layer("c1_batchnorm")
+    out[str(fused)] = {"names": names, "loss": loss, "weights": {w.path: w.numpy().tolist() for w in model.weights},
+                       "moving_variance": bn.moving_variance.numpy().tolist(),
+                       "eval": float(model.evaluate(x, y, verbose=0))}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_fused_batch_norm_on_tensorflow_gives_keras_numbers():
+    """TensorFlow: batch norm through the fused kernel trains as Keras's own layer does (loss, weights,
+    moving statistics, the evaluation with them), float32 rounding apart; the dense BN layer too."""
+    import json
+
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", FUSED_BN], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    plain, fused = got["False"], got["True"]
+    assert fused["names"] == ["c1_batchnorm", "hidden_batchnorm"] and plain["names"] == []
+    np.testing.assert_allclose(fused["loss"], plain["loss"], rtol=1e-4)
+    np.testing.assert_allclose(fused["moving_variance"], plain["moving_variance"], rtol=1e-4, atol=1e-6)
+    assert fused["eval"] == pytest.approx(plain["eval"], rel=1e-4)
+    # a bias into batch norm has a zero gradient up to rounding, which Adam scales to steps of lr: noise,
+    # which the norm's moving mean takes in (the evaluation with it agrees above)
+    into_bn = {"c1/bias", "hidden/bias", "c1_batchnorm/moving_mean", "hidden_batchnorm/moving_mean"}
+    assert into_bn < set(plain["weights"]) and set(fused["weights"]) == set(plain["weights"])
+    for path in set(plain["weights"]) - into_bn:
+        np.testing.assert_allclose(fused["weights"][path], plain["weights"][path], rtol=1e-3, atol=1e-5, err_msg=path)

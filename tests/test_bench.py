@@ -53,3 +53,35 @@ def test_compile_table_gives_the_median_of_interleaved_repeats():
     headers, rows = bench.compile_table(results)
     assert headers[3] == "n" and [r[:4] for r in rows] == [["c", "the sweep's", "13", "3"], ["c", "one point", "1", "3"]]
     assert rows[0][4:] == ["31.0", "29.0", "2.0", "6.5%", f"{31 / 29:.3f}"]  # a 50 s outlier moves no median
+
+
+def test_multiply_adds_of_a_small_conv_and_dense_model_by_hand():
+    """Input 8×8×1 → Conv2D(4, 3×3, same) → Flatten → Dense(10): the convolution 8·8 positions × 3·3·1 ×
+    4 = 2,304 multiply-adds, the dense 256 × 10 = 2,560; training 6 FLOPs per multiply-add (2 forward,
+    4 backward). kbn's cnn: 627,200 + 5,017,600 + 401,408 + 2,560, about 1.8 TFLOP per 50k epoch."""
+    import keras
+
+    from kbn import bench, models
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    assert bench.multiply_adds(model) == 2304 + 2560
+    assert bench.train_flops(model, examples=3) == 6 * 3 * (2304 + 2560)
+    cnn = models.build("cnn", (28, 28, 1), 10, "batch")
+    assert bench.multiply_adds(cnn) == 28 * 28 * 25 * 32 + 14 * 14 * 25 * 32 * 32 + 1568 * 256 + 2560
+    assert bench.train_flops(cnn) == pytest.approx(1.815e12, rel=1e-3)
+
+
+def test_bench_rows_say_how_far_from_the_arithmetic_limit():
+    from kbn import bench
+
+    peak = bench.peak_flops("float32", n=256, repeats=2)
+    assert peak is not None and 1e8 < peak < 1e14  # a real product on this machine
+    r = {"backend": "jax", "arch": "cnn", "norm": "none", "variant": "fast", "k": 1, "s_per_trial_epoch": 20.0,
+         "peak_mb": 900, "path": "fit", "train_flops": 1.8e12, "peak_flops": 3e11, "peak_flops_bf16": None,
+         "loadavg": 2.04}
+    headers, rows = bench.table([r])
+    got = dict(zip(headers, rows[0]))
+    assert got["limit s (fp32)"] == "6.00" and got["× the limit"] == "3.3×" and got["path"] == "fit"
+    assert got["peak GFLOP/s fp32 / bf16"] == "300 / —" and got["TFLOP / epoch"] == "1.800" and got["load"] == "2.0"

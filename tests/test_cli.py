@@ -73,6 +73,7 @@ def test_data_prepare_reports_splits_and_cache(tmp_path, capsys, make_idx_folder
     assert "mnist: {'train': 50, 'validation': 10, 'test': 12}" in out and "mnist.npz" in out
 
 
+@pytest.mark.slow  # builds the networks in a child process to read their convolutions
 def test_backend_choice_follows_the_measurements(monkeypatch):
     from kbn import backend
 

@@ -243,3 +243,35 @@ def test_compiled_loop_equals_fit_with_periods_of_many_lengths(tmp_path, tiny_da
             assert rb[col] == pytest.approx(ra[col], rel=1e-4, abs=1e-5), (col, ra, rb)
     for wa, wb in zip(_weights(out["off"].folder), _weights(out["on"].folder)):
         np.testing.assert_allclose(wb, wa, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["cnn", "tests.user_parts:small_cnn"])
+def test_a_conv_net_trains_as_plain_fit_does_and_says_why(tmp_path, tiny_dataset, arch, capsys):
+    """A convolutional network (kbn's, or a user's import string) on JAX and a CPU: the path read from its
+    built model is Keras's fit, not kbn's compiled loop (jax-ml/jax#12868), said on the run's first line
+    and in config.json; its numbers are those of a plain `fit` (one step per call) over the same order."""
+    import json
+
+    from kbn import optim
+    from kbn.train import IndexStream, initial_model
+
+    cfg = TrainConfig(arch=arch, norm="batch", optimizer="adam", lr=1e-3, seed=0, epochs=2, batch_size=48,
+                      **({"width": 4} if arch == "cnn" else {}))
+    (run,) = train_many([cfg], tmp_path, verbose=True, dataset=tiny_dataset, log=print)
+    first = capsys.readouterr().out.splitlines()[0]
+    path = json.loads((run.folder / "config.json").read_text())["path"]
+    assert path["backend"] == "jax" and path["loop"] == "fit" and "Conv2D" in path["reason"], path
+    assert first.startswith(f"kbn: {cfg.run_name()}: jax, fit loop: has ") and "jax-ml/jax#12868" in first
+    model = initial_model(cfg, tiny_dataset)
+    model.compile(optimizer=optim.make_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    n, order = len(tiny_dataset.y_train), IndexStream(len(tiny_dataset.y_train), 0)
+    for p, row in enumerate(read_metrics(run.folder)):
+        idx = order.take(n)
+        hist = model.fit(tiny_dataset.x_train[idx], tiny_dataset.y_train[idx], batch_size=48, epochs=p + 1,
+                         initial_epoch=p, shuffle=False, verbose=0).history
+        assert row["loss"] == pytest.approx(hist["loss"][-1], rel=1e-4, abs=1e-5)
+        assert row["accuracy"] == pytest.approx(hist["accuracy"][-1], rel=1e-4, abs=1e-5)
+    for wa, wb in zip(model.get_weights(), _weights(run.folder)):
+        np.testing.assert_allclose(wb, wa, rtol=1e-3, atol=1e-5)
