@@ -224,7 +224,7 @@ def cmd_sweep(args) -> int:
     if not args.worker:  # Keras's import alone takes 10-50 s on a busy machine: say so before it
         print(f"kbn sweep {sweep.name}: loading Keras ({os.environ.get('KERAS_BACKEND', 'jax')}), then the data",
               flush=True)
-    from kbn import distribute, tune
+    from kbn import distribute, runner
 
     distribute.oracle_timeout()  # a bad KBN_ORACLE_TIMEOUT fails here, not in every worker
 
@@ -237,8 +237,8 @@ def cmd_sweep(args) -> int:
         if not os.environ.get("KBN_CHIEF_PID"):  # a local worker's chief reports for it
             print(f"kbn worker: no more trials{f' ({failed} failed here)' if failed else ''}")
         return 0  # failed trials are the chief's to report; non-zero means this worker stopped on an error
-    failed = tune.run_sweep(sweep, logdir, pack=args.pack, workers=args.workers, sweep_file=args.file,
-                            host=args.host, port=args.port)
+    failed = runner.run_sweep(sweep, logdir, pack=args.pack, workers=args.workers, sweep_file=args.file,
+                              host=args.host, port=args.port)
     _print_status(logdir)
     if failed:
         print(f"kbn sweep {sweep.name}: stopped with {failed} failed trial(s) (above); the cells they hold have "

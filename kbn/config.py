@@ -4,72 +4,16 @@ Pure data and checks: it must not import Keras, load data or know how a run trai
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
 
 import numpy as np
 
 from kbn import registry
+from kbn.checks import (ACTIVATIONS, INITS, SEED_MAX, check_choice, check_init, check_positive,  # noqa: F401 - kbn.config.check_* as before
+                        check_seed, init_scale)
 from kbn.errors import ConfigError
 
 # The components (datasets, networks, norms, optimizers) are kbn.registry's; this module validates names
 # against it without importing anything a name points to.
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "gelu", "selu", "swish")
-
-
-def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{field}: unknown value {value!r}; choose from: {', '.join(choices)}")
-    return value
-
-
-# numpy's and Keras's generators take seeds of 32 bits: a larger one fails inside training.
-SEED_MAX = 2**32 - 1
-
-
-def check_seed(field: str, value) -> int:
-    """One seed, 0..SEED_MAX (a run's, a sweep's final and search seeds)."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SEED_MAX:
-        raise ConfigError(f"{field}: got {value!r}; give an integer from 0 to {SEED_MAX} (the generators take 32 bits)")
-    return value
-
-
-def check_positive(field: str, value: Any, kind: type = int, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
-    if not ok or not math.isfinite(value) or value <= 0:
-        what = "a positive integer" if kind is int else "a positive number"
-        raise ConfigError(f"{field}: got {value!r}; it must be {what}")
-    return kind(value)
-
-
-# Kernel initialisers: the builders' own (Keras's glorot_uniform), or gaussian:S = N(0, S^2) on every
-# kernel, biases zero (Ioffe & Szegedy 4.1: "weights initialized to small random Gaussian values").
-INITS = ("glorot_uniform", "gaussian:<stddev>")
-
-
-def check_init(value) -> str:
-    if value == "glorot_uniform":
-        return value
-    if isinstance(value, str) and value.startswith("gaussian:"):
-        try:
-            scale = float(value.split(":", 1)[1])
-        except ValueError:
-            scale = None
-        if scale is not None and math.isfinite(scale) and scale > 0:
-            return value
-    raise ConfigError(f"init: got {value!r}; give glorot_uniform or gaussian:<stddev> with a positive stddev, "
-                      "e.g. gaussian:0.1")
-
-
-def init_scale(init: str) -> float | None:
-    """The Gaussian stddev of `init`, None for the builders' own initialiser."""
-    return float(init.split(":", 1)[1]) if init.startswith("gaussian:") else None
-
-
 # What BatchNormalization evaluates with (kbn.bn_stats): Keras's moving averages (momentum 0.99,
 # kbn.registry's "batch"), or Ioffe & Szegedy's Algorithm 2, population statistics recomputed before
 # every evaluation over BN_BATCHES training batches (fvcore's PreciseBN defaults to 200; README,
@@ -600,3 +544,25 @@ def load_sweep(path) -> SweepConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return sweep_from_dict(raw, where=str(path), default_name=p.stem)
+
+
+def cells_by_key(sweep: SweepConfig) -> dict[str, Cell]:
+    return {c.key: c for c in sweep.cells()}
+
+
+def off_plan(sweep: SweepConfig, cell: Cell, values: dict) -> str | None:
+    """How a trial's phase, lr or seed is not one this sweep plans for `cell` (a trial.json edited by
+    hand, or of another sweep), or None: such a trial is never counted as the sweep's work."""
+    phase, lr, seed = values.get("phase"), float(values.get("lr", "nan")), values.get("seed")
+    coarse = set(sweep.coarse_grid(cell.optimizer))
+    fine = {v for best in coarse for v in sweep.fine_grid(cell.optimizer, best)}
+    rates = {"coarse": coarse, "fine": fine,
+             "final": set(sweep.rates) if sweep.lr is not None else coarse | fine}.get(phase)
+    if rates is None:
+        return f"phase {phase!r} is not one of coarse, fine, final"
+    if lr not in rates:
+        return f"{phase} lr {values.get('lr')} is not in this sweep's {phase} grid"
+    seeds = sweep.seeds if phase == "final" else sweep.search_seeds
+    if seed not in seeds:
+        return f"seed {seed} is not among this sweep's {phase} seeds {list(seeds)}"
+    return None

@@ -23,7 +23,7 @@ from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
-from kbn.tune import (Pace, SweepOracle, SweepTuner, announce, preflight, progress_line, run_sweep, trial_metrics,
+from kbn.tune import (Pace, SweepOracle, SweepTuner, announce, preflight, progress_line, trial_metrics,
                       write_summary)
 
 
@@ -208,12 +208,6 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def run_chief(sweep: SweepConfig, logdir: Path, sweep_file: str, workers: int, host: str = "127.0.0.1",
-              port: int | None = None, log=console.say, pack: int | None = None) -> int:
-    """The chief alone or with `workers` local workers (run_sweep with workers != 1)."""
-    return run_sweep(sweep, logdir, log, pack, workers, sweep_file, host, port)
 
 
 def serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each=None) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 from keras import layers
 
 from kbn import compat, registry
-from kbn.config import ACTIVATIONS, check_choice, check_init, check_positive, init_scale
+from kbn.checks import ACTIVATIONS, check_choice, check_init, check_positive, init_scale
 from kbn.errors import ConfigError
 
 
@@ -138,6 +138,10 @@ def ioffe_mlp(input_shape, num_classes=10, norm="none", activation="sigmoid", de
     return _head(inputs, x, num_classes, f"ioffe_mlp_{norm}")
 
 
+# kbn's own networks by the name their registry entry (kbn.registry.ARCHS) gives as its builder
+BUILDERS = {f.__name__: f for f in (mlp, deep_mlp, cnn, deep_cnn, ioffe_mlp)}
+
+
 def apply_init(model: keras.Model, init: str) -> keras.Model:
     """Draw every kernel (Dense and Conv2D, the output layer's too) afresh from `init`
     (config.INITS); biases stay zero. In layer order from Keras's seeded generator, so a seed gives
@@ -161,7 +165,7 @@ def build(arch, input_shape, num_classes=10, norm="none", activation=None, depth
     A user's network is checked: its norms must be where `norm` asked for them."""
     rec = registry.get("arch", arch)
     norm_rec = registry.get("norm", norm)
-    builder = rec.resolve()
+    builder = BUILDERS[rec.builder] if rec.source is None else rec.resolve()
     kwargs = {}
     if activation is not None:
         kwargs["activation"] = check_choice("activation", activation, ACTIVATIONS)

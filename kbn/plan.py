@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kbn import trials
-from kbn.config import Cell, SweepConfig
+from kbn.config import Cell, SweepConfig, cells_by_key, off_plan
 from kbn.runlog import RunCheck, check_run
 from kbn.sweep_folder import is_locked, load_folder_sweep
 
@@ -187,31 +187,9 @@ def work_left(sweep: SweepConfig, progress: dict[str, dict]) -> int:
     return left
 
 
-def off_plan(sweep: SweepConfig, cell: Cell, values: dict) -> str | None:
-    """How a trial's phase, lr or seed is not one this sweep plans for `cell` (a trial.json edited by
-    hand, or of another sweep), or None: such a trial is never counted as the sweep's work."""
-    phase, lr, seed = values.get("phase"), float(values.get("lr", "nan")), values.get("seed")
-    coarse = set(sweep.coarse_grid(cell.optimizer))
-    fine = {v for best in coarse for v in sweep.fine_grid(cell.optimizer, best)}
-    rates = {"coarse": coarse, "fine": fine,
-             "final": set(sweep.rates) if sweep.lr is not None else coarse | fine}.get(phase)
-    if rates is None:
-        return f"phase {phase!r} is not one of coarse, fine, final"
-    if lr not in rates:
-        return f"{phase} lr {values.get('lr')} is not in this sweep's {phase} grid"
-    seeds = sweep.seeds if phase == "final" else sweep.search_seeds
-    if seed not in seeds:
-        return f"seed {seed} is not among this sweep's {phase} seeds {list(seeds)}"
-    return None
-
-
 def score_value(score) -> float:
     """A completed trial's score for ranking; NaN (Keras Tuner's mark of a broken score) ranks last."""
     return -math.inf if score is None or math.isnan(score) else float(score)
-
-
-def cells_by_key(sweep: SweepConfig) -> dict[str, Cell]:
-    return {c.key: c for c in sweep.cells()}
 
 
 def run_folder(sweep: SweepConfig, logdir: Path, values: dict, cells: dict[str, Cell] | None = None) -> Path:

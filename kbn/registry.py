@@ -278,10 +278,10 @@ class Arch:
     source: str | None = None
 
     def resolve(self, field: str = "arch") -> Callable:
+        """A user's builder (`source`); kbn's own are kbn.models' to look up (`models.builder`): the
+        registry sits below the networks and never imports them."""
         if self.source is None:
-            from kbn import models
-
-            return getattr(models, self.builder)
+            raise ConfigError(f"{field}: {self.name!r} is kbn's own network: kbn.models.builder builds it")
         obj, _ = import_object(field, self.source)
         if not callable(obj) or inspect.isclass(obj):
             raise ConfigError(f"{field}: {self.source!r} names {_what(obj)}, not a builder function "

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from kbn import registry
-from kbn.config import PHASES, SEARCH_FIELDS, SETTING_DEFAULTS, Cell, SweepConfig, file_shape, sweep_from_dict
+from kbn.config import (PHASES, SEARCH_FIELDS, SETTING_DEFAULTS, Cell, SweepConfig, cells_by_key, file_shape, off_plan,
+                        sweep_from_dict)
 from kbn.errors import ConfigError, KbnError
 from kbn.runlog import write_json_atomic
 from kbn.trials import records
@@ -127,8 +128,6 @@ def read_components(stored: Path) -> dict:
 
 def runs_against_sweep(sweep: SweepConfig, logdir: Path) -> str | None:
     """The first way the runs and trials in `logdir` disagree with `sweep`, or None."""
-    from kbn.plan import cells_by_key, off_plan  # kbn.plan reads sweep.json through this module
-
     cells = cells_by_key(sweep)
     ignore = ("lr", "seed", "data_dir")
     for config_path in sorted(logdir.glob("runs/*/config.json")) + sorted(logdir.glob("search/*/*/config.json")):

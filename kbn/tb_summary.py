@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from kbn import runlog, tboard
+from kbn.tboard import answer_tags
 
 SUMMARY = "summary"  # its runs are summary/<norm>, from `kbn tensorboard` and a plain --logdir alike
 ANSWER_SUFFIX = ".answer"
@@ -32,20 +33,6 @@ def group_key(s: dict, by_lr: bool = False) -> str:
     """A cell without its norm: the arms that a margin chart puts side by side; `by_lr`, a sweep
     with a list of shared rates: each rate's final runs are their own (…-lr<rate>)."""
     return f"{s['dataset']}-{s['arch']}-{s['optimizer']}" + (f"-lr{float(s['lr']):g}" if by_lr else "")
-
-
-def answer_tags(axis: str) -> dict[str, tuple[str, str]]:
-    """The answer scalars' tags -> (display name, description): HParams shows them first."""
-    unit = "epochs" if axis == "epoch" else "optimizer steps"
-    return {
-        "answer/test_diff_vs_none": ("test diff vs none (points)", "Final test accuracy minus that of the none arm of "
-                                     "the same seed (dataset, network, optimizer), in percentage points; 0 for none."),
-        "answer/val_auc": ("validation AUC (%)", "Area under the validation-accuracy curve: the mean validation "
-                           "accuracy over the run's evaluations, in percent (the report's convergence AUC)."),
-        f"answer/{axis}s_to_target": (f"{unit} to target", f"The first {axis} at which validation accuracy got 90% "
-                                      "of the way from chance to the best of the none arm of the same seed (the "
-                                      "report's speed-up rung); absent if never reached."),
-    }
 
 
 def final_runs(logdir: Path) -> list[dict]:

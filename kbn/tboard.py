@@ -229,7 +229,6 @@ def sweep_experiment(sweep, lrs: list[float] | None = None):
     from tensorboard.plugins.hparams import plugin_data_pb2, summary_v2 as hp
 
     from kbn.config import PHASES
-    from kbn.tb_summary import answer_tags
 
     axis = "step" if sweep.eval_every_steps else "epoch"
     hparams = [hp.HParam(k, hp.Discrete(list(getattr(sweep, k + "s")))) for k in ("dataset", "arch", "norm", "optimizer")]
@@ -249,6 +248,20 @@ def sweep_experiment(sweep, lrs: list[float] | None = None):
         info.differs = info.name in SHOWN
     pb.value[0].metadata.plugin_data.content = data.SerializeToString()
     return pb
+
+
+def answer_tags(axis: str) -> dict[str, tuple[str, str]]:
+    """The answer scalars' tags -> (display name, description): HParams shows them first."""
+    unit = "epochs" if axis == "epoch" else "optimizer steps"
+    return {
+        "answer/test_diff_vs_none": ("test diff vs none (points)", "Final test accuracy minus that of the none arm of "
+                                     "the same seed (dataset, network, optimizer), in percentage points; 0 for none."),
+        "answer/val_auc": ("validation AUC (%)", "Area under the validation-accuracy curve: the mean validation "
+                           "accuracy over the run's evaluations, in percent (the report's convergence AUC)."),
+        f"answer/{axis}s_to_target": (f"{unit} to target", f"The first {axis} at which validation accuracy got 90% "
+                                      "of the way from chance to the best of the none arm of the same seed (the "
+                                      "report's speed-up rung); absent if never reached."),
+    }
 
 
 def sweep_hparams(sweep, cell, values: dict, session: str) -> HParams:

@@ -8,8 +8,8 @@ on disk each time it is asked, which is what makes a sweep resumable after `kill
 1.4.8's own GridSearchOracle is not: keras-team/keras-tuner#1055) and lets Keras Tuner's chief/worker
 mode spread one sweep over several processes or machines. Files are written atomically.
 
-This module holds the oracle, the tuner, the checks before a sweep trains (`preflight`) and
-`run_sweep`; the folder's lock and sweep.json are kbn.sweep_folder's, the chief and its worker
+This module holds the oracle, the tuner and the checks before a sweep trains (`preflight`);
+kbn.runner's `run_sweep` runs it here or over workers; the folder's lock and sweep.json are kbn.sweep_folder's, the chief and its worker
 processes kbn.distribute's, and what is left to do kbn.plan's. It must not know how a trial trains
 beyond calling kbn.train.
 
@@ -36,16 +36,14 @@ from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
 from kbn import compat, console, data as kdata, registry
-from kbn.config import SweepConfig, check_address
+from kbn.config import SweepConfig
 from kbn.errors import DataError, DataFileError, KbnError
 from kbn import interrupts
-from kbn.backend import default_pack
 from kbn.clock import process_compile_seconds
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, check_trial_run, failure_summary, keeps_model,
                       off_plan, planned_trials, run_folder, score_value, trial_key, trial_length,
                       work_left)
 from kbn.runlog import write_json_atomic
-from kbn.sweep_folder import check_components, prepare_folder, sweep_lock
 from kbn.trials import read_trial
 from kbn.packed import is_packable as packable
 from kbn.tboard import sweep_hparams
@@ -584,42 +582,6 @@ def _load(datasets: dict, cfg, verbose: bool):
     if key not in datasets:
         datasets[key] = kdata.load(cfg.dataset, cfg.data_dir, cfg.subset, verbose=verbose)
     return datasets[key]
-
-
-def run_sweep(sweep: SweepConfig, logdir: Path, log=console.say, pack: int | None = None, workers: int | None = 1,
-              sweep_file: str | None = None, host: str = "127.0.0.1", port: int | None = None) -> int:
-    """Run a sweep to its end (or to its failed trials); returns the number of failed trials.
-
-    workers: 1, this process trains every trial; N > 1, it serves the oracle as Keras Tuner's chief and
-    starts N local workers (`sweep_file` is what they read); 0, it only serves (workers join from other
-    machines); None, kbn chooses from the machine's cores and memory (kbn.resources) and says why."""
-    from kbn.distribute import auto_workers, check_workers, serve, set_distribution_env  # it imports this module
-
-    logdir = Path(logdir)
-    if workers != 1:
-        check_address(host, port)
-    with sweep_lock(logdir):
-        prepare_folder(sweep, logdir)
-        check_components(sweep, logdir)
-        pack = pack or default_pack()
-        datasets = preflight(sweep, pack)
-        cores_each = None
-        if workers is None:
-            choice = auto_workers(sweep, datasets, pack)
-            workers, cores_each = choice.workers, choice.cores_each
-            log(f"kbn sweep: {workers} local worker(s): {choice.why} (--workers N overrides)")
-        elif workers > 1:
-            check_workers(workers, sweep, datasets, pack)
-        if workers == 1:
-            set_distribution_env(None)
-            tuner = SweepTuner(sweep, logdir, log=log, pack=pack, datasets=datasets)
-            announce(sweep, logdir, tuner.oracle, log)
-            tuner.search()
-            write_summary(logdir, log)  # rewritten on resume too
-            return len(tuner.oracle.failed())
-        failed = serve(sweep, logdir, sweep_file, workers, host, port, log, pack, datasets, cores_each)
-        write_summary(logdir, log)
-        return failed
 
 
 def write_summary(logdir: Path, log) -> None:

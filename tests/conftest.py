@@ -173,7 +173,7 @@ def finished_tiny_sweep(tmp_path_factory):
     """A real 2-cell sweep (TINY: none and batch, 2 seeds, 1 epoch; ~20 s), run once per test session,
     for tests that only read a finished sweep's folder."""
     from kbn.config import load_sweep
-    from kbn.tune import run_sweep
+    from kbn.runner import run_sweep
 
     root = tmp_path_factory.mktemp("finished-tiny")
     with pytest.MonkeyPatch.context() as mp:

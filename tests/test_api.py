@@ -94,7 +94,7 @@ def test_stock_grid_search_on_a_kbn_project_does_what_the_readme_says(tiny, tmp_
     import keras
     import keras_tuner as kt
 
-    from kbn.tune import run_sweep
+    from kbn.runner import run_sweep
 
     out = tmp_path / "out"
     run_sweep(load_sweep(tiny), out, log=lambda *_: None)

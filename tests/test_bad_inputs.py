@@ -284,19 +284,19 @@ def test_a_deleted_sweep_json_and_another_select_on_is_refused(finished_copy, ca
 def test_a_dataset_file_deleted_mid_sweep_stops_it_in_one_line(tmp_path, capsys, monkeypatch, make_images, tiny_text):
     import json
 
-    from kbn import tune
+    from kbn import runner
 
     name = _npz(tmp_path / "mine.npz", make_images, n_train=120)
     f = tmp_path / "s.toml"
     f.write_text(tiny_text.replace('["mnist"]', f'["{name}"]').replace('norms = ["none", "batch"]', 'norms = ["none"]'))
-    orig = tune.preflight
+    orig = runner.preflight
 
     def preflight_then_delete(*a, **k):  # the data is in memory; its file goes before the first trial
         out = orig(*a, **k)
         (tmp_path / "mine.npz").unlink()
         return out
 
-    monkeypatch.setattr(tune, "preflight", preflight_then_delete)
+    monkeypatch.setattr(runner, "preflight", preflight_then_delete)  # what run_sweep calls
     code = main(["sweep", str(f), "--logdir", str(tmp_path / "out"), "--workers", "1"])
     one_line(capsys, code, str(tmp_path / "mine.npz"), "restore it")
     for c in (tmp_path / "out").rglob("config.json"):

@@ -351,7 +351,7 @@ def test_a_sweep_states_its_rule_in_its_protocol():
 @pytest.mark.slow
 def test_a_sweeps_runs_record_the_rule_and_the_report_states_it(tmp_path, write_cache):
     from kbn import report
-    from kbn.tune import run_sweep
+    from kbn.runner import run_sweep
 
     write_cache("mnist")
     raw = {"name": "pop", "datasets": ["mnist"], "archs": ["mlp"], "norms": ["none", "batch"], "optimizers": ["sgd"],

@@ -119,9 +119,9 @@ def test_train_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, ma
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_sweep_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, monkeypatch):
-    from kbn import tune
+    from kbn import runner
 
-    monkeypatch.setattr(tune, "run_sweep", lambda *a, **k: pytest.fail("trained into a bad logdir"))
+    monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: pytest.fail("trained into a bad logdir"))
     logdir = _bad_logdirs(tmp_path)[which]
     assert main(["sweep", str(ROOT / "sweeps" / "smoke.toml"), "--logdir", logdir]) == 2
     _one_line_error(capsys, "logdir", logdir)

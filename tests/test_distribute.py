@@ -12,7 +12,7 @@ import pytest
 
 from kbn.config import load_sweep
 from kbn.distribute import set_distribution_env
-from kbn.tune import run_sweep
+from kbn.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 KT_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")

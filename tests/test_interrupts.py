@@ -12,7 +12,7 @@ import pytest
 from kbn import interrupts
 from kbn.config import load_sweep
 from kbn.errors import Interrupted
-from kbn.tune import run_sweep
+from kbn.runner import run_sweep
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -6,7 +6,7 @@ import pytest
 from kbn.config import Cell, load_sweep, sweep_from_dict
 from kbn.errors import ConfigError
 from kbn.plan import cell_progress, planned_trials, status_rows
-from kbn.tune import run_sweep
+from kbn.runner import run_sweep
 
 
 def test_fine_grid_sits_between_the_winner_and_its_neighbours():

@@ -324,7 +324,7 @@ def test_a_fixed_rate_with_a_search_is_one_line():
 def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path, write_cache):
     from kbn import report
     from kbn.plan import folder_progress, load_folder_sweep, planned_trials
-    from kbn.tune import run_sweep
+    from kbn.runner import run_sweep
 
     write_cache("mnist")
     sweep = sweep_from_dict(FIXED)

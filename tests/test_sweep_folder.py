@@ -15,7 +15,7 @@ from kbn.config import load_sweep, sweep_from_dict
 from kbn.errors import ConfigError
 from kbn.report.results import read_protocol
 from kbn.sweep_folder import SweepBusy, is_locked, load_folder_sweep, prepare_folder, stored_sweep, sweep_lock
-from kbn.tune import run_sweep
+from kbn.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = {"name": "s", "datasets": ["mnist"], "archs": ["mlp"], "norms": ["none", "batch"], "optimizers": ["sgd", "adam"],

@@ -200,7 +200,7 @@ def banded(tmp_path_factory):
 
     from conftest import write_cache
     from kbn.config import load_sweep
-    from kbn.tune import run_sweep
+    from kbn.runner import run_sweep
 
     root = tmp_path_factory.mktemp("banded")
     with pytest.MonkeyPatch.context() as mp:
@@ -357,7 +357,7 @@ def test_a_rate_list_gives_each_rate_its_own_bands_and_pairs(tmp_path, tiny_text
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from kbn.config import load_sweep
-    from kbn.tune import run_sweep
+    from kbn.runner import run_sweep
 
     write_cache()
     (tmp_path / "rl.toml").write_text(tiny_text.split("[search]")[0].replace("epochs = 1", "epochs = 1\nlr = [0.1, 1.0]"))

@@ -15,7 +15,7 @@ import pytest
 from kbn import data
 from kbn.config import load_sweep
 from kbn.plan import planned_trials, status_rows
-from kbn.tune import run_sweep
+from kbn.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

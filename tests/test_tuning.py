@@ -48,7 +48,7 @@ def test_robustness_per_cell_and_the_change_a_norm_makes():
 def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path, capsys):
     from kbn.cli import main
     from kbn.config import load_sweep
-    from kbn.tune import run_sweep
+    from kbn.runner import run_sweep
 
     run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
     pts = tuning.trial_points(tmp_path / "out")
