@@ -6,6 +6,9 @@ Keras's fit, evaluate and predict compile inside their first calls, JAX's own co
 times (`FirstCalls`, fed by kbn.callbacks.CallTimer). A sweep's
 ETA also leaves out what JAX compiles outside the loops (building a model, Keras's eager operations:
 `process_compile_seconds`).
+Every ETA kbn prints is learnt here: a run's (`RunClock.left`, per step and per evaluation) and a
+sweep's (`Pace.left`, per unit of training of its ended trials, for one process or a chief and its
+workers alike).
 It must not know models, files or sweeps: seconds in, seconds out.
 """
 
@@ -50,6 +53,28 @@ class RunClock:
         per_step = self.train / step if step else 0.0
         per_eval = self.evaluate / evaluations if evaluations else 0.0
         return per_step * (total_steps - step) + per_eval * evaluations_left
+
+
+class Pace:
+    """What a sweep's ETA learns from: the seconds its ended trials took (`busy`, summed over workers),
+    of which they spent compiling (`compiled`: what each trial's process compiled meanwhile), and
+    their training length (`work`). Compilation is left out: a worker compiles a cell's programs once,
+    in its first trial, so an ETA that learnt from it was 3-32x too long early in a sweep (issue 20).
+    It is not predicted either: after the first trials there is little of it (each new cell's
+    programs, once per worker). Nor is the workers' start: the rate is the trials' own seconds, not the
+    sweep's elapsed time, shared by the workers that train at once."""
+
+    def __init__(self):
+        self.busy = self.compiled = 0.0
+        self.work = 0
+
+    def ended(self, took: float, compiled: float) -> None:
+        self.busy += took
+        self.compiled += compiled
+
+    def left(self, work: float, workers: int = 1) -> float:
+        """Seconds for `work` more units of training on `workers` at once, at the ended trials' pace."""
+        return max(self.busy - self.compiled, 0.0) / self.work * work / max(workers, 1) if self.work else 0.0
 
 
 class FirstCalls:

@@ -23,7 +23,8 @@ from kbn.backend import default_pack, is_conv
 from kbn.config import SweepConfig
 from kbn.errors import ConfigError, KbnError
 from kbn.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
-from kbn.tune import (Pace, SweepOracle, SweepTuner, announce, preflight, progress_line, trial_metrics,
+from kbn.clock import Pace
+from kbn.tune import (SweepOracle, SweepTuner, announce, preflight, progress_line, trial_metrics,
                       write_summary)
 
 

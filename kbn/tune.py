@@ -39,7 +39,7 @@ from kbn import compat, console, data as kdata, registry
 from kbn.config import SweepConfig
 from kbn.errors import DataError, DataFileError, KbnError
 from kbn import interrupts
-from kbn.clock import process_compile_seconds
+from kbn.clock import Pace, process_compile_seconds
 from kbn.plan import (COMPLETED, FAILED, cell_progress, cells_by_key, check_trial_run, failure_summary, keeps_model,
                       off_plan, planned_trials, run_folder, score_value, trial_key, trial_length,
                       work_left)
@@ -444,28 +444,6 @@ class SweepTuner(base_tuner.BaseTuner):
 
 def _since(before: float | None) -> float | None:
     return None if before is None else process_compile_seconds() - before
-
-
-class Pace:
-    """What a sweep's ETA learns from: the seconds its ended trials took (`busy`, summed over workers),
-    of which they spent compiling (`compiled`: what each trial's process compiled meanwhile), and
-    their training length (`work`). Compilation is left out: a worker compiles a cell's programs once,
-    in its first trial, so an ETA that learnt from it was 3-32x too long early in a sweep (issue 20).
-    It is not predicted either: after the first trials there is little of it (each new cell's
-    programs, once per worker). Nor is the workers' start: the rate is the trials' own seconds, not the
-    sweep's elapsed time, shared by the workers that train at once."""
-
-    def __init__(self):
-        self.busy = self.compiled = 0.0
-        self.work = 0
-
-    def ended(self, took: float, compiled: float) -> None:
-        self.busy += took
-        self.compiled += compiled
-
-    def left(self, work: float, workers: int = 1) -> float:
-        """Seconds for `work` more units of training on `workers` at once, at the ended trials' pace."""
-        return max(self.busy - self.compiled, 0.0) / self.work * work / max(workers, 1) if self.work else 0.0
 
 
 PROGRESS_WIDTH = 100  # a progress line never wraps on a 100-column terminal, nor in a log read at 100
