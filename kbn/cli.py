@@ -18,17 +18,35 @@ HOST_DEFAULT = "127.0.0.1"
 
 
 def _archs_of(args) -> list[str]:
-    if args.command == "train":
-        return [args.arch]
-    if args.command == "sweep":
-        from kbn.config import load_sweep
-        from kbn.errors import KbnError
+    """The networks whose built models choose the backend (a probe of seconds): none while a setting
+    is wrong, so a typo is refused at once, by the command itself."""
+    from kbn.errors import KbnError
 
-        try:
-            return list(load_sweep(args.file).archs)
-        except KbnError:
-            return []  # reported properly by the command itself
+    try:
+        if args.command == "train":
+            _train_config(args)
+            return [args.arch]
+        if args.command == "sweep":
+            return list(_sweep_of(args).archs)
+    except KbnError:
+        return []
     return []
+
+
+def _train_config(args) -> TrainConfig:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**given, "eval_steps": _eval_steps(args.eval_steps)})
+
+
+def _sweep_of(args):
+    """The sweep file, validated, with --precision over its own (named as the option's, not the file's)."""
+    from kbn.config import PRECISIONS, check_choice, load_sweep, sweep_from_dict
+
+    sweep = load_sweep(args.file)
+    if args.precision is not None:
+        check_choice("precision", args.precision, PRECISIONS)
+        sweep = sweep_from_dict({**sweep.to_file_dict(), "precision": args.precision}, where=args.file)
+    return sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,8 +174,7 @@ def cmd_train(args) -> int:
     from kbn.data import check_data_dir
     from kbn.runlog import check_writable_dir
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{**given, "eval_steps": _eval_steps(args.eval_steps)})
+    cfg = _train_config(args)
     check_data_dir(cfg.data_dir)
     check_writable_dir("logdir", args.logdir)
     from kbn.train import train  # imports Keras: after the cheap checks
@@ -213,12 +230,9 @@ def _print_status(logdir) -> None:
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
-    from kbn.config import load_sweep, sweep_from_dict
     from kbn.runlog import check_writable_dir
 
-    sweep = load_sweep(args.file)  # validated before anything trains
-    if args.precision is not None:  # the file's precision, overridden: validated as the file's would be
-        sweep = sweep_from_dict({**sweep.to_file_dict(), "precision": args.precision}, where=args.file)
+    sweep = _sweep_of(args)  # validated before anything trains
     _check_sweep_options(args)  # before the folder is made
     logdir = check_writable_dir("logdir", Path("logs") / sweep.name if args.logdir is None else args.logdir)
     if not args.worker:  # Keras's import alone takes 10-50 s on a busy machine: say so before it

@@ -148,7 +148,11 @@ def _arm_curves(ax, arm, x, train_col, val_col, scale, c, norm, bad) -> None:
     sel = by_x[[train_col, val_col]].mean() * scale
     band = [t_interval(v.dropna() * scale) if v.notna().any() else (None,) * 3 for _, v in by_x[val_col]]
     if all(lo is not None for _, lo, _ in band):
-        ax.fill_between(sel.index, [lo for _, lo, _ in band], [hi for _, _, hi in band], color=c, alpha=0.2, lw=0)
+        # cut at what the quantity can reach, as the tables cut intervals: an accuracy to [0, 100] %,
+        # a loss (cross-entropy) to >= 0
+        top = 100.0 if scale == 100 else np.inf
+        ax.fill_between(sel.index, [max(lo, 0.0) for _, lo, _ in band], [min(hi, top) for _, _, hi in band],
+                        color=c, alpha=0.2, lw=0)
     note = f", {len(bad)} of {arm['seed'].nunique()} seeds did not train" if bad else ""
     ax.plot(sel.index, sel[val_col], color=c, label=f"{name} (validation{note})")
     ax.plot(sel.index, sel[train_col], color=c, ls="--", alpha=0.7, label=f"{name} (train)")

@@ -16,6 +16,7 @@ know how a sweep trains or plans."""
 from __future__ import annotations
 
 import collections
+import fcntl
 import shutil
 from pathlib import Path
 
@@ -79,8 +80,9 @@ def band(values: dict[int, float], metric: str) -> tuple[float, float, float]:
     if metric.endswith("accuracy"):  # in percent, cut to [0, 100]: back to the runs' fractions
         st = stats.mean_interval(list(values.values()), list(values))
         st.value, st.low, st.high = (None if v is None else v / 100 for v in (st.value, st.low, st.high))
-    else:
+    else:  # a loss (cross-entropy): cut at 0, as an accuracy is cut at what it can reach
         st = stats.one_sample(values)
+        st.low = None if st.low is None else max(st.low, 0.0)
     return (st.value, st.low, st.high) if st.interval else (st.value, st.value, st.value)
 
 
@@ -128,8 +130,15 @@ def stored_sweep(logdir: Path):
 
 def write(logdir) -> Path | None:
     """(Re)write the sweep's summary run and its final runs' answer scalars from the folder; the
-    summary run's folder, or None while no final run has finished."""
+    summary run's folder, or None while no final run has finished. One writer at a time: a chief's
+    progress thread and the end of its sweep may both write (they shared a temporary folder)."""
     logdir = Path(logdir)
+    with open(logdir / f".{SUMMARY}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _write(logdir)
+
+
+def _write(logdir: Path) -> Path | None:
     runs = final_runs(logdir)
     if not runs:
         return None

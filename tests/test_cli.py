@@ -229,3 +229,20 @@ def test_train_with_mixed_precision_says_so_and_records_it(tmp_path, capsys, wri
     config = json.loads((run / "config.json").read_text())
     assert config["settings"]["precision"] == config["precision"]["policy"] == "mixed_bfloat16"
     assert config["precision"]["compute_dtypes"] == ["bfloat16"]
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["train", "--norm", "batchy"], "norm"),
+    (["train", "--epochs", "0"], "epochs"),
+    (["sweep", str(ROOT / "sweeps" / "smoke.toml"), "--precision", "fp8"], "precision"),
+])
+def test_a_bad_setting_is_refused_before_the_networks_are_probed(argv, field, monkeypatch, capsys):
+    """Which backend trains faster is read off the built networks in a child process (seconds): a
+    typo must not wait for it, and --precision's error names the option, not the sweep file."""
+    from kbn import backend
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)  # restored afterwards
+    monkeypatch.setattr(backend, "probe_conv", lambda *a: pytest.fail("probed a network before the checks"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kbn: error: {field}: ") and err.count("\n") == 1, err

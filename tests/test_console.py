@@ -138,3 +138,21 @@ def test_a_split_table_repeats_every_column_that_names_a_row():
     blocks = text.split("\n\n")
     assert len(blocks) == 2 and console.widest(text) <= 70
     assert all("50 %" in b and "90 %" in b for b in blocks)
+
+
+def test_a_split_report_table_repeats_its_row_labels_found_from_its_cells():
+    """Table 11's "row" (none / batch / rel) and the tuning table's norm name rows as the optimizer
+    does: a block that drops them prints three unlabelled "SGD" lines."""
+    from kbn.report.render import label_columns, render
+    from kbn.report.tables import Table
+
+    rows = [["SGD", kind, f"{70 + e}.5 ± 2.1", f"{71 + e}.0 ± 3.2", f"+0.{e}1 [-0.35, +0.45]"]
+            for e, kind in enumerate(("none", "batch", "rel"))]
+    assert label_columns(rows) == 2
+    assert label_columns([["SGD", "74.1"], ["Adam", "—"]]) == 1
+    table = Table("table11", "Table 11 — a test", ["optimizer", "row", "epoch 2", "epoch 3", "epoch 4"], rows)
+    text = render([table], "text", width=40)
+    blocks = [b for b in text.split("\n\n") if "SGD" in b]
+    assert len(blocks) >= 2 and console.widest(text) <= 40
+    for b in blocks:
+        assert all(kind in b for kind in ("none", "batch", "rel")), b

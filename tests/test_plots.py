@@ -281,3 +281,21 @@ def test_each_picture_carries_its_caption_what_is_drawn_its_n_and_band(tmp_path)
     assert "95% Student-t interval" in captions["curves_accuracy_mnist_mlp.png"]
     assert "3 seeds" in captions["rel_heatmap.png"] and "hatched" in captions["rel_heatmap.png"]
     assert "3 seeds per arm" in captions["adam_bn_jumps.png"]
+
+
+def test_curve_bands_stop_at_what_accuracy_and_loss_can_reach(tmp_path, drawn):
+    """Seeds that spread widely near 100 % and near a loss of 0: the t band would run past both."""
+    runs = noisy_runs()
+    spread = np.where(runs["seed"] == 0, -0.3, 0.15)
+    runs["val_accuracy"] = np.clip(0.85 + spread, 0, 1)  # 0.55, 1.0, 1.0: mean 85 %, t band up to ~150 %
+    runs["val_loss"] = np.clip(0.1 - spread, 0, None)  # 0.4, 0, 0: t band down to ~-0.4
+    plots.curves(runs, tmp_path)
+    for name, low, high in (("curves_accuracy_mnist_mlp.png", 0.0, 100.0), ("curves_loss_mnist_mlp.png", 0.0, np.inf)):
+        ax = drawn[name].axes[0]
+        bands = [band_edges(c) for c in ax.collections if len(band_edges(c)) == 3]
+        assert bands, name
+        ys = [y for b in bands for edge in b.values() for y in edge]
+        assert min(ys) == pytest.approx(low) or min(ys) > low, name
+        assert max(ys) <= high, name
+    acc = [band_edges(c) for c in drawn["curves_accuracy_mnist_mlp.png"].axes[0].collections]
+    assert any(hi == pytest.approx(100.0) for b in acc for _, hi in b.values())  # cut, not dropped

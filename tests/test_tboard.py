@@ -232,6 +232,7 @@ def expected_bands(sweep: Path, metric: str) -> dict:
             lo, hi = v.mean() - half, v.mean() + half
             if metric.endswith("accuracy"):
                 lo, hi = max(lo, 0.0), min(hi, 1.0)
+            lo = max(lo, 0.0)  # a loss cannot go below 0 either
             out.setdefault(norm, {})[e] = (v.mean(), lo, hi)
     return out
 
@@ -375,3 +376,22 @@ def test_a_rate_list_gives_each_rate_its_own_bands_and_pairs(tmp_path, tiny_text
         run.Reload()
         (point,) = run.Scalars("answer/test_diff_vs_none")
         assert point.value == pytest.approx(100 * (acc - test_acc[("none", lr, seed)][1]), abs=1e-4)
+
+
+def test_summary_writers_take_turns(tmp_path):
+    """A chief's progress thread and the end of its sweep both write the summary run: the second
+    waits for the first (they shared a temporary folder: FileNotFoundError on the rename)."""
+    import fcntl
+    import threading
+
+    from kbn import tb_summary
+
+    done = []
+    with open(tmp_path / ".summary.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        writer = threading.Thread(target=lambda: done.append(tb_summary.write(tmp_path)))
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and done == []  # waiting for the lock
+    writer.join(10)
+    assert done == [None]  # then written (nothing to summarise in an empty folder)

@@ -104,10 +104,26 @@ def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> 
             body = tabulate(_cells(t, fmt), headers=t.headers, tablefmt="pipe", disable_numparse=True)
             parts.append(f"### {t.title}\n\n{body}\n" + "".join(f"\n_{n}_\n" for n in notes))
         else:
-            body = console.table(_cells(t, fmt), t.headers, cols, keys=t.keys)
+            cells = _cells(t, fmt)
+            body = console.table(cells, t.headers, cols, keys=max(t.keys, label_columns(cells)))
             parts.append(f"{console.wrap(t.title, cols)}\n\n{body}\n"
                          + "".join(console.wrap(n, cols, "  ", "    ") + "\n" for n in notes))
     return "\n".join(parts)
+
+
+def label_columns(rows) -> int:
+    """How many leading columns name a row rather than hold a number ("SGD", "batch", "rel"): a table
+    split to fit a terminal repeats them all, so no block loses what its numbers are of. The last
+    column is never a label."""
+    def is_label(cell) -> bool:
+        text = str(cell).strip()
+        return text in ("", "—") or not (text[0].isdigit() or text[0] in "+-−[.⚠✓✗?▲▼†")
+
+    width = min((len(r) for r in rows), default=0)
+    n = 0
+    while n < width - 1 and all(is_label(r[n]) for r in rows) and any(str(r[n]).strip() not in ("", "—") for r in rows):
+        n += 1
+    return max(n, 1)
 
 
 # What a document that \input's the fragments needs in its preamble (booktabs: the rules; graphicx:
