@@ -60,7 +60,8 @@ def _option(field: dataclasses.Field) -> dict:
     if field.type == "bool":
         return {"action": "store_true", "help": field.metadata["help"]}
     kind = float if field.type.startswith("float") else int if field.type.startswith("int") else str
-    return {"type": kind, "default": field.default, "help": field.metadata["help"],
+    shown = "" if field.default is None else f" (default: {field.default})"
+    return {"type": kind, "default": field.default, "help": field.metadata["help"] + shown,
             **({"metavar": field.metadata["metavar"]} if field.metadata["metavar"] else {})}
 
 

@@ -131,7 +131,9 @@ def tables(rob: pd.DataFrame) -> list:
                   "best validation accuracy (%) after k coarse-grid trials",
                   ["optimizer", "norm", "band (decades)", "points"] + [f"E[best] k={k}" for k in ks], [], kind="plain",
                   label=(d, a))
-        for _, r in g.sort_values(["optimizer", "norm"]).iterrows():
+        opts, norms = registry.order("optimizer", g["optimizer"]), registry.order("norm", g["norm"])
+        rank = g["optimizer"].map(opts.index) * len(norms) + g["norm"].map(norms.index)
+        for _, r in g.assign(_rank=rank).sort_values("_rank").iterrows():  # the thesis's order, as every table
             row = [registry.display("optimizer", r["optimizer"]), r["norm"], f"{r['band']:.2f}", str(r["points"])]
             row += ["—" if pd.isna(r.get(f"best_k{k}")) else f"{100 * r[f'best_k{k}']:.2f}" for k in ks]
             t.rows.append(row)
@@ -144,7 +146,7 @@ def tables(rob: pd.DataFrame) -> list:
                        f"seed(s)) is within {100 * BAND:.0f} point of the best, on the grid searched (coarse and fine), "
                        "so it is resolved to the grid's spacing. E[best] k: the expected best search score after k "
                        "learning rates drawn at random (with replacement) from the coarse grid, exact from order "
-                       "statistics (Dodge et al. 2019).")
+                       "statistics (Dodge et al. 2019). points: the rates searched (coarse and fine).")
         out.append(t)
     return out
 

@@ -204,7 +204,9 @@ def test_every_train_setting_is_an_option_with_its_default_and_help():
     for field in dataclasses.fields(TrainConfig):
         action = options[field.name]
         assert action.option_strings == ["--" + field.name.replace("_", "-")]
-        assert action.default == field.default and action.help == field.metadata["help"]
+        assert action.default == field.default and action.help.startswith(field.metadata["help"])
+        if field.default not in (None, False):  # --help says what an option left out means
+            assert action.help.endswith(f"(default: {field.default})"), action.help
     defaults = parser().parse_args(["train"])
     assert {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)} == TrainConfig().to_dict()
 

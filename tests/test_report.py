@@ -650,7 +650,7 @@ def test_protocol_line_from_the_run_folders(run_folder, tmp_path, capsys):
     scan = report.scan_runs(sweep)
     line = report.protocol_line(scan.protocol)
     assert "learning rate searched with 1-epoch trials" in line and "selected on validation" in line
-    assert "1 search seed (0)" in line and "final runs: 2 or 3 epochs" in line
+    assert "search seed 0" in line and "search seeds" not in line and "final runs: 2 or 3 epochs" in line
 
 
 def test_the_protocol_line_names_the_precision_the_runs_trained_in():

@@ -72,7 +72,9 @@ class Document:
                   render_findings(self.findings, "markdown"), "\n## Pictures\n"]
         if self.notices:
             md[1:1] = ["Left out of this report:\n", *(f"- {n}" for n in self.notices), ""]
-        md += [f"![{p.stem}]({p.name})\n" for p in pictures]
+        from kbn import plots
+
+        md += [f"![{plots.caption(p) or p.stem}]({p.name})\n" for p in pictures]  # its caption, as in LaTeX
         return "\n".join(md)
 
     def write(self, out: str | Path) -> tuple[Path, list[Path]]:

@@ -218,7 +218,7 @@ def protocol_line(protocol: dict | None) -> str:
         parts.append(f"selected on {protocol['select_on']} accuracy{rule}")
     if protocol.get("search_seeds"):
         seeds = protocol["search_seeds"]
-        parts.append(f"{len(seeds)} search seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})")
+        parts.append(f"search seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")  # which, not how many
     final = []
     if protocol.get("final"):
         final.append(length(protocol["final"]))
