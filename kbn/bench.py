@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from kbn import console
+
 EPOCH = 50_000  # times are reported per 50k-example epoch, the thesis's MNIST training split
 
 
@@ -182,7 +184,7 @@ def _run_child(spec: dict, backend: str, timeout: int) -> dict | None:
 
 
 def run(archs, norms, ks, backends, examples: dict, epochs: int = 2, spe: int = 50, timeout: int = 900,
-        log=print, seed_ks=()) -> list[dict]:
+        log=console.say, seed_ks=()) -> list[dict]:
     """Every measurement; the first backend also gets the packed variants (`seeds`: packed trials
     that each keep their own data order, for K in seed_ks)."""
     results = []

@@ -3,12 +3,11 @@ They must not know the run's files, the schedule or packing beyond the trial cou
 
 from __future__ import annotations
 
-import sys
 import time
 
 import keras
 
-from kbn import interrupts
+from kbn import console, interrupts
 from kbn.runlog import is_finite
 
 
@@ -34,7 +33,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
 class Heartbeat(keras.callbacks.Callback):
     """Inside a long epoch (CNNs on CPU), a line every `every` seconds so the run is visibly alive."""
 
-    def __init__(self, label: str, total_steps: int, every: float = 15.0, stream=sys.stderr):
+    def __init__(self, label: str, total_steps: int, every: float = 15.0, stream=None):
         super().__init__()
         self.label, self.total, self.every, self.stream = label, total_steps, every, stream
 
@@ -47,8 +46,12 @@ class Heartbeat(keras.callbacks.Callback):
             self._last = now
             done = batch + 1
             left = (now - self._t0) / done * (self.total - done)
-            print(f"  {self.label}: step {done}/{self.total} loss {float(logs.get('loss', float('nan'))):.4f}"
-                  f" (~{left:.0f} s left in this epoch)", file=self.stream, flush=True)
+            line = (f"  {self.label}: step {done}/{self.total} loss {float(logs.get('loss', float('nan'))):.4f}"
+                    f" (~{left:.0f} s left in this epoch)")
+            if self.stream is None:
+                console.note(line)  # kbn's log; a stream given is written to as it is
+            else:
+                print(line, file=self.stream, flush=True)
 
 
 class StopOnInterrupt(keras.callbacks.Callback):

@@ -161,6 +161,9 @@ def _add_tensorboard(sub):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kbn", description="Does normalization help this optimizer, on this network, and by how much?")
     p.add_argument("--version", action="version", version=f"kbn {kbn.__version__}")
+    p.add_argument("--log", dest="log_level", metavar="LEVEL", default="info",
+                   help="how much of what kbn does is printed: quiet (warnings and each command's own output), "
+                        "info (the default: progress lines too) or verbose")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_data(sub)
@@ -532,6 +535,15 @@ def main(argv=None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:  # --help, or a malformed argument already reported in one line
         return int(e.code or 0)
+    from kbn import console
+    from kbn.checks import check_choice
+    from kbn.errors import ConfigError
+
+    try:  # the library logs; this sets what of it is printed
+        console.configure(check_choice("log", args.log_level, tuple(console.LEVELS)))
+    except ConfigError as e:
+        print(f"kbn: error: {e}", file=sys.stderr)
+        return 2
     os.environ["KERAS_BACKEND"] = choose_backend(_archs_of(args))  # before anything imports Keras
     from kbn.errors import KbnError
 

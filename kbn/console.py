@@ -1,10 +1,18 @@
 """The terminal a text output is printed on: its width, and prose and tables made to fit it.
 
 Every text a researcher reads in a terminal (the report, status, progress lines) fits `width()`:
-`COLUMNS` when set, else the tty's width, else 100 (a file, a pipe, a CI log)."""
+`COLUMNS` when set, else the tty's width, else 100 (a file, a pipe, a CI log).
+
+The library says what it does through `logging.getLogger("kbn")` (`say`, `note`, `warn`); the CLI
+sets how much of it is printed (`configure`, from `kbn --quiet` / `--verbose`). Printed, a record is
+wrapped to the terminal: info on stdout, notes and warnings on stderr. A program that configures
+logging itself gets the records through its own handlers instead; one that configures nothing (a
+notebook) gets them printed as the CLI does.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -36,12 +44,55 @@ def wrap(text: str, cols: int, first: str = "", rest: str | None = None) -> str:
                          break_long_words=True)
 
 
+LOGGER = logging.getLogger("kbn")
+LEVELS = {"quiet": logging.WARNING, "info": logging.INFO, "verbose": logging.DEBUG}
+
+
+class Terminal(logging.Handler):
+    """Prints kbn's records as the terminal reads them: each line longer than `width()` wrapped, its
+    continuation indented two spaces; info on the stdout of the moment (sys.stdout is looked up at each
+    record, so a redirected or captured stream gets it), notes and warnings on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.levelno >= logging.WARNING or getattr(record, "stderr", False) else sys.stdout
+        cols = width(stream)
+        text = record.getMessage()
+        try:
+            print("\n".join(line if len(line) <= cols else wrap(line, cols, "", "  ") for line in text.splitlines()),
+                  file=stream, flush=True)
+        except (OSError, ValueError):  # a closed stream: nothing to tell
+            pass
+
+
+def configure(level: str = "info") -> None:
+    """kbn's records printed by `Terminal` at `level` (LEVELS), and not passed on to the root logger
+    (no second copy where a program configured logging). The CLI calls it; so does the first record of
+    a process that configured no logging at all."""
+    LOGGER.handlers[:] = [h for h in LOGGER.handlers if not isinstance(h, Terminal)] + [Terminal()]
+    LOGGER.setLevel(LEVELS[level])
+    LOGGER.propagate = False
+
+
+def _record(level: int, message: str, **extra) -> None:
+    if not LOGGER.handlers and not logging.getLogger().handlers:
+        configure()  # nobody configured logging: print, as the command would
+    LOGGER.log(level, message, extra=extra or None)
+
+
 def say(message: str) -> None:
-    """Print a message for the terminal: each line longer than `width()` wrapped, its continuation
-    indented two spaces; shorter lines as they are."""
-    cols = width()
-    print("\n".join(line if len(line) <= cols else wrap(line, cols, "", "  ") for line in message.splitlines()),
-          flush=True)
+    """What kbn is doing (a trial's progress line, a sweep's opening): info, on stdout when printed."""
+    _record(logging.INFO, message)
+
+
+def note(message: str) -> None:
+    """A side remark that must not mix with a command's output (data being prepared, a cache): info,
+    on stderr when printed."""
+    _record(logging.INFO, message, stderr=True)
+
+
+def warn(message: str) -> None:
+    """Something the user should know went differently than asked: a warning (stderr)."""
+    _record(logging.WARNING, message)
 
 
 def widest(text: str) -> int:

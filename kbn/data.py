@@ -29,13 +29,12 @@ import pickle
 import re
 import socket
 import struct
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from kbn import registry
+from kbn import console, registry
 from kbn.errors import ConfigError, DataError, DataFileError
 
 CACHE_VERSION = 1
@@ -445,7 +444,7 @@ def prepare(name: str, data_dir: str | None = None, verbose: bool = True) -> tup
         tried.append(f"folder {cand} (no {'CIFAR-10 batches' if rec.reader == 'cifar' else 'IDX files'})")
     if raw is None:
         if verbose:
-            print(f"kbn: {name}: trying tensorflow-datasets", file=sys.stderr, flush=True)
+            console.note(f"kbn: {name}: trying tensorflow-datasets")
         raw, why = read_tfds(rec.tfds or name)
         if raw is None:
             tried.append(why)
@@ -454,7 +453,7 @@ def prepare(name: str, data_dir: str | None = None, verbose: bool = True) -> tup
     arrays = split_official(name, raw)
     path = write_cache(name, arrays, source)
     if verbose:
-        print(f"kbn: prepared {name} from {source}; cached at {path}", file=sys.stderr, flush=True)
+        console.note(f"kbn: prepared {name} from {source}; cached at {path}")
     return arrays, source
 
 
@@ -464,7 +463,7 @@ def _make_variant(name: str, prefix: str, data_dir, verbose: bool):
     base = name[len(prefix) + 1:]
     arrays, base_source = prepare(base, data_dir, verbose)
     if verbose:
-        print(f"kbn: generating {name} from {base} (once; cached afterwards)", file=sys.stderr, flush=True)
+        console.note(f"kbn: generating {name} from {base} (once; cached afterwards)")
     make = globals()[registry.VARIANTS[prefix].make]
     out = {"num_classes": arrays["num_classes"]} if "num_classes" in arrays else {}
     for i, split in enumerate(SPLITS):

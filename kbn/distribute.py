@@ -187,8 +187,7 @@ def _lifeline(chief: int, fd: int | None) -> None:
     if fd is None:
         while _alive(chief):
             time.sleep(0.5)
-    print(f"kbn worker: its chief (pid {chief}) is gone; stopping (the trial cut short runs again on resume)",
-          file=sys.stderr, flush=True)
+    console.warn(f"kbn worker: its chief (pid {chief}) is gone; stopping (the trial cut short runs again on resume)")
     os._exit(1)
 
 

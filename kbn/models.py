@@ -57,8 +57,11 @@ def _dense_stack(x, widths, norm, activation, prefix="dense"):
 
 
 def _head(inputs, x, num_classes, name):
-    # float32 under any policy (kbn.precision): a bfloat16 softmax keeps ~3 digits of each probability
-    outputs = layers.Dense(num_classes, activation="softmax", name="logits_softmax", dtype="float32")(x)
+    # float32 under a mixed policy (kbn.precision): a bfloat16 softmax keeps ~3 digits of each
+    # probability; otherwise the policy's own (float64 where floatx is float64: the exactness tests)
+    mixed = keras.config.dtype_policy().name.startswith("mixed")
+    outputs = layers.Dense(num_classes, activation="softmax", name="logits_softmax",
+                           dtype="float32" if mixed else None)(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -113,7 +113,7 @@ class _Builder:
         self.copies = {}  # single layer name -> (packed layer, how)
         self.layout = {}  # packed variable path -> how its axes hold the K trials
         self._made = {}  # name -> layer: the second graph reuses the first one's layers
-        self.policy = "float32"  # the dtype policy of the single layer being packed (kbn.precision)
+        self.policy = keras.config.dtype_policy()  # the single layer being packed's (kbn.precision); float64 under floatx float64
 
     def _layer(self, name, make):
         if name not in self._made:  # made as the single layer was: bfloat16 compute, float32 output layer

@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kbn import __version__, compat, data as kdata, models, optim, precision, registry, stability
+from kbn import __version__, compat, console, data as kdata, models, optim, precision, registry, stability
 from kbn import interrupts
 from kbn.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
 from kbn.backend import (enable_compile_cache, fast_compile_args, fuse_batch_norm, jax_loop_enabled,
@@ -111,7 +111,7 @@ def _fmt(v, spec=".4f"):
 
 
 def train(cfg: TrainConfig, logdir: str | Path, overwrite: bool = False, verbose: bool = True,
-          dataset: kdata.Dataset | None = None, log=print, hparams: HParams | None = None,
+          dataset: kdata.Dataset | None = None, log=console.say, hparams: HParams | None = None,
           protocol: dict | None = None, save_model: bool = True) -> RunResult:
     """Train `cfg` into `logdir/<run name>/`; a finished identical run is returned, not redone.
     With `save_model` the trained network is kept as `model.keras` in the run folder (MODEL_FILE)."""
@@ -229,7 +229,7 @@ def _todo(cfgs, logdir, overwrite, verbose, log, save_model) -> tuple[list[RunRe
 
 
 def train_many(cfgs: list[TrainConfig], logdir: str | Path, overwrite: bool = False, verbose: bool = True,
-               dataset: kdata.Dataset | None = None, log=print, hparams: list | None = None,
+               dataset: kdata.Dataset | None = None, log=console.say, hparams: list | None = None,
                steps_per_execution: int | None = None, protocol: dict | None = None,
                save_model: bool = True) -> list[RunResult]:
     """Train runs of one cell that differ only in learning rate and seed, packed into one model when
@@ -286,9 +286,9 @@ def _rate_verified(components: dict, cfg: TrainConfig, model: keras.Model) -> di
     verified = registry.get("optimizer", cfg.optimizer).rate_verified(model.optimizer, cfg.lr)
     if not verified:
         rate = compat.optimizer_lr_variable(model.optimizer)
-        print(f"kbn: warning: optimizer {cfg.optimizer!r}: its learning rate is a {type(rate).__name__}, not the "
-              f"{cfg.lr:g} asked for; config.json and metrics.csv record {cfg.lr:g}, which kbn cannot vouch for "
-              "(config.json: lr_verified false)", file=sys.stderr, flush=True)
+        console.warn(f"kbn: warning: optimizer {cfg.optimizer!r}: its learning rate is a {type(rate).__name__}, not "
+                     f"the {cfg.lr:g} asked for; config.json and metrics.csv record {cfg.lr:g}, which kbn cannot vouch "
+                     "for (config.json: lr_verified false)")
     return {**components, "optimizer": {**components["optimizer"], "lr_verified": verified}}
 
 

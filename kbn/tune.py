@@ -86,7 +86,7 @@ class NoTunerModels(KbnError, NotImplementedError):
 class SweepOracle(compat.oracle_class()):
     """Hands out the sweep's trials; the remaining work is always derived from the completed trials."""
 
-    def __init__(self, sweep: SweepConfig, log=print):
+    def __init__(self, sweep: SweepConfig, log=console.say):
         # Divergence is a result (chance accuracy), never a failure; a crashed trial is recorded FAILED
         # and not handed out again by this process, so the consecutive-failure limit is off.
         super().__init__(objective=kt.Objective("score", "max"), max_trials=None,
@@ -239,7 +239,7 @@ class SweepOracle(compat.oracle_class()):
 class SweepTuner(base_tuner.BaseTuner):
     """Runs the trials the oracle hands out: each one is a `kbn.train` run."""
 
-    def __init__(self, sweep: SweepConfig, logdir: str | Path, verbose: bool = True, log=print, pack: int = 1,
+    def __init__(self, sweep: SweepConfig, logdir: str | Path, verbose: bool = True, log=console.say, pack: int = 1,
                  datasets: dict | None = None):
         self.sweep, self.logdir, self.verbose, self.log = sweep, Path(logdir), verbose, log
         self.pack = pack  # trials pulled from the oracle at once and trained packed where they can be
@@ -551,7 +551,7 @@ def preflight(sweep: SweepConfig, pack: int = 1, verbose: bool = True) -> dict:
             if why is None:
                 build_packed([single, single], [cfg.lr, cfg.lr], cfg.optimizer)
             elif verbose:
-                print(f"kbn sweep: cell {cell.key} trains unpacked: {why}", flush=True)
+                console.say(f"kbn sweep: cell {cell.key} trains unpacked: {why}")
     return datasets
 
 

@@ -68,12 +68,24 @@ def signals_to_kbn():
 
 
 @pytest.fixture(autouse=True)
+def _kbn_prints():
+    """kbn's log printed as the CLI prints it (pytest's own log capture would otherwise take the
+    records first): tests read it from capsys, as a user reads the terminal."""
+    from kbn import console
+
+    console.configure()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KBN_DATA_DIR", str(tmp_path_factory.mktemp("kbn-cache")))
     monkeypatch.setenv("KBN_OFFLINE", "1")
     # tests that read a phrase out of text output read it unwrapped; tests of the fitting set COLUMNS
     # themselves (tests/test_console.py)
     monkeypatch.setenv("COLUMNS", "100000")
+    for k in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(k, raising=False)  # a worker's address set by one test must not make the next a client
 
 
 def make_images(n, seed=0, shape=(28, 28, 1)):

@@ -156,3 +156,35 @@ def test_a_split_report_table_repeats_its_row_labels_found_from_its_cells():
     assert len(blocks) >= 2 and console.widest(text) <= 40
     for b in blocks:
         assert all(kind in b for kind in ("none", "batch", "rel")), b
+
+
+@pytest.mark.slow
+def test_the_library_logs_to_the_kbn_logger_and_the_cli_sets_how_much_is_printed(tiny, tmp_path, capsys):
+    """A program's own handler on logging.getLogger("kbn") gets what kbn says; `kbn --log quiet`
+    prints a sweep's outcome but not its progress lines; a bad level is one line."""
+    import logging
+
+    from kbn.config import load_sweep
+    from kbn.runner import run_sweep
+
+    got = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            got.append((record.levelname, record.getMessage()))
+
+    keep = Keep()
+    logging.getLogger("kbn").addHandler(keep)
+    try:
+        run_sweep(load_sweep(tiny), tmp_path / "a")
+    finally:
+        logging.getLogger("kbn").removeHandler(keep)
+    trials = [m for level, m in got if level == "INFO" and m.lstrip().startswith("[")]
+    assert trials and all("lr" in m for m in trials)  # the progress lines, as records
+    capsys.readouterr()
+    assert main(["--log", "quiet", "sweep", str(tiny), "--logdir", str(tmp_path / "b"), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert not any(line.lstrip().startswith("[") for line in out.splitlines()), out  # no progress lines
+    assert "done" in out  # the command's own output: the status table
+    assert main(["--log", "loud", "status", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err == "kbn: error: log: unknown value 'loud'; choose from: quiet, info, verbose\n"

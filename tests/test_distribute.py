@@ -231,6 +231,8 @@ def test_a_worker_at_another_precision_than_the_sweeps_is_refused(tiny, tmp_path
 
     import dataclasses
 
+    for k in KT_ENV:  # the worker sets them for this process: put back afterwards (a leak makes later
+        monkeypatch.delenv(k, raising=False)  # tests' tuners Keras Tuner's clients of a chief that is not there)
     (tmp_path / "out").mkdir()
     prepare_folder(dataclasses.replace(load_sweep(tiny), precision="mixed_bfloat16"), tmp_path / "out")
     code = main(["sweep", str(tiny), "--logdir", str(tmp_path / "out"), "--worker", "--oracle", "127.0.0.1:9"])

@@ -258,9 +258,11 @@ def test_a_sweep_of_ones_own_components_runs_reports_and_refuses_a_changed_modul
     assert "half_momentum" in text and "four + two_layer" in text  # Table 1 and the pair: nothing dropped
     from kbn import report
 
-    res = report.Results(report.long_from_runs(report.scan_runs(out).runs))
+    scan = report.scan_runs(out)
+    res = report.Results(report.long_from_runs(scan.runs))
     assert res.pairs() == [(npz, "kbn_test_parts:two_layer")]
-    assert registry.family("kbn_test_parts:half_momentum") == "plain"  # learnt from the run folders
+    with registry.learnt(scan.facts):  # learnt from the run folders, for this report
+        assert registry.family("kbn_test_parts:half_momentum") == "plain"
 
     (lab / "kbn_test_parts.py").write_text((lab / "kbn_test_parts.py").read_text() + "\n# changed\n")
     import importlib
