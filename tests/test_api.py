@@ -22,7 +22,8 @@ FINAL_COLUMNS = ["cell", "dataset", "arch", "norm", "optimizer", "seed", "lr", "
 
 @pytest.mark.slow
 def test_open_sweep_answers_per_cell_and_final_runs_keep_their_models(tiny, tmp_path):
-    from kbn.tune import SweepTuner, run_sweep
+    from kbn.runner import run_sweep
+    from kbn.tune import SweepTuner
 
     out = tmp_path / "out"
     sweep = load_sweep(tiny)
