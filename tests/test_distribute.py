@@ -205,7 +205,7 @@ def test_a_sweep_folder_that_turns_read_only_stops_the_sweep_in_one_line_and_res
     try:
         wait_for_completed(out, 1, p)
         _chmod_tree(out, writable=False)
-        text, _ = p.communicate(timeout=60)
+        text, _ = p.communicate(timeout=180)  # a loaded machine: the chief and two workers wind down
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
