@@ -44,14 +44,14 @@ def two_layer(input_shape, num_classes, norm, activation="relu"):
 
 def small_cnn(input_shape, num_classes, norm, activation="relu"):
     """A researcher's convolutional network, under a name that says nothing of it: Conv2D(8, 3) -> norm
-    -> act -> MaxPool -> Dense(16) -> norm -> act -> softmax."""
+    -> act -> MaxPool -> Dense(16) -> norm -> act -> softmax (float32, so it trains in mixed precision too)."""
     from kbn.models import block
 
     inputs = keras.Input(input_shape)
     x = block(inputs, layers.Conv2D(8, 3, padding="same", name="c1"), norm, activation, 8, "c1")
     x = layers.Flatten()(layers.MaxPooling2D(2)(x))
     x = dense_block(x, 16, norm, activation, "hidden")
-    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="out")(x))
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="out", dtype="float32")(x))
 
 
 def norm_after_activation(input_shape, num_classes, norm, activation="relu"):
