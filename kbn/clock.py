@@ -27,7 +27,7 @@ COMPILE_METHODS = {
     "first calls": "estimated: Keras compiles inside a call, so each call that is the first with a batch shape "
                    "(per model and kind: training, evaluation, probe) counts its seconds beyond its steps at the "
                    "median seconds per step of the same kind's other calls; a cold call is counted once its kind "
-                   "has a warm one, so an early row's train_time may be revised down in a later row",
+                   "has a warm one, and the rows written before then are rewritten with it",
 }
 
 
@@ -79,14 +79,16 @@ class Pace:
 
 class FirstCalls:
     """Compilation inside Keras's own calls, estimated. `call(kind, seconds, steps, shapes)` for each
-    compiled call (`shapes`: the batch sizes it ran); a call with a shape its kind has not run before
-    is cold. `seconds(kind)`: each cold call's seconds beyond its steps at the median seconds per step
-    of that kind's warm calls (fixed the first time the kind has one; a cold call counts nothing until
-    then)."""
+    compiled call (`shapes`: the batch sizes it ran), in the run's period `period`; a call with a shape
+    its kind has not run before is cold. `seconds(kind, upto)`: the cold calls' (of periods <= upto)
+    seconds beyond their steps at the median seconds per step of that kind's warm calls (fixed the first
+    time the kind has one; a cold call counts nothing until then, so a row written before then is
+    revised once it is known: kbn.train)."""
 
     def __init__(self):
+        self.period = 0
         self._seen: set = set()
-        self._cold: list[tuple[str, float, int]] = []
+        self._cold: list[tuple[str, float, int, int]] = []
         self._rates: dict[str, list[float]] = {}
         self._resolved: dict[int, float] = {}  # cold call -> its compile seconds, once estimated
 
@@ -94,15 +96,16 @@ class FirstCalls:
         new = {(kind, s) for s in shapes} - self._seen
         if new:
             self._seen |= new
-            self._cold.append((kind, seconds, steps))
+            self._cold.append((kind, seconds, steps, self.period))
         else:
             self._rates.setdefault(kind, []).append(seconds / max(steps, 1))
 
-    def seconds(self, kind: str) -> float:
-        for i, (k, seconds, steps) in enumerate(self._cold):
+    def seconds(self, kind: str, upto: int | None = None) -> float:
+        for i, (k, seconds, steps, _) in enumerate(self._cold):
             if k == kind and i not in self._resolved and self._rates.get(kind):
                 self._resolved[i] = max(0.0, seconds - steps * statistics.median(self._rates[kind]))
-        return sum(v for i, v in self._resolved.items() if self._cold[i][0] == kind)
+        return sum(v for i, v in self._resolved.items()
+                   if self._cold[i][0] == kind and (upto is None or self._cold[i][3] <= upto))
 
 
 # JAX's own events for the three stages of compiling a program; they follow one another, never nest.

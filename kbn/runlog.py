@@ -112,10 +112,23 @@ class RunLog:
         self._tb.flush()
 
     def row(self, row: dict, tb_step: int) -> None:
-        self._csv.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
+        self._csv.writerow(_csv_row(row))
         self._csv_file.flush()
         self._tb.scalars({(split, metric): row.get(col) for split, metric, col in tboard.SCALARS}, tb_step)
         self._tb.flush()
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """metrics.csv as `rows` (every row so far, some revised: an estimate of compilation known
+        late), replaced atomically; later rows append to it."""
+        self._csv_file.close()
+        tmp = self.folder / ".metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            w.writeheader()
+            w.writerows(_csv_row(r) for r in rows)
+        os.replace(tmp, self.folder / "metrics.csv")
+        self._csv_file = open(self.folder / "metrics.csv", "a", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=METRIC_COLUMNS)
 
     def preactivations(self, layers: dict, tb_step: int) -> list[dict]:
         """One evaluation's pre-activations ({layer: values}): percentiles to PREACT_FILE and TensorBoard
@@ -147,6 +160,10 @@ class RunLog:
             self._csv_file.close()
         if result is not None:
             write_json_atomic(self.result_path, result)
+
+
+def _csv_row(row: dict) -> dict:
+    return {k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS}
 
 
 @dataclasses.dataclass

@@ -360,6 +360,7 @@ class _Trials:
     last_tb_step: int = 0  # TensorBoard's step of the last evaluation: where a run's outcome is logged
     clock: RunClock = dataclasses.field(default_factory=RunClock)
     calls: FirstCalls | None = None  # TensorFlow: Keras's own calls, timed to estimate compilation
+    train_spans: list = dataclasses.field(default_factory=list)  # each period's training seconds, compiling included
 
     @classmethod
     def start(cls, cfgs, singles, ds, logdir, hparams, steps_per_execution, protocol, components, verbose, log):
@@ -427,6 +428,8 @@ class _Trials:
         alive = list(range(k))
         rows = [[] for _ in range(k)]  # each trial's metrics.csv rows: its outcome is read off them
         for p in range(self.schedule.periods):
+            if self.calls is not None:
+                self.calls.period = p
             steps = self.schedule.steps_of(p, step)
             train_logs = self._timed("train", self._train_period, p, steps, orders, stopper)
             step += steps
@@ -436,6 +439,7 @@ class _Trials:
             elapsed = round(time.perf_counter() - t0, 3)
             for j in alive:
                 rows[j].append(self._row(j, p, step, train_logs[j], val, test, j in diverged, elapsed))
+                self._revise(j, rows[j])
             self.last_tb_step = step if self.cfgs[0].eval_every_steps else p + 1
             for j in diverged:
                 outcomes[j] = self._outcome("diverged", rows[j], step)
@@ -455,8 +459,35 @@ class _Trials:
         compilation done meanwhile."""
         t0, before = time.perf_counter(), self._compiled(part)
         out = fn(*args)
-        self.clock.add(part, time.perf_counter() - t0, self._compiled(part) - before)
+        took = time.perf_counter() - t0
+        self.clock.add(part, took, self._compiled(part) - before)
+        if part == "train":
+            self.train_spans.append(took)
         return out
+
+    def _seconds(self, p: int) -> dict:
+        """metrics.csv's cumulative train_time and compile_time after period `p`, as known now. On
+        TensorFlow a period's compilation is known once its kind has a warm call (FirstCalls), often a
+        period later: asked again then, an earlier row gets the seconds that are really its own."""
+        if self.calls is None:  # JAX: timed as it happened, so only the current period's are asked for
+            return {"train_time": round(self.clock.train, 3), "compile_time": round(self.clock.compile, 3)}
+        compiled = {kind: self.calls.seconds(kind, upto=p) for kind in ("train", "test", "predict")}
+        return {"train_time": round(max(0.0, sum(self.train_spans[: p + 1]) - compiled["train"]), 3),
+                "compile_time": round(sum(compiled.values()), 3)}
+
+    def _revise(self, j: int, rows: list[dict]) -> None:
+        """Trial j's earlier rows with the seconds known now; metrics.csv rewritten where one changed.
+        (JAX's seconds are timed as they happen: nothing to revise.)"""
+        if self.calls is None:
+            return
+        changed = False
+        for p, row in enumerate(rows[:-1]):
+            now = self._seconds(p)
+            if any(row[k] != v for k, v in now.items()):
+                row.update(now)
+                changed = True
+        if changed:
+            self.runlogs[j].rewrite(rows)
 
     def _compiled(self, part: str) -> float:
         """Seconds spent compiling so far for training or for evaluating (the probe's included), or
@@ -523,8 +554,7 @@ class _Trials:
         row = {
             "epoch": round(step * cfg.batch_size / n, 4) if cfg.eval_every_steps else p + 1,
             "step": step, "loss": train["loss"], "accuracy": train["accuracy"],
-            "lr": self.cfgs[j].lr, "wall_time": elapsed,
-            "train_time": round(self.clock.train, 3), "compile_time": round(self.clock.compile, 3),
+            "lr": self.cfgs[j].lr, "wall_time": elapsed, **self._seconds(p),
         }
         if diverged:
             row["loss"] = float("nan")

@@ -35,6 +35,25 @@ def test_first_calls_count_a_cold_calls_excess_over_the_warm_pace():
     assert calls.seconds("test") == 0.0 and calls.seconds("train") == pytest.approx(4.9 + 1.78)
 
 
+def test_first_calls_say_what_each_period_compiled_once_it_is_known():
+    """A row written after period 0 cannot know its cold call's compilation yet; asked again later
+    (`upto`), the estimate lands in the period that compiled, not in the one that learnt it."""
+    calls = FirstCalls()
+    calls.period = 0
+    calls.call("train", 6.0, 50, {128})
+    calls.call("test", 2.0, 5, {1000})
+    assert calls.seconds("train", upto=0) == 0.0
+    calls.period = 1
+    calls.call("train", 1.0, 50, {128})
+    calls.call("test", 0.5, 5, {1000})
+    assert calls.seconds("train", upto=0) == pytest.approx(5.0) == calls.seconds("train", upto=1)
+    assert calls.seconds("test", upto=0) == pytest.approx(1.5)
+    calls.period = 2
+    calls.call("train", 2.0, 10, {128, 32})  # a new shape in period 2 compiles there
+    assert calls.seconds("train", upto=1) == pytest.approx(5.0)
+    assert calls.seconds("train", upto=2) == pytest.approx(5.0 + 2.0 - 10 * 0.02) == calls.seconds("train")
+
+
 def test_process_compile_seconds_follow_what_jax_compiles():
     import time
 
