@@ -518,6 +518,25 @@ def _pin_worker() -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
+def _tensorflow_quietly() -> None:
+    """On TensorFlow, import it now with its C++ start-up lines in a file (kbn.console), so a command's
+    first lines are kbn's; what TensorFlow's C++ says later reaches the terminal."""
+    import importlib.util
+
+    if os.environ.get("KERAS_BACKEND") != "tensorflow" or importlib.util.find_spec("tensorflow") is None:
+        return
+    from kbn import console
+
+    path, restore = console.native_lines_to_file("tensorflow")
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's probe lines come with the first look at the devices
+    finally:
+        restore()
+    console.LOGGER.debug(f"kbn: TensorFlow's own start-up lines: {path}")
+
+
 def _no_empty_paths(args) -> None:
     """A folder or file given as '' would silently mean the current folder: refused, naming the option."""
     from kbn.errors import ConfigError
@@ -550,6 +569,7 @@ def main(argv=None) -> int:
     from kbn.errors import Interrupted
 
     if args.command in ("train", "sweep", "bench"):
+        _tensorflow_quietly()
         from kbn import interrupts
 
         interrupts.install()  # Ctrl-C / SIGTERM stop training between steps, resumable

@@ -95,6 +95,30 @@ def warn(message: str) -> None:
     _record(logging.WARNING, message)
 
 
+def native_lines_to_file(name: str):
+    """TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN,
+    CUDA) go to a file: they write to file descriptor 2 directly, whatever TF_CPP_MIN_LOG_LEVEL says
+    (TF 2.21). Python's own stderr (warnings, tracebacks, kbn's notes) stays on the terminal. Returns
+    (the file's path, restore): restore() gives file descriptor 2 back to the terminal, so a C++ error
+    later in the run is seen (TensorBoard's server never calls it: it writes such lines all along)."""
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"kbn-{name}-{os.getpid()}.log")
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(path, "w") as native:
+        os.dup2(native.fileno(), 2)
+    before = sys.stderr
+    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1)
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        sys.stderr = before
+
+    return path, restore
+
+
 def widest(text: str) -> int:
     """The widest line's width in columns (every character counts one: the reports print no
     double-width ones)."""

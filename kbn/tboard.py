@@ -339,18 +339,13 @@ OPTIONS = {"custom_scalars": "&_smoothingWeight=0&regexInput=%5Esummary%2F"}
 
 
 def _quiet_native() -> str:
-    """TensorFlow's C++ lines (absl, oneDNN, CUDA) go to a file from now on: they write to file
-    descriptor 2 directly, whatever TF_CPP_MIN_LOG_LEVEL says, when TensorBoard imports TensorFlow.
-    Python's own stderr (warnings, tracebacks) still reaches the terminal. Returns the file's path."""
+    """TensorFlow's C++ lines go to a file from now on (kbn.console.native_lines_to_file), also those
+    TensorBoard's server writes later. Returns the file's path."""
     import importlib.util
-    import sys
-    import tempfile
 
-    path = os.path.join(tempfile.gettempdir(), f"kbn-tensorboard-{os.getpid()}.log")
-    terminal = os.dup(2)
-    with open(path, "w") as native:
-        os.dup2(native.fileno(), 2)
-    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    from kbn import console
+
+    path, _ = console.native_lines_to_file("tensorboard")
     if importlib.util.find_spec("tensorflow") is not None:
         import tensorflow  # noqa: F401 - its start-up lines, now, into the file
     return path

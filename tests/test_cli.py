@@ -1,6 +1,7 @@
 import dataclasses
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -248,3 +249,24 @@ def test_a_bad_setting_is_refused_before_the_networks_are_probed(argv, field, mo
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"kbn: error: {field}: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_kbn_train_on_tensorflow_starts_with_kbns_own_line(tmp_path, write_cache):
+    """TensorFlow's C++ start-up lines (absl's, oneDNN's, CUDA's) write to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says: kbn puts them in a file, so the command's first line is kbn's; `--log
+    verbose` names the file, which holds them."""
+    write_cache("mnist")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    out = subprocess.run([sys.executable, "-m", "kbn", "--log", "verbose", "train", "--dataset", "mnist", "--arch",
+                          "tests.user_parts:small_cnn", "--epochs", "1", "--logdir", str(tmp_path / "runs")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = (out.stderr + out.stdout).splitlines()
+    native = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog")  # glog-style C++ lines; absl's first
+    assert not any(native.search(ln) for ln in lines), lines[:5]
+    named = [ln for ln in lines if ln.startswith("kbn: TensorFlow's own start-up lines: ")]
+    assert len(named) == 1
+    assert "oneDNN custom operations" in Path(named[0].split(": ", 2)[2]).read_text()
+    assert out.stdout.startswith("kbn: ")
