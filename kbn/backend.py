@@ -145,22 +145,25 @@ def train_path(model) -> dict:
     there ~20x slower (jax-ml/jax#12868; kbn bench, README)."""
     import keras
 
+    from kbn import handoff
+
     backend, convs = keras.backend.backend(), conv_layers(model)
     has = f"has {len(convs)} convolution layer(s) ({', '.join(convs[:3])}{', ...' if len(convs) > 3 else ''})"
+    base = {"backend": backend, "convolutions": len(convs)}
     if backend == "tensorflow":
-        return {"backend": backend, "loop": "fit", "steps_per_call": 50, "jit_compile": not convs,
+        return {**base, "loop": "fit", "steps_per_call": 50, "jit_compile": not convs,
                 "reason": f"{has}: oneDNN's convolutions, no XLA (it slows them)" if convs
                 else "no convolutions: XLA with 50 steps per call"}
     if backend != "jax":
-        return {"backend": backend, "loop": "fit", "steps_per_call": 50, "reason": "Keras's fit"}
+        return {**base, "loop": "fit", "steps_per_call": 50, "reason": "Keras's fit"}
     if os.environ.get("KBN_JAX_LOOP", "on") == "off":
-        return {"backend": backend, "loop": "fit", "steps_per_call": 50, "reason": "KBN_JAX_LOOP=off"}
+        return {**base, "loop": "fit", "steps_per_call": 50, "reason": "KBN_JAX_LOOP=off"}
     if convs and _on_cpu():
-        return {"backend": backend, "loop": "fit", "steps_per_call": 50,
+        return {**base, "loop": "fit", "steps_per_call": 50,
                 "reason": f"{has}: XLA's CPU backend runs convolutions inside a compiled loop ~20x slower "
-                          "(jax-ml/jax#12868), so Keras's fit, one step per dispatch (on a CPU, "
-                          "KERAS_BACKEND=tensorflow trains them 2-4x faster)"}
-    return {"backend": backend, "loop": "kbn", "steps_per_call": 50 if convs else 1000,
+                          "(jax-ml/jax#12868), so Keras's fit, one step per dispatch; "
+                          f"{handoff.why_not()}"}
+    return {**base, "loop": "kbn", "steps_per_call": 50 if convs else 1000,
             "reason": f"{has}: on a GPU, a compiled loop of 50 steps" if convs
             else "no convolutions: a whole period as one compiled loop"}
 

@@ -9,6 +9,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KBN_OFFLINE"] = "1"  # tests never touch the network
+# each backend's own path is tested as it is: a conv net on JAX stays on JAX (tests/test_handoff.py turns it on)
+os.environ.setdefault("KBN_HANDOFF", "off")
 # compiled JAX steps shared by this session's tests, never the user's cache
 os.environ.setdefault("KBN_JAX_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="kbn-jax-cache-"))
 

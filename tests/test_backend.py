@@ -82,7 +82,7 @@ def test_train_path_of_a_user_conv_net_is_read_from_its_model():
     assert "Conv2D c1" in path["reason"] and "jax-ml/jax#12868" in path["reason"]
     assert not backend.jax_loop_enabled(conv)
     dense = models.build("tests.user_parts:two_layer", (28, 28, 1), 10, "batch")
-    assert backend.train_path(dense) == {"backend": "jax", "loop": "kbn", "steps_per_call": 1000,
+    assert backend.train_path(dense) == {"backend": "jax", "convolutions": 0, "loop": "kbn", "steps_per_call": 1000,
                                          "reason": "no convolutions: a whole period as one compiled loop"}
     assert backend.steps_per_call(dense) == 1000 and backend.jax_loop_enabled(dense)
 
