@@ -1,5 +1,5 @@
 """The `kbn` command line: a thin layer over the library; every KbnError becomes one line.
-It parses and prints: it must not hold a training setting's default or rule (those are kbn.config's
+It parses and prints: it must not hold a training setting's default or rule (those are kbn.core.config's
 and the registry's), and imports Keras only after the backend is chosen."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import importlib.util
 import os
 import sys
 
-import kbn
-from kbn.backend import choose_backend
-from kbn.config import TrainConfig  # no Keras: cheap enough to build the parser from
+from kbn.core.version import __version__
+from kbn.training.backend import choose_backend
+from kbn.core.config import TrainConfig  # no Keras: cheap enough to build the parser from
 
 HOST_DEFAULT = "127.0.0.1"
 
@@ -20,7 +20,7 @@ HOST_DEFAULT = "127.0.0.1"
 def _archs_of(args) -> list[str]:
     """The networks whose built models choose the backend (a probe of seconds): none while a setting
     is wrong, so a typo is refused at once, by the command itself."""
-    from kbn.errors import KbnError
+    from kbn.core.errors import KbnError
 
     try:
         if args.command == "train":
@@ -40,7 +40,8 @@ def _train_config(args) -> TrainConfig:
 
 def _sweep_of(args):
     """The sweep file, validated, with --precision over its own (named as the option's, not the file's)."""
-    from kbn.config import PRECISIONS, check_choice, load_sweep, sweep_from_dict
+    from kbn.core.checks import check_choice
+    from kbn.core.config import PRECISIONS, load_sweep, sweep_from_dict
 
     sweep = load_sweep(args.file)
     if args.precision is not None:
@@ -68,7 +69,7 @@ def _option(field: dataclasses.Field) -> dict:
 def _add_train(sub):
     p = sub.add_parser("train", help="train one network and log every epoch")
     # One option per TrainConfig field, its default and help from the field itself. Choices are checked
-    # by kbn.config, which names the field and the allowed values itself.
+    # by kbn.core.config, which names the field and the allowed values itself.
     for field in dataclasses.fields(TrainConfig):
         p.add_argument("--" + field.name.replace("_", "-"), **_option(field))
     p.add_argument("--logdir", default="logs/runs", help="runs go to LOGDIR/<run name>/ (default logs/runs)")
@@ -160,7 +161,7 @@ def _add_tensorboard(sub):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kbn", description="Does normalization help this optimizer, on this network, and by how much?")
-    p.add_argument("--version", action="version", version=f"kbn {kbn.__version__}")
+    p.add_argument("--version", action="version", version=f"kbn {__version__}")
     p.add_argument("--log", dest="log_level", metavar="LEVEL", default="info",
                    help="how much of what kbn does is printed: quiet (warnings and each command's own output), "
                         "info (the default: progress lines too) or verbose")
@@ -175,13 +176,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from kbn.data import check_data_dir
-    from kbn.runlog import check_writable_dir
+    from kbn.data.loading import check_data_dir
+    from kbn.runs.runlog import check_writable_dir
 
     cfg = _train_config(args)
     check_data_dir(cfg.data_dir)
     check_writable_dir("logdir", args.logdir)
-    from kbn.train import train  # imports Keras: after the cheap checks
+    from kbn.training.train import train  # imports Keras: after the cheap checks
 
     res = train(cfg, args.logdir, overwrite=args.overwrite, verbose=not args.quiet)
     m = res.metrics
@@ -195,14 +196,15 @@ def cmd_train(args) -> int:
 
 
 def _eval_steps(text):
-    """--eval-steps: log:FIRST:LAST:N as it is, else a comma list (kbn.config checks both)."""
+    """--eval-steps: log:FIRST:LAST:N as it is, else a comma list (kbn.core.config checks both)."""
     if text is None or text.startswith("log:"):
         return text
     return [int(v) if v.strip().isdigit() else v for v in text.split(",")]
 
 
 def cmd_data(args) -> int:
-    from kbn import data, registry
+    from kbn import data
+    from kbn.core import registry
 
     for name in args.datasets:  # every name first: preparing one can take minutes
         registry.check("dataset", name)
@@ -217,8 +219,8 @@ def cmd_data(args) -> int:
 
 
 def _print_status(logdir) -> None:
-    from kbn import console
-    from kbn.plan import STATUS_HEADERS, folder_progress, problem_lines, status_rows
+    from kbn.core import console
+    from kbn.sweep.status import STATUS_HEADERS, folder_progress, problem_lines, status_rows
 
     state = folder_progress(logdir)
     headers = [h.format(select_on=state.sweep.select_on) for h in STATUS_HEADERS]
@@ -234,7 +236,7 @@ def _print_status(logdir) -> None:
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
-    from kbn.runlog import check_writable_dir
+    from kbn.runs.runlog import check_writable_dir
 
     sweep = _sweep_of(args)  # validated before anything trains
     _check_sweep_options(args)  # before the folder is made
@@ -242,7 +244,7 @@ def cmd_sweep(args) -> int:
     if not args.worker:  # Keras's import alone takes 10-50 s on a busy machine: say so before it
         print(f"kbn sweep {sweep.name}: loading Keras ({os.environ.get('KERAS_BACKEND', 'jax')}), then the data",
               flush=True)
-    from kbn import distribute, runner
+    from kbn.sweep import distribute, runner
 
     distribute.oracle_timeout()  # a bad KBN_ORACLE_TIMEOUT fails here, not in every worker
 
@@ -268,7 +270,7 @@ def cmd_sweep(args) -> int:
 
 def _check_sweep_options(args) -> None:
     """Options that conflict or cannot work fail here, before anything starts."""
-    from kbn.errors import ConfigError
+    from kbn.core.errors import ConfigError
 
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"workers: got {args.workers}; it must be 0 or more")
@@ -294,7 +296,7 @@ def cmd_status(args) -> int:
 
 
 def _parse_epochs(text):
-    from kbn.errors import ConfigError
+    from kbn.core.errors import ConfigError
 
     if text is None:
         return None
@@ -321,7 +323,7 @@ def _scan(logdir, need_runs: bool = True):
 
 def _write(path, write) -> None:
     """`write(path)`, an OSError (a folder in the way, no permission) as one line."""
-    from kbn.errors import ConfigError
+    from kbn.core.errors import ConfigError
 
     try:
         write(path)
@@ -331,9 +333,9 @@ def _write(path, write) -> None:
 
 def cmd_report(args) -> int:
     from kbn import report
-    from kbn.config import check_choice
-    from kbn.errors import ConfigError
-    from kbn.runlog import check_writable_dir
+    from kbn.core.checks import check_choice
+    from kbn.core.errors import ConfigError
+    from kbn.runs.runlog import check_writable_dir
 
     fmt = check_choice("format", args.format, report.FORMATS)
     if args.standalone and fmt != "latex":
@@ -362,8 +364,8 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from kbn import report
-    from kbn.errors import ConfigError
-    from kbn.runlog import check_writable_dir
+    from kbn.core.errors import ConfigError
+    from kbn.runs.runlog import check_writable_dir
 
     parts = report.export_long(report.long_from_runs(_scan(args.logdir).runs))
     if args.out == "-":
@@ -387,8 +389,10 @@ def cmd_export(args) -> int:
 def cmd_plot(args) -> int:
     from pathlib import Path
 
-    from kbn import plots, registry, report, tuning
-    from kbn.runlog import check_writable_dir
+    from kbn import report
+    from kbn.core import registry
+    from kbn.report import plots, tuning
+    from kbn.runs.runlog import check_writable_dir
 
     scan = _scan(args.logdir, need_runs=False)
     runs = scan.runs
@@ -403,8 +407,8 @@ def cmd_plot(args) -> int:
 
 
 def _counts(field: str, text: str) -> list[int]:
-    from kbn.config import check_positive
-    from kbn.errors import ConfigError
+    from kbn.core.checks import check_positive
+    from kbn.core.errors import ConfigError
 
     try:
         ks = [int(k) for k in text.split(",") if k]
@@ -419,8 +423,8 @@ def _bench_out(text):
     """Where `kbn bench --out` writes, checked before the measurements (which take minutes)."""
     from pathlib import Path
 
-    from kbn.errors import ConfigError
-    from kbn.runlog import check_writable_dir
+    from kbn.core.errors import ConfigError
+    from kbn.runs.runlog import check_writable_dir
 
     if text is None:
         return None
@@ -433,9 +437,10 @@ def _bench_out(text):
 
 
 def cmd_bench(args) -> int:
-    from kbn import bench, registry
-    from kbn.errors import ConfigError
-    from kbn.config import check_choice, check_positive
+    from kbn.core import registry
+    from kbn.tools import bench
+    from kbn.core.errors import ConfigError
+    from kbn.core.checks import check_choice, check_positive
 
     for field, value in (("examples", args.examples), ("cnn-examples", args.cnn_examples), ("epochs", args.epochs),
                          ("repeat", args.repeat)):
@@ -478,8 +483,8 @@ def _bench_output(headers, rows, results, out) -> int:
 def _bench_sweep(args, out) -> int:
     import tempfile
 
-    from kbn import bench
-    from kbn.config import load_sweep
+    from kbn.tools import bench
+    from kbn.core.config import load_sweep
 
     load_sweep(args.sweep)  # a bad file fails here, in one line
     workers = [None if w == "auto" else _counts("sweep-workers", w)[0] for w in args.sweep_workers.split(",") if w]
@@ -492,7 +497,7 @@ def _bench_sweep(args, out) -> int:
 def _bench_compile(args, out) -> int:
     import tempfile
 
-    from kbn import bench
+    from kbn.tools import bench
 
     with tempfile.TemporaryDirectory(prefix="kbn-bench-compile-") as scratch:
         results = bench.compile_share(args.compile, scratch, repeats=args.repeat)
@@ -501,7 +506,7 @@ def _bench_compile(args, out) -> int:
 
 
 def cmd_tensorboard(args) -> int:
-    from kbn import tboard
+    from kbn.runs import tboard
 
     return tboard.serve(args.dir, all_runs=args.all, host=args.host, port=args.port)
 
@@ -519,13 +524,13 @@ def _pin_worker() -> None:
 
 
 def _tensorflow_quietly() -> None:
-    """On TensorFlow, import it now with its C++ start-up lines in a file (kbn.console), so a command's
+    """On TensorFlow, import it now with its C++ start-up lines in a file (kbn.core.console), so a command's
     first lines are kbn's; what TensorFlow's C++ says later reaches the terminal."""
     import importlib.util
 
     if os.environ.get("KERAS_BACKEND") != "tensorflow" or importlib.util.find_spec("tensorflow") is None:
         return
-    from kbn import console
+    from kbn.core import console
 
     path, restore = console.native_lines_to_file("tensorflow")
     try:
@@ -539,7 +544,7 @@ def _tensorflow_quietly() -> None:
 
 def _no_empty_paths(args) -> None:
     """A folder or file given as '' would silently mean the current folder: refused, naming the option."""
-    from kbn.errors import ConfigError
+    from kbn.core.errors import ConfigError
 
     for name in ("logdir", "dir", "compare_batch", "out", "from_csv", "file", "data_dir"):
         value = getattr(args, name, None)
@@ -554,9 +559,9 @@ def main(argv=None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:  # --help, or a malformed argument already reported in one line
         return int(e.code or 0)
-    from kbn import console
-    from kbn.checks import check_choice
-    from kbn.errors import ConfigError
+    from kbn.core import console
+    from kbn.core.checks import check_choice
+    from kbn.core.errors import ConfigError
 
     try:  # the library logs; this sets what of it is printed
         console.configure(check_choice("log", args.log_level, tuple(console.LEVELS)))
@@ -564,13 +569,13 @@ def main(argv=None) -> int:
         print(f"kbn: error: {e}", file=sys.stderr)
         return 2
     os.environ["KERAS_BACKEND"] = choose_backend(_archs_of(args))  # before anything imports Keras
-    from kbn.errors import KbnError
+    from kbn.core.errors import KbnError
 
-    from kbn.errors import Interrupted
+    from kbn.core.errors import Interrupted
 
     if args.command in ("train", "sweep", "bench"):
         _tensorflow_quietly()
-        from kbn import interrupts
+        from kbn.core import interrupts
 
         interrupts.install()  # Ctrl-C / SIGTERM stop training between steps, resumable
     try:

@@ -43,7 +43,7 @@ def debian_dirs(monkeypatch):
     import dataclasses
     from types import MappingProxyType
 
-    from kbn import registry
+    from kbn.core import registry
 
     def set_dirs(name, folders):
         rec = dataclasses.replace(registry.DATASETS[name], debian_dirs=tuple(str(f) for f in folders))
@@ -56,10 +56,10 @@ def debian_dirs(monkeypatch):
 
 @pytest.fixture
 def signals_to_kbn():
-    """kbn.interrupts takes SIGINT and SIGTERM for one test; pytest's handlers come back after it."""
+    """kbn.core.interrupts takes SIGINT and SIGTERM for one test; pytest's handlers come back after it."""
     import signal
 
-    from kbn import interrupts
+    from kbn.core import interrupts
 
     before = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
     interrupts.install()
@@ -73,7 +73,7 @@ def signals_to_kbn():
 def _kbn_prints():
     """kbn's log printed as the CLI prints it (pytest's own log capture would otherwise take the
     records first): tests read it from capsys, as a user reads the terminal."""
-    from kbn import console
+    from kbn.core import console
 
     console.configure()
     yield
@@ -110,7 +110,7 @@ def _make_images():
 def generated_dataset(name="fashion_mnist", sizes=(512, 128, 128)):
     """A kbn Dataset of make_images (train, validation, test sizes), as kbn.data.load returns one
     (child processes use it too)."""
-    from kbn.data import Dataset
+    from kbn.data.loading import Dataset
 
     parts = {}
     for split, n, seed in zip(("train", "validation", "test"), sizes, (0, 1, 2)):
@@ -186,8 +186,8 @@ def tiny(tmp_path):
 def finished_tiny_sweep(tmp_path_factory):
     """A real 2-cell sweep (TINY: none and batch, 2 seeds, 1 epoch; ~20 s), run once per test session,
     for tests that only read a finished sweep's folder."""
-    from kbn.config import load_sweep
-    from kbn.runner import run_sweep
+    from kbn.core.config import load_sweep
+    from kbn.sweep.runner import run_sweep
 
     root = tmp_path_factory.mktemp("finished-tiny")
     with pytest.MonkeyPatch.context() as mp:
@@ -234,9 +234,9 @@ def make_idx_folder():
 
 @pytest.fixture
 def write_finished_run():
-    """`write_finished_run(folder, rows=3, status="finished")`: a run folder as kbn.runlog writes one,
+    """`write_finished_run(folder, rows=3, status="finished")`: a run folder as kbn.runs.runlog writes one,
     `rows` evaluation periods with made-up numbers (no training); returns its RunLog."""
-    from kbn.runlog import RunLog
+    from kbn.runs.runlog import RunLog
 
     def write(folder, rows=3, status="finished"):
         log = RunLog(folder)
@@ -287,7 +287,7 @@ def trial_states():
 @pytest.fixture
 def chosen_lrs():
     """`chosen_lrs(logdir)`: cell key -> the learning rate its search chose (None: not yet)."""
-    from kbn.plan import folder_progress
+    from kbn.sweep.status import folder_progress
 
     return lambda logdir: {k: p["chosen"] for k, p in folder_progress(Path(logdir)).progress.items()}
 
@@ -367,7 +367,7 @@ def collapsing(tmp_path_factory):
 def collapsing_runs(collapsing):
     """(norm, seed) -> (result.json, metrics.csv rows) of the collapsing sweep's final runs."""
     out = collapsing[0]
-    from kbn.runlog import read_metrics
+    from kbn.runs.runlog import read_metrics
 
     runs = {}
     for f in sorted((out / "runs").glob("*/result.json")):

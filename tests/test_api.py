@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import kbn
-from kbn.config import load_sweep
-from kbn.errors import ConfigError, KbnError
-from kbn.plan import folder_progress, status_rows
+from kbn.core.config import load_sweep
+from kbn.core.errors import ConfigError, KbnError
+from kbn.sweep.status import folder_progress, status_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score",
@@ -22,8 +22,8 @@ FINAL_COLUMNS = ["cell", "dataset", "arch", "norm", "optimizer", "seed", "lr", "
 
 @pytest.mark.slow
 def test_open_sweep_answers_per_cell_and_final_runs_keep_their_models(tiny, tmp_path):
-    from kbn.runner import run_sweep
-    from kbn.tune import SweepTuner
+    from kbn.sweep.runner import run_sweep
+    from kbn.sweep.tuner import SweepTuner
 
     out = tmp_path / "out"
     sweep = load_sweep(tiny)
@@ -95,7 +95,7 @@ def test_stock_grid_search_on_a_kbn_project_does_what_the_readme_says(tiny, tmp_
     import keras
     import keras_tuner as kt
 
-    from kbn.runner import run_sweep
+    from kbn.sweep.runner import run_sweep
 
     out = tmp_path / "out"
     run_sweep(load_sweep(tiny), out, log=lambda *_: None)
@@ -116,7 +116,7 @@ def test_stock_grid_search_on_a_kbn_project_does_what_the_readme_says(tiny, tmp_
 
 
 def test_open_sweep_on_a_sweep_not_started_and_on_other_folders(tiny, tmp_path):
-    from kbn.sweep_folder import prepare_folder
+    from kbn.sweep.folder import prepare_folder
 
     with pytest.raises(ConfigError, match="no sweep.json"):
         kbn.open_sweep(tmp_path)

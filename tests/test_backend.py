@@ -1,4 +1,4 @@
-"""kbn.backend: every backend decision, asked for when needed (nothing runs at import): the Keras
+"""kbn.training.backend: every backend decision, asked for when needed (nothing runs at import): the Keras
 backend per network and machine, JAX's compile cache, fast compilation, the default pack, and no
 TensorFlow in a JAX process."""
 
@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from kbn import backend
+from kbn.training import backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_compile_cache_goes_where_kbn_jax_cache_dir_says(tmp_path, monkeypatch):
 
 
 def test_nothing_is_decided_at_import():
-    code = ("import sys, kbn.backend; "
+    code = ("import sys, kbn.training.backend; "
             "print(sorted(m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env=dict(os.environ))
@@ -166,7 +166,7 @@ def test_jax_train_imports_no_tensorflow(tmp_path, write_cache):
 
 FUSED_BN = """
 import json, sys, keras, numpy as np, tensorflow as tf
-from kbn import backend, models, precision
+from kbn import models; from kbn.models import precision; from kbn.training import backend
 traced = []  # the fused kernel's uses as the train step is traced: it ran, not Keras's fallback
 fused_op = tf.compat.v1.nn.fused_batch_norm
 tf.compat.v1.nn.fused_batch_norm = lambda x, *a, **k: traced.append(x.dtype.name) or fused_op(x, *a, **k)

@@ -106,7 +106,7 @@ def test_the_oracle_timeout_is_read_at_import_without_failing():
     import sys
 
     env = {**os.environ, "KBN_ORACLE_TIMEOUT": "abc", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-c", "import kbn.distribute"], env=env, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-c", "import kbn.sweep.distribute"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stderr
 
@@ -161,7 +161,7 @@ BAD = "tests.bad_parts"
 
 @pytest.mark.parametrize("option,spec,parts", [
     ("--optimizer", "raising_factory", ["RuntimeError", "the lab's optimizer needs a licence key"]),
-    ("--norm", "NeedsArgNorm", ["TypeError", "'k'"]),
+    ("--norm", "NeedsArgNorm", ["takes (k, **kwargs)", "kbn calls it as Layer(name=...)", "'k'", "kbn.NormLayerClass"]),
     ("--norm", "RaisesInCall", ["ValueError", "RaisesInCall refuses rank-2 inputs"]),
     ("--arch", "unbuilt_sequential", ["not built", "keras.Input"]),
     ("--arch", "for_cifar", ["(32, 32, 3)", "(28, 28, 1)", "input_shape"]),
@@ -284,7 +284,7 @@ def test_a_deleted_sweep_json_and_another_select_on_is_refused(finished_copy, ca
 def test_a_dataset_file_deleted_mid_sweep_stops_it_in_one_line(tmp_path, capsys, monkeypatch, make_images, tiny_text):
     import json
 
-    from kbn import runner
+    from kbn.sweep import runner
 
     name = _npz(tmp_path / "mine.npz", make_images, n_train=120)
     f = tmp_path / "s.toml"

@@ -1,4 +1,4 @@
-"""kbn.bench: the speed measurements behind kbn's backend and packing choices (README, "Backends and
+"""kbn.tools.bench: the speed measurements behind kbn's backend and packing choices (README, "Backends and
 speed")."""
 
 import pytest
@@ -7,7 +7,7 @@ import pytest
 @pytest.mark.slow
 def test_bench_measures_fit_fast_and_packed():
     """One real (tiny) measurement per variant, through the same child process the CLI uses."""
-    from kbn import bench
+    from kbn.tools import bench
 
     results = bench.run(["mlp"], ["batch"], [2], ["jax"], {"default": 512}, epochs=1, log=lambda *_: None,
                         seed_ks=[2])
@@ -42,7 +42,7 @@ def test_bench_compile_share_of_dense_early_evaluations(tmp_path, tiny_text, wri
 
 
 def test_compile_table_gives_the_median_of_interleaved_repeats():
-    from kbn import bench
+    from kbn.tools import bench
 
     def rec(schedule, n, wall, train, comp, rep):
         return {"cell": "c", "schedule": schedule, "evaluations": n, "repeat": rep, "wall_time": wall,
@@ -61,7 +61,8 @@ def test_multiply_adds_of_a_small_conv_and_dense_model_by_hand():
     4 backward). kbn's cnn: 627,200 + 5,017,600 + 401,408 + 2,560, about 1.8 TFLOP per 50k epoch."""
     import keras
 
-    from kbn import bench, models
+    from kbn import models
+    from kbn.tools import bench
 
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
@@ -74,7 +75,7 @@ def test_multiply_adds_of_a_small_conv_and_dense_model_by_hand():
 
 
 def test_bench_rows_say_how_far_from_the_arithmetic_limit():
-    from kbn import bench
+    from kbn.tools import bench
 
     peak = bench.peak_flops("float32", n=256, repeats=2)
     assert peak is not None and 1e8 < peak < 1e14  # a real product on this machine

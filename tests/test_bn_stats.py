@@ -1,4 +1,4 @@
-"""Batch norm's population statistics (kbn.bn_stats, bn_statistics = "population"): what a BN layer
+"""Batch norm's population statistics (kbn.training.bn_stats, bn_statistics = "population"): what a BN layer
 evaluates with equals numpy's mean and unbiased variance of that layer's inputs over the stated
 training batches, each computed by a numpy forward pass in training mode (every BN layer normalised by
 its batch's own statistics); on dense and convolutional nets, packed and alone, a user's BN subclass,
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kbn.bn_stats import POPULATION_SEED, population_batches
-from kbn.config import BN_BATCHES, TrainConfig, sweep_from_dict
-from kbn.errors import ConfigError
-from kbn.runlog import read_metrics
+from kbn.training.bn_stats import POPULATION_SEED, population_batches
+from kbn.core.config import BN_BATCHES, TrainConfig, sweep_from_dict
+from kbn.core.errors import ConfigError
+from kbn.runs.runlog import read_metrics
 
 KW = dict(optimizer="sgd", lr=0.5, batch_size=32, eval_every_steps=5, total_steps=10)
 
@@ -125,7 +125,7 @@ def test_a_frozen_batch_norm_keeps_its_moving_averages(tiny_dataset):
     """Keras normalises a non-trainable BN layer with its moving statistics even in training: a pass
     that rewrote them would change the training."""
     from kbn import models
-    from kbn.bn_stats import PopulationStatistics, describe
+    from kbn.training.bn_stats import PopulationStatistics, describe
 
     model = models.build("mlp", (28, 28, 1), 10, "batch", width=8, depth=2)
     model.get_layer("dense1_batchnorm").trainable = False
@@ -145,7 +145,7 @@ def test_a_frozen_batch_norm_keeps_its_moving_averages(tiny_dataset):
 
 @pytest.mark.slow
 def test_dense_statistics_are_numpys_training_mode_population_and_training_is_unchanged(tiny_dataset, tmp_path):
-    from kbn.train import train
+    from kbn.training.train import train
 
     common = dict(arch="mlp", norm="batch", width=16, **KW)
     pop = train(TrainConfig(bn_statistics="population", bn_batches=20, **common), tmp_path / "pop", verbose=False,
@@ -179,7 +179,7 @@ def test_dense_statistics_are_numpys_training_mode_population_and_training_is_un
 
 @pytest.mark.slow
 def test_conv_statistics_count_every_position_of_a_map(tiny_dataset, tmp_path):
-    from kbn.train import train
+    from kbn.training.train import train
 
     cfg = TrainConfig(arch="cnn", norm="batch", depth=1, width=4, bn_statistics="population", bn_batches=6, **KW)
     res = train(cfg, tmp_path, verbose=False, dataset=tiny_dataset)
@@ -190,7 +190,7 @@ def test_conv_statistics_count_every_position_of_a_map(tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_packed_trials_evaluate_with_the_statistics_they_get_alone(tiny_dataset, tmp_path):
-    from kbn.train import train, train_many
+    from kbn.training.train import train, train_many
 
     cfgs = [TrainConfig(arch="mlp", norm="batch", width=16, seed=s, bn_statistics="population", bn_batches=10, **KW)
             for s in (0, 1)]
@@ -208,7 +208,7 @@ def test_packed_trials_evaluate_with_the_statistics_they_get_alone(tiny_dataset,
 
 @pytest.mark.slow
 def test_a_run_after_another_of_its_cell_reuses_the_compiled_pass_with_its_own_weights(tiny_dataset, tmp_path):
-    from kbn.train import train
+    from kbn.training.train import train
 
     runs = [train(TrainConfig(arch="mlp", norm="batch", width=12, seed=s, bn_statistics="population", bn_batches=4,
                               **KW), tmp_path, verbose=False, dataset=tiny_dataset) for s in (0, 1)]
@@ -219,7 +219,7 @@ def test_a_run_after_another_of_its_cell_reuses_the_compiled_pass_with_its_own_w
 
 @pytest.mark.slow
 def test_a_users_batch_norm_subclass_gets_population_statistics(tiny_dataset, tmp_path):
-    from kbn.train import train
+    from kbn.training.train import train
 
     cfg = TrainConfig(arch="mlp", norm="tests.user_parts:WideEpsilonBatchNorm", width=16, bn_statistics="population",
                       bn_batches=8, **KW)
@@ -233,7 +233,7 @@ def test_a_users_batch_norm_subclass_gets_population_statistics(tiny_dataset, tm
 
 @pytest.mark.slow
 def test_without_batch_norm_the_rule_changes_nothing_and_says_so(tiny_dataset, tmp_path):
-    from kbn.train import train
+    from kbn.training.train import train
 
     common = dict(arch="mlp", norm="layer", width=16, **KW)
     pop = train(TrainConfig(bn_statistics="population", **common), tmp_path / "p", verbose=False, dataset=tiny_dataset)
@@ -250,8 +250,8 @@ def test_without_batch_norm_the_rule_changes_nothing_and_says_so(tiny_dataset, t
 def test_the_probe_sees_the_population_statistics(tiny_dataset, tmp_path):
     """The pre-activation percentiles logged at the last evaluation are those of the saved model,
     which holds the population statistics."""
-    from kbn.runlog import read_preactivations
-    from kbn.train import train
+    from kbn.runs.runlog import read_preactivations
+    from kbn.training.train import train
 
     cfg = TrainConfig(arch="ioffe_mlp", norm="batch", init="gaussian:0.1", probe_preactivations=64,
                       bn_statistics="population", bn_batches=5, **KW)
@@ -273,7 +273,7 @@ def test_on_the_tensorflow_backend(tmp_path, tensorflow_child):
     code = (
         "import sys; sys.path.insert(0, 'tests'); import conftest, test_bn_stats as t\n"
         "from pathlib import Path\n"
-        "from kbn.config import TrainConfig; from kbn.train import train, train_many\n"
+        "from kbn.core.config import TrainConfig; from kbn.training.train import train, train_many\n"
         "ds = conftest.generated_dataset('mnist', (256, 64, 64))\n"
         "cfgs = [TrainConfig(arch='mlp', norm='batch', width=16, seed=s, bn_statistics='population', bn_batches=10,"
         " **t.KW) for s in (0, 1)]\n"
@@ -295,7 +295,7 @@ def test_on_the_tensorflow_backend(tmp_path, tensorflow_child):
 def test_real_binary_fashion_mnist_evaluates_its_first_steps_with_what_it_learnt(fashion_dir, tmp_path):
     """The defect: at lr 1 on the poster's setting, the moving averages still hold ~the initial (0, 1)
     after 10 steps and the validation accuracy is far below what the network has learnt."""
-    from kbn.train import train
+    from kbn.training.train import train
 
     common = dict(dataset="binary_fashion_mnist", arch="ioffe_mlp", norm="batch", optimizer="sgd", lr=1.0,
                   batch_size=60, init="gaussian:0.1", subset=6000, eval_every_steps=50, total_steps=50, eval_steps=[10])
@@ -351,7 +351,7 @@ def test_a_sweep_states_its_rule_in_its_protocol():
 @pytest.mark.slow
 def test_a_sweeps_runs_record_the_rule_and_the_report_states_it(tmp_path, write_cache):
     from kbn import report
-    from kbn.runner import run_sweep
+    from kbn.sweep.runner import run_sweep
 
     write_cache("mnist")
     raw = {"name": "pop", "datasets": ["mnist"], "archs": ["mlp"], "norms": ["none", "batch"], "optimizers": ["sgd"],

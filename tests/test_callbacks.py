@@ -1,4 +1,4 @@
-"""kbn.callbacks, each on a real (tiny) Keras fit: a non-finite loss stops training once every packed
+"""kbn.training.callbacks, each on a real (tiny) Keras fit: a non-finite loss stops training once every packed
 trial has one, the heartbeat says the step and the loss Keras reports, and a stop asked for by a
 signal ends fit at the next step."""
 
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from kbn.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
+from kbn.training.callbacks import Heartbeat, StopOnInterrupt, StopOnNonFinite
 
 BATCHES = 8  # per epoch: 64 examples in batches of 8
 

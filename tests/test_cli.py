@@ -10,7 +10,7 @@ import pytest
 
 from kbn import data
 from kbn.cli import main, parser
-from kbn.config import TrainConfig
+from kbn.core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_data_prepare_reports_splits_and_cache(tmp_path, capsys, make_idx_folder
 
 @pytest.mark.slow  # builds the networks in a child process to read their convolutions
 def test_backend_choice_follows_the_measurements(monkeypatch):
-    from kbn import backend
+    from kbn.training import backend
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(backend.shutil, "which", lambda name: None)  # no GPU here
@@ -120,7 +120,7 @@ def test_train_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, ma
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_sweep_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, monkeypatch):
-    from kbn import runner
+    from kbn.sweep import runner
 
     monkeypatch.setattr(runner, "run_sweep", lambda *a, **k: pytest.fail("trained into a bad logdir"))
     logdir = _bad_logdirs(tmp_path)[which]
@@ -135,7 +135,7 @@ def test_sweep_into_an_unwritable_logdir_is_one_line(which, tmp_path, capsys, mo
     (["--cnn-examples", "0"], "cnn-examples", "0"),
 ])
 def test_bench_rejects_non_positive_counts_before_measuring(args, field, value, capsys, monkeypatch):
-    from kbn import bench
+    from kbn.tools import bench
 
     monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured with a bad option"))
     assert main(["bench", *args]) == 2
@@ -143,7 +143,7 @@ def test_bench_rejects_non_positive_counts_before_measuring(args, field, value, 
 
 
 def test_bench_rejects_an_unwritable_out_before_measuring(tmp_path, capsys, monkeypatch):
-    from kbn import bench
+    from kbn.tools import bench
 
     monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured, then could not write"))
     assert main(["bench", "--out", str(tmp_path)]) == 2  # a folder, not a file
@@ -242,7 +242,7 @@ def test_train_with_mixed_precision_says_so_and_records_it(tmp_path, capsys, wri
 def test_a_bad_setting_is_refused_before_the_networks_are_probed(argv, field, monkeypatch, capsys):
     """Which backend trains faster is read off the built networks in a child process (seconds): a
     typo must not wait for it, and --precision's error names the option, not the sweep file."""
-    from kbn import backend
+    from kbn.training import backend
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)  # restored afterwards
     monkeypatch.setattr(backend, "probe_conv", lambda *a: pytest.fail("probed a network before the checks"))

@@ -1,9 +1,9 @@
-"""kbn.clock: a run's seconds apart (training, evaluation, compilation), the estimate of compilation
+"""kbn.core.clock: a run's seconds apart (training, evaluation, compilation), the estimate of compilation
 inside Keras's own calls, and JAX's compile events counted for the process."""
 
 import pytest
 
-from kbn.clock import FirstCalls, RunClock, process_compile_seconds
+from kbn.core.clock import FirstCalls, RunClock, process_compile_seconds
 
 
 def test_training_seconds_leave_compilation_out_and_the_eta_learns_from_them():

@@ -1,4 +1,4 @@
-"""kbn.compat, the border to upstream private code: the versions installed are the ones checked, the
+"""kbn.core.compat, the border to upstream private code: the versions installed are the ones checked, the
 upstream code kbn copies is unchanged, each private name still exists, and no use of one lives
 anywhere else in kbn/ (the scan below: add a use outside compat.py and it fails)."""
 
@@ -10,9 +10,9 @@ import inspect
 import re
 from pathlib import Path
 
-from kbn import compat
+from kbn.core import compat
 
-KBN = Path(compat.__file__).resolve().parent
+KBN = Path(compat.__file__).resolve().parents[1]  # kbn/, which holds core/compat.py
 # a private name of an upstream *stdlib* module that is documented public API
 STDLIB_OK = {"os._exit"}
 PRIVATE = re.compile(r"^_[A-Za-z0-9]\w*$")  # _name, not __dunder__
@@ -28,7 +28,7 @@ def test_the_installed_versions_are_the_ones_checked():
         have = _version(importlib.metadata.version(dist))
         lo, hi = _version(low), _version(high)
         assert lo <= have[:len(lo)] and have[:len(hi)] <= hi, (
-            f"{dist} {importlib.metadata.version(dist)} is outside {low}-{high}, the versions kbn/compat.py's "
+            f"{dist} {importlib.metadata.version(dist)} is outside {low}-{high}, the versions kbn/core/compat.py's "
             f"{name} was checked against: re-read its note against this version and update CHECKED")
 
 
@@ -44,7 +44,7 @@ def test_the_upstream_code_kbn_copies_is_unchanged():
     for name, (cls, method) in code.items():
         dist, low, high = compat.KERAS_TUNER if name.startswith("keras_tuner") else compat.KERAS
         assert compat.fingerprint(cls, method) in compat.FINGERPRINTS[name], (
-            f"{name} changed since kbn copied it (checked {low}-{high}): re-read kbn/compat.py's note and update")
+            f"{name} changed since kbn copied it (checked {low}-{high}): re-read kbn/core/compat.py's note and update")
 
 
 def test_a_changed_upstream_function_changes_its_fingerprint():
@@ -72,7 +72,7 @@ def test_the_oracle_privates_exist(tmp_path):
     oracle = compat.oracle_class()(objective=kt.Objective("score", "max"), max_trials=None)
     oracle._set_project_dir(str(tmp_path), "p")
     for name in ("_retry_queue", "_run_times", "_tried_so_far", "_id_to_hash", "_record_values", "_save_trial"):
-        assert hasattr(oracle, name), f"keras_tuner Oracle has no {name} any more: see kbn/compat.py"
+        assert hasattr(oracle, name), f"keras_tuner Oracle has no {name} any more: see kbn/core/compat.py"
     assert compat.oracle_project_dir(oracle) == tmp_path / "p"
     assert compat.oracle_file(oracle) == tmp_path / "p" / "oracle.json"
     assert compat.oracle_trial_file(oracle, "0007") == tmp_path / "p" / "trial_0007" / "trial.json"
@@ -85,7 +85,7 @@ def test_the_tuner_and_grpc_privates_exist():
     from keras_tuner.engine import base_tuner
 
     for name in ("_is_worker", "_get_tuner_fname", "_run_and_update_trial"):
-        assert callable(getattr(base_tuner.BaseTuner, name, None)), f"BaseTuner has no {name}: see kbn/compat.py"
+        assert callable(getattr(base_tuner.BaseTuner, name, None)), f"BaseTuner has no {name}: see kbn/core/compat.py"
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
@@ -111,7 +111,7 @@ def test_the_keras_privates_exist():
 
     assert hasattr(module_utils.tensorflow, "_available") and hasattr(module_utils.tensorflow, "module")
     for name in ("_trainable_variables", "_get_variable_index", "_use_weight_decay", "_apply_weight_decay"):
-        assert hasattr(model.optimizer, name), f"keras optimizers have no {name}: see kbn/compat.py"
+        assert hasattr(model.optimizer, name), f"keras optimizers have no {name}: see kbn/core/compat.py"
 
 
 def test_per_variable_lr_gives_each_variable_its_rate():
@@ -222,7 +222,7 @@ def private_uses_outside_compat() -> list[str]:
         for node in ast.walk(tree):  # classes inside functions: their bases cannot be known here
             if isinstance(node, ast.ClassDef) and node not in classes:
                 out.append(f"{where}:{node.lineno}: class {node.name} inside a function: define it at module "
-                           "level, or in kbn/compat.py")
+                           "level, or in kbn/core/compat.py")
         for cls, upstream in classes.items():
             for n in ast.walk(cls):
                 if upstream and isinstance(n, ast.FunctionDef) and n.name in upstream:
@@ -239,7 +239,7 @@ def private_uses_outside_compat() -> list[str]:
 
 def test_every_private_use_lives_in_compat():
     found = private_uses_outside_compat()
-    assert not found, ("private upstream code used outside kbn/compat.py (move it there, with the version range "
+    assert not found, ("private upstream code used outside kbn/core/compat.py (move it there, with the version range "
                        "checked):\n" + "\n".join(found))
 
 

@@ -1,12 +1,12 @@
-"""kbn.config: a run's settings and a sweep file, validated on load (one line naming the field, the
+"""kbn.core.config: a run's settings and a sweep file, validated on load (one line naming the field, the
 value and the choices), and the bundled sweep files."""
 
 from pathlib import Path
 
 import pytest
 
-from kbn.config import TrainConfig, load_sweep, sweep_from_dict
-from kbn.errors import ConfigError
+from kbn.core.config import TrainConfig, load_sweep, sweep_from_dict
+from kbn.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

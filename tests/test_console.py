@@ -1,10 +1,10 @@
-"""Text outputs fit the terminal they are printed on (kbn.console)."""
+"""Text outputs fit the terminal they are printed on (kbn.core.console)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kbn import console
+from kbn.core import console
 from kbn.cli import main
 
 
@@ -83,8 +83,8 @@ def test_a_progress_line_fits_100_columns_and_keeps_its_score_and_eta(tmp_path, 
 
     from keras_tuner.engine.trial import TrialStatus
 
-    from kbn.config import load_sweep
-    from kbn.tune import progress_line
+    from kbn.core.config import load_sweep
+    from kbn.sweep.tuner import progress_line
 
     monkeypatch.setenv("COLUMNS", cols)
     f = tmp_path / "s.toml"
@@ -164,8 +164,8 @@ def test_the_library_logs_to_the_kbn_logger_and_the_cli_sets_how_much_is_printed
     prints a sweep's outcome but not its progress lines; a bad level is one line."""
     import logging
 
-    from kbn.config import load_sweep
-    from kbn.runner import run_sweep
+    from kbn.core.config import load_sweep
+    from kbn.sweep.runner import run_sweep
 
     got = []
 

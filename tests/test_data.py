@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 
 from kbn import data
-from kbn.errors import ConfigError, DataError
+from kbn.data import files, loading, variants
+from kbn.core.errors import ConfigError, DataError
 
 
 def test_read_idx_roundtrip_and_bad_magic(tmp_path, write_idx):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "a.gz", arr)
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz"), arr)
+    np.testing.assert_array_equal(files.read_idx(tmp_path / "a.gz"), arr)
     (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01" + b"\x00" * 8)
     with pytest.raises(DataError, match="magic"):
-        data.read_idx(tmp_path / "bad")
+        files.read_idx(tmp_path / "bad")
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -105,8 +106,8 @@ def test_cluttered_variant_is_deterministic_and_keeps_labels(tmp_path, make_idx_
     # every object pixel survives somewhere: the canvas holds at least as much ink as the digit
     assert (c1.x_train.sum(axis=(1, 2, 3)) >= base.x_train.sum(axis=(1, 2, 3)) - 1e-3).all()
     x = (base.x_train * 255).round().astype(np.uint8)
-    np.testing.assert_array_equal(data.clutter(x, seed=5), data.clutter(x, seed=5))
-    assert not np.array_equal(data.clutter(x, seed=5), data.clutter(x, seed=6))
+    np.testing.assert_array_equal(variants.clutter(x, seed=5), variants.clutter(x, seed=5))
+    assert not np.array_equal(variants.clutter(x, seed=5), variants.clutter(x, seed=6))
 
 
 def test_real_fashion_mnist_from_the_debian_package(fashion_dir):
@@ -125,10 +126,17 @@ def test_a_cache_prepared_before_the_split_was_called_validation_still_loads(mak
         arrays[f"x_{key}"], arrays[f"y_{key}"] = make_images(n, seed)
     path = data.cache_path("mnist")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, version=np.array(data.CACHE_VERSION), source=np.array("an older kbn"), **arrays)
+    np.savez(path, version=np.array(loading.CACHE_VERSION), source=np.array("an older kbn"), **arrays)
     ds = data.load("mnist", verbose=False)
     assert ds.source == "an older kbn" and ds.sizes() == {"train": 30, "validation": 10, "test": 12}
     np.testing.assert_array_equal(ds.y_validation, arrays["y_val"])
     data.write_cache("mnist", {f"{a}_{s}": getattr(ds, f"{a}_{s}") for s in data.SPLITS for a in "xy"}, "again")
     with np.load(path) as z:
         assert {"x_val", "y_val"} <= set(z.files) and "x_validation" not in z.files
+
+
+def test_every_variant_the_registry_names_has_its_function():
+    from kbn.core import registry
+
+    assert {v.make for v in registry.VARIANTS.values()} == set(variants.MAKERS)
+    assert all(callable(f) for f in variants.MAKERS.values())

@@ -1,4 +1,4 @@
-"""kbn.distribute: one sweep over a chief and its worker processes (Keras Tuner's chief/worker mode,
+"""kbn.sweep.distribute: one sweep over a chief and its worker processes (Keras Tuner's chief/worker mode,
 on loopback here)."""
 
 import os
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kbn.config import load_sweep
-from kbn.distribute import set_distribution_env
-from kbn.runner import run_sweep
+from kbn.core.config import load_sweep
+from kbn.sweep.distribute import set_distribution_env
+from kbn.sweep.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 KT_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -227,7 +227,7 @@ def test_a_worker_at_another_precision_than_the_sweeps_is_refused(tiny, tmp_path
     """The chief's --precision is in sweep.json: a worker started from the bare file (float32) must not
     train a mixed_bfloat16 sweep's trials in float32. Refused before it asks the chief for a trial."""
     from kbn.cli import main
-    from kbn.sweep_folder import prepare_folder
+    from kbn.sweep.folder import prepare_folder
 
     import dataclasses
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbn import console
+from kbn.core import console
 
 from kbn import report
 from kbn.cli import main

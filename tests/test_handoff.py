@@ -1,4 +1,4 @@
-"""kbn.handoff: a conv net met by a JAX process on a CPU trains in a TensorFlow child, which says so;
+"""kbn.training.handoff: a conv net met by a JAX process on a CPU trains in a TensorFlow child, which says so;
 its lines come back through kbn's log, its errors are raised here, and an interrupt stops both."""
 
 import json
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kbn.config import TrainConfig
-from kbn.errors import ConfigError
-from kbn.train import train
+from kbn.core.config import TrainConfig
+from kbn.core.errors import ConfigError
+from kbn.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each starts a TensorFlow process
@@ -71,7 +71,7 @@ def test_the_childs_error_is_raised_here_as_it_was_there(handoff_on, tiny_datase
 
 NOTEBOOK = """
 import sys; sys.path.insert(0, 'tests'); import conftest
-from kbn.config import TrainConfig; from kbn.train import train
+from kbn.core.config import TrainConfig; from kbn.training.train import train
 ds = conftest.generated_dataset(sizes=(4096, 128, 128))
 print("started", flush=True)
 train(TrainConfig(arch="cnn", norm="batch", epochs=40, batch_size=32), sys.argv[1], dataset=ds)

@@ -1,4 +1,4 @@
-"""kbn.interrupts: Ctrl-C and SIGTERM set a flag that training checks between steps (real signals to
+"""kbn.core.interrupts: Ctrl-C and SIGTERM set a flag that training checks between steps (real signals to
 this process and to child processes); a stopped sweep resumes."""
 
 import os
@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from kbn import interrupts
-from kbn.config import load_sweep
-from kbn.errors import Interrupted
-from kbn.runner import run_sweep
+from kbn.core import interrupts
+from kbn.core.config import load_sweep
+from kbn.core.errors import Interrupted
+from kbn.sweep.runner import run_sweep
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -45,7 +45,7 @@ def test_sleep_ends_early_on_a_signal(signals_to_kbn):
 
 TWICE = """
 import os, signal, sys, time
-from kbn import interrupts
+from kbn.core import interrupts
 interrupts.install()
 os.kill(os.getpid(), signal.SIGINT)
 os.kill(os.getpid(), signal.SIGTERM)

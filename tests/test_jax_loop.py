@@ -1,13 +1,13 @@
-"""A period trained as compiled loops (kbn.jax_loop) gives what Keras's fit gives: the same steps on
+"""A period trained as compiled loops (kbn.training.jax_loop) gives what Keras's fit gives: the same steps on
 the same batches, the same metrics, the same weights (float32 rounding apart)."""
 
 import keras
 import numpy as np
 import pytest
 
-from kbn.config import TrainConfig
-from kbn.runlog import read_metrics
-from kbn.train import train_many
+from kbn.core.config import TrainConfig
+from kbn.runs.runlog import read_metrics
+from kbn.training.train import train_many
 
 CASES = [("mlp", "batch", "adam", [(1e-3, 0)]), ("mlp", "none", "sgdm", [(0.05, 0)]),
          ("ioffe_mlp", "layer", "sgd", [(0.5, 0)]),
@@ -48,7 +48,9 @@ def test_compiled_loop_calls_per_period(tmp_path, tiny_dataset):
     """steps_per_execution caps a compiled call: 2 steps per call, so a period of 5 full batches and a
     short one is 4 calls, each seen by the callbacks, and a callback can stop the period between
     them, as in fit."""
-    from kbn import jax_loop, models, optim
+    from kbn import models
+    from kbn.models import optimizers as optim
+    from kbn.training import jax_loop
 
     keras.utils.set_random_seed(0)
     model = models.build("mlp", tiny_dataset.input_shape, tiny_dataset.num_classes, "none")
@@ -82,8 +84,9 @@ def test_compiled_loop_calls_per_period(tmp_path, tiny_dataset):
 @pytest.mark.parametrize("k", [1, 2])
 def test_compiled_evaluation_equals_evaluate(tiny_dataset, k):
     """Two full batches and a short one: the means over all examples, as evaluate returns them."""
-    from kbn import jax_loop, models
-    from kbn.packed import build_packed
+    from kbn import models
+    from kbn.training import jax_loop
+    from kbn.models.packed import build_packed
 
     keras.utils.set_random_seed(0)
     singles = [models.build("mlp", tiny_dataset.input_shape, tiny_dataset.num_classes, "batch") for _ in range(k)]
@@ -116,7 +119,7 @@ def test_compiled_evaluation_equals_evaluate(tiny_dataset, k):
 def test_dataset_arrays_go_to_the_device_once_and_leave_with_them():
     import gc
 
-    from kbn import jax_loop
+    from kbn.training import jax_loop
 
     a = np.arange(12, dtype="float32").reshape(3, 4)
     d = jax_loop.on_device(a)
@@ -132,7 +135,7 @@ def test_shared_compiled_loops_give_each_run_its_own_result(tmp_path, tiny_datas
     """A worker's runs of one cell share the compiled loops (traced once): a run trained after others
     gives exactly what it gives in a fresh process, its own learning rate and seed included; another
     optimizer configuration (sgd vs sgdm: one Keras class) gets loops of its own."""
-    from kbn import jax_loop
+    from kbn.training import jax_loop
 
     def run(opt, lr, seed, where):
         cfg = TrainConfig(arch="mlp", norm="batch", optimizer=opt, lr=lr, seed=seed, epochs=2, batch_size=48)
@@ -156,7 +159,8 @@ def test_shared_compiled_loops_give_each_run_its_own_result(tmp_path, tiny_datas
 def test_no_shared_loops_for_what_a_configuration_cannot_vouch_for(tiny_dataset):
     """A learning-rate schedule (not an optimizer variable) or a class outside Keras: its loop is
     its own (None), since its configuration need not say everything the loop computes."""
-    from kbn import jax_loop, models
+    from kbn import models
+    from kbn.training import jax_loop
 
     def compiled(optimizer):
         m = models.build("mlp", tiny_dataset.input_shape, tiny_dataset.num_classes, "none")
@@ -175,7 +179,7 @@ def test_no_shared_loops_for_what_a_configuration_cannot_vouch_for(tiny_dataset)
 
 def _count_traces(monkeypatch) -> dict:
     """How often each loop's Python function is traced (once per program compiled), from now on."""
-    from kbn import jax_loop
+    from kbn.training import jax_loop
 
     traced = {"train": 0, "evaluate": 0}
     for kind, cls in (("train", jax_loop.JaxPeriods), ("evaluate", jax_loop.JaxEvaluation)):
@@ -253,8 +257,8 @@ def test_a_conv_net_trains_as_plain_fit_does_and_says_why(tmp_path, tiny_dataset
     and in config.json; its numbers are those of a plain `fit` (one step per call) over the same order."""
     import json
 
-    from kbn import optim
-    from kbn.train import IndexStream, initial_model
+    from kbn.models import optimizers as optim
+    from kbn.training.train import IndexStream, initial_model
 
     cfg = TrainConfig(arch=arch, norm="batch", optimizer="adam", lr=1e-3, seed=0, epochs=2, batch_size=48,
                       **({"width": 4} if arch == "cnn" else {}))

@@ -1,15 +1,22 @@
-"""The package's import picture: no circles (lazy imports inside functions count too), and the core
-modules (settings, checks, the registry, errors: what every other room reads) import only each other."""
+"""The package's import picture: its folders are the data flow, each importing only the folders below
+it (lazy imports inside functions count too), and no module imports one that imports it back."""
 
 import ast
 import collections
 from pathlib import Path
 
 KBN = Path(__file__).resolve().parents[1] / "kbn"
-# settings, their checks, the component registry and kbn's error kinds, and the small services every
-# room uses: no Keras at load, no data, no training, no sweep folder, no report
-CORE = {"kbn.errors", "kbn.checks", "kbn.compat", "kbn.console", "kbn.clock", "kbn.interrupts", "kbn.registry",
-        "kbn.config", "kbn.trials", "kbn.stability", "kbn.precision", "kbn.resources"}
+# The rooms, bottom up (README, "Layout"): a module may import its own room and the rooms below it.
+# The sweep's files (folder, trials, plan, status, view) sit below the report, which reads them; the
+# sweep's runner writes the report's TensorBoard summary through kbn.sweep.summary, whose statistics
+# are kbn.core.stats'. The package's own files (the CLI, the public API) are the top.
+LAYERS = ("core", "data", "models", "runs", "training", "sweep", "report", "tools", "")
+
+
+def room(module: str) -> str:
+    """kbn.sweep.plan -> "sweep"; kbn.cli, kbn -> "" (the top)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (KBN / parts[1]).is_dir()) else ""
 
 
 def _modules() -> dict[str, Path]:
@@ -81,11 +88,38 @@ def test_no_import_circles():
 def test_the_check_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = import_graph()
-    assert "kbn.config" in graph["kbn.sweep_folder"] and "kbn.models" not in graph["kbn.registry"]
+    assert "kbn.core.config" in graph["kbn.sweep.folder"] and "kbn.models.networks" not in graph["kbn.core.registry"]
 
 
-def test_core_imports_only_core():
+def layer_breaks(graph) -> list[str]:
+    """Each import of a room above the importer's own: "importer -> imported (room -> room)"."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    return sorted(f"{m} -> {t} ({room(m) or 'top'} -> {room(t) or 'top'})" for m, targets in graph.items()
+                  for t in targets if rank[room(t)] > rank[room(m)])
+
+
+def test_each_room_imports_only_the_rooms_below_it():
     graph = import_graph()
-    outside = {m: sorted(graph[m] - CORE - {"kbn"}) for m in CORE if graph[m] - CORE - {"kbn"}}
-    assert outside == {}, f"core modules importing other rooms: {outside}"
-    assert CORE <= set(_modules()), "a CORE name is not a module"
+    assert {room(m) for m in graph} | {room(m) for m in _modules()} <= set(LAYERS), "a folder not in LAYERS"
+    assert layer_breaks(graph) == []
+
+
+def test_the_layer_check_finds_an_import_upwards():
+    graph = {"kbn.core.config": {"kbn.training.train"}, "kbn.training.train": {"kbn.core.config"},
+             "kbn.cli": {"kbn.sweep.runner"}}
+    assert layer_breaks(graph) == ["kbn.core.config -> kbn.training.train (core -> training)"]
+
+
+def test_the_core_imports_no_keras_at_load():
+    """What every room reads stays cheap: none of the core's modules imports Keras (or TensorFlow, JAX)
+    at its top level (the CLI chooses the backend from the settings before Keras is imported)."""
+    heavy = {"keras", "tensorflow", "jax", "keras_tuner"}
+    found = []
+    for name, path in _modules().items():
+        if room(name) != "core":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{name}: {m}" for m in mods if m.split(".")[0] in heavy]
+    assert found == []

@@ -15,8 +15,8 @@ import pytest
 
 import kbn
 from kbn.cli import main
-from kbn.config import load_sweep
-from kbn.plan import status_rows
+from kbn.core.config import load_sweep
+from kbn.sweep.status import status_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 NONE, BATCH = "mnist-mlp-none-sgd", "mnist-mlp-batch-sgd"
@@ -46,8 +46,8 @@ def rows(folder) -> dict:
 def redone_by_resume(folder, sweep_file) -> list[str]:
     """The trials a resumed sweep's oracle would train again (their run folders, relative), read
     from its retry queue without training anything."""
-    from kbn.plan import run_folder
-    from kbn.tune import SweepTuner
+    from kbn.sweep.folder import run_folder
+    from kbn.sweep.tuner import SweepTuner
 
     tuner = SweepTuner(load_sweep(sweep_file), folder, log=lambda *_: None)
     oracle = tuner.oracle
@@ -200,7 +200,7 @@ def test_fault_injection_a_lost_run_result_and_model_are_named_and_exactly_they_
 
 
 def test_a_file_where_a_run_folder_was_is_named_and_replaced_by_the_run(sweep_copy, capsys, tiny_dataset):
-    from kbn.runlog import RunLog
+    from kbn.runs.runlog import RunLog
 
     run = final_runs(sweep_copy)[0]
     shutil.rmtree(run)

@@ -3,8 +3,8 @@ import pytest
 from keras import layers
 
 from kbn import models
-from kbn import registry
-from kbn.errors import ConfigError
+from kbn.core import registry
+from kbn.core.errors import ConfigError
 
 ARCHS, NORMS = tuple(registry.ARCHS), tuple(registry.NORMS)
 

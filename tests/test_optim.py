@@ -1,9 +1,9 @@
 import keras
 import pytest
 
-from kbn import registry
-from kbn.errors import ConfigError
-from kbn.optim import make_optimizer
+from kbn.core import registry
+from kbn.core.errors import ConfigError
+from kbn.models.optimizers import make_optimizer
 
 EXPECTED = {
     "sgd": ("SGD", {"momentum": 0.0, "nesterov": False}),

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from kbn import registry
-from kbn.config import TrainConfig
-from kbn.runlog import read_metrics
-from kbn.train import train, train_many
+from kbn.core import registry
+from kbn.core.config import TrainConfig
+from kbn.runs.runlog import read_metrics
+from kbn.training.train import train, train_many
 
 LRS = {"sgd": (0.02, 0.1), "sgdm": (0.01, 0.05), "nesterov": (0.01, 0.05), "adagrad": (0.01, 0.1),
        "adadelta": (0.1, 1.0), "adam": (1e-3, 1e-2), "adamw": (1e-3, 1e-2), "nadam": (1e-3, 1e-2),
@@ -117,10 +117,10 @@ import keras, numpy as np
 keras.config.set_floatx("float64")
 sys.path.insert(0, "tests")
 from conftest import make_images
-from kbn.config import TrainConfig
-from kbn.data import Dataset
-from kbn.runlog import read_metrics
-from kbn.train import train, train_many
+from kbn.core.config import TrainConfig
+from kbn.data.loading import Dataset
+from kbn.runs.runlog import read_metrics
+from kbn.training.train import train, train_many
 
 parts = {}
 for split, n, seed in (("train", 256, 0), ("validation", 64, 1), ("test", 64, 2)):
@@ -171,7 +171,7 @@ def test_a_trial_extracted_from_a_packed_model_predicts_as_its_output(tiny_datas
     """The inverse of copy_weights: trial j's weights (BN statistics included) in a single model built
     like the originals give the packed model's output j."""
     from kbn import models
-    from kbn.packed import build_packed
+    from kbn.models.packed import build_packed
 
     ds = tiny_dataset
     singles = [models.build(arch, ds.input_shape, 10, norm, **kw) for _ in range(3)]

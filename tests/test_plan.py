@@ -1,12 +1,13 @@
-"""kbn.plan: what a sweep has left to do, derived from trial scores alone (no training), and `kbn
+"""kbn.sweep.plan: what a sweep has left to do, derived from trial scores alone (no training), and `kbn
 status`, which reads it from a sweep folder."""
 
 import pytest
 
-from kbn.config import Cell, load_sweep, sweep_from_dict
-from kbn.errors import ConfigError
-from kbn.plan import cell_progress, planned_trials, status_rows
-from kbn.runner import run_sweep
+from kbn.core.config import Cell, load_sweep, sweep_from_dict
+from kbn.core.errors import ConfigError
+from kbn.sweep.plan import cell_progress, planned_trials
+from kbn.sweep.status import status_rows
+from kbn.sweep.runner import run_sweep
 
 
 def test_fine_grid_sits_between_the_winner_and_its_neighbours():
@@ -64,7 +65,7 @@ def test_a_search_point_scores_the_mean_over_its_search_seeds():
 
 
 def test_the_eta_weighs_each_trial_by_its_length():
-    from kbn.plan import trial_length, work_left
+    from kbn.sweep.plan import trial_length, work_left
 
     s = sweep_from_dict({"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"],
                          "epochs": 5, "seeds": [0, 1], "search": {"coarse": [0.01, 0.1, 1.0], "fine_per_side": 1,
@@ -106,7 +107,7 @@ def test_the_stable_rule_passes_over_a_rate_whose_larger_neighbour_fell_over():
     """The issue's deep-MLP cells: the best search score sits one grid step below a rate that scored
     chance; "best" picks it, "stable" steps back from the edge. The coarse grid is read without the
     neighbour rule (a decade below the edge is not yet at it): the fine grid then finds the edge."""
-    from kbn.plan import choose, unstable_rates
+    from kbn.sweep.plan import choose, unstable_rates
 
     for selection, chosen in (("best", 0.316), ("stable", 0.1)):
         s = _edge_sweep(selection)
@@ -150,7 +151,7 @@ def test_a_folder_made_before_the_stable_rule_keeps_its_choice(tmp_path):
     sweep file asking for the new default is refused in one line naming the field."""
     import json
 
-    from kbn.sweep_folder import load_folder_sweep, prepare_folder
+    from kbn.sweep.folder import load_folder_sweep, prepare_folder
 
     s = _edge_sweep("best")
     raw = s.to_file_dict()

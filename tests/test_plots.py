@@ -1,4 +1,4 @@
-"""kbn.plots: each picture drawn from known numbers; what is checked is what was drawn (the lines'
+"""kbn.report.plots: each picture drawn from known numbers; what is checked is what was drawn (the lines'
 data, colours, styles and the axes' labels), caught as the figure is saved."""
 
 import matplotlib.colors as mcolors
@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbn import plots, registry
+from kbn.core import registry
+from kbn.report import plots
 from kbn.report.labels import optimizer_name
 
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """The figures kbn.plots saves, by file name (each is still written)."""
+    """The figures kbn.report.plots saves, by file name (each is still written)."""
     figures = {}
     save = plots._save
 
@@ -200,7 +201,7 @@ def test_chosen_rates_are_the_final_runs_rates():
 
 
 def test_expected_best_is_in_percent_as_its_table_with_a_band_of_one_sd(tmp_path, drawn):
-    from kbn import tuning
+    from kbn.report import tuning
 
     points = pd.DataFrame([{"dataset": "mnist", "arch": "mlp", "norm": "none", "optimizer": "sgd", "phase": "coarse",
                             "lr": lr, "seed": 0, "score": s, "diverged": False}

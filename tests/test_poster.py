@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbn.config import TrainConfig, load_sweep, parse_eval_steps, sweep_from_dict
-from kbn.errors import ConfigError
-from kbn.runlog import FIXED_UNIT, PERCENTILES, read_metrics, read_preactivations
+from kbn.core.config import TrainConfig, load_sweep, parse_eval_steps, sweep_from_dict
+from kbn.core.errors import ConfigError
+from kbn.runs.runlog import FIXED_UNIT, PERCENTILES, read_metrics, read_preactivations
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def test_binary_variant_is_the_base_thresholded_at_one_half_and_cached(write_cac
 
 
 def test_binary_is_a_registry_variant_of_any_base():
-    from kbn import registry
+    from kbn.core import registry
 
     # a variant is one record: it applies to every base (a colour image is thresholded per channel)
     assert TrainConfig(dataset="binary_cifar10").dataset == "binary_cifar10"
@@ -76,8 +76,8 @@ def test_gaussian_init_draws_every_kernel_at_the_stated_scale():
 
 @pytest.mark.slow
 def test_gaussian_init_keeps_the_arms_paired_and_reaches_the_packed_model(tiny_dataset):
-    from kbn.packed import build_packed
-    from kbn.train import initial_model
+    from kbn.models.packed import build_packed
+    from kbn.training.train import initial_model
 
     cfgs = [TrainConfig(arch="ioffe_mlp", norm=n, optimizer="sgd", init="gaussian:0.1", seed=s)
             for n, s in (("none", 0), ("batch", 0), ("none", 1))]
@@ -124,7 +124,7 @@ def test_eval_steps_need_the_regular_evaluations():
 
 
 def test_a_run_evaluates_at_the_listed_steps_and_every_k(tiny_dataset, tmp_path):
-    from kbn.train import train
+    from kbn.training.train import train
 
     cfg = TrainConfig(arch="ioffe_mlp", optimizer="sgd", lr=0.5, batch_size=32, eval_every_steps=8, total_steps=20,
                       eval_steps=[1, 3, 12, 25])
@@ -204,7 +204,7 @@ def check_logged_percentiles(folder: Path, x_val: np.ndarray, norm: str, n: int)
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
 @pytest.mark.slow
 def test_logged_percentiles_equal_those_of_the_models_preactivations(tiny_dataset, tmp_path, norm):
-    from kbn.train import train
+    from kbn.training.train import train
 
     cfg = TrainConfig(arch="ioffe_mlp", norm=norm, optimizer="sgd", lr=0.5, batch_size=32, eval_every_steps=10,
                       total_steps=30, eval_steps=[2], init="gaussian:0.1", probe_preactivations=100)
@@ -229,7 +229,7 @@ def test_logged_percentiles_equal_those_of_the_models_preactivations(tiny_datase
 
 @pytest.mark.slow
 def test_packed_trials_log_their_own_percentiles(tiny_dataset, tmp_path):
-    from kbn.train import train_many
+    from kbn.training.train import train_many
 
     base = dict(arch="ioffe_mlp", norm="batch", optimizer="sgd", batch_size=32, eval_every_steps=8, total_steps=16,
                 init="gaussian:0.1", probe_preactivations=64)
@@ -248,7 +248,7 @@ def test_percentiles_on_the_tensorflow_backend(tmp_path, tensorflow_child):
     code = (
         "import sys; sys.path.insert(0, 'tests'); import conftest, test_poster\n"
         "from pathlib import Path\n"
-        "from kbn.config import TrainConfig; from kbn.train import train, train_many\n"
+        "from kbn.core.config import TrainConfig; from kbn.training.train import train, train_many\n"
         "ds = conftest.generated_dataset('mnist', (256, 64, 64))\n"
         "kw = dict(arch='ioffe_mlp', norm='layer', optimizer='sgd', batch_size=32, eval_every_steps=8, total_steps=16,"
         " probe_preactivations=50)\n"
@@ -263,7 +263,7 @@ def test_percentiles_on_the_tensorflow_backend(tmp_path, tensorflow_child):
 
 
 def test_too_many_probe_images_is_one_line(tiny_dataset, tmp_path):
-    from kbn.train import train
+    from kbn.training.train import train
 
     with pytest.raises(ConfigError, match="probe_preactivations: 500 is more than the 128 validation images"):
         train(TrainConfig(probe_preactivations=500), tmp_path, verbose=False, dataset=tiny_dataset)
@@ -274,8 +274,8 @@ def test_too_many_probe_images_is_one_line(tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_the_mechanism_figure_draws_the_logged_percentiles(tiny_dataset, tmp_path):
-    from kbn import plots
-    from kbn.train import train
+    from kbn.report import plots
+    from kbn.training.train import train
 
     for norm in ("none", "batch"):
         for seed in (0, 1):
@@ -323,8 +323,10 @@ def test_a_fixed_rate_with_a_search_is_one_line():
 @pytest.mark.slow
 def test_fixed_rate_sweep_trains_every_arm_at_that_rate_and_says_so(tmp_path, write_cache):
     from kbn import report
-    from kbn.plan import folder_progress, load_folder_sweep, planned_trials
-    from kbn.runner import run_sweep
+    from kbn.sweep.folder import load_folder_sweep
+    from kbn.sweep.plan import planned_trials
+    from kbn.sweep.status import folder_progress
+    from kbn.sweep.runner import run_sweep
 
     write_cache("mnist")
     sweep = sweep_from_dict(FIXED)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kbn.config import load_sweep, sweep_from_dict
-from kbn.errors import ConfigError
+from kbn.core.config import load_sweep, sweep_from_dict
+from kbn.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def test_a_bad_list_of_rates_is_one_line(value, msg):
 
 
 def test_a_list_of_rates_plans_every_cell_at_each_rate_and_a_number_stays_a_number():
-    from kbn.plan import planned_trials
+    from kbn.sweep.plan import planned_trials
 
     many = sweep_from_dict({**BASE, "lr": [0.3, 1.0]})
     assert many.rates == (0.3, 1.0) and planned_trials(many) == 2 * 2 * 2
@@ -48,7 +48,7 @@ def test_a_list_of_rates_plans_every_cell_at_each_rate_and_a_number_stays_a_numb
 
 
 def test_a_sweep_json_written_before_rate_lists_still_reads(tmp_path):
-    from kbn.sweep_folder import load_folder_sweep, prepare_folder
+    from kbn.sweep.folder import load_folder_sweep, prepare_folder
 
     old = {k: v for k, v in BASE.items()} | {"lr": 0.5}  # sweep.json as kbn wrote it for a fixed rate
     (tmp_path / "sweep.json").write_text(json.dumps(old))
@@ -70,7 +70,7 @@ def test_the_shipped_rates_sweep_is_the_fixed_protocol_at_several_rates():
 def test_a_sweep_over_rates_trains_each_rate_and_reports_each(tmp_path, write_cache, capsys):
     import kbn
     from kbn.cli import main
-    from kbn.runlog import read_metrics
+    from kbn.runs.runlog import read_metrics
 
     write_cache("mnist")
     sweep = tmp_path / "rates.toml"

@@ -1,4 +1,4 @@
-"""kbn.registry: one record per component; a researcher's own optimizer, network, norm and dataset
+"""kbn.core.registry: one record per component; a researcher's own optimizer, network, norm and dataset
 through import strings, tfds: and npz:, from `kbn train` and a sweep to the report."""
 
 import ast
@@ -10,10 +10,10 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from kbn import registry
+from kbn.core import registry
 from kbn.cli import main
-from kbn.config import TrainConfig, load_sweep, sweep_from_dict
-from kbn.errors import ConfigError
+from kbn.core.config import TrainConfig, load_sweep, sweep_from_dict
+from kbn.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 KBN = ROOT / "kbn"
@@ -80,7 +80,7 @@ CLAIMS_ABOUT_NAMES = {
 
 
 def test_no_module_keeps_its_own_list_of_names():
-    assert _name_sets() - CLAIMS_ABOUT_NAMES == set(), "keep these in kbn/registry.py and derive them from it"
+    assert _name_sets() - CLAIMS_ABOUT_NAMES == set(), "keep these in kbn/core/registry.py and derive them from it"
 
 
 def test_the_completeness_check_finds_a_parallel_list(tmp_path, monkeypatch):
@@ -101,7 +101,9 @@ def _add(monkeypatch, kind, rec):
 def test_a_new_built_in_is_one_record(monkeypatch, tmp_path, make_idx_folder):
     """A record added to the registry alone is accepted everywhere: config, optimizers, models,
     data and the report's names and families."""
-    from kbn import data, models, optim
+    from kbn import data
+    from kbn import models
+    from kbn.models import optimizers as optim
     from kbn.report.labels import display_name
 
     _add(monkeypatch, "optimizer", registry.Optimizer("sgdm5", "SGDm½", "plain", "SGD", (("momentum", 0.5),)))
@@ -117,7 +119,7 @@ def test_a_new_built_in_is_one_record(monkeypatch, tmp_path, make_idx_folder):
     assert [type(lay).__name__ for lay in net.layers].count("UnitNormalization") == 3
     assert display_name("cluttered_kmnist", "wide_mlp") == "cluttered KMNIST + wide MLP"
     assert registry.display("optimizer", "sgdm5") == "SGDm½" and registry.family("sgdm5") == "plain"
-    from kbn.packed import cannot_pack
+    from kbn.models.packed import cannot_pack
 
     assert "no rule for UnitNormalization" in cannot_pack(net, "sgdm5")
 
@@ -163,6 +165,7 @@ def test_a_bad_import_string_fails_before_training_in_one_line(kind, spec, expec
 @pytest.mark.slow
 def test_a_builder_with_the_norm_misplaced_is_refused_with_the_layer(tiny_dataset):
     from kbn import models
+    from kbn.models import networks
 
     with pytest.raises(ConfigError) as e:
         models.build(f"{USER}:norm_after_activation", (28, 28, 1), 10, "batch")
@@ -170,12 +173,12 @@ def test_a_builder_with_the_norm_misplaced_is_refused_with_the_layer(tiny_datase
                             "follows Dense 'hidden', not a linear map; place norms with kbn.models.norm_layer or "
                             "dense_block")
     with pytest.raises(ConfigError, match=r"no LayerNormalization layer in the model \(it holds InputLayer, Flatten"):
-        models.check_norm_placement(models.build("mlp", (28, 28, 1)), registry.get("norm", "layer"), "mlp")
+        networks.check_norm_placement(models.build("mlp", (28, 28, 1)), registry.get("norm", "layer"), "mlp")
     net = models.build(f"{USER}:two_layer", (28, 28, 1), 10, f"{USER}:ScaleNorm")
     assert [lay.name for lay in net.layers if type(lay).__name__ == "ScaleNorm"] == ["hidden1_ScaleNormnorm",
                                                                                      "hidden2_ScaleNormnorm"]
     for norm in registry.NORMS:  # kbn's own networks pass the same check
-        models.check_norm_placement(models.build("cnn", (28, 28, 1), norm=norm), registry.get("norm", norm), "cnn")
+        networks.check_norm_placement(models.build("cnn", (28, 28, 1), norm=norm), registry.get("norm", norm), "cnn")
 
 
 # ---------------------------------------------------------------- datasets of one's own
@@ -183,7 +186,7 @@ def test_a_builder_with_the_norm_misplaced_is_refused_with_the_layer(tiny_datase
 
 def test_npz_dataset_splits_counts_classes_and_says_what_is_wrong(tmp_path, write_npz):
     from kbn import data
-    from kbn.errors import DataError
+    from kbn.core.errors import DataError
 
     ds = data.load(write_npz(tmp_path / "four.npz"), verbose=False)
     assert ds.num_classes == 4 and ds.sizes() == {"train": 250, "validation": 50, "test": 60}
@@ -280,7 +283,7 @@ def test_a_sweep_of_ones_own_components_runs_reports_and_refuses_a_changed_modul
 
 @pytest.mark.slow
 def test_a_finished_run_is_not_returned_for_a_changed_module(tiny_dataset, tmp_path, monkeypatch):
-    from kbn.train import train
+    from kbn.training.train import train
 
     (tmp_path / "lab").mkdir()
     module = tmp_path / "lab" / "kbn_test_run_parts.py"
@@ -299,7 +302,7 @@ def test_a_finished_run_is_not_returned_for_a_changed_module(tiny_dataset, tmp_p
 
 @pytest.mark.slow
 def test_what_packing_has_no_rule_for_trains_unpacked_saying_so(tiny_dataset, tmp_path):
-    from kbn.train import train_many
+    from kbn.training.train import train_many
 
     said = []
     cfgs = [TrainConfig(arch=f"{USER}:two_layer", norm=f"{USER}:ScaleNorm", optimizer="sgd", lr=lr, epochs=1,
@@ -319,7 +322,8 @@ def test_the_example_sweep_names_its_own_components():
     facts = registry.user_components({"optimizer": sweep.optimizers[1], "arch": sweep.archs[0]})
     assert facts["optimizer"]["family"] == "plain" and facts["optimizer"]["display"] == "signSGD"
     assert facts["arch"]["display"] == "residual MLP"
-    from kbn import models, packed
+    from kbn import models
+    from kbn.models import packed
 
     net = models.build(sweep.archs[0], (28, 28, 1), 10, "batch")
     assert packed.cannot_pack(net, "adam") == "packing has no rule for Add (res1_add)"  # trains unpacked
@@ -331,7 +335,7 @@ def test_a_run_with_ones_own_optimizer_class_keeps_its_trained_network(tiny_data
     not go through the compiled model (it did: every final run of the example failed)."""
     import keras
 
-    from kbn.train import train
+    from kbn.training.train import train
 
     cfg = TrainConfig(optimizer="examples.your_own.mine:SignSGD", arch="examples.your_own.mine:residual_mlp",
                       norm="batch", lr=1e-3, epochs=1, batch_size=64)
@@ -340,3 +344,39 @@ def test_a_run_with_ones_own_optimizer_class_keeps_its_trained_network(tiny_data
     net = keras.saving.load_model(res.folder / "model.keras")
     assert net.count_params() == 136_330  # 784*128+128 + 2*(128*128+128) + 3*(4*128) + 128*10+10
 
+
+
+@pytest.mark.parametrize("kind, spec, call", [
+    ("arch", f"{USER}:images_only", "builder(input_shape, num_classes, norm=...)"),
+    ("optimizer", f"{USER}:fixed_rate", "factory(lr)"),
+    ("norm", "tests.bad_parts:NeedsArgNorm", "Layer(name=...)"),
+])
+def test_a_component_kbn_cannot_call_is_refused_naming_the_call_and_the_contract(kind, spec, call):
+    """Before anything trains: one line with the component's signature, how kbn calls it, and the
+    Protocol that states it (kbn.NetworkBuilder, kbn.OptimizerFactory, kbn.NormLayerClass)."""
+    contract = {"arch": "NetworkBuilder", "optimizer": "OptimizerFactory", "norm": "NormLayerClass"}[kind]
+    with pytest.raises(ConfigError) as e:
+        registry.get(kind, spec).resolve(kind)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{kind}: '{spec}' takes (")
+    assert f"kbn calls it as {call}" in msg and msg.endswith(f"see kbn.{contract}")
+
+
+def test_kbns_own_components_and_the_examples_keep_the_contracts():
+    import keras
+
+    import kbn
+    from kbn import models
+    from kbn.core.contracts import unfit
+
+    assert all(unfit(b, kbn.NetworkBuilder) is None for b in models.BUILDERS.values())
+    for name in registry.OPTIMIZERS:
+        rec = registry.get("optimizer", name)
+        assert unfit(getattr(keras.optimizers, rec.keras_class), kbn.OptimizerFactory) is None, name
+    for name in registry.NORMS:
+        cls = registry.get("norm", name).resolve()
+        assert cls is None or unfit(cls, kbn.NormLayerClass) is None, name
+    for spec, contract in (("examples.your_own.mine:residual_mlp", kbn.NetworkBuilder),
+                           ("examples.your_own.mine:SignSGD", kbn.OptimizerFactory),
+                           (f"{USER}:ScaleNorm", kbn.NormLayerClass), (f"{USER}:half_momentum", kbn.OptimizerFactory)):
+        assert unfit(registry.import_object("x", spec)[0], contract) is None, spec

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbn import registry, report
+from kbn import report
+from kbn.core import registry
 from kbn.cli import main
-from kbn.config import TrainConfig
+from kbn.core.config import TrainConfig
 from kbn.report.render import format_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,8 +196,8 @@ def test_bad_report_options(capsys):
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory, make_images):
     """Real kbn runs on generated data: none/batch x sgd/adam x 2 seeds, 2 epochs, one diverged run."""
-    from kbn.data import Dataset
-    from kbn.train import train
+    from kbn.data.loading import Dataset
+    from kbn.training.train import train
 
     parts = {}
     for split, n, seed in (("train", 256, 0), ("validation", 64, 1), ("test", 64, 2)):
@@ -642,7 +643,7 @@ def test_protocol_line_from_the_run_folders(run_folder, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Protocol:" in out and "final runs: 2 or 3 epochs, seeds 0, 1; precision: float32" in out
     sweep = sweep_copy(run_folder, tmp_path)
-    from kbn.config import SweepConfig
+    from kbn.core.config import SweepConfig
 
     sweep_file = SweepConfig(name="t", datasets=("mnist",), archs=("mlp",), norms=("none", "batch"),
                              optimizers=("sgd", "adam"), epochs=2, seeds=(0, 1), search_epochs=1).to_dict()
@@ -758,7 +759,7 @@ def test_a_step_based_report_speaks_of_steps_and_its_real_columns():
     improves = report.findings(df)[0]
     assert "at the last step" in improves["evidence"]
 def _pace(folder: Path, col: str) -> float:
-    from kbn.runlog import read_metrics
+    from kbn.runs.runlog import read_metrics
 
     last = read_metrics(folder)[-1]
     return last[col] / last["epoch"]
@@ -772,7 +773,7 @@ def test_seconds_are_training_time_and_old_folders_fall_back_to_wall_time(run_fo
     import json
     import shutil
 
-    from kbn.runlog import check_run
+    from kbn.runs.runlog import check_run
 
     runs = run_folder / "runs"
     seeds = {s: runs / f"mnist-mlp-batch-adam-lr0.003-s{s}" for s in (0, 1)}

@@ -1,7 +1,7 @@
 import pytest
 
-from kbn import resources
-from kbn.resources import Machine, choose_workers
+from kbn.sweep import resources
+from kbn.sweep.resources import Machine, choose_workers
 
 GIB = 2**30
 FASHION = 70_000 * 28 * 28 * 4  # float32 bytes of Fashion-MNIST's three splits

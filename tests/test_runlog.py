@@ -1,4 +1,4 @@
-"""kbn.runlog: a run's files (config.json, metrics.csv, result.json), strict JSON, and the check that
+"""kbn.runs.runlog: a run's files (config.json, metrics.csv, result.json), strict JSON, and the check that
 a finished run is whole."""
 
 import json
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from kbn.errors import ConfigError
-from kbn.runlog import RunLog, check_run, check_writable_dir, write_json_atomic
+from kbn.core.errors import ConfigError
+from kbn.runs.runlog import RunLog, check_run, check_writable_dir, write_json_atomic
 
 
 def test_a_whole_run_is_finished(tmp_path, write_finished_run):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kbn.config import load_sweep
-from kbn.plan import folder_progress
+from kbn.core.config import load_sweep
+from kbn.sweep.status import folder_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "slurm" / "sweep.sbatch"

@@ -1,10 +1,10 @@
-"""kbn.stability: how a run ended, read off its curve."""
+"""kbn.core.stability: how a run ended, read off its curve."""
 
 import math
 
 import pytest
 
-from kbn.stability import NEAR_CHANCE, Outcome, classify, of_rows, summarize
+from kbn.core.stability import NEAR_CHANCE, Outcome, classify, of_rows, summarize
 
 EPOCHS = list(range(1, 11))
 
@@ -123,7 +123,7 @@ def test_a_cell_whose_arms_differ_in_stability_gets_no_accuracy_verdict():
     text = report.render([summary], "text")
     assert "⚠ +57.33† pts (no interval: 2 of 3 seed pairs differ in stability)" in text
     assert "did not train: none 2 of 3, batch 0 of 3" in text
-    assert "† includes runs that had not trained by that point (kbn.stability): SGD, MNIST + deep MLP, none: 2 " \
+    assert "† includes runs that had not trained by that point (kbn.core.stability): SGD, MNIST + deep MLP, none: 2 " \
            "of 3 seeds collapsed after epoch 6" in text
     assert "a t interval over their mean is not honest" in text
     # per epoch: before the collapse the seeds are all trained, after it they are not
@@ -194,7 +194,7 @@ def test_mcnemar_keeps_its_level_and_finds_a_real_difference():
     without the norm and 5 % with it, 12 pairs are enough most of the time."""
     import numpy as np
 
-    from kbn.report.stats import mcnemar
+    from kbn.core.stats import mcnemar
 
     rng = np.random.default_rng(0)
     for pairs in (5, 12, 40):
@@ -239,7 +239,7 @@ def test_status_and_open_sweep_name_the_runs_that_did_not_train(collapsing, coll
     import collections
 
     import kbn
-    from kbn.plan import status_rows
+    from kbn.sweep.status import status_rows
 
     out, _ = collapsing
     runs = collapsing_runs

@@ -1,4 +1,4 @@
-"""kbn.sweep_folder: the live sweep's lock, sweep.json (a resumed sweep must match it; readers load
+"""kbn.sweep.folder: the live sweep's lock, sweep.json (a resumed sweep must match it; readers load
 it back) and the check of the runs on disk against a sweep."""
 
 import dataclasses
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from kbn.config import load_sweep, sweep_from_dict
-from kbn.errors import ConfigError
+from kbn.core.config import load_sweep, sweep_from_dict
+from kbn.core.errors import ConfigError
 from kbn.report.results import read_protocol
-from kbn.sweep_folder import SweepBusy, is_locked, load_folder_sweep, prepare_folder, stored_sweep, sweep_lock
-from kbn.runner import run_sweep
+from kbn.sweep.folder import SweepBusy, is_locked, load_folder_sweep, prepare_folder, stored_sweep, sweep_lock
+from kbn.sweep.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = {"name": "s", "datasets": ["mnist"], "archs": ["mlp"], "norms": ["none", "batch"], "optimizers": ["sgd", "adam"],
@@ -34,7 +34,7 @@ OLD_SWEEP_JSON = {
 HOLD = """
 import sys, time
 from pathlib import Path
-from kbn.sweep_folder import sweep_lock
+from kbn.sweep.folder import sweep_lock
 with sweep_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(600)

@@ -1,4 +1,4 @@
-"""kbn.tboard: what TensorBoard shows of a sweep, asked through its own HTTP API: one HParams row per
+"""kbn.runs.tboard: what TensorBoard shows of a sweep, asked through its own HTTP API: one HParams row per
 training, no empty runs; `kbn tensorboard` serves the final runs or all."""
 
 import contextlib
@@ -199,8 +199,8 @@ def banded(tmp_path_factory):
     once (nothing left to train: the summary is written again)."""
 
     from conftest import write_cache
-    from kbn.config import load_sweep
-    from kbn.runner import run_sweep
+    from kbn.core.config import load_sweep
+    from kbn.sweep.runner import run_sweep
 
     root = tmp_path_factory.mktemp("banded")
     with pytest.MonkeyPatch.context() as mp:
@@ -217,7 +217,7 @@ def expected_bands(sweep: Path, metric: str) -> dict:
     import numpy as np
     from scipy import stats
 
-    from kbn.runlog import read_metrics
+    from kbn.runs.runlog import read_metrics
 
     by = {}
     for cfg in sorted(sweep.glob("runs/*/config.json")):
@@ -290,7 +290,7 @@ def expected_answers(sweep: Path) -> dict:
     """run path -> the answer columns, from metrics.csv and result.json: the test accuracy's paired
     difference from the none run of the seed (points), the mean validation accuracy (%), and the first
     epoch at 90% of the way from chance (0.1) to that none run's best validation accuracy."""
-    from kbn.runlog import read_metrics
+    from kbn.runs.runlog import read_metrics
 
     runs = {}
     for cfg in sorted(sweep.glob("runs/*/config.json")):
@@ -357,8 +357,8 @@ def test_a_rate_list_gives_each_rate_its_own_bands_and_pairs(tmp_path, tiny_text
     TensorBoard's own event loader)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from kbn.config import load_sweep
-    from kbn.runner import run_sweep
+    from kbn.core.config import load_sweep
+    from kbn.sweep.runner import run_sweep
 
     write_cache()
     (tmp_path / "rl.toml").write_text(tiny_text.split("[search]")[0].replace("epochs = 1", "epochs = 1\nlr = [0.1, 1.0]"))
@@ -384,12 +384,12 @@ def test_summary_writers_take_turns(tmp_path):
     import fcntl
     import threading
 
-    from kbn import tb_summary
+    from kbn.sweep import summary
 
     done = []
     with open(tmp_path / ".summary.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        writer = threading.Thread(target=lambda: done.append(tb_summary.write(tmp_path)))
+        writer = threading.Thread(target=lambda: done.append(summary.write(tmp_path)))
         writer.start()
         writer.join(0.5)
         assert writer.is_alive() and done == []  # waiting for the lock

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from kbn.runlog import METRIC_COLUMNS, read_metrics
-from kbn.config import TrainConfig
-from kbn.errors import ConfigError
-from kbn.train import IndexStream, plan_schedule, train
+from kbn.runs.runlog import METRIC_COLUMNS, read_metrics
+from kbn.core.config import TrainConfig
+from kbn.core.errors import ConfigError
+from kbn.training.train import IndexStream, plan_schedule, train
 
 
 def tb_scalars(folder):
@@ -128,7 +128,7 @@ def test_both_backends_train_and_log(backend, tmp_path):
     """A fresh process per backend (Keras picks it at import)."""
     code = (
         "import sys; sys.path.insert(0, 'tests'); import conftest, numpy as np\n"
-        "from kbn.data import Dataset; from kbn.config import TrainConfig; from kbn.train import train\n"
+        "from kbn.data.loading import Dataset; from kbn.core.config import TrainConfig; from kbn.training.train import train\n"
         "p = {}\n"
         "for s, n, seed in (('train', 256, 0), ('validation', 64, 1), ('test', 64, 2)):\n"
         "    x, y = conftest.make_images(n, seed); p['x_'+s] = x.astype('float32')/255; p['y_'+s] = y.astype('int32')\n"
@@ -201,7 +201,7 @@ def test_a_diverged_runs_result_is_strict_json_and_reported(tiny_dataset, tmp_pa
 @pytest.mark.parametrize("norm", ["batch", "layer", "group", "rms"])
 def test_arms_with_and_without_a_norm_start_from_the_same_weights(tiny_dataset, arch, norm):
     """Paired arms (common random numbers): at one seed, every layer both networks have starts alike."""
-    from kbn.train import initial_model
+    from kbn.training.train import initial_model
 
     def weights(norm, seed):
         m = initial_model(TrainConfig(arch=arch, norm=norm, seed=seed), tiny_dataset)
@@ -236,7 +236,7 @@ def test_a_run_keeps_its_trained_network_as_model_keras(tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_packed_runs_each_keep_their_own_network_and_search_runs_none(tiny_dataset, tmp_path):
-    from kbn.train import train_many
+    from kbn.training.train import train_many
 
     cfgs = [TrainConfig(arch="mlp", norm="batch", optimizer="sgdm", lr=lr, seed=s, epochs=2, batch_size=32)
             for lr, s in ((0.01, 0), (0.05, 1), (1e30, 2))]
@@ -335,8 +335,8 @@ def test_packed_trials_keep_each_layers_precision(tiny_dataset):
     float32 output and variables."""
     import keras
 
-    from kbn.packed import build_packed
-    from kbn.train import initial_model
+    from kbn.models.packed import build_packed
+    from kbn.training.train import initial_model
 
     cfgs = [TrainConfig(arch="cnn", norm="batch", optimizer="sgdm", lr=lr, epochs=1, batch_size=64, seed=s,
                         precision="mixed_bfloat16") for lr, s in ((0.05, 0), (0.02, 1))]
@@ -355,7 +355,7 @@ def test_packed_trials_keep_each_layers_precision(tiny_dataset):
 def test_packed_mixed_precision_trials_train_and_save_the_mixed_network(tiny_dataset, tmp_path):
     import keras
 
-    from kbn.train import train_many
+    from kbn.training.train import train_many
 
     cfgs = [TrainConfig(arch="mlp", norm="batch", optimizer="sgdm", lr=lr, epochs=2, batch_size=32, seed=s,
                         precision="mixed_bfloat16") for lr, s in ((0.05, 0), (0.02, 1))]
@@ -384,7 +384,7 @@ def test_mixed_precision_trains_a_cnn_on_tensorflow(tmp_path):
     """A fresh process (Keras picks the backend at import): cnn + batch norm in mixed bfloat16 learns."""
     code = (
         "import sys; sys.path.insert(0, 'tests'); import conftest\n"
-        "from kbn.config import TrainConfig; from kbn.train import train\n"
+        "from kbn.core.config import TrainConfig; from kbn.training.train import train\n"
         "ds = conftest.generated_dataset('mnist', (256, 64, 64))\n"
         "r = train(TrainConfig(arch='cnn', norm='batch', optimizer='adam', lr=1e-3, epochs=3, batch_size=32,"
         " precision='mixed_bfloat16'), sys.argv[1], verbose=False, dataset=ds)\n"

@@ -1,4 +1,4 @@
-"""kbn.trials: the one reader of Keras Tuner's trial files, on files written by Keras Tuner itself."""
+"""kbn.sweep.trials: the one reader of Keras Tuner's trial files, on files written by Keras Tuner itself."""
 
 import json
 
@@ -6,7 +6,7 @@ import keras_tuner as kt
 import pytest
 from keras_tuner.engine import trial as trial_module
 
-from kbn import trials
+from kbn.sweep import trials
 
 
 def _write(tuner, tid, *, status="COMPLETED", score=0.75, diverged=0.0, **values):

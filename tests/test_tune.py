@@ -1,4 +1,4 @@
-"""kbn.tune: the oracle (driven through Keras Tuner's own calls, no training) and the tuner, and
+"""kbn.sweep.tuner: the oracle (driven through Keras Tuner's own calls, no training) and the tuner, and
 whole sweeps: search then final runs, resume after kill -9, damage, failures and packing."""
 
 import contextlib
@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from kbn import data
-from kbn.config import load_sweep
-from kbn.plan import planned_trials, status_rows
-from kbn.runner import run_sweep
+from kbn.core.config import load_sweep
+from kbn.sweep.plan import planned_trials
+from kbn.sweep.status import status_rows
+from kbn.sweep.runner import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ class StubTuner:
         return self.oracle.create_trial(tuner_id)
 
     def finish(self, trial):
-        from kbn.plan import run_folder
+        from kbn.sweep.folder import run_folder
 
         values = trial.hyperparameters.values
         self.write_run(run_folder(self.oracle.sweep, self.logdir, values), rows=1)
@@ -49,7 +50,7 @@ class StubTuner:
 
 
 def stub_oracle(sweep, logdir):
-    from kbn.tune import SweepOracle
+    from kbn.sweep.oracle import SweepOracle
 
     oracle = SweepOracle(sweep, log=lambda *_: None)
     oracle.verbose = 0  # as SweepTuner has it: kbn's own progress lines, not Keras Tuner's tables
@@ -64,7 +65,7 @@ def phase_lr_seed(trial):
 
 
 def test_the_oracle_searches_coarse_then_fine_around_the_winner_then_the_final_seeds(tmp_path, write_finished_run):
-    from kbn.config import sweep_from_dict
+    from kbn.core.config import sweep_from_dict
 
     sweep = sweep_from_dict(ORACLE_SWEEP)
     tuner = StubTuner(stub_oracle(sweep, tmp_path), tmp_path, write_finished_run)
@@ -90,7 +91,7 @@ def test_the_oracle_searches_coarse_then_fine_around_the_winner_then_the_final_s
 
 
 def test_a_reloaded_oracle_resumes_where_the_trials_on_disk_stop(tmp_path, write_finished_run):
-    from kbn.config import sweep_from_dict
+    from kbn.core.config import sweep_from_dict
 
     sweep = sweep_from_dict(ORACLE_SWEEP)
     tuner = StubTuner(stub_oracle(sweep, tmp_path), tmp_path, write_finished_run)
@@ -243,10 +244,10 @@ def test_a_subset_larger_than_the_data_fails_before_any_trial(tiny, tmp_path, ca
 
 @contextlib.contextmanager
 def failing_train(error, when):
-    """kbn.tune's train raises `error` for the trials where when(cfg) is true."""
-    from kbn import tune
+    """The tuner's train raises `error` for the trials where when(cfg) is true."""
+    from kbn.sweep import tuner
 
-    real = tune.train
+    real = tuner.train
 
     def train(cfg, *a, **k):
         if when(cfg):
@@ -254,13 +255,13 @@ def failing_train(error, when):
         return real(cfg, *a, **k)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tune, "train", train)
+        mp.setattr(tuner, "train", train)
         yield
 
 
 @pytest.mark.slow
 def test_a_kbn_error_inside_a_trial_stops_the_sweep_and_the_trial_runs_on_resume(tiny, tmp_path, monkeypatch, trial_states):
-    from kbn.errors import DataError
+    from kbn.core.errors import DataError
 
     sweep = load_sweep(tiny)
     with failing_train(DataError("the data went away"), lambda cfg: cfg.norm == "batch" and cfg.lr == 0.1):
@@ -342,7 +343,7 @@ def test_an_unreadable_trial_file_never_makes_ids_collide(tiny, tmp_path, trial_
 
 @pytest.mark.slow
 def test_next_trial_id_follows_the_highest_on_disk(tiny, tmp_path):
-    from kbn.tune import SweepTuner
+    from kbn.sweep.tuner import SweepTuner
 
     out = tmp_path / "out"
     run_sweep(load_sweep(tiny), out, log=lambda *_: None)
@@ -437,7 +438,7 @@ def test_the_eta_learns_from_training_time_not_compile_time(tiny, tmp_path, prog
     too long early in a sweep)."""
     import jax
 
-    from kbn import jax_loop
+    from kbn.training import jax_loop
 
     jax_loop._COMPILED.clear()
     cached = jax.config.jax_enable_compilation_cache

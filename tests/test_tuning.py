@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbn import tuning
+from kbn.report import tuning
 
 
 def test_expected_best_equals_brute_force_enumeration():
@@ -47,8 +47,8 @@ def test_robustness_per_cell_and_the_change_a_norm_makes():
 @pytest.mark.slow
 def test_a_sweeps_search_trials_give_robustness_and_its_picture(tiny, tmp_path, capsys):
     from kbn.cli import main
-    from kbn.config import load_sweep
-    from kbn.runner import run_sweep
+    from kbn.core.config import load_sweep
+    from kbn.sweep.runner import run_sweep
 
     run_sweep(load_sweep(tiny), tmp_path / "out", log=lambda *_: None)
     pts = tuning.trial_points(tmp_path / "out")

@@ -81,3 +81,14 @@ def picky_sgd(learning_rate):
 
 
 picky_sgd.kbn_family = "plain"
+
+
+def images_only(images):
+    """Wrong on purpose: a builder that takes the images, not (input_shape, num_classes, norm)."""
+    return images
+
+
+def fixed_rate():
+    """Wrong on purpose: an optimizer factory that takes no learning rate."""
+    return keras.optimizers.SGD(0.1)
+

@@ -29,7 +29,7 @@ from kbn.report.render import (PREAMBLE, TIDY_COLUMNS, latex_document, latex_fig
                                render_findings)
 from kbn.report.results import (LONG_COLUMNS, ReportError, Results, check_epochs, collect_runs, export_long,
                                 long_from_runs, normalise_long, protocol_line, read_long_csv, run_table, scan_runs)
-from kbn.report.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
+from kbn.core.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
 from kbn.report.tables import Table, batch_size_tables, build_tables, rate_tables, rates_of, summary_tables
 
 __all__ = ["FORMATS", "Document", "build", "no_runs", "INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kbn import registry
+from kbn.core import registry
 from kbn.report.findings import findings as check_findings
 from kbn.report.render import latex_document, latex_figures, render, render_findings
 from kbn.report.results import (ReportError, RunScan, check_epochs, long_from_runs, protocol_line, read_long_csv,
@@ -60,7 +60,7 @@ class Document:
 
     def pictures(self, out: Path) -> list[Path]:
         """Draws the report's pictures into `out`; their paths."""
-        from kbn import plots
+        from kbn.report import plots
 
         with registry.learnt(self.facts):
             return plots.plot_all(self.logdir, Path(out), self.df, self.runs)
@@ -72,7 +72,7 @@ class Document:
                   render_findings(self.findings, "markdown"), "\n## Pictures\n"]
         if self.notices:
             md[1:1] = ["Left out of this report:\n", *(f"- {n}" for n in self.notices), ""]
-        from kbn import plots
+        from kbn.report import plots
 
         md += [f"![{plots.caption(p) or p.stem}]({p.name})\n" for p in pictures]  # its caption, as in LaTeX
         return "\n".join(md)
@@ -110,8 +110,8 @@ def build(logdir: str | Path | None = None, *, from_csv: str | Path | None = Non
     tables these results allow, per shared rate for a list of rates, the tuning-robustness tables of
     its search, Tables 6-7 against a second folder at another batch size (`compare_batch`), and the
     findings checked against them."""
-    from kbn import tuning
-    from kbn.errors import ConfigError
+    from kbn.report import tuning
+    from kbn.core.errors import ConfigError
 
     if from_csv and logdir:  # one source: which numbers the tables show must not be a guess
         raise ConfigError(f"report: got both a folder ({logdir}) and --from-csv {from_csv}; give one of them")
@@ -155,7 +155,7 @@ def _name(logdir, from_csv) -> str:
     if from_csv:
         return Path(from_csv).stem
     try:
-        from kbn.sweep_folder import load_folder_sweep
+        from kbn.sweep.folder import load_folder_sweep
 
         return f"sweep {load_folder_sweep(logdir).name}"
     except Exception:  # noqa: BLE001 - a folder of kbn train runs, or a damaged sweep.json (status names that)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kbn import registry
+from kbn.core import registry
 from kbn.report.labels import arch_name, display_name, optimizer_name
 from kbn.report.measures import (SUMMARY_RUNG, Stability, final_effect, norm_effect, curve_split, convergence,
                                  last_point, poster_steps, stability, units)
 from kbn.report.results import Results
-from kbn.report.stats import (ALPHA, Stat, pool, signed, compare, contrast, every_cell, mcnemar, one_sample,
-                              seeds_to_resolve)
+from kbn.core.stats import (ALPHA, Stat, pool, signed, compare, contrast, every_cell, mcnemar, one_sample,
+                            seeds_to_resolve)
 
 DEEP = registry.DEEP_TWINS
 CHANCE = 15.0  # percent: "near chance" for 10 classes (chance itself is 10%); scaled by 10 / classes
@@ -94,7 +94,7 @@ def claim_improves(res: Results, norm: str) -> dict:
 
 def claim_stable(res: Results, norm: str) -> dict:
     """Where training is hard, a norm is said to make it work at all: over every seed pair (the same
-    seed with and without the norm, in every cell), runs that did not train (kbn.stability) without
+    seed with and without the norm, in every cell), runs that did not train (kbn.core.stability) without
     the norm but did with it, against the reverse; exact McNemar test (no Holm: one test)."""
     claim = f"{norm} norm makes training stable where it is not without it"
     b = c = both = pairs = 0

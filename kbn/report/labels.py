@@ -1,10 +1,10 @@
 """How the reports name things: datasets, networks, optimizers and a missing value, as a reader sees
-them (each component's display name is its kbn.registry record's; a user's, what its run folders
+them (each component's display name is its kbn.core.registry record's; a user's, what its run folders
 recorded). It holds names only: it must not know results, statistics or any output format."""
 
 from __future__ import annotations
 
-from kbn import registry
+from kbn.core import registry
 
 MISSING = "—"
 

@@ -9,16 +9,16 @@ import dataclasses
 
 import numpy as np
 
-from kbn import registry
+from kbn.core import registry
 from kbn.report.labels import display_name, optimizer_name
 from kbn.report.results import Results
-from kbn.report.stats import Stat, compare, one_sample
-from kbn.stability import Outcome, near_chance, summarize
+from kbn.core.stats import Stat, compare, one_sample
+from kbn.core.stability import Outcome, near_chance, summarize
 
 
 @dataclasses.dataclass
 class Stability:
-    """Which seeds of each arm of a cell had not trained (kbn.stability) by an evaluation point: a
+    """Which seeds of each arm of a cell had not trained (kbn.core.stability) by an evaluation point: a
     run that never learned, at every point; one that collapsed or diverged, from where it fell.
     `none`/`norm`: seed -> Outcome."""
 

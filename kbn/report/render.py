@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from kbn.report.labels import MISSING
-from kbn.report.stats import MARKS
+from kbn.core.stats import MARKS
 from kbn.report.tables import Summary, Table
 
 
@@ -77,12 +77,12 @@ def _notes(t: Table, fmt: str) -> list[str]:
 
 def render(tables: list[Table], fmt: str = "text", width: int | None = None) -> str:
     """The tables in one format: 'text' (aligned, fitted to `width` columns: default the terminal's,
-    kbn.console), 'markdown' (pipe tables), 'latex' (a float per table, with stable labels) or 'csv'
+    kbn.core.console), 'markdown' (pipe tables), 'latex' (a float per table, with stable labels) or 'csv'
     (every table's tidy records, TIDY_COLUMNS); notes under each, a note once where tables repeat it
     (the Summary's legend under its first table, not under every norm's)."""
     from tabulate import tabulate
 
-    from kbn import console
+    from kbn.core import console
 
     if fmt == "csv":
         recs = [r for t in tables for r in t.records]
@@ -348,7 +348,7 @@ def _latex_table(t: Table, label: str) -> str:
             + "\\end{table}\n")
 
 
-# what each picture is, as the findings' pointer to it names it (the file names' prefixes, kbn.plots)
+# what each picture is, as the findings' pointer to it names it (the file names' prefixes, kbn.report.plots)
 FIGURE_NAMES = (("curves_accuracy", "accuracy curves"), ("curves_loss", "loss curves"),
                 ("lr_sensitivity", "learning-rate sensitivity"), ("expected_best", "expected best after k trials"),
                 ("rel_heatmap", "rel per cell"), ("adam_bn_jumps", "Adam's epoch-to-epoch jumps"),
@@ -363,7 +363,7 @@ def figure_label(path) -> str:
 
 def latex_figures(paths) -> str:
     """The report's pictures as figure floats: \\includegraphics of the file as written (a path
-    relative to where pdflatex runs, or absolute), its caption (kbn.plots wrote it into the PNG: what
+    relative to where pdflatex runs, or absolute), its caption (kbn.report.plots wrote it into the PNG: what
     is drawn, over how many seeds, what its band is) and a label (`figure_label`); at its own size
     (the PNG's dpi), shrunk to the line where wider; a picture of several panels is a figure* (both
     columns of a two-column page)."""
@@ -439,7 +439,7 @@ def render_findings(items: list[dict], fmt: str = "text", width: int | None = No
     if fmt == "markdown":
         return "### Findings of the thesis, checked\n\n" + "".join(
             f"- {MARKS.get(f['verdict'], '')} **{f['verdict']}** — {f['claim']}: {f['evidence']}\n" for f in items)
-    from kbn import console
+    from kbn.core import console
 
     cols = width or console.width()
     return "Findings of the thesis, checked against these results\n\n" + "".join(

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kbn import registry
-from kbn.errors import ConfigError, KbnError
-from kbn.runlog import check_run, read_metrics
-from kbn.stability import Outcome, classify
-from kbn.sweep_folder import stored_sweep
+from kbn.core import registry
+from kbn.core.errors import ConfigError, KbnError
+from kbn.runs.runlog import check_run, read_metrics
+from kbn.core.stability import Outcome, classify
+from kbn.sweep.folder import stored_sweep
 
 
 LONG_COLUMNS = ["dataset", "arch", "norm", "optimizer", "lr", "seed", "epoch", "split", "accuracy"]
@@ -243,7 +243,7 @@ def _sweep_problems(logdir: Path) -> list[str]:
     rather than show a bare gap or fewer seeds (damaged runs are already among the skipped)."""
     if not (logdir / "sweep.json").is_file():
         return []
-    from kbn.plan import folder_progress, problem_lines
+    from kbn.sweep.status import folder_progress, problem_lines
 
     try:
         state = folder_progress(logdir)
@@ -620,7 +620,7 @@ class Results:
         return (dataset, arch, split) in self._splits
 
     def outcomes(self, dataset, arch, norm, optimizer) -> dict[int, Outcome]:
-        """{seed: how its run ended} (kbn.stability), read off its validation curve (test where no
+        """{seed: how its run ended} (kbn.core.stability), read off its validation curve (test where no
         validation is recorded, as published tables often are); {} without runs. A diverged run's
         rows after its divergence are at chance: it is classified on the rows before."""
         key = (dataset, arch, norm, optimizer)

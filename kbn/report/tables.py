@@ -11,14 +11,15 @@ from typing import Callable
 
 import pandas as pd
 
-from kbn import registry
-from kbn.errors import ConfigError
+from kbn.core import registry
+from kbn.core.errors import ConfigError
 from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
 from kbn.report.measures import (LADDER, SUMMARY_RUNG, Rung, Stability, final_effect, norm_effect, curve_split,
                                  convergence, last_point, mark_stability, poster_steps, stability, units)
 from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
-from kbn.report.stats import ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, mean_interval, verdict
-from kbn.stability import OUTCOMES, RULE, summarize
+from kbn.core.stats import (ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, mean_interval,
+                            verdict)
+from kbn.core.stability import OUTCOMES, RULE, summarize
 
 
 @dataclasses.dataclass
@@ -81,7 +82,7 @@ def _acc_cell(res, d, a, norm, opt, split, epoch):
 
 
 def _acc_marked(stat: Stat, res, d, a, norm, opt, x) -> Stat:
-    """An arm's accuracy, marked with its runs that had not trained by `x` (kbn.stability)."""
+    """An arm's accuracy, marked with its runs that had not trained by `x` (kbn.core.stability)."""
     return mark_stability(stat, stability(res, d, a, norm, opt, x), arms=("none",) if norm == "none" else ("norm",))
 
 
@@ -604,7 +605,7 @@ def rate_tables(df: pd.DataFrame, rates: list[float], epochs: list[int] | None =
 def rates_tables(by_rate: dict[float, Results]) -> list[Table]:
     """Per (dataset, network, optimizer): each norm's test accuracy at its last evaluation at each
     shared rate, mean with a Student-t 95% interval over seeds (cut to [0, 100]), marked † where runs
-    behind it had not trained (kbn.stability): at which rates each norm wins."""
+    behind it had not trained (kbn.core.stability): at which rates each norm wins."""
     rates = list(by_rate)
     keys = list(dict.fromkeys((d, a, o) for res in by_rate.values() for d, a in res.all_pairs()
                               for o in res.present_all("optimizer")))
@@ -643,7 +644,7 @@ def rates_tables(by_rate: dict[float, Results]) -> list[Table]:
 
 
 def stability_tables(res: Results) -> list[Table]:
-    """Per network, the runs that did not train (kbn.stability), per optimizer and norm, where any
+    """Per network, the runs that did not train (kbn.core.stability), per optimizer and norm, where any
     did: none when every run trained."""
     out = []
     for d, a in res.all_pairs():
@@ -679,7 +680,7 @@ def _stability_notes(t: Table) -> list[str]:
     phrases = list(dict.fromkeys(p for st in stats for p in (st.unstable or [])))
     notes = []
     if phrases:
-        notes.append(f"{DAGGER} includes runs that had not trained by that point (kbn.stability): "
+        notes.append(f"{DAGGER} includes runs that had not trained by that point (kbn.core.stability): "
                      + "; ".join(phrases) + ". A difference marked " + DAGGER + " mixes whether training worked "
                      "with how well it did.")
     if any(st.withheld for st in stats):
