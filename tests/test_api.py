@@ -129,3 +129,31 @@ def test_open_sweep_on_a_sweep_not_started_and_on_other_folders(tiny, tmp_path):
     assert set(s.status().state) == {"pending"}
     assert "kbn.open_sweep" in repr(s) or str(tmp_path / "new") in repr(s)
     json.loads((tmp_path / "new" / "sweep.json").read_text())  # reading wrote nothing over it
+
+
+
+PUBLIC = """
+import json, sys, kbn
+light = sorted(m for m in ('keras', 'keras_tuner', 'tensorflow', 'jax', 'pandas') if m in sys.modules)
+kinds = {name: type(getattr(kbn, name)).__name__ for name in kbn.__all__}
+print(json.dumps({"light": light, "dir": sorted(dir(kbn)), "kinds": kinds}))
+"""
+
+
+def test_every_public_name_resolves_and_import_kbn_stays_light():
+    """`import kbn` imports neither Keras nor pandas; each name in kbn.__all__ is there when asked for,
+    and the README's Python API names every one."""
+    import json
+
+    r = subprocess.run([sys.executable, "-c", PUBLIC], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["light"] == [] and got["dir"] == sorted(got["kinds"])
+    kinds = got["kinds"]
+    assert {kinds[n] for n in ("report", "models", "data")} == {"module"}
+    assert {kinds[n] for n in ("train", "train_many", "run_sweep", "open_sweep", "load_sweep")} == {"function"}
+    assert kinds["TrainConfig"] == kinds["RunSettings"] == kinds["SweepConfig"] == "type"
+    readme = (ROOT / "README.md").read_text()
+    api = readme[readme.index("## Python API"):readme.index("## Keras Tuner interop")]
+    assert [n for n in kinds if n != "__version__" and f"`kbn.{n}" not in api] == []

@@ -141,3 +141,57 @@ def test_precision_is_a_sweep_setting_every_run_and_the_protocol_carry():
     assert sweep_from_dict(mixed.to_file_dict()) == mixed
     assert TrainConfig().precision == "float32" and TrainConfig(precision="mixed_bfloat16").to_dict()["precision"] \
         == "mixed_bfloat16"
+
+
+# A valid value other than the default for every run setting: a new RunSettings field fails the test
+# below until it is here, and then it is checked to reach a sweep file, `kbn train` and every run.
+SETTING_EXAMPLES = {
+    "epochs": 7, "batch_size": 64, "subset": 1000, "eval_every_steps": 50, "total_steps": 400,
+    "test_every_epoch": False, "activation": "tanh", "depth": 2, "width": 16, "init": "gaussian:0.1",
+    "eval_steps": [10, 20], "probe_preactivations": 5, "bn_statistics": "population", "bn_batches": 20,
+    "precision": "mixed_bfloat16",
+}
+
+
+def test_a_run_setting_is_one_field_that_reaches_the_sweep_file_the_cli_and_every_run():
+    """RunSettings is the one owner of a run setting: a sweep file takes it at its top level, sweep.json
+    keeps it, `kbn train` has its option, and every run the sweep makes (final and search) trains with
+    it (the search's own length aside)."""
+    import dataclasses
+
+    from kbn.cli import parser
+    from kbn.core.config import RUN_SETTINGS, RunSettings, SweepConfig
+
+    assert set(SETTING_EXAMPLES) == set(RUN_SETTINGS) == {f.name for f in dataclasses.fields(RunSettings)}
+    assert set(RUN_SETTINGS) < {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(RUN_SETTINGS) < {f.name for f in dataclasses.fields(SweepConfig)}
+    options = {a.dest for a in parser()._subparsers._group_actions[0].choices["train"]._actions}
+    assert set(RUN_SETTINGS) <= options
+    base = {"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none", "batch"], "optimizers": ["sgd"],
+            "epochs": 3, "seeds": [0]}
+    for field, value in SETTING_EXAMPLES.items():
+        extra = {"eval_every_steps": 50} if field in ("total_steps", "eval_steps") else \
+            {"bn_statistics": "population"} if field == "bn_batches" else {}
+        sweep = sweep_from_dict({**base, **extra, field: value})
+        assert sweep_from_dict(sweep.to_file_dict()) == sweep  # sweep.json holds it
+        cell = sweep.cells()[1]
+        final = sweep.train_config(cell, 0.1, 0, "final")
+        search = sweep.train_config(cell, 0.1, 1, "coarse")
+        want = tuple(value) if isinstance(value, list) else value
+        assert getattr(final, field) == want, field
+        if field != "test_every_epoch":  # the search never tests every epoch
+            assert getattr(search, field) == want, field
+    assert sweep_from_dict(base).test_every_epoch is True  # a sweep's final runs test every epoch by default
+    assert TrainConfig().test_every_epoch is False
+
+
+def test_a_sweep_file_refuses_a_bad_run_setting_as_a_run_does():
+    base = {"datasets": ["mnist"], "archs": ["mlp"], "norms": ["none"], "optimizers": ["sgd"], "epochs": 3}
+    for field, value, part in (("activation", "softplus2", "activation"), ("depth", 0, "depth: got 0"),
+                               ("test_every_epoch", "yes", "give true or false"),
+                               ("precision", "float16", "float32, mixed_bfloat16")):
+        with pytest.raises(ConfigError) as e:
+            sweep_from_dict({**base, field: value}, where="s.toml")
+        assert str(e.value).startswith("s.toml: ") and part in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="epochs: missing; it is required"):
+        sweep_from_dict({k: v for k, v in base.items() if k != "epochs"})

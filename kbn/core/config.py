@@ -74,23 +74,26 @@ def check_address(host: str, port: int | None) -> None:
 
 
 def _setting(default, help: str, metavar: str | None = None):
-    """A TrainConfig field whose metadata is its command-line option's help (kbn.cli builds `kbn train`
-    from these)."""
+    """A setting's field: its metadata is its `kbn train` option's help (kbn.cli builds the options from
+    these); a sweep file names it by the field's name."""
     return dataclasses.field(default=default, metadata={"help": help, "metavar": metavar})
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of one training run; `validate` rejects bad values with one clear line."""
+def _flag(field: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field}: got {value!r}; give true or false")
+    return value
 
-    # Each field's metadata is its `kbn train` option: help (and metavar), the one place both are said.
-    dataset: str = _setting("fashion_mnist", "dataset name (kbn.core.registry) or an import string")
-    arch: str = _setting("mlp", "network architecture name (kbn.core.registry) or an import string")
-    norm: str = _setting("none", "normalization: none, batch, layer, ... (kbn.core.registry) or an import string")
-    optimizer: str = _setting("adam", "optimizer name (kbn.core.registry) or an import string")
-    lr: float = _setting(1e-3, "learning rate")
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """How a run trains, whatever it trains (its dataset, network, norm, optimizer, rate and seed are
+    TrainConfig's): one run's settings, and the template a sweep holds for every run it makes
+    (SweepConfig is one; its file sets these at its top level). A new setting is one field here with
+    its check in `__post_init__`: `kbn train` gets its option, a sweep file its key, every run of a
+    sweep the value, config.json and sweep.json record it, and a resume refuses a change of it."""
+
     epochs: int = _setting(5, "training epochs (step-based runs: the default length, epochs x steps/epoch)")
-    seed: int = _setting(0, "seed of the initial weights and the data order")
     batch_size: int = _setting(128, "examples per optimizer step")
     subset: int | None = _setting(None, "train on the first N training examples only", metavar="N")
     # None: evaluate once per epoch
@@ -102,7 +105,6 @@ class TrainConfig:
     activation: str | None = _setting(None, "override the architecture's activation")  # None: its own
     depth: int | None = _setting(None, "override the number of hidden layers / conv blocks")
     width: int | None = _setting(None, "override the units per layer / base feature maps")
-    data_dir: str | None = _setting(None, "folder with the original dataset files")
     init: str = _setting("glorot_uniform", "kernel initialiser: glorot_uniform (default) or gaussian:STDDEV, "
                          "N(0, STDDEV^2) on every kernel (Ioffe & Szegedy 4.1)")  # INITS
     # Evaluations at these steps too (below total_steps), besides every eval_every_steps: dense early points.
@@ -125,34 +127,66 @@ class TrainConfig:
         "BN statistics, softmax and loss (Keras's mixed-precision policy)", metavar="POLICY")  # PRECISIONS
 
     def __post_init__(self):
-        for kind in registry.KINDS:
-            registry.check(kind, getattr(self, kind))
+        """Each setting alone, then the ones that constrain each other; one line naming the field."""
         if self.activation is not None:
             check_choice("activation", self.activation, ACTIVATIONS)
-        check_positive("lr", self.lr, float)
-        check_positive("epochs", self.epochs)
-        check_positive("batch_size", self.batch_size)
-        for name in ("subset", "eval_every_steps", "total_steps", "depth", "width"):
-            check_positive(name, getattr(self, name), allow_none=True)
+        for name in ("epochs", "batch_size", "subset", "eval_every_steps", "total_steps", "depth", "width"):
+            object.__setattr__(self, name, check_positive(name, getattr(self, name), allow_none=name not in
+                                                          ("epochs", "batch_size")))
+        _flag("test_every_epoch", self.test_every_epoch)
+        check_init(self.init)
+        p = self.probe_preactivations
+        if not isinstance(p, int) or isinstance(p, bool) or p < 0:
+            raise ConfigError(f"probe_preactivations: got {p!r}; give a number of validation images (0: off)")
+        check_bn_statistics(self.bn_statistics, self.bn_batches)
+        object.__setattr__(self, "bn_batches", int(self.bn_batches))
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.eval_steps is not None:
+            if self.eval_every_steps is None:
+                raise ConfigError("eval_steps: only with eval_every_steps (the regular evaluations they add to)")
+            object.__setattr__(self, "eval_steps", parse_eval_steps("eval_steps", self.eval_steps))
         if self.total_steps is not None and self.eval_every_steps is None:
             raise ConfigError("total_steps: only meaningful with eval_every_steps")
         if self.total_steps is not None and self.eval_every_steps is not None and self.eval_every_steps > self.total_steps:
             raise ConfigError(f"eval_every_steps: {self.eval_every_steps} is more than total_steps {self.total_steps}; "
                               "the run would be evaluated only once, at its end")
-        check_seed("seed", self.seed)
         if self.subset is not None and self.batch_size > self.subset:
             raise ConfigError(f"batch_size: {self.batch_size} is more than subset {self.subset}; every step would see "
                               "all of the subset: give a smaller batch_size or a larger subset")
-        check_init(self.init)
-        if self.eval_steps is not None:
-            if self.eval_every_steps is None:
-                raise ConfigError("eval_steps: only with eval_every_steps (the regular evaluations they add to)")
-            object.__setattr__(self, "eval_steps", parse_eval_steps("eval_steps", self.eval_steps))
-        p = self.probe_preactivations
-        if not isinstance(p, int) or isinstance(p, bool) or p < 0:
-            raise ConfigError(f"probe_preactivations: got {p!r}; give a number of validation images (0: off)")
-        check_bn_statistics(self.bn_statistics, self.bn_batches)
-        check_choice("precision", self.precision, PRECISIONS)
+
+    def settings(self) -> dict:
+        """The RunSettings fields alone, by name: the template a run is made from."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)}
+
+
+RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trains:
+    """What one run trains: its cell, learning rate and seed (first among TrainConfig's fields)."""
+
+    dataset: str = _setting("fashion_mnist", "dataset name (kbn.core.registry) or an import string")
+    arch: str = _setting("mlp", "network architecture name (kbn.core.registry) or an import string")
+    norm: str = _setting("none", "normalization: none, batch, layer, ... (kbn.core.registry) or an import string")
+    optimizer: str = _setting("adam", "optimizer name (kbn.core.registry) or an import string")
+    lr: float = _setting(1e-3, "learning rate")
+    seed: int = _setting(0, "seed of the initial weights and the data order")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(RunSettings, _Trains):
+    """Every setting of one training run: what it trains (dataset, arch, norm, optimizer, lr, seed),
+    how (RunSettings) and where its data is read from; a bad value is refused in one clear line."""
+
+    data_dir: str | None = _setting(None, "folder with the original dataset files")
+
+    def __post_init__(self):
+        for kind in registry.KINDS:
+            registry.check(kind, getattr(self, kind))
+        check_positive("lr", self.lr, float)
+        check_seed("seed", self.seed)
+        super().__post_init__()
 
     def eval_points(self, total_steps: int) -> list[int]:
         """The steps after which a step-based run evaluates: every eval_every_steps, the end, and the
@@ -208,23 +242,19 @@ def _search(key: str, default):
     return dataclasses.field(default=default, metadata={"search": key})
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """A sweep file, validated: the cells, the learning-rate grids and the final runs."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepConfig(RunSettings):
+    """A sweep file, validated: the cells, the learning-rate grids and the final runs. Its RunSettings
+    fields are the template of every run it trains (`train_config`; the search may train shorter)."""
 
     name: str
     datasets: tuple[str, ...]
     archs: tuple[str, ...]
     norms: tuple[str, ...]
     optimizers: tuple[str, ...]
-    epochs: int
     seeds: tuple[int, ...] = (0,)
-    batch_size: int = 128
-    subset: int | None = None
-    eval_every_steps: int | None = None
-    total_steps: int | None = None
+    test_every_epoch: bool = True  # a sweep's final runs: the thesis's per-epoch tables
     select_on: str = "validation"
-    test_every_epoch: bool = True
     # The [search] table's fields: their metadata is their key in it.
     coarse: tuple[float, ...] = _search("coarse", (1e-4, 1e-3, 1e-2, 1e-1, 1.0))
     coarse_by_optimizer: tuple[tuple[str, tuple[float, ...]], ...] = _search("coarse_by_optimizer", ())
@@ -239,14 +269,9 @@ class SweepConfig:
     # The fixed-rate protocol: every arm's final runs train at this rate, nothing is searched; a tuple of
     # rates (the file's list) trains every arm at each of them, each rate its own set of final runs.
     lr: float | tuple[float, ...] | None = None
-    init: str = "glorot_uniform"
-    eval_steps: tuple[int, ...] | None = None
-    probe_preactivations: int = 0
-    bn_statistics: str = "moving"  # BN_STATISTICS
-    bn_batches: int = BN_BATCHES
-    precision: str = "float32"  # PRECISIONS
 
     def __post_init__(self):
+        super().__post_init__()
         if self.lr is not None:  # nothing is searched: no grid, no search seeds
             object.__setattr__(self, "coarse", ())
             object.__setattr__(self, "coarse_by_optimizer", ())
@@ -321,16 +346,15 @@ class SweepConfig:
                 "fine_per_side": self.fine_per_side}
 
     def train_config(self, cell: Cell, lr: float, seed: int, phase: str) -> TrainConfig:
+        """The run `cell` trains at `lr` and `seed` in `phase`: this sweep's RunSettings, the search's
+        own length where it has one, and test accuracy every epoch for final runs only."""
         search = phase != "final"
-        return TrainConfig(
-            dataset=cell.dataset, arch=cell.arch, norm=cell.norm, optimizer=cell.optimizer, lr=lr,
-            epochs=(self.search_epochs or self.epochs) if search else self.epochs, seed=seed,
-            batch_size=self.batch_size, subset=self.subset, eval_every_steps=self.eval_every_steps,
-            total_steps=(self.search_total_steps or self.total_steps) if search else self.total_steps,
-            test_every_epoch=self.test_every_epoch and not search, init=self.init, eval_steps=self.eval_steps,
-            probe_preactivations=self.probe_preactivations, bn_statistics=self.bn_statistics,
-            bn_batches=self.bn_batches, precision=self.precision,
-        )
+        run = self.settings()
+        if search:
+            run.update(epochs=self.search_epochs or self.epochs, total_steps=self.search_total_steps or self.total_steps,
+                       test_every_epoch=False)
+        return TrainConfig(dataset=cell.dataset, arch=cell.arch, norm=cell.norm, optimizer=cell.optimizer, lr=lr,
+                           seed=seed, **run)
 
     def to_dict(self) -> dict:
         """Every field by its name, the search's beside the rest (search_epochs, coarse, ...)."""
@@ -352,8 +376,10 @@ SETTING_DEFAULTS = TrainConfig().to_dict()
 # SEARCH_FIELDS: SweepConfig's field -> its key in [search].
 SEARCH_FIELDS = {f.name: f.metadata["search"] for f in dataclasses.fields(SweepConfig) if "search" in f.metadata}
 _SEARCH_KEYS = tuple(SEARCH_FIELDS.values())
-_TOP_KEYS = tuple(dict.fromkeys("search" if f.name in SEARCH_FIELDS else f.name for f in dataclasses.fields(SweepConfig)))
-_REQUIRED = tuple(f.name for f in dataclasses.fields(SweepConfig) if f.default is dataclasses.MISSING and f.name != "name")
+# the sweep's own keys first, then [search], then the run settings every run of it takes (RunSettings)
+_OWN = tuple(f.name for f in dataclasses.fields(SweepConfig) if f.name not in RUN_SETTINGS and f.name not in SEARCH_FIELDS)
+_TOP_KEYS = (*_OWN, "search", *RUN_SETTINGS)
+_REQUIRED = ("datasets", "archs", "norms", "optimizers", "epochs")  # a sweep says what and how long it trains
 
 
 def _as_lists(value):
@@ -439,24 +465,14 @@ def _check_keys(raw: dict) -> dict:
     return search
 
 
-def _flag(field: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{field}: got {value!r}; give true or false")
-    return value
-
-
 def _run_fields(raw: dict, where: str, default_name: str) -> dict:
-    """The fields outside [search], validated: the cells, the final runs and how each run trains."""
+    """The fields outside [search]: the sweep's own (its cells, seeds, fixed rate), validated here, and
+    the run settings of its runs as the file gives them (RunSettings checks them, as it does a run's)."""
     fixed_lr = _fixed_rates(raw["lr"]) if "lr" in raw else None
     if fixed_lr is not None and "search" in raw:
         shown = ", ".join(f"{r:g}" for r in fixed_lr) if isinstance(fixed_lr, tuple) else f"{fixed_lr:g}"
         raise ConfigError(f"lr: a fixed rate ({shown}) trains every arm at it with no search; remove "
                           "[search], or remove lr to tune the rate per cell")
-    probe = raw.get("probe_preactivations", 0)
-    if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
-        raise ConfigError(f"probe_preactivations: got {probe!r}; give a number of validation images (0: off)")
-    bn_rule, bn_batches = raw.get("bn_statistics", "moving"), raw.get("bn_batches", BN_BATCHES)
-    check_bn_statistics(bn_rule, bn_batches)
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name.strip() or "/" in name or name in (".", "..") or not name.isprintable():
         raise ConfigError(f"name: got {name!r}; give a short name without '/' (it names the sweep's folder, "
@@ -464,18 +480,11 @@ def _run_fields(raw: dict, where: str, default_name: str) -> dict:
     return dict(
         name=name, seeds=_seeds("seeds", raw.get("seeds", [0])),
         select_on=check_choice("select_on", raw.get("select_on", "validation"), SELECT_ON),
-        test_every_epoch=_flag("test_every_epoch", raw.get("test_every_epoch", True)),
         optimizers=_names(where, "optimizers", raw["optimizers"], "optimizer"),
         datasets=_names(where, "datasets", raw["datasets"], "dataset"),
         archs=_names(where, "archs", raw["archs"], "arch"),
         norms=_names(where, "norms", raw["norms"], "norm"),
-        epochs=check_positive("epochs", raw["epochs"]),
-        batch_size=check_positive("batch_size", raw.get("batch_size", 128)),
-        **{k: check_positive(k, raw.get(k), allow_none=True) for k in ("subset", "eval_every_steps", "total_steps")},
-        lr=fixed_lr, init=check_init(raw.get("init", "glorot_uniform")),
-        eval_steps=parse_eval_steps("eval_steps", raw["eval_steps"]) if "eval_steps" in raw else None,
-        probe_preactivations=probe, bn_statistics=bn_rule, bn_batches=int(bn_batches),
-        precision=check_choice("precision", raw.get("precision", "float32"), PRECISIONS),
+        lr=fixed_lr, **{k: raw[k] for k in RUN_SETTINGS if k in raw},
     )
 
 
