@@ -12,6 +12,6 @@ A network of one's own places its norms as kbn's do, with `dense_block` or `norm
 """
 
 # re-exported by name (`X as X`): kbn.models.dense_block, and the builders as import strings (kbn.models:cnn)
-from kbn.models.networks import BUILDERS as BUILDERS, block as block, build as build, cnn as cnn
-from kbn.models.networks import deep_cnn as deep_cnn, deep_mlp as deep_mlp, dense_block as dense_block
-from kbn.models.networks import ioffe_mlp as ioffe_mlp, mlp as mlp, norm_layer as norm_layer
+from kbn.models.networks import (BUILDERS as BUILDERS, block as block, build as build, cnn as cnn,
+                                 deep_cnn as deep_cnn, deep_mlp as deep_mlp, dense_block as dense_block,
+                                 ioffe_mlp as ioffe_mlp, mlp as mlp, norm_layer as norm_layer)

@@ -22,14 +22,13 @@ reads as one API; the names live in the submodules.
 
 from __future__ import annotations
 
-from kbn.report.document import FORMATS, Document, build, no_runs
+from kbn.core.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
+from kbn.report.document import Document, FORMATS, build, no_runs
 from kbn.report.findings import findings
 from kbn.report.measures import convergence
-from kbn.report.render import (PREAMBLE, TIDY_COLUMNS, latex_document, latex_figures, latex_text, render,
-                               render_findings)
+from kbn.report.render import PREAMBLE, TIDY_COLUMNS, latex_document, latex_figures, latex_text, render, render_findings
 from kbn.report.results import (LONG_COLUMNS, ReportError, Results, check_epochs, collect_runs, export_long,
                                 long_from_runs, normalise_long, protocol_line, read_long_csv, run_table, scan_runs)
-from kbn.core.stats import INTERVALS, Stat, compare, every_cell, rel, seeds_to_resolve
 from kbn.report.tables import Table, batch_size_tables, build_tables, rate_tables, rates_of, summary_tables
 
 __all__ = ["FORMATS", "Document", "build", "no_runs", "INTERVALS", "LONG_COLUMNS", "PREAMBLE", "ReportError", "Results", "Stat", "TIDY_COLUMNS", "Table",

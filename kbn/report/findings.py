@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from kbn.core import registry
+from kbn.core.stats import (ALPHA, Stat, compare, contrast, every_cell, mcnemar, one_sample, pool, seeds_to_resolve,
+                            signed)
 from kbn.report.labels import arch_name, display_name, optimizer_name
-from kbn.report.measures import (SUMMARY_RUNG, Stability, final_effect, norm_effect, curve_split, convergence,
-                                 last_point, poster_steps, stability, units)
+from kbn.report.measures import (SUMMARY_RUNG, Stability, convergence, curve_split, final_effect, last_point,
+                                 norm_effect, poster_steps, stability, units)
 from kbn.report.results import Results
-from kbn.core.stats import (ALPHA, Stat, pool, signed, compare, contrast, every_cell, mcnemar, one_sample,
-                            seeds_to_resolve)
 
 DEEP = registry.DEEP_TWINS
 CHANCE = 15.0  # percent: "near chance" for 10 classes (chance itself is 10%); scaled by 10 / classes

@@ -10,10 +10,10 @@ import dataclasses
 import numpy as np
 
 from kbn.core import registry
+from kbn.core.stability import Outcome, near_chance, summarize
+from kbn.core.stats import Stat, compare, one_sample
 from kbn.report.labels import display_name, optimizer_name
 from kbn.report.results import Results
-from kbn.core.stats import Stat, compare, one_sample
-from kbn.core.stability import Outcome, near_chance, summarize
 
 
 @dataclasses.dataclass

@@ -19,11 +19,11 @@ from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
 from kbn.core import registry
+from kbn.core.stats import t_interval, verdict
 from kbn.report import tuning
 from kbn.report.labels import display_name, optimizer_name
 from kbn.report.measures import norm_effect
 from kbn.report.results import Results
-from kbn.core.stats import t_interval, verdict
 
 
 def norm_colors(names) -> dict[str, str]:

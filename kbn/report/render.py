@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kbn.report.labels import MISSING
 from kbn.core.stats import MARKS
+from kbn.report.labels import MISSING
 from kbn.report.tables import Summary, Table
 
 

@@ -18,8 +18,8 @@ import pandas as pd
 
 from kbn.core import registry
 from kbn.core.errors import ConfigError, KbnError
-from kbn.runs.runlog import check_run, read_metrics
 from kbn.core.stability import Outcome, classify
+from kbn.runs.runlog import check_run, read_metrics
 from kbn.sweep.folder import stored_sweep
 
 

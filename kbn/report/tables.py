@@ -13,13 +13,13 @@ import pandas as pd
 
 from kbn.core import registry
 from kbn.core.errors import ConfigError
-from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
-from kbn.report.measures import (LADDER, SUMMARY_RUNG, Rung, Stability, final_effect, norm_effect, curve_split,
-                                 convergence, last_point, mark_stability, poster_steps, stability, units)
-from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
-from kbn.core.stats import (ADVISED_SEEDS, MARKS, METHODS, Stat, signed, acc_stat, compare, contrast, mean_interval,
-                            verdict)
 from kbn.core.stability import OUTCOMES, RULE, summarize
+from kbn.core.stats import (ADVISED_SEEDS, MARKS, METHODS, Stat, acc_stat, compare, contrast, mean_interval, signed,
+                            verdict)
+from kbn.report.labels import MISSING, arch_name, display_name, optimizer_name
+from kbn.report.measures import (LADDER, Rung, SUMMARY_RUNG, Stability, convergence, curve_split, final_effect,
+                                 last_point, mark_stability, norm_effect, poster_steps, stability, units)
+from kbn.report.results import ReportError, Results, long_from_runs, protocol_line
 
 
 @dataclasses.dataclass

@@ -17,14 +17,13 @@ import threading
 import time
 from pathlib import Path
 
-from kbn.core import compat, console
-from kbn.core import interrupts
-from kbn.training.backend import default_pack, is_conv
+from kbn.core import compat, console, interrupts
+from kbn.core.clock import Pace
 from kbn.core.config import SweepConfig
 from kbn.core.errors import ConfigError, KbnError
-from kbn.sweep.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
-from kbn.core.clock import Pace
+from kbn.training.backend import default_pack, is_conv
 from kbn.sweep.oracle import SweepOracle, trial_metrics
+from kbn.sweep.plan import COMPLETED, FAILED, planned_trials, trial_length, work_left
 from kbn.sweep.tuner import SweepTuner, announce, preflight, progress_line, write_summary
 
 

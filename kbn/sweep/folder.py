@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from kbn.core import registry
-from kbn.core.config import (PHASES, SEARCH_FIELDS, SETTING_DEFAULTS, Cell, SweepConfig, cells_by_key, file_shape,
+from kbn.core.config import (Cell, PHASES, SEARCH_FIELDS, SETTING_DEFAULTS, SweepConfig, cells_by_key, file_shape,
                              off_plan, sweep_from_dict)
 from kbn.core.errors import ConfigError, KbnError
 from kbn.runs.runlog import RunCheck, check_run, write_json_atomic

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kbn.core import console
-from kbn.training.backend import default_pack
 from kbn.core.config import SweepConfig, check_address
+from kbn.training.backend import default_pack
 from kbn.sweep.distribute import auto_workers, check_workers, serve, set_distribution_env
 from kbn.sweep.folder import check_components, prepare_folder, sweep_lock
 from kbn.sweep.tuner import SweepTuner, announce, preflight, write_summary

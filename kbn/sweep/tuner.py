@@ -30,11 +30,11 @@ from kbn.core.errors import DataError, DataFileError, KbnError
 from kbn.models.packed import is_packable as packable
 from kbn.runs.runlog import write_json_atomic
 from kbn.runs.tboard import sweep_hparams
+from kbn.training.train import plan_schedule, train, train_many
 from kbn.sweep.folder import keeps_model, run_folder
 from kbn.sweep.oracle import FAILURE_KEY, Status, SweepOracle, group_key, outcome_kind, outcome_metrics, unwritable
 from kbn.sweep.plan import planned_trials, trial_length, work_left
 from kbn.sweep.status import failure_summary
-from kbn.training.train import plan_schedule, train, train_many
 
 
 class NoTunerModels(KbnError, NotImplementedError):

@@ -20,13 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from kbn.core.config import SweepConfig
-from kbn.core.config import cells_by_key
-from kbn.sweep.folder import check_trial_run, run_folder
+from kbn.core.config import SweepConfig, cells_by_key
+from kbn.runs.runlog import MODEL_FILE, check_run
+from kbn.sweep.folder import check_trial_run, load_folder_sweep, run_folder
 from kbn.sweep.status import STATUS_FIELDS, folder_progress, problem_lines, status_records
 from kbn.sweep.trials import records
-from kbn.runs.runlog import MODEL_FILE, check_run
-from kbn.sweep.folder import load_folder_sweep
 
 TRIAL_COLUMNS = ["trial_id", "cell", "dataset", "arch", "norm", "optimizer", "phase", "lr", "seed", "status", "score",
                  "outcome"]

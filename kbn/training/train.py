@@ -30,24 +30,22 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kbn import data as kdata
-from kbn.core.version import __version__
-from kbn.core import compat, console, registry, stability
-from kbn import models
-from kbn.models import optimizers as optim, precision
-from kbn.core import interrupts
-from kbn.training import handoff
+from kbn import data as kdata, models
+from kbn.core import compat, console, interrupts, registry, stability
 from kbn.core.clock import COMPILE_METHODS, FirstCalls, RunClock, process_compile_seconds
-from kbn.training.backend import (enable_compile_cache, fast_compile_args, fuse_batch_norm, handoff_wanted, jax_loop_enabled,
-                                  keep_tensorflow_out, train_path)
-from kbn.training.bn_stats import PopulationStatistics, describe
-from kbn.training.callbacks import CallTimer, Heartbeat, StopOnInterrupt, StopOnNonFinite
+from kbn.core.config import SETTING_DEFAULTS, TrainConfig
 from kbn.core.errors import ConfigError
+from kbn.core.version import __version__
+from kbn.models import optimizers as optim, precision
+from kbn.models.packed import build_packed, cannot_pack, trial_logs
 from kbn.runs.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.runs.tboard import HParams, run_hparams
-from kbn.core.config import SETTING_DEFAULTS, TrainConfig
+from kbn.training import handoff
+from kbn.training.backend import (enable_compile_cache, fast_compile_args, fuse_batch_norm, handoff_wanted,
+                                  jax_loop_enabled, keep_tensorflow_out, train_path)
+from kbn.training.bn_stats import PopulationStatistics, describe
+from kbn.training.callbacks import CallTimer, Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.training.jax_loop import JaxEvaluation, JaxOutputs, JaxPeriods
-from kbn.models.packed import build_packed, cannot_pack, trial_logs
 
 EVAL_BATCH = 1000
 # What metrics.csv's train_time counts (config.json says it with the run).
