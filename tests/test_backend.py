@@ -233,3 +233,49 @@ def test_fused_batch_norm_takes_bfloat16_and_loses_no_more_than_keras_does():
         keras_err = np.abs(np.subtract(plain["weights"][path], w)).max()
         fused_err = np.abs(np.subtract(fused["weights"][path], w)).max()
         assert fused_err <= 2.5 * keras_err + 1e-5, (path, fused_err, keras_err)
+
+
+KERAS_INPUT = """
+import json, keras, numpy as np
+from kbn import models
+from kbn.training import backend
+rng = np.random.default_rng(0)
+x, y = rng.random((200, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 200).astype(np.int32)
+out = {}
+for how in ("arrays", "kbn"):
+    keras.utils.set_random_seed(0)
+    model = models.build("tests.user_parts:small_cnn", (28, 28, 1), 10, "batch")
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=3)
+    given = backend.keras_input(x, y, 32) if how == "kbn" else {"x": x, "y": y, "batch_size": 32}
+    loss = model.fit(**given, epochs=2, shuffle=False, verbose=0).history["loss"]
+    ev = model.evaluate(**(backend.keras_input(x, y, 64) if how == "kbn" else {"x": x, "y": y, "batch_size": 64}),
+                        verbose=0, return_dict=True)
+    out[how] = {"loss": loss, "eval": ev, "w": [w.tolist() for w in model.get_weights()]}
+data = backend.keras_input(x, y, 32)["x"]
+out["autotune"] = data.options().autotune.enabled
+out["batches"] = [int(b[0].shape[0]) for b in data]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_keras_input_on_tensorflow_is_the_same_batches_without_autotune():
+    """kbn's tf.data for fit and evaluate on TensorFlow: the same batches in the same order as Keras's
+    own array pipeline (same losses, evaluation and weights), with tf.data's autotuning off (its
+    teardown stalled a third of Keras's calls by 0.3-0.6 s: README, "Backends and speed")."""
+    import json
+
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", KERAS_INPUT], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["autotune"] is False and got["batches"] == [32] * 6 + [8]
+    assert got["kbn"]["loss"] == got["arrays"]["loss"] and got["kbn"]["eval"] == got["arrays"]["eval"]
+    for a, b in zip(got["kbn"]["w"], got["arrays"]["w"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+def test_keras_input_elsewhere_is_the_arrays():
+    x, y = np.zeros((4, 2)), np.zeros(4)
+    assert backend.keras_input(x, y, 2) == {"x": x, "y": y, "batch_size": 2}  # the suite runs on JAX

@@ -221,6 +221,27 @@ def fast_compile_args(steps_per_execution: int, model) -> dict:
     return args
 
 
+def keras_input(x, y, batch_size: int) -> dict:
+    """The data kbn hands Keras's `fit` or `evaluate` (as keyword arguments x, y, batch_size): on
+    TensorFlow, one array pair as a tf.data pipeline of its in-memory batches with tf.data's autotuning
+    and default rewrites off. Keras's own pipeline for arrays prefetches with AUTOTUNE, and tearing
+    it down at the end of a call stalled a third of the calls by 0.3-0.6 s (the CNN's 5,000-image epoch
+    took 0.75 s, or 1.30 s: kbn bench and the README's "Backends and speed"): a stall in every period,
+    counted as training time. The same batches in the same order. Several targets (packed trials) and
+    the other backends keep the arrays."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or isinstance(y, (list, tuple)):
+        return {"x": x, "y": y, "batch_size": batch_size}
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_optimization.apply_default_optimizations = False
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).with_options(options)
+    return {"x": data, "y": None, "batch_size": None}
+
+
 def default_pack() -> int:
     """How many trials to pull and train packed at once, where it pays (kbn bench, README): on a
     GPU, 32; on CPU, 1 (2 cores are bound by arithmetic, and a smoke sweep ran no faster packed)."""

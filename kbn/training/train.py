@@ -42,7 +42,7 @@ from kbn.runs.runlog import MODEL_FILE, RunLog, check_run, is_finite
 from kbn.runs.tboard import HParams, run_hparams
 from kbn.training import handoff
 from kbn.training.backend import (enable_compile_cache, fast_compile_args, fuse_batch_norm, handoff_wanted,
-                                  jax_loop_enabled, keep_tensorflow_out, train_path)
+                                  jax_loop_enabled, keep_tensorflow_out, keras_input, train_path)
 from kbn.training.bn_stats import PopulationStatistics, describe
 from kbn.training.callbacks import CallTimer, Heartbeat, StopOnInterrupt, StopOnNonFinite
 from kbn.training.jax_loop import JaxEvaluation, JaxOutputs, JaxPeriods
@@ -99,7 +99,7 @@ def _evaluate(model, x, y, k: int, compiled: JaxEvaluation | None = None,
         r = compiled.evaluate(x, y)
     else:
         timer = [CallTimer(calls, "test", _sizes(len(y), EVAL_BATCH), model.steps_per_execution)] if calls else []
-        r = model.evaluate(x, y if k == 1 else [y] * k, batch_size=EVAL_BATCH, verbose=0, return_dict=True,
+        r = model.evaluate(**keras_input(x, y if k == 1 else [y] * k, EVAL_BATCH), verbose=0, return_dict=True,
                            callbacks=timer)
     return [(float(t["loss"]), float(t["accuracy"])) for t in _per_trial(r, k)]
 
@@ -535,7 +535,7 @@ class _Trials:
             y = y if k == 1 else [y] * k
         timer = [CallTimer(self.calls, "train", _sizes(count, cfg.batch_size), self.model.steps_per_execution)] \
             if self.calls else []
-        hist = self.model.fit(x, y, batch_size=cfg.batch_size, epochs=p + 1, initial_epoch=p, shuffle=False,
+        hist = self.model.fit(**keras_input(x, y, cfg.batch_size), epochs=p + 1, initial_epoch=p, shuffle=False,
                               verbose=0, callbacks=callbacks + timer)
         interrupts.check()  # before anything of an unfinished period is logged
         return _per_trial({key: v[-1] for key, v in hist.history.items()}, k)
