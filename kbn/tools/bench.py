@@ -60,7 +60,7 @@ def _setup(spec: dict, x, y, rng):
 
 def _epoch_runner(spec: dict, model, x, y, inputs, target, order):
     """One epoch as kbn trains it (on JAX its compiled loop; `fit` for the baseline and on TensorFlow)."""
-    from kbn.training.backend import train_path
+    from kbn.training.backend import keras_input, train_path
     from kbn.training.jax_loop import JaxPeriods
 
     path = train_path(model)
@@ -68,32 +68,41 @@ def _epoch_runner(spec: dict, model, x, y, inputs, target, order):
         own = spec["variant"] == "seeds"
         periods = JaxPeriods(model, None if own else x, y, spec["k"], own, 128, path["steps_per_call"])
         return lambda: periods.train(order, [], 0)
-    return lambda: model.fit(inputs, target, batch_size=128, epochs=1, verbose=0, shuffle=False)
+    given = {"x": inputs, "y": target, "batch_size": 128} if spec["variant"] == "fit" else \
+        keras_input(inputs, target, 128)  # kbn's path: its own tf.data on TensorFlow
+    return lambda: model.fit(**given, epochs=1, verbose=0, shuffle=False)
 
 
-def multiply_adds(model) -> int:
-    """Multiply-adds of one example's forward pass through `model`'s Conv and Dense layers, from the
-    built layers' shapes (nested models walked): a Dense layer's inputs × units (per position where
-    it maps more than a vector), a convolution's output positions × its kernel (height × width × input
-    channels per group × output channels). Norms, pooling and activations are left out: a few per cent
-    of a CNN's arithmetic."""
+def layer_multiply_adds(model) -> list[int]:
+    """Multiply-adds of one example's forward pass through each of `model`'s Conv and Dense layers, in
+    layer order, from the built layers' shapes (nested models walked): a Dense layer's inputs × units
+    (per position where it maps more than a vector), a convolution's output positions × its kernel
+    (height × width × input channels per group × output channels). Norms, pooling and activations are
+    left out: a few per cent of a CNN's arithmetic."""
     import math
 
-    total = 0
+    out = []
     for layer in model.layers:
         if hasattr(layer, "layers"):
-            total += multiply_adds(layer)
+            out += layer_multiply_adds(layer)
         kernel = getattr(layer, "kernel", None)
         if kernel is None or not any(kind in type(layer).__name__ for kind in ("Conv", "Dense")):
             continue
-        total += math.prod(layer.output.shape[1:-1]) * math.prod(kernel.shape)
-    return total
+        out.append(math.prod(layer.output.shape[1:-1]) * math.prod(kernel.shape))
+    return out
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of one example's forward pass (`layer_multiply_adds`, summed)."""
+    return sum(layer_multiply_adds(model))
 
 
 def train_flops(model, examples: int = EPOCH) -> float:
     """Floating-point operations of training on `examples` examples: 2 per multiply-add forward, and
-    the backward pass twice the forward (gradients of the inputs and of the weights): 3 × 2 × MACs."""
-    return 6.0 * multiply_adds(model) * examples
+    backward 2 for the weights' gradient and 2 for the inputs' gradient, which the first layer does not
+    need (nothing learns below it: TensorFlow and XLA prune it), so 6 × MACs less 2 × the first's."""
+    macs = layer_multiply_adds(model)
+    return (6.0 * sum(macs) - 2.0 * (macs[0] if macs else 0)) * examples
 
 
 def peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float | None:
