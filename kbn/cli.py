@@ -524,22 +524,16 @@ def _pin_worker() -> None:
 
 
 def _tensorflow_quietly() -> None:
-    """On TensorFlow, import it now with its C++ start-up lines in a file (kbn.core.console), so a command's
-    first lines are kbn's; what TensorFlow's C++ says later reaches the terminal."""
+    """On TensorFlow, start it now with its C++ start-up lines in a file (kbn.training.handoff), so a
+    command's first lines are kbn's; --log verbose names the file."""
     import importlib.util
 
     if os.environ.get("KERAS_BACKEND") != "tensorflow" or importlib.util.find_spec("tensorflow") is None:
         return
     from kbn.core import console
+    from kbn.training import handoff
 
-    path, restore = console.native_lines_to_file("tensorflow")
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # CUDA's probe lines come with the first look at the devices
-    finally:
-        restore()
-    console.LOGGER.debug(f"kbn: TensorFlow's own start-up lines: {path}")
+    console.LOGGER.debug(f"kbn: TensorFlow's own start-up lines: {handoff.start_tensorflow()}")
 
 
 def _no_empty_paths(args) -> None:

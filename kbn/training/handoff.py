@@ -91,14 +91,25 @@ def _copy(stream) -> None:
         sys.stderr.flush()
 
 
+def start_tensorflow() -> str:
+    """TensorFlow imported and its devices listed, with the C++ lines that writes (absl's, oneDNN's,
+    CUDA's probe: to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says) in a file, so a process's
+    first lines are kbn's (the CLI on TensorFlow, and this module's child); the file's path. What
+    TensorFlow's C++ says later reaches the terminal."""
+    path, restore = console.native_lines_to_file("tensorflow")
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's probe lines come with the first look at the devices
+    finally:
+        restore()
+    return path
+
+
 def child(given: str, back: str, train_many) -> int:
     """The child's side: the runs trained on TensorFlow by `train_many` (kbn.training.train's, passed
     in: this module sits below it); their results, or the KbnError that stopped them, pickled to `back`."""
-    path, restore = console.native_lines_to_file("tensorflow")  # TensorFlow's C++ start-up lines
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        restore()
+    start_tensorflow()
     from kbn.core import interrupts
     from kbn.core.errors import KbnError
 
