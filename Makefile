@@ -7,7 +7,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: install data demo lint test test-fast check-jax-only tensorboard clean status report bench bench-cores bench-gpu \
 	sweep-smoke sweep-shallow sweep-deep sweep-norms sweep-fashion sweep-answer sweep-poster-fixed sweep-poster-rates \
-	sweep-ln-batch sweep-precision sweep-cnn-fashion poster
+	sweep-ln-batch sweep-precision sweep-cnn-fashion sweep-cnn-fashion-10k poster
 
 install: $(VENV)/.installed
 
@@ -79,6 +79,9 @@ sweep-precision: install data
 # The thesis's shallow protocol for the CNN on 5,000 Fashion-MNIST images, shortened (its file says how)
 sweep-cnn-fashion: install data
 	$(BIN)/kbn sweep sweeps/cnn-fashion-subset.toml --logdir $(LOGDIR)/cnn-fashion-subset $(SWEEP_ARGS)
+# The same on 10,000 images with 10-epoch final runs (about 25 minutes on 2 quiet cores)
+sweep-cnn-fashion-10k: install data
+	$(BIN)/kbn sweep sweeps/cnn-fashion-10k.toml --logdir $(LOGDIR)/cnn-fashion-10k $(SWEEP_ARGS)
 sweep-fashion: install data
 	$(BIN)/kbn sweep sweeps/fashion-full.toml --logdir $(LOGDIR)/fashion-full $(SWEEP_ARGS)
 sweep-answer: install data

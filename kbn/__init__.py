@@ -1,8 +1,8 @@
 """kbn: does normalization help this optimizer, on this network, and by how much?
 
 The public API is the names in `__all__` (README, "Python API"); everything else is kbn's own and may
-change. They are imported when first used, so `import kbn` stays light and never imports Keras (the
-CLI chooses the backend before Keras is imported).
+change. They are imported when first used, so `import kbn` stays light and never imports Keras; the
+first name that needs Keras settles its backend as the CLI does (KERAS_BACKEND, else JAX).
 
     kbn.TrainConfig, kbn.RunSettings, kbn.SweepConfig  settings as data, validated (kbn.core.config)
     kbn.load_sweep(path) -> SweepConfig                a sweep file, validated
@@ -43,6 +43,8 @@ _HOMES = {
     "report": None, "models": None, "data": None,
 }
 _ALIASES = {"configure_logging": "configure"}
+# the names whose modules import Keras: the backend is settled first (kbn.training.backend.settle_backend)
+_KERAS = {"train", "train_many", "RunResult", "run_sweep", "models"}
 __all__ = ["__version__", "TrainConfig", "RunSettings", "SweepConfig", "load_sweep", "train", "train_many", "RunResult",
            "run_sweep", "open_sweep", "Sweep", "NetworkBuilder", "OptimizerFactory", "NormLayerClass",
            "configure_logging", "KbnError", "ConfigError", "DataError", "Interrupted", "report", "models", "data"]
@@ -62,6 +64,10 @@ def __getattr__(name: str):
     if name not in _HOMES:
         raise AttributeError(f"module 'kbn' has no attribute {name!r}")
     home = _HOMES[name]
+    if name in _KERAS:
+        from kbn.training.backend import settle_backend
+
+        settle_backend()
     value = importlib.import_module(f"kbn.{name}") if home is None else \
         getattr(importlib.import_module(home), _ALIASES.get(name, name))
     globals()[name] = value  # once

@@ -12,6 +12,7 @@ import sys
 
 from kbn.core.version import __version__
 from kbn.training.backend import choose_backend
+from kbn.core import registry
 from kbn.core.config import TrainConfig  # no Keras: cheap enough to build the parser from
 
 HOST_DEFAULT = "127.0.0.1"
@@ -62,6 +63,8 @@ def _option(field: dataclasses.Field) -> dict:
         return {"action": "store_true", "help": field.metadata["help"]}
     kind = float if field.type.startswith("float") else int if field.type.startswith("int") else str
     shown = "" if field.default is None else f" (default: {field.default})"
+    if field.name in registry.KINDS:  # the registry's names, as the errors list them
+        shown = f"; kbn knows: {', '.join(registry.REGISTRIES[field.name])}{shown}"
     return {"type": kind, "default": field.default, "help": field.metadata["help"] + shown,
             **({"metavar": field.metadata["metavar"]} if field.metadata["metavar"] else {})}
 

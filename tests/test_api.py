@@ -157,3 +157,33 @@ def test_every_public_name_resolves_and_import_kbn_stays_light():
     readme = (ROOT / "README.md").read_text()
     api = readme[readme.index("## Python API"):readme.index("## Keras Tuner interop")]
     assert [n for n in kinds if n != "__version__" and f"`kbn.{n}" not in api] == []
+
+
+SETTLED = """
+import json, os, sys
+import kbn
+kbn.train  # the first name that needs Keras
+import keras
+print(json.dumps({"env": os.environ.get("KERAS_BACKEND"), "keras": keras.backend.backend(),
+                  "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("given, expect", [(None, "jax"), ("tensorflow", "tensorflow")])
+def test_the_python_api_settles_the_backend_as_the_cli_does(given, expect):
+    """Without KERAS_BACKEND a script gets kbn's default (JAX: Keras's own, TensorFlow, trained the MLPs
+    3-5x slower), and no TensorFlow import; with KERAS_BACKEND=tensorflow, TensorFlow's C++ start-up
+    lines (absl's, oneDNN's, CUDA's) go to a file, not to the script's stderr."""
+    import json
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
+    env["PYTHONPATH"] = str(ROOT)
+    if given:
+        env["KERAS_BACKEND"] = given
+    r = subprocess.run([sys.executable, "-c", SETTLED], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["env"] == got["keras"] == expect and got["tensorflow"] == (expect == "tensorflow")
+    assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog", r.stderr, re.M), r.stderr[-2000:]

@@ -208,6 +208,10 @@ def test_every_train_setting_is_an_option_with_its_default_and_help():
         assert action.default == field.default and action.help.startswith(field.metadata["help"])
         if field.default not in (None, False):  # --help says what an option left out means
             assert action.help.endswith(f"(default: {field.default})"), action.help
+    from kbn.core import registry
+
+    for kind in registry.KINDS:  # and the registry's names for a component
+        assert f"kbn knows: {', '.join(registry.REGISTRIES[kind])} (default:" in options[kind].help
     defaults = parser().parse_args(["train"])
     assert {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)} == TrainConfig().to_dict()
 

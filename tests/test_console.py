@@ -188,3 +188,12 @@ def test_the_library_logs_to_the_kbn_logger_and_the_cli_sets_how_much_is_printed
     assert "done" in out  # the command's own output: the status table
     assert main(["--log", "loud", "status", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err == "kbn: error: log: unknown value 'loud'; choose from: quiet, info, verbose\n"
+
+
+def test_configure_logging_refuses_an_unknown_level_in_one_line():
+    import kbn
+    from kbn.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        kbn.configure_logging("loud")
+    assert str(e.value) == "level: unknown value 'loud'; choose from: quiet, info, verbose"

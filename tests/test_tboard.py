@@ -395,3 +395,27 @@ def test_summary_writers_take_turns(tmp_path):
         assert writer.is_alive() and done == []  # waiting for the lock
     writer.join(10)
     assert done == [None]  # then written (nothing to summarise in an empty folder)
+
+
+@pytest.mark.slow
+def test_a_summary_with_nothing_to_draw_yet_is_no_error(finished_tiny_sweep, tmp_path):
+    """A sweep's first final run ends before its cell has a second arm to compare: the summary has no
+    point to draw yet. Nothing is written and nothing is said (it used to raise FileNotFoundError on
+    the temporary folder it never made, printed as a "not written" note in `make demo`); the next
+    write, with both arms, makes it."""
+    import shutil
+
+    from kbn.sweep import summary
+
+    folder = tmp_path / "sweep"
+    shutil.copytree(finished_tiny_sweep, folder)
+    shutil.rmtree(folder / "summary", ignore_errors=True)
+    runs = sorted((folder / "runs").iterdir())
+    kept = runs[0]
+    for run in runs[1:]:
+        shutil.move(run, tmp_path / run.name)
+    assert summary.write(folder) is None and not (folder / "summary").exists()
+    assert not (folder / ".summary-tmp").exists()
+    for run in runs[1:]:
+        shutil.move(tmp_path / run.name, folder / "runs" / run.name)
+    assert summary.write(folder) == folder / "summary" and kept.exists()

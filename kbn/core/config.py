@@ -166,10 +166,10 @@ RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings))
 class _Trains:
     """What one run trains: its cell, learning rate and seed (first among TrainConfig's fields)."""
 
-    dataset: str = _setting("fashion_mnist", "dataset name (kbn.core.registry) or an import string")
-    arch: str = _setting("mlp", "network architecture name (kbn.core.registry) or an import string")
-    norm: str = _setting("none", "normalization: none, batch, layer, ... (kbn.core.registry) or an import string")
-    optimizer: str = _setting("adam", "optimizer name (kbn.core.registry) or an import string")
+    dataset: str = _setting("fashion_mnist", "the dataset: a name kbn knows, tfds:NAME, npz:PATH or <variant>_<name>")
+    arch: str = _setting("mlp", "the network: a name kbn knows or an import string package.module:builder")
+    norm: str = _setting("none", "the normalization: a name kbn knows or an import string package.module:Layer")
+    optimizer: str = _setting("adam", "the optimizer: a name kbn knows or an import string package.module:Name")
     lr: float = _setting(1e-3, "learning rate")
     seed: int = _setting(0, "seed of the initial weights and the data order")
 

@@ -18,6 +18,8 @@ import shutil
 import sys
 import textwrap
 
+from kbn.core.checks import check_choice
+
 NOT_A_TTY = 100
 NARROWEST = 40  # below this nothing tabular can be read anyway: fit to 40 and let the terminal wrap
 
@@ -67,7 +69,8 @@ class Terminal(logging.Handler):
 def configure(level: str = "info") -> None:
     """kbn's records printed by `Terminal` at `level` (LEVELS), and not passed on to the root logger
     (no second copy where a program configured logging). The CLI calls it; so does the first record of
-    a process that configured no logging at all."""
+    a process that configured no logging at all (kbn.configure_logging)."""
+    check_choice("level", level, tuple(LEVELS))
     LOGGER.handlers[:] = [h for h in LOGGER.handlers if not isinstance(h, Terminal)] + [Terminal()]
     LOGGER.setLevel(LEVELS[level])
     LOGGER.propagate = False

@@ -154,6 +154,8 @@ def _write(logdir: Path) -> Path | None:
     for g, norms in sorted(groups.items()):
         norms = {n: norms[n] for n in order if n in norms}
         categories += _categories(g, norms, axis, points, described)
+    if not points:  # no cell has two arms to draw yet (a sweep's first final runs): nothing to write
+        return None
     tmp = logdir / f".{SUMMARY}-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     for i, norm in enumerate(n for n in order if n in points):
