@@ -24,8 +24,13 @@ def handoff_on(monkeypatch):
     monkeypatch.setenv("KBN_HANDOFF", "on")
 
 
-def test_a_conv_net_in_a_jax_process_trains_on_tensorflow_and_says_so(handoff_on, tiny_dataset, tmp_path):
+def test_a_conv_net_in_a_jax_process_trains_on_tensorflow_and_says_so(handoff_on, tiny_dataset, tmp_path, capfd,
+                                                                    monkeypatch):
+    import re
+
     import keras
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # the child's C++ start-up lines, were they printed
 
     assert keras.backend.backend() == "jax"
     said = []
@@ -42,6 +47,8 @@ def test_a_conv_net_in_a_jax_process_trains_on_tensorflow_and_says_so(handoff_on
     # its lines came through `log`, the path's first
     assert said[0].startswith(f"kbn: {cfg.run_name()}: tensorflow, fit loop") and "handed over" in said[0]
     assert any("epoch 2/2" in line for line in said)
+    err = capfd.readouterr().err  # the child's stderr, copied here: no TensorFlow start-up lines
+    assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog", err, re.M), err[-2000:]
     result = json.loads((r.folder / "result.json").read_text())
     assert r.status == "finished" and r.metrics == result["metrics"] and r.metrics["val_accuracy"] > 0.3
     assert r.outcome.kind == result["outcome"]["kind"]

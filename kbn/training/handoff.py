@@ -1,13 +1,14 @@
 """A convolutional network met by a JAX process on a CPU trains in a TensorFlow child process.
 
-The CLI chooses TensorFlow for conv nets before Keras is imported (kbn.training.backend.choose_backend). A
-program that imported Keras on JAX (a notebook calling `kbn.train`, `kbn.run_sweep`) cannot switch:
+The CLI chooses TensorFlow for conv nets before Keras is imported (kbn.training.backend's
+choose_backend). A program that imported Keras on JAX (a notebook calling `kbn.train`, `kbn.run_sweep`) cannot switch:
 Keras picks its backend once per process. There a conv net would train through JAX's `fit`, 3-4x
 slower than TensorFlow's oneDNN convolutions on a CPU (README, "Backends and speed"; XLA's CPU
 convolutions, jax-ml/jax#12868). So `train_many` hands such runs to a child on TensorFlow
 (kbn.training.backend's `handoff_wanted` decides, `train_in_tensorflow` does it): the same runs,
 the same folders and logs, its progress lines passed through kbn's log, a KbnError raised here as it
-was there, and Ctrl-C stopping both between steps. The run's config.json and first line say it was handed over, and why.
+was there, and Ctrl-C stopping both between steps. The run's config.json and first line say it was
+handed over, and why.
 It must not know sweeps or reports: a list of runs in, their results out.
 """
 
@@ -40,7 +41,9 @@ def received(path: dict) -> dict:
 
 _CHILD = """
 import sys
-from kbn.training import handoff, train
+from kbn.training import handoff
+handoff.start_tensorflow()  # before Keras imports it: its C++ start-up lines into a file
+from kbn.training import train
 sys.exit(handoff.child(sys.argv[1], sys.argv[2], train.train_many))
 """
 
@@ -109,7 +112,6 @@ def start_tensorflow() -> str:
 def child(given: str, back: str, train_many) -> int:
     """The child's side: the runs trained on TensorFlow by `train_many` (kbn.training.train's, passed
     in: this module sits below it); their results, or the KbnError that stopped them, pickled to `back`."""
-    start_tensorflow()
     from kbn.core import interrupts
     from kbn.core.errors import KbnError
 
