@@ -43,7 +43,7 @@ _HOMES = {
     "report": None, "models": None, "data": None,
 }
 _ALIASES = {"configure_logging": "configure"}
-# the names whose modules import Keras: the backend is settled first (kbn.training.backend.settle_backend)
+# the names whose modules import Keras: the backend is settled first (kbn.core.startup.settle_backend)
 _KERAS = {"train", "train_many", "RunResult", "run_sweep", "models"}
 __all__ = ["__version__", "TrainConfig", "RunSettings", "SweepConfig", "load_sweep", "train", "train_many", "RunResult",
            "run_sweep", "open_sweep", "Sweep", "NetworkBuilder", "OptimizerFactory", "NormLayerClass",
@@ -65,7 +65,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'kbn' has no attribute {name!r}")
     home = _HOMES[name]
     if name in _KERAS:
-        from kbn.training.backend import settle_backend
+        from kbn.core.startup import settle_backend
 
         settle_backend()
     value = importlib.import_module(f"kbn.{name}") if home is None else \

@@ -527,16 +527,15 @@ def _pin_worker() -> None:
 
 
 def _tensorflow_quietly() -> None:
-    """On TensorFlow, start it now with its C++ start-up lines in a file (kbn.training.handoff), so a
+    """On TensorFlow, start it now with its C++ start-up lines in a file (kbn.core.startup), so a
     command's first lines are kbn's; --log verbose names the file."""
     import importlib.util
 
     if os.environ.get("KERAS_BACKEND") != "tensorflow" or importlib.util.find_spec("tensorflow") is None:
         return
-    from kbn.core import console
-    from kbn.training import handoff
+    from kbn.core import console, startup
 
-    console.LOGGER.debug(f"kbn: TensorFlow's own start-up lines: {handoff.start_tensorflow()}")
+    console.LOGGER.debug(f"kbn: TensorFlow's own start-up lines: {startup.start_tensorflow()}")
 
 
 def _no_empty_paths(args) -> None:

@@ -187,3 +187,14 @@ def test_the_python_api_settles_the_backend_as_the_cli_does(given, expect):
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["env"] == got["keras"] == expect and got["tensorflow"] == (expect == "tensorflow")
     assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog", r.stderr, re.M), r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_program_whose_first_keras_import_is_kbn_models_gets_kbns_backend():
+    """`from kbn.models import dense_block` at the top of a notebook imports Keras: kbn's backend is
+    settled first there too (JAX without KERAS_BACKEND, not Keras's TensorFlow)."""
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = str(ROOT)
+    code = "from kbn.models import dense_block; import keras, sys; print(keras.backend.backend(), 'tensorflow' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stdout.split()[-2:] == ["jax", "False"], r.stderr[-2000:]

@@ -13,14 +13,11 @@ import functools
 import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 
+from kbn.core.startup import DEFAULT_BACKEND
 from kbn.training import handoff
 
-# Measured with `kbn bench` (README, "Backends and speed"): JAX trains the MLPs 2-4x faster than
-# TensorFlow on CPU and is what the GPU host has; TensorFlow (oneDNN) runs CNNs ~3x faster on CPU.
-DEFAULT_BACKEND = "jax"
 
 
 def is_conv(arch: str) -> bool:
@@ -96,26 +93,6 @@ def choose_backend(archs) -> str:
         return DEFAULT_BACKEND
     convs = probe_conv(tuple(dict.fromkeys(archs)))
     return "tensorflow" if any(convs.values()) else DEFAULT_BACKEND
-
-
-def settle_backend() -> str:
-    """The Python API's backend, settled before Keras is imported (kbn.train, kbn.run_sweep, kbn.models
-    ask first), as the CLI's: KERAS_BACKEND where set, else kbn's default, JAX, where it is installed
-    (a conv net met on a CPU is then handed to TensorFlow: kbn.training.handoff), else TensorFlow,
-    which starts with its C++ start-up lines in a file. Keras's own default (TensorFlow, also written
-    into ~/.keras/keras.json at its first import) would train the MLPs 3-5x slower here. Once Keras is
-    imported its backend is fixed: nothing changes."""
-    if "keras" in sys.modules:
-        import keras
-
-        return keras.backend.backend()
-    chosen = os.environ.get("KERAS_BACKEND")
-    if not chosen:
-        chosen = DEFAULT_BACKEND if importlib.util.find_spec("jax") is not None else "tensorflow"
-        os.environ["KERAS_BACKEND"] = chosen
-    if chosen == "tensorflow" and "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow"):
-        handoff.start_tensorflow()
-    return chosen
 
 
 @functools.cache

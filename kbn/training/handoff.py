@@ -42,7 +42,8 @@ def received(path: dict) -> dict:
 _CHILD = """
 import sys
 from kbn.training import handoff
-handoff.start_tensorflow()  # before Keras imports it: its C++ start-up lines into a file
+from kbn.core.startup import start_tensorflow
+start_tensorflow()  # before Keras imports it: its C++ start-up lines into a file
 from kbn.training import train
 sys.exit(handoff.child(sys.argv[1], sys.argv[2], train.train_many))
 """
@@ -92,21 +93,6 @@ def _copy(stream) -> None:
     for line in stream:
         sys.stderr.write(line)
         sys.stderr.flush()
-
-
-def start_tensorflow() -> str:
-    """TensorFlow imported and its devices listed, with the C++ lines that writes (absl's, oneDNN's,
-    CUDA's probe: to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says) in a file, so a process's
-    first lines are kbn's (the CLI on TensorFlow, and this module's child); the file's path. What
-    TensorFlow's C++ says later reaches the terminal."""
-    path, restore = console.native_lines_to_file("tensorflow")
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # CUDA's probe lines come with the first look at the devices
-    finally:
-        restore()
-    return path
 
 
 def child(given: str, back: str, train_many) -> int:
