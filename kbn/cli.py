@@ -526,18 +526,6 @@ def _pin_worker() -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def _tensorflow_quietly() -> None:
-    """On TensorFlow, start it now with its C++ start-up lines in a file (kbn.core.startup), so a
-    command's first lines are kbn's; --log verbose names the file."""
-    import importlib.util
-
-    if os.environ.get("KERAS_BACKEND") != "tensorflow" or importlib.util.find_spec("tensorflow") is None:
-        return
-    from kbn.core import console, startup
-
-    console.LOGGER.debug(f"kbn: TensorFlow's own start-up lines: {startup.start_tensorflow()}")
-
-
 def _no_empty_paths(args) -> None:
     """A folder or file given as '' would silently mean the current folder: refused, naming the option."""
     from kbn.core.errors import ConfigError
@@ -570,7 +558,9 @@ def main(argv=None) -> int:
     from kbn.core.errors import Interrupted
 
     if args.command in ("train", "sweep", "bench"):
-        _tensorflow_quietly()
+        from kbn.core import startup
+
+        startup.settle_backend()  # on TensorFlow: started now, its C++ start-up lines in a file
         from kbn.core import interrupts
 
         interrupts.install()  # Ctrl-C / SIGTERM stop training between steps, resumable

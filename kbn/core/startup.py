@@ -30,6 +30,7 @@ def start_tensorflow() -> str:
         tf.config.list_physical_devices()  # CUDA's probe lines come with the first look at the devices
     finally:
         restore()
+    console.LOGGER.debug(f"kbn: TensorFlow's own start-up lines: {path}")  # kbn --log verbose names it
     return path
 
 
